@@ -1,0 +1,128 @@
+"""ResNet backbones for re-ID (He et al., CVPR 2016), split so regularizers can sit between parts.
+
+Every backbone exposes the same parts: `stem_conv` (the first convolution; LFM masks its output,
+reference/methods.md §1.2), `stem_post` (BN, ReLU and any stem pooling), `stages` (the residual
+stages) and `out_channels` (the width of the pooled feature).
+
+* `resnet-mini` — the CPU-sized default: a 3x3 stride-2 stem (32 channels) and four one-block
+  stages of widths 32/64/96/128 with strides 1/2/2/1, about 0.5 M parameters. A 64x32 input
+  gives a 32x16 stem map and an 8x4 final map.
+* `resnet50` — ResNet-50 with last stride 1 as in the strong re-ID baseline (Luo et al., CVPRW
+  2019; reference/reid.md C1): 7x7 stride-2 stem, 3x3 stride-2 max-pool, bottleneck stages
+  [3, 4, 6, 3], 2048-d output; a 256x128 input gives a 128x64 stem map and a 16x8 final map.
+  Weights start random: lfm-bench downloads nothing.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from models.registry import register_backbone
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with an identity or 1x1 projection shortcut."""
+
+    expansion = 1
+
+    def __init__(self, cin: int, width: int, stride: int) -> None:
+        super().__init__()
+        cout = width * self.expansion
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, width, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, cout, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
+        self.shortcut = _shortcut(cin, cout, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (self.body(x) + self.shortcut(x)).relu_()
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (carrying the stride), 1x1 expand by 4, with a projection shortcut."""
+
+    expansion = 4
+
+    def __init__(self, cin: int, width: int, stride: int) -> None:
+        super().__init__()
+        cout = width * self.expansion
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, width, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
+        self.shortcut = _shortcut(cin, cout, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (self.body(x) + self.shortcut(x)).relu_()
+
+
+def _shortcut(cin: int, cout: int, stride: int) -> nn.Module:
+    if stride == 1 and cin == cout:
+        return nn.Identity()
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+
+class ResNetBackbone(nn.Module):
+    """A ResNet split into stem conv, stem post-processing and residual stages."""
+
+    def __init__(
+        self,
+        block: type[BasicBlock] | type[Bottleneck],
+        stem: nn.Conv2d,
+        stem_pool: bool,
+        widths: tuple[int, ...],
+        depths: tuple[int, ...],
+        strides: tuple[int, ...],
+    ) -> None:
+        super().__init__()
+        self.stem_conv = stem
+        post: list[nn.Module] = [nn.BatchNorm2d(stem.out_channels), nn.ReLU(inplace=True)]
+        if stem_pool:
+            post.append(nn.MaxPool2d(3, 2, 1))
+        self.stem_post = nn.Sequential(*post)
+        stages, cin = [], stem.out_channels
+        for width, depth, stride in zip(widths, depths, strides, strict=True):
+            blocks = []
+            for i in range(depth):
+                blocks.append(block(cin, width, stride if i == 0 else 1))
+                cin = width * block.expansion
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.out_channels = cin
+        _init_weights(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.stages(self.stem_post(self.stem_conv(x)))
+
+
+def _init_weights(module: nn.Module) -> None:
+    """Kaiming-normal convolutions; the last BN of each residual body starts at zero (Goyal et al.)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    for m in module.modules():
+        if isinstance(m, (BasicBlock, Bottleneck)):
+            nn.init.zeros_(m.body[-1].weight)
+
+
+@register_backbone("resnet-mini")
+def resnet_mini() -> ResNetBackbone:
+    """CPU-sized ResNet: 3x3/2 stem, one basic block per stage, widths 32/64/96/128, last stride 1."""
+    stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
+    return ResNetBackbone(BasicBlock, stem, False, (32, 64, 96, 128), (1, 1, 1, 1), (1, 2, 2, 1))
+
+
+@register_backbone("resnet50")
+def resnet50() -> ResNetBackbone:
+    """ResNet-50 with last stride 1 (strong re-ID baseline), randomly initialised."""
+    stem = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+    return ResNetBackbone(Bottleneck, stem, True, (64, 128, 256, 512), (3, 4, 6, 3), (1, 2, 2, 1))

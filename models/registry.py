@@ -1,0 +1,116 @@
+"""The model registry: registry names are public API (CLI, config files, CSV).
+
+A registry entry is a `ModelEntry`: a backbone name, a regularizer name and its default keyword
+arguments. `create_model(name, num_classes, **overrides)` builds the network; overrides replace
+regularizer defaults (`p=0.3`) or the backbone (`backbone="resnet50"`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+
+class UnknownNameError(KeyError):
+    """A registry lookup failed; the message lists the known names and close matches."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
+    """One-line message for an unknown registry name, with a did-you-mean."""
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return f"unknown {kind} {name!r}{hint} (known: {', '.join(sorted(known))})"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """What a registered model name means.
+
+    Attributes:
+        name: the registry name.
+        regularizer: regularizer name (`"none"` for the plain model).
+        backbone: default backbone name.
+        params: default regularizer keyword arguments.
+        description: one line shown by `lfm-bench ls`.
+    """
+
+    name: str
+    regularizer: str
+    backbone: str = "resnet-mini"
+    params: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+_MODELS: dict[str, ModelEntry] = {}
+_BACKBONES: dict[str, Callable[..., nn.Module]] = {}
+_REGULARIZERS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def _add(table: dict, kind: str, name: str, value: Any) -> None:
+    if name in table:
+        raise ValueError(f"{kind} {name!r} is already registered")
+    table[name] = value
+
+
+def register_model(entry: ModelEntry) -> ModelEntry:
+    """Register a model name; a duplicate name raises ValueError."""
+    _add(_MODELS, "model", entry.name, entry)
+    return entry
+
+
+def register_backbone(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator registering a backbone factory under `name`."""
+
+    def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _add(_BACKBONES, "backbone", name, factory)
+        return factory
+
+    return wrap
+
+
+def register_regularizer(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Decorator registering a regularizer module class under `name`."""
+
+    def wrap(cls: type[nn.Module]) -> type[nn.Module]:
+        _add(_REGULARIZERS, "regularizer", name, cls)
+        return cls
+
+    return wrap
+
+
+def _lookup(table: dict, kind: str, name: str) -> Any:
+    if name not in table:
+        raise UnknownNameError(unknown_name_message(kind, name, list(table)))
+    return table[name]
+
+
+def get_model_entry(name: str) -> ModelEntry:
+    """The entry registered as `name`; UnknownNameError lists close matches."""
+    return _lookup(_MODELS, "model", name)
+
+
+def get_backbone(name: str) -> Callable[..., nn.Module]:
+    """The backbone factory registered as `name`."""
+    return _lookup(_BACKBONES, "backbone", name)
+
+
+def get_regularizer(name: str) -> Callable[..., nn.Module]:
+    """The regularizer class registered as `name`."""
+    return _lookup(_REGULARIZERS, "regularizer", name)
+
+
+def list_models() -> list[str]:
+    """Registered model names, sorted."""
+    return sorted(_MODELS)
+
+
+def list_backbones() -> list[str]:
+    """Registered backbone names, sorted."""
+    return sorted(_BACKBONES)

@@ -1,0 +1,207 @@
+"""The `lfm-bench` command line: `run` a sweep, `ls` the registries.
+
+Bad input exits with status 2 and one line `lfm-bench: error: <what is wrong and how to fix it>`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+import attacks
+import models
+from robustbench_lfm.datasets import DATASETS
+from robustbench_lfm.environment import resolve_device
+from robustbench_lfm.hashing import content_hash
+from robustbench_lfm.spec import (
+    RunSpec,
+    SpecError,
+    TrainRecipe,
+    check_writable,
+    parse_eps,
+    parse_seeds,
+    resolve_attack,
+    resolve_data,
+    resolve_model,
+    split_list,
+    unique,
+)
+from robustbench_lfm.training import TrainingError
+
+DEFAULT_CACHE = Path(os.environ.get("LFM_BENCH_CACHE", Path.home() / ".cache" / "lfm-bench"))
+
+
+def fail(message: str, status: int = 2) -> NoReturn:
+    """Print one error line and exit."""
+    click.echo(f"lfm-bench: error: {message}", err=True)
+    sys.exit(status)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lfm-bench")
+def main() -> None:
+    """lfm-bench: adversarial robustness of re-ID regularizers (LFM, Dropout, Cutout, ...).
+
+    Sweeps registered models against registered attacks and records clean and attacked
+    Rank-1 / mAP / mINP into a tidy CSV, a manifest and a plot. See `lfm-bench ls`.
+    """
+
+
+@main.command()
+@click.option(
+    "--models",
+    "models_",
+    default="lfm",
+    show_default=True,
+    help="Comma list of model names, e.g. lfm,dropout (see `lfm-bench ls`).",
+)
+@click.option(
+    "--attacks",
+    "attacks_",
+    default="pgd",
+    show_default=True,
+    help="Comma list of attack names; options as pgd:steps=20.",
+)
+@click.option(
+    "--eps",
+    default="2/255,4/255,8/255",
+    show_default=True,
+    help="L-inf budgets on the [0, 1] pixel scale.",
+)
+@click.option("--seeds", default="0", show_default=True, help="Training seeds, e.g. 0,1,2.")
+@click.option(
+    "--dataset",
+    default="synthreid",
+    show_default=True,
+    help="Dataset name with options, e.g. synthreid:train_ids=40.",
+)
+@click.option(
+    "--distance",
+    type=click.Choice(["cosine", "euclidean"]),
+    default="cosine",
+    show_default=True,
+    help="Retrieval distance on the post-BNNeck embedding.",
+)
+@click.option(
+    "--epochs",
+    type=int,
+    default=None,
+    help=f"Training epochs (default {TrainRecipe.epochs}; schedule scaled).",
+)
+@click.option("--backbone", default=None, help="Override every model's backbone (resnet-mini, resnet50).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Run directory (default results/<run-name>/).",
+)
+@click.option("--name", default=None, help="Run name (default: models, attacks and a hash of the spec).")
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_CACHE,
+    show_default=True,
+    help="Checkpoints and generated data ($LFM_BENCH_CACHE).",
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option(
+    "--batch-size",
+    type=int,
+    default=256,
+    show_default=True,
+    help="Evaluation and attack batch size.",
+)
+@click.option("--no-baseline", is_flag=True, help="Do not add the `plain` baseline model.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or dataset summary.")
+def run(**opts: Any) -> None:
+    """Train (or reuse cached) models and evaluate them clean and under attack.
+
+    Writes results.csv, manifest.json and robustness.png to the run directory and prints a
+    table of Rank-1 / mAP in %. Rerunning the same command resumes an interrupted sweep.
+    """
+    spec = _guard(lambda: build_spec(**opts))
+    from robustbench_lfm.runner import run_sweep
+    from robustbench_lfm.summary import plot_eps_curves, summary_table
+
+    start = time.perf_counter()
+    try:
+        df = run_sweep(spec, log=click.echo)
+    except TrainingError as err:
+        fail(f"{err} (finished cells are kept in {spec.out_dir / 'results.csv'})", status=1)
+    plot = plot_eps_curves(df, spec.out_dir / "robustness.png")
+    click.echo(summary_table(df))
+    click.echo(f"\n{len(df)} rows in {spec.out_dir / 'results.csv'}; plot {plot}; {time.perf_counter() - start:.1f} s")
+
+
+def _guard(build: Callable[[], RunSpec]) -> RunSpec:
+    try:
+        return build()
+    except SpecError as err:
+        fail(str(err))
+
+
+def build_spec(**o: Any) -> RunSpec:
+    """Resolve CLI options into a validated RunSpec (SpecError on bad input)."""
+    names = unique(split_list(o["models_"]))
+    if not o["no_baseline"] and not any(n.split(":")[0] == "plain" for n in names):
+        names.insert(0, "plain")
+    model_specs = tuple(resolve_model(n, o["backbone"]) for n in names)
+    attack_specs = tuple(resolve_attack(a) for a in unique(split_list(o["attacks_"])))
+    if not model_specs or not attack_specs:
+        raise SpecError("give at least one model (--models) and one attack (--attacks)")
+    recipe = TrainRecipe() if o["epochs"] is None else TrainRecipe().scaled_to(o["epochs"])
+    if o["batch_size"] < 1:
+        raise SpecError(f"--batch-size {o['batch_size']} must be >= 1")
+    try:
+        device = str(resolve_device(o["device"]))
+    except (ValueError, RuntimeError) as err:
+        raise SpecError(str(err)) from None
+    parts = dict(
+        models=model_specs, attacks=attack_specs, eps=parse_eps(o["eps"]), seeds=parse_seeds(o["seeds"]),
+        data=resolve_data(o["dataset"], None), recipe=recipe, distance=o["distance"],
+    )  # fmt: skip
+    name = o["name"] or _run_name(parts)
+    out = o["out"] or Path("results") / name
+    check_writable(out, "output directory")
+    check_writable(o["cache_dir"], "cache directory")
+    return RunSpec(
+        **parts,
+        out_dir=out,
+        cache_dir=o["cache_dir"],
+        device=device,
+        batch_size=o["batch_size"],
+        quiet=o["quiet"],
+    )
+
+
+def _run_name(parts: dict[str, Any]) -> str:
+    """Deterministic, so rerunning the same command resumes into the same directory."""
+    models_part = "-".join(m.name for m in parts["models"])[:40]
+    attacks_part = "-".join(a.name for a in parts["attacks"])[:20]
+    return f"{models_part}_{attacks_part}_{content_hash(repr(sorted(parts.items())), 6)}"
+
+
+@main.command(name="ls")
+def ls() -> None:
+    """List registered models, attacks and datasets."""
+    click.echo("models:")
+    for name in models.list_models():
+        entry = models.get_model_entry(name)
+        click.echo(f"  {name:<12} [{entry.backbone}] {entry.description}")
+    click.echo(f"backbones: {', '.join(models.list_backbones())}")
+    click.echo("attacks:")
+    for name in attacks.list_attacks():
+        doc = (
+            attacks.get_attack_class(name).__module__,
+            sys.modules[attacks.get_attack_class(name).__module__].__doc__ or "",
+        )
+        click.echo(f"  {name:<12} {doc[1].strip().splitlines()[0]}")
+    click.echo("datasets:")
+    for name, info in DATASETS.items():
+        click.echo(f"  {name:<12} ({info.task}) {info.description}")

@@ -1,0 +1,258 @@
+"""The sweep runner: cells from the spec, cached training, clean features once, attacks, rows.
+
+Per (model, seed): the checkpoint is taken from the cache or trained and cached; clean query and
+gallery embeddings are computed once; then every pending cell of that model is evaluated and its
+rows are appended to the CSV at once. Cells already in the CSV are skipped, so rerunning an
+interrupted command resumes it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+import attacks
+import models
+from robustbench_lfm import __version__
+from robustbench_lfm.cache import CheckpointCache
+from robustbench_lfm.datasets import ReIDDataset, as_float, get_dataset_info, load_dataset
+from robustbench_lfm.environment import git_sha, machine, now, package_versions
+from robustbench_lfm.metrics import evaluate_rank, pairwise_distance
+from robustbench_lfm.spec import Cell, ModelSpec, RunSpec
+from robustbench_lfm.store import ResultStore
+from robustbench_lfm.training import train_model
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class CleanFeatures:
+    """Clean query and gallery embeddings of one trained model."""
+
+    query: Tensor
+    gallery: Tensor
+
+
+@dataclass
+class Manifest:
+    """manifest.json: the resolved spec, versions, machine, seeds and timings."""
+
+    spec: dict[str, Any]
+    versions: dict[str, str]
+    machine: dict[str, Any]
+    started_at: str = field(default_factory=now)
+    finished_at: str | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    cells_run: int = 0
+    cells_skipped: int = 0
+    wall_s: float = 0.0
+
+    def write(self, spec: RunSpec) -> None:
+        """Write atomically to the run directory."""
+        path = spec.out_dir / "manifest.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2, default=str))
+        tmp.replace(path)
+
+
+def run_sweep(spec: RunSpec, log: Log = print) -> pd.DataFrame:
+    """Run every pending cell of `spec`; returns the whole result table."""
+    start = time.perf_counter()
+    device = torch.device(spec.device)
+    store = ResultStore(spec.out_dir / "results.csv")
+    manifest = Manifest(spec.to_json(), package_versions(), machine(device))
+    manifest.write(spec)
+    dataset = load_dataset(spec.data.name, dict(spec.data.options), spec.cache_dir)
+    if not spec.quiet:
+        log(f"dataset {spec.data.name}:\n{dataset.summary()}")
+    done = store.cell_ids()
+    cells = spec.cells()
+    pending = [c for c in cells if c.cell_id(spec.data, spec.recipe, spec.distance) not in done]
+    manifest.cells_skipped = len(cells) - len(pending)
+    bar = tqdm(total=len(pending), desc="cells", disable=spec.quiet, unit="cell")
+    for (model_spec, seed), group in _by_model(pending).items():
+        net, sha = _trained_model(spec, model_spec, seed, dataset, device, manifest)
+        clean = _clean_features(spec, net, dataset, device)
+        for cell in group:
+            t0 = time.perf_counter()
+            metrics, extra = _evaluate_cell(spec, cell, net, clean, dataset, device)
+            store.append(_rows(spec, cell, metrics, extra, sha, time.perf_counter() - t0, len(dataset.query)))
+            manifest.cells_run += 1
+            bar.update(1)
+    bar.close()
+    manifest.finished_at, manifest.wall_s = now(), round(time.perf_counter() - start, 2)
+    manifest.write(spec)
+    return store.read()
+
+
+def _by_model(cells: list[Cell]) -> dict[tuple[ModelSpec, int], list[Cell]]:
+    groups: dict[tuple[ModelSpec, int], list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault((cell.model, cell.seed), []).append(cell)
+    return groups
+
+
+def _trained_model(
+    spec: RunSpec,
+    model_spec: ModelSpec,
+    seed: int,
+    data: ReIDDataset,
+    device: torch.device,
+    manifest: Manifest,
+) -> tuple[nn.Module, str]:
+    """The model trained on `data` with `seed`, from the cache when a verified checkpoint exists."""
+    key = Cell(model_spec, None, 0.0, seed).train_key(spec.data, spec.recipe)
+    cache = CheckpointCache(spec.cache_dir)
+    torch.manual_seed(seed)  # weight initialisation
+    net = models.create_model(model_spec.name, data.num_train_ids, seed=seed, **model_spec.overrides())
+    meta = cache.load(key, net)
+    label = f"{model_spec.label}@seed{seed}"
+    if meta is not None:
+        manifest.training[label] = {"key": key, "cached": True, "train_s": meta.get("train_s")}
+        return net.to(device).eval(), meta["sha256"]
+    bar = tqdm(
+        total=spec.recipe.epochs,
+        desc=f"train {label}",
+        disable=spec.quiet,
+        leave=False,
+        unit="epoch",
+    )
+    stats = train_model(
+        net,
+        data,
+        spec.recipe,
+        seed,
+        device,
+        on_epoch=lambda e, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")),
+    )
+    bar.close()
+    info = {
+        "key": key,
+        "cached": False,
+        "train_s": round(stats.total_seconds, 2),
+        "epoch_s": [round(t, 3) for t in stats.epoch_seconds],
+        "final_loss": stats.final_loss,
+    }
+    sha = cache.save(
+        key,
+        net,
+        {
+            **info,
+            "model": asdict(model_spec),
+            "data": asdict(spec.data),
+            "recipe": asdict(spec.recipe),
+            "seed": seed,
+        },
+    )
+    manifest.training[label] = info
+    return net.eval(), sha
+
+
+def _embed(net: nn.Module, images: Tensor, batch_size: int, device: torch.device) -> Tensor:
+    """Embeddings of uint8 images, in batches, under inference mode."""
+    net.eval()
+    out = []
+    with torch.inference_mode():
+        for chunk in torch.split(images, batch_size):
+            out.append(net(as_float(chunk).to(device).contiguous(memory_format=torch.channels_last)).float().cpu())
+    return torch.cat(out)
+
+
+def _clean_features(spec: RunSpec, net: nn.Module, data: ReIDDataset, device: torch.device) -> CleanFeatures:
+    return CleanFeatures(
+        _embed(net, data.query.images, spec.batch_size, device),
+        _embed(net, data.gallery.images, spec.batch_size, device),
+    )
+
+
+def _attacked_queries(spec: RunSpec, cell: Cell, net: nn.Module, data: ReIDDataset, device: torch.device) -> Tensor:
+    """Embeddings of the queries after the cell's attack; batched over queries."""
+    assert cell.attack is not None
+    attack = cell.attack.build(seed=cell.seed)
+    gen = torch.Generator(device).manual_seed(cell.seed)
+    context = attacks.AttackContext(get_dataset_info(spec.data.name).task)  # type: ignore[arg-type]
+    out = []
+    for chunk in torch.split(data.query.images, spec.batch_size):
+        x = as_float(chunk).to(device).contiguous(memory_format=torch.channels_last)
+        x_adv = attack(net, x, context, eps=cell.eps, generator=gen)
+        with torch.inference_mode():
+            out.append(net(x_adv).float().cpu())
+    return torch.cat(out)
+
+
+def _evaluate_cell(
+    spec: RunSpec,
+    cell: Cell,
+    net: nn.Module,
+    clean: CleanFeatures,
+    data: ReIDDataset,
+    device: torch.device,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Metrics of one cell (attacked queries against the clean gallery) and its attack fields."""
+    task = get_dataset_info(spec.data.name).task
+    if cell.attack is None:
+        qf, extra = (
+            clean.query,
+            {
+                "attack": "none",
+                "objective": "",
+                "norm": "",
+                "steps": 0,
+                "step_size": 0.0,
+                "perturbed": "",
+            },
+        )
+    else:
+        qf = _attacked_queries(spec, cell, net, data, device)
+        attack = cell.attack.build(seed=cell.seed)
+        extra = {
+            "attack": cell.attack.name,
+            "objective": attack.resolved_objective(task),
+            "perturbed": "query",
+            **attack.describe(cell.eps),
+        }
+    dist = pairwise_distance(qf, clean.gallery, spec.distance)
+    result = evaluate_rank(dist, data.query.pids, data.gallery.pids, data.query.camids, data.gallery.camids)
+    return result.as_metrics(), extra
+
+
+def _rows(
+    spec: RunSpec,
+    cell: Cell,
+    metrics: dict[str, float],
+    extra: dict[str, Any],
+    sha: str,
+    wall: float,
+    n_eval: int,
+) -> list[dict[str, Any]]:
+    base = {
+        "run_id": spec.out_dir.name,
+        "cell_id": cell.cell_id(spec.data, spec.recipe, spec.distance),
+        "task": get_dataset_info(spec.data.name).task,
+        "dataset": spec.data.name,
+        "model": cell.model.label,
+        "backbone": cell.model.backbone,
+        "regularizer": cell.model.regularizer,
+        "model_params": json.dumps(dict(cell.model.params), sort_keys=True),
+        "train_seed": cell.seed,
+        "eps": cell.eps,
+        "surrogate": "",
+        "distance": spec.distance,
+        "n_eval": n_eval,
+        "wall_s": round(wall, 3),
+        "checkpoint_sha256": sha,
+        "lfm_bench_version": __version__,
+        "torch_version": torch.__version__,
+        "git_sha": git_sha(),
+        "created_at": now(),
+        **extra,
+    }
+    return [{**base, "metric": name, "value": value} for name, value in metrics.items()]

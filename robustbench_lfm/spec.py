@@ -1,0 +1,318 @@
+"""The frozen run specification: names and options parsed and validated once, then expanded into cells.
+
+Validation lives here, not in the CLI: every problem raises `SpecError` with a message that names
+the problem and the fix. Registry names are the same strings in the CLI, config and CSV.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import attacks
+import models
+from robustbench_lfm import __version__
+from robustbench_lfm.datasets import get_dataset_info
+from robustbench_lfm.hashing import content_hash
+
+
+class SpecError(ValueError):
+    """Bad user input; the message says what is wrong and how to fix it."""
+
+
+Params = tuple[tuple[str, Any], ...]
+
+
+def parse_scalar(text: str) -> Any:
+    """'3' -> 3, '0.5' -> 0.5, '8/255' -> 0.0313..., 'true' -> True, else the string."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    try:
+        return float(Fraction(text))
+    except (ValueError, ZeroDivisionError):
+        return text.strip()
+
+
+def parse_named(item: str) -> tuple[str, Params]:
+    """'lfm:p=0.3,channels=0.25' -> ('lfm', (('channels', 0.25), ('p', 0.3)))."""
+    name, _, rest = item.strip().partition(":")
+    params: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = part.partition("=")
+        if not eq or not key.strip():
+            raise SpecError(f"bad option {part!r} in {item!r}; write NAME:key=value,key=value")
+        params[key.strip()] = parse_scalar(value)
+    return name.strip(), tuple(sorted(params.items()))
+
+
+def split_list(text: str) -> list[str]:
+    """Split a comma list of names, keeping 'name:k=v,k=v' groups together ('+' also separates)."""
+    items: list[str] = []
+    for part in (p.strip() for p in text.replace("+", ",").split(",")):
+        if not part:
+            continue
+        if "=" in part and ":" not in part and items:
+            items[-1] += "," + part  # a further option of the previous name
+        else:
+            items.append(part)
+    return items
+
+
+def parse_eps(text: str) -> tuple[float, ...]:
+    """'2/255,4/255,8/255' -> floats on the pixel scale; each must lie in [0, 1]."""
+    values = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            value = float(Fraction(part))
+        except (ValueError, ZeroDivisionError):
+            raise SpecError(f"eps {part!r} is not a number; write e.g. 8/255 or 0.03") from None
+        if not 0.0 <= value <= 1.0 or math.isnan(value):
+            raise SpecError(f"eps {part} = {value:.4g} is outside [0, 1]; budgets are on the pixel scale, e.g. 8/255")
+        values.append(value)
+    if not values:
+        raise SpecError("no eps given; write e.g. --eps 2/255,4/255,8/255")
+    return tuple(values)
+
+
+def format_eps(eps: float) -> str:
+    """8/255-style text for eps values on the 1/255 grid, else 4 significant digits."""
+    k = eps * 255
+    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{eps:.4g}"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model name with its parameter overrides and resolved backbone."""
+
+    name: str
+    backbone: str
+    regularizer: str
+    params: Params = ()
+
+    @property
+    def label(self) -> str:
+        """The display/CSV name: 'lfm' or 'lfm:p=0.3'."""
+        if not self.params:
+            return self.name
+        return self.name + ":" + ",".join(f"{k}={v}" for k, v in self.params)
+
+    def overrides(self) -> dict[str, Any]:
+        """Keyword arguments for `models.create_model`."""
+        return {"backbone": self.backbone, **dict(self.params)}
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """A registered attack name with its options."""
+
+    name: str
+    options: Params = ()
+
+    def build(self, seed: int) -> attacks.Attack:
+        """A fresh attack object with a random-start seed."""
+        return attacks.create_attack(self.name, seed=seed, **dict(self.options))
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """A registered dataset name with its options (and a data root for real datasets)."""
+
+    name: str
+    options: Params = ()
+    root: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """The re-ID training recipe: strong-baseline losses (reference/reid.md C2), CPU-sized.
+
+    Attributes:
+        epochs: passes over the training identities.
+        ids_per_batch: P of the P x K sampler.
+        images_per_id: K of the P x K sampler.
+        lr: Adam base learning rate.
+        weight_decay: Adam weight decay.
+        warmup_epochs: linear warm-up from 0.1 x lr.
+        milestones: epochs at which lr is multiplied by `gamma`.
+        gamma: lr decay factor.
+        label_smoothing: epsilon of the ID loss.
+        triplet_margin: batch-hard triplet margin (non-squared Euclidean on the pooled feature).
+        pad: pixels of zero padding before the random crop (10 px at 256x128, scaled).
+        flip: random horizontal flip with probability 0.5.
+    """
+
+    epochs: int = 20
+    ids_per_batch: int = 16
+    images_per_id: int = 4
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 3
+    milestones: tuple[int, ...] = (13, 17)
+    gamma: float = 0.1
+    label_smoothing: float = 0.1
+    triplet_margin: float = 0.3
+    pad: int = 3
+    flip: bool = True
+
+    def scaled_to(self, epochs: int) -> TrainRecipe:
+        """The same recipe over `epochs` epochs, warm-up and milestones scaled proportionally."""
+        if epochs < 1:
+            raise SpecError(f"--epochs {epochs} must be >= 1")
+        f = epochs / self.epochs
+        stones = tuple(sorted({max(1, round(m * f)) for m in self.milestones if round(m * f) < epochs}))
+        return replace(
+            self,
+            epochs=epochs,
+            warmup_epochs=min(round(self.warmup_epochs * f), epochs - 1),
+            milestones=stones,
+        )
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One sweep cell: a trained model (model, data, recipe, seed) under one attack at one eps."""
+
+    model: ModelSpec
+    attack: AttackSpec | None  # None: the clean cell (attack = none, eps = 0)
+    eps: float
+    seed: int
+
+    def train_key(self, data: DataSpec, recipe: TrainRecipe) -> str:
+        """Cache key of the checkpoint this cell needs."""
+        return content_hash(
+            {
+                "model": asdict(self.model),
+                "data": asdict(data),
+                "recipe": asdict(recipe),
+                "seed": self.seed,
+                "version": __version__,
+            }
+        )
+
+    def cell_id(self, data: DataSpec, recipe: TrainRecipe, distance: str) -> str:
+        """Short hash of everything that determines this cell's numbers."""
+        attack = asdict(self.attack) if self.attack else None
+        return content_hash(
+            {
+                "train": self.train_key(data, recipe),
+                "attack": attack,
+                "eps": self.eps,
+                "distance": distance,
+                "version": __version__,
+            },
+            12,
+        )
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything one `lfm-bench run` does, resolved and validated."""
+
+    models: tuple[ModelSpec, ...]
+    attacks: tuple[AttackSpec, ...]
+    eps: tuple[float, ...]
+    seeds: tuple[int, ...]
+    data: DataSpec
+    recipe: TrainRecipe
+    out_dir: Path
+    cache_dir: Path
+    distance: str = "cosine"
+    device: str = "cpu"
+    batch_size: int = 256
+    quiet: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def cells(self) -> list[Cell]:
+        """The grid: per seed and model, the clean cell then attack x eps."""
+        out = []
+        for seed in self.seeds:
+            for model in self.models:
+                out.append(Cell(model, None, 0.0, seed))
+                out += [Cell(model, a, e, seed) for a in self.attacks for e in self.eps]
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """The resolved spec for manifest.json."""
+        d = asdict(self)
+        d["out_dir"], d["cache_dir"] = str(self.out_dir), str(self.cache_dir)
+        d["models"] = [{**asdict(m), "label": m.label} for m in self.models]
+        return d
+
+
+def resolve_model(item: str, backbone: str | None) -> ModelSpec:
+    """Parse and check one model item against the registry."""
+    name, params = parse_named(item)
+    try:
+        entry = models.get_model_entry(name)
+        bb = backbone or entry.backbone
+        if bb not in models.list_backbones():
+            raise SpecError(models.registry.unknown_name_message("backbone", bb, models.list_backbones()))
+        models.create_model(name, 2, backbone="resnet-mini", **dict(params))  # checks the params
+    except models.UnknownNameError as err:
+        raise SpecError(str(err)) from None
+    except (TypeError, ValueError) as err:
+        raise SpecError(f"model {item!r}: {err}") from None
+    return ModelSpec(name, bb, entry.regularizer, params)
+
+
+def resolve_attack(item: str) -> AttackSpec:
+    """Parse and check one attack item against the registry."""
+    name, options = parse_named(item)
+    try:
+        attacks.create_attack(name, **dict(options))
+    except attacks.UnknownAttackError as err:
+        raise SpecError(str(err)) from None
+    except (TypeError, ValueError) as err:
+        raise SpecError(f"attack {item!r}: {err}") from None
+    return AttackSpec(name, options)
+
+
+def resolve_data(item: str, root: str | None) -> DataSpec:
+    """Parse and check the dataset item; options are checked by the dataset's config."""
+    name, options = parse_named(item)
+    try:
+        get_dataset_info(name).check_options(dict(options))
+    except KeyError as err:
+        raise SpecError(str(err.args[0])) from None
+    except (TypeError, ValueError) as err:
+        raise SpecError(f"dataset {item!r}: {err}") from None
+    return DataSpec(name, options, root)
+
+
+def check_writable(path: Path, what: str) -> None:
+    """Create `path` if needed and prove it is writable, or raise SpecError naming the fix."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise SpecError(
+            f"{what} {str(path)!r} is not writable ({err.strerror}); choose another with --out / --cache-dir"
+        ) from None
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """'0,1,2' -> (0, 1, 2); seeds are non-negative integers."""
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise SpecError(f"--seeds {text!r} must be comma-separated integers, e.g. 0,1,2") from None
+    if not seeds or min(seeds) < 0:
+        raise SpecError(f"--seeds {text!r} must list one or more non-negative integers")
+    return tuple(dict.fromkeys(seeds))
+
+
+def unique(items: list[str]) -> list[str]:
+    """Items in order without repeats."""
+    return list(dict.fromkeys(items))

@@ -1,0 +1,92 @@
+"""Compact views of a result table: the table printed at the end of a run, and the eps plot.
+
+Both read only the tidy CSV (as a DataFrame), so they work with no checkpoint and no GPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from robustbench_lfm.spec import format_eps
+
+HEADLINE = {"reid": ("rank1", "mAP"), "classification": ("accuracy",)}
+LABELS = {"rank1": "Rank-1", "mAP": "mAP", "accuracy": "accuracy"}
+
+
+def _condition(row: pd.Series) -> str:
+    return "clean" if row["attack"] == "none" else f"{row['attack']} {format_eps(float(row['eps']))}"
+
+
+def summary_table(df: pd.DataFrame) -> str:
+    """Models as rows, clean and attack@eps as columns, headline metrics in %, mean(±std) over seeds."""
+    if df.empty:
+        return "(no results)"
+    metrics = [m for task in df["task"].unique() for m in HEADLINE.get(task, ())]
+    df = df[df["metric"].isin(metrics)].copy()
+    df["condition"] = df.apply(_condition, axis=1)
+    stats = df.groupby(["model", "condition", "metric"], sort=False)["value"].agg(["mean", "std", "count"])
+    conditions = list(dict.fromkeys(sorted(df["condition"].unique(), key=lambda c: (c != "clean", _eps_of(df, c), c))))
+    header = ["model"] + [f"{c} {LABELS[m]}" for c in conditions for m in metrics]
+    lines = [header]
+    for model in dict.fromkeys(df["model"]):
+        row = [model]
+        for cond in conditions:
+            for m in metrics:
+                row.append(_cell(stats, (model, cond, m)))
+        lines.append(row)
+    widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
+    text = [
+        "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True)))
+        for r in lines
+    ]
+    text.insert(1, "-" * len(text[0]))
+    return "\n".join(text)
+
+
+def _eps_of(df: pd.DataFrame, condition: str) -> float:
+    sel = df.loc[df["condition"] == condition, "eps"]
+    return float(sel.iloc[0]) if len(sel) else 0.0
+
+
+def _cell(stats: pd.DataFrame, key: tuple[str, str, str]) -> str:
+    if key not in stats.index:
+        return "-"
+    mean, std, count = stats.loc[key]
+    return f"{100 * mean:.1f}" + (f"±{100 * std:.1f}" if count > 1 else "")
+
+
+def plot_eps_curves(df: pd.DataFrame, path: Path) -> Path | None:
+    """Headline metrics against eps (in /255), one line per model and attack, clean at eps 0."""
+    if df.empty:
+        return None
+    task = df["task"].iloc[0]
+    metrics = HEADLINE.get(task, ())
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.8 * len(metrics), 3.6), squeeze=False)
+    clean = df[df["attack"] == "none"]
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for attack in sorted(set(df["attack"]) - {"none"}):
+            sub = pd.concat([clean, df[df["attack"] == attack]])
+            sub = sub[sub["metric"] == metric].groupby(["model", "eps"])["value"].mean().reset_index()
+            for model, curve in sub.groupby("model", sort=False):
+                ax.plot(
+                    curve["eps"] * 255,
+                    100 * curve["value"],
+                    marker="o",
+                    label=f"{model} ({attack})",
+                )
+        ax.set_xlabel("eps (L-inf, /255)")
+        ax.set_ylabel(f"{LABELS[metric]} (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8, loc="upper right")
+    fig.suptitle(f"{df['dataset'].iloc[0]}: clean (eps 0) and attacked queries")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

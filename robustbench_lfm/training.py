@@ -1,0 +1,150 @@
+"""Re-ID training: the strong-baseline recipe (Luo et al., CVPRW 2019; reference/reid.md C2), CPU-sized.
+
+ID loss with label smoothing plus batch-hard triplet loss (Hermans et al., arXiv 1703.07737) on
+the pooled feature, a P x K identity sampler, random flip and pad-crop, Adam with linear warm-up
+and step decay. All randomness (sampling, augmentation, regularizers, initialisation) comes from
+the seed, so a (model, data, recipe, seed) gives the same weights on the same machine.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robustbench_lfm.datasets import ReIDDataset, as_float
+from robustbench_lfm.spec import TrainRecipe
+
+
+class TrainingError(RuntimeError):
+    """Training failed (e.g. the loss became NaN); the message names the cell and the step."""
+
+
+@dataclass(frozen=True)
+class TrainStats:
+    """What a training run reports: final loss, seconds per epoch, total seconds."""
+
+    final_loss: float
+    epoch_seconds: tuple[float, ...]
+    total_seconds: float
+
+
+def pk_batches(labels: Tensor, p: int, k: int, g: torch.Generator) -> list[Tensor]:
+    """One epoch of P x K batches (Hermans et al.): each identity's images, shuffled, in chunks of K.
+
+    An identity with fewer than K images is topped up by sampling its images again; chunks of
+    distinct identities are grouped P at a time; a last incomplete group is dropped.
+    """
+    order = torch.randperm(len(labels), generator=g)
+    labels_sorted, idx = labels[order].sort(stable=True)
+    chunks: list[Tensor] = []
+    for ident_idx in torch.split(order[idx], torch.bincount(labels_sorted).tolist()):
+        if len(ident_idx) == 0:
+            continue
+        if len(ident_idx) < k:
+            extra = ident_idx[torch.randint(len(ident_idx), (k - len(ident_idx),), generator=g)]
+            ident_idx = torch.cat([ident_idx, extra])
+        chunks += list(torch.split(ident_idx[: len(ident_idx) // k * k], k))
+    chunks = [chunks[i] for i in torch.randperm(len(chunks), generator=g)]
+    batches, pending = [], []
+    for chunk in chunks:  # greedy grouping of P chunks with distinct identities
+        if all(labels[c[0]] != labels[chunk[0]] for c in pending):
+            pending.append(chunk)
+        if len(pending) == p:
+            batches.append(torch.cat(pending))
+            pending = []
+    return batches
+
+
+def augment(x: Tensor, pad: int, flip: bool, g: torch.Generator) -> Tensor:
+    """Random horizontal flip (p = 0.5) and zero-pad + random crop back to size, per sample."""
+    b, _, h, w = x.shape
+    if flip:
+        flipped = torch.rand(b, generator=g) < 0.5
+        x = torch.where(flipped[:, None, None, None], x.flip(-1), x)
+    if pad > 0:
+        padded = F.pad(x, (pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (b,), generator=g)
+        dx = torch.randint(0, 2 * pad + 1, (b,), generator=g)
+        rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(w))[:, None, None, :]
+        x = padded[
+            torch.arange(b)[:, None, None, None],
+            torch.arange(x.shape[1])[None, :, None, None],
+            rows,
+            cols,
+        ]
+    return x
+
+
+def batch_hard_triplet(features: Tensor, labels: Tensor, margin: float) -> Tensor:
+    """Batch-hard triplet loss: hardest positive vs hardest negative, Euclidean (not squared)."""
+    dist = torch.cdist(features, features).clamp(min=1e-12)
+    same = labels[:, None] == labels[None, :]
+    hardest_pos = (dist * same).amax(1)
+    hardest_neg = dist.masked_fill(same, float("inf")).amin(1)
+    return F.relu(hardest_pos - hardest_neg + margin).mean()
+
+
+def lr_factor(recipe: TrainRecipe, epoch: int) -> float:
+    """Linear warm-up from 0.1 to 1 over warmup_epochs, then x gamma at each milestone."""
+    if epoch < recipe.warmup_epochs:
+        return 0.1 + 0.9 * epoch / recipe.warmup_epochs
+    return recipe.gamma ** sum(epoch >= m for m in recipe.milestones)
+
+
+def train_model(
+    model: nn.Module,
+    data: ReIDDataset,
+    recipe: TrainRecipe,
+    seed: int,
+    device: torch.device,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> TrainStats:
+    """Train `model` in place on `data`'s train split; returns loss and timings.
+
+    Raises:
+        TrainingError: the loss is not finite.
+    """
+    g = torch.Generator().manual_seed(seed)
+    labels = data.train_labels()
+    model.to(device).to(memory_format=torch.channels_last).train()
+    opt = torch.optim.Adam(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=recipe.lr,
+        weight_decay=recipe.weight_decay,
+    )
+    start, epoch_times, loss_value = time.perf_counter(), [], math.nan
+    for epoch in range(recipe.epochs):
+        t0 = time.perf_counter()
+        for group in opt.param_groups:
+            group["lr"] = recipe.lr * lr_factor(recipe, epoch)
+        for step, idx in enumerate(pk_batches(labels, recipe.ids_per_batch, recipe.images_per_id, g)):
+            x = augment(as_float(data.train.images[idx]), recipe.pad, recipe.flip, g)
+            x = x.to(device).contiguous(memory_format=torch.channels_last)
+            loss = _step(model, opt, x, labels[idx].to(device), recipe)
+            if not math.isfinite(loss):
+                raise TrainingError(
+                    f"training loss became {loss} at epoch {epoch + 1}, step {step + 1}; lower --lr or check the data"
+                )
+            loss_value = loss
+        epoch_times.append(time.perf_counter() - t0)
+        if on_epoch is not None:
+            on_epoch(epoch, loss_value)
+    model.eval()
+    return TrainStats(loss_value, tuple(epoch_times), time.perf_counter() - start)
+
+
+def _step(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor, recipe: TrainRecipe) -> float:
+    logits, feat = model(x)
+    loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+    loss = loss + batch_hard_triplet(feat, y, recipe.triplet_margin)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
