@@ -117,7 +117,7 @@ def _trained_model(
     label = f"{model_spec.label}@seed{seed}"
     if meta is not None:
         manifest.training[label] = {"key": key, "cached": True, "train_s": meta.get("train_s")}
-        return net.to(device).eval(), meta["sha256"]
+        return net.to(device).to(memory_format=torch.channels_last).eval(), meta["sha256"]
     bar = tqdm(
         total=spec.recipe.epochs,
         desc=f"train {label}",
