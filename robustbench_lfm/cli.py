@@ -70,7 +70,7 @@ def main() -> None:
 )
 @click.option(
     "--eps",
-    default="2/255,4/255,8/255",
+    default="4/255,8/255",
     show_default=True,
     help="L-inf budgets on the [0, 1] pixel scale.",
 )
