@@ -120,11 +120,15 @@ def train_model(
         weight_decay=recipe.weight_decay,
     )
     start, epoch_times, loss_value = time.perf_counter(), [], math.nan
+    p = min(recipe.ids_per_batch, data.num_train_ids)  # small datasets: fewer identities per batch
     for epoch in range(recipe.epochs):
         t0 = time.perf_counter()
         for group in opt.param_groups:
             group["lr"] = recipe.lr * lr_factor(recipe, epoch)
-        for step, idx in enumerate(pk_batches(labels, recipe.ids_per_batch, recipe.images_per_id, g)):
+        batches = pk_batches(labels, p, recipe.images_per_id, g)
+        if not batches:
+            raise TrainingError(f"no {p} x {recipe.images_per_id} identity batch can be formed from the train split")
+        for step, idx in enumerate(batches):
             x = augment(as_float(data.train.images[idx]), recipe.pad, recipe.flip, g)
             x = x.to(device).contiguous(memory_format=torch.channels_last)
             loss = _step(model, opt, x, labels[idx].to(device), recipe)

@@ -1,0 +1,5 @@
+"""`python -m robustbench_lfm` is `lfm-bench`."""
+
+from robustbench_lfm.cli import main
+
+main()

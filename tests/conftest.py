@@ -1,0 +1,23 @@
+"""Shared fixtures: a tiny generated re-ID dataset and an isolated cache directory."""
+
+from __future__ import annotations
+
+import pytest
+
+from robustbench_lfm.datasets.synthreid import SynthReIDConfig, generate
+
+TINY = {"train_ids": 12, "test_ids": 6, "distractor_ids": 2, "cameras": 3, "max_cameras": 3}
+TINY_CLI = "synthreid:" + ",".join(f"{k}={v}" for k, v in TINY.items())
+
+
+@pytest.fixture(scope="session")
+def tiny_reid():
+    """A synthreid dataset small enough to train on in a second."""
+    return generate(SynthReIDConfig(**TINY))
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    """Never touch the user's cache from a test."""
+    monkeypatch.setenv("LFM_BENCH_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"

@@ -1,0 +1,122 @@
+"""`lfm-bench` end to end on a tiny dataset, resume, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from robustbench_lfm.store import COLUMNS
+from tests.conftest import TINY_CLI
+
+FAST = ["--dataset", TINY_CLI, "--epochs", "2", "--eps", "4/255,8/255", "--quiet"]
+
+
+def lfm_bench(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "robustbench_lfm", *args], capture_output=True, text=True, cwd=cwd, env=os.environ
+    )
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "r"
+    cache = tmp_path_factory.mktemp("cache")
+    args = [
+        "run",
+        "--models",
+        "lfm,dropout",
+        "--attacks",
+        "pgd,fgsm",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(cache),
+        *FAST,
+    ]
+    proc = lfm_bench(*args)
+    assert proc.returncode == 0, proc.stderr
+    return out, cache, args, proc
+
+
+def test_run_writes_tidy_csv_manifest_and_plot(finished_run):
+    out, _, _, proc = finished_run
+    df = pd.read_csv(out / "results.csv")
+    assert list(df.columns) == list(COLUMNS)
+    assert set(df["model"]) == {"plain", "lfm", "dropout"}  # plain baseline joined
+    # per model: clean + 2 attacks x 2 eps = 5 cells, 5 metrics each
+    assert len(df) == 3 * 5 * 5 and df["cell_id"].nunique() == 15
+    assert df["value"].between(0, 1).all()
+    clean = df[df["attack"] == "none"]
+    assert (clean["eps"] == 0).all() and (clean["objective"].isna()).all()
+    assert set(df.loc[df["attack"] != "none", "objective"]) == {"sma"}
+    assert set(df.loc[df["attack"] != "none", "perturbed"]) == {"query"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["spec"]["seeds"] == [0] and manifest["versions"]["torch"]
+    assert manifest["cells_run"] == 15
+    assert (out / "robustness.png").stat().st_size > 10_000
+    assert "clean Rank-1" in proc.stdout and "lfm" in proc.stdout
+
+
+def test_rerun_skips_finished_cells_and_reuses_checkpoints(finished_run):
+    out, cache, args, _ = finished_run
+    before = (out / "results.csv").read_text()
+    stamps = {p: p.stat().st_mtime_ns for p in (cache / "checkpoints").glob("*.safetensors")}
+    proc = lfm_bench(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "results.csv").read_text() == before
+    assert json.loads((out / "manifest.json").read_text())["cells_skipped"] == 15
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_new_run_dir_reuses_cached_checkpoints_with_identical_numbers(finished_run, tmp_path):
+    out, cache, args, _ = finished_run
+    args = [a if a != str(out) else str(tmp_path / "again") for a in args]
+    proc = lfm_bench(*args)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((tmp_path / "again" / "manifest.json").read_text())
+    assert all(t["cached"] for t in manifest["training"].values())
+    old, new = pd.read_csv(out / "results.csv"), pd.read_csv(tmp_path / "again" / "results.csv")
+    key = ["model", "attack", "eps", "metric"]
+    pd.testing.assert_series_equal(
+        old.sort_values(key)["value"].reset_index(drop=True), new.sort_values(key)["value"].reset_index(drop=True)
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--models", "lfn"], "unknown model 'lfn'; did you mean 'lfm'"),
+        (["--attacks", "pgdd"], "unknown attack 'pgdd'; did you mean 'pgd'"),
+        (["--eps", "300/255"], "outside [0, 1]"),
+        (["--eps", "abc"], "not a number"),
+        (["--dataset", "synthreid:colours=3"], "unknown option(s) colours"),
+        (["--models", "lfm:p=2"], "must lie in [0, 1]"),
+        (["--seeds", "x"], "comma-separated integers"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_status_2(args, expected, tmp_path):
+    proc = lfm_bench("run", "--out", str(tmp_path / "o"), *args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lfm-bench: error:") and expected in lines[0]
+
+
+def test_unwritable_output_directory(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    proc = lfm_bench("run", "--out", str(blocker / "sub"), *FAST)
+    assert proc.returncode == 2
+    assert "output directory" in proc.stderr and "not writable" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_ls_lists_models_attacks_and_datasets():
+    proc = lfm_bench("ls")
+    assert proc.returncode == 0
+    for name in ("plain", "lfm", "dropout", "cutout", "pgd", "fgsm", "synthreid", "resnet50"):
+        assert name in proc.stdout
