@@ -163,7 +163,9 @@ class LocalFeatureMasking(Regularizer):
         fill = torch.zeros(len(chosen), c, dtype=x.dtype, device=dev)
         fill[rows, chans] = fill_k
         masked = torch.where(mask, fill[:, :, None, None], x[chosen])
-        return x.index_copy(0, chosen, masked)
+        out = x.clone(memory_format=torch.preserve_format)  # keep channels_last: the next convs need it
+        out[chosen] = masked
+        return out
 
     def sample_boxes(self, n: int, k: int, h: int, w: int, dev: torch.device) -> tuple[Tensor, ...]:
         """Random-Erasing boxes for n x k (sample, channel) pairs: (y0, x0, bh, bw, ok), each (n, k).

@@ -74,7 +74,7 @@ def test_rerun_skips_finished_cells_and_reuses_checkpoints(finished_run):
 
 
 def test_new_run_dir_reuses_cached_checkpoints_with_identical_numbers(finished_run, tmp_path):
-    out, cache, args, _ = finished_run
+    out, _, args, _ = finished_run
     args = [a if a != str(out) else str(tmp_path / "again") for a in args]
     proc = lfm_bench(*args)
     assert proc.returncode == 0, proc.stderr

@@ -44,8 +44,9 @@ def test_training_lowers_the_loss_and_is_deterministic(tiny_reid):
     for _ in range(2):
         torch.manual_seed(0)
         net = models.create_model("lfm", tiny_reid.num_train_ids, seed=0)
-        losses = []
-        train_model(net, tiny_reid, recipe, 0, torch.device("cpu"), on_epoch=lambda e, loss: losses.append(loss))
+        losses: list[float] = []
+        cpu = torch.device("cpu")
+        train_model(net, tiny_reid, recipe, 0, cpu, on_epoch=lambda e, loss, out=losses: out.append(loss))
         weights.append(net.state_dict()["classifier.weight"])
     assert losses[-1] < losses[0]
     assert torch.equal(weights[0], weights[1])
