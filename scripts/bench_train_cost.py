@@ -43,7 +43,8 @@ def main() -> None:
         for name in names if r % 2 == 0 else reversed(names):
             times[name].append(epoch_seconds(name, data, recipe, r))
     base = statistics.median(times["plain"])
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(data.train)} train images, {args.rounds} rounds")
+    threads = torch.get_num_threads()
+    print(f"torch {torch.__version__}, {threads} threads, {len(data.train)} train images, {args.rounds} rounds")
     print(f"{'model':<10} {'s/epoch':>8} {'vs plain':>9}")
     for name in names:
         med = statistics.median(times[name])
