@@ -173,10 +173,10 @@ def _clean_features(spec: RunSpec, net: nn.Module, data: ReIDDataset, device: to
     )
 
 
-def _attacked_queries(spec: RunSpec, cell: Cell, net: nn.Module, data: ReIDDataset, device: torch.device) -> Tensor:
-    """Embeddings of the queries after the cell's attack; batched over queries."""
-    assert cell.attack is not None
-    attack = cell.attack.build(seed=cell.seed)
+def _attacked_queries(
+    spec: RunSpec, cell: Cell, attack: attacks.Attack, net: nn.Module, data: ReIDDataset, device: torch.device
+) -> Tensor:
+    """Embeddings of the queries after `attack` at the cell's eps; batched over queries."""
     gen = torch.Generator(device).manual_seed(cell.seed)
     context = attacks.AttackContext(get_dataset_info(spec.data.name).task)  # type: ignore[arg-type]
     out = []
@@ -211,8 +211,8 @@ def _evaluate_cell(
             },
         )
     else:
-        qf = _attacked_queries(spec, cell, net, data, device)
         attack = cell.attack.build(seed=cell.seed)
+        qf = _attacked_queries(spec, cell, attack, net, data, device)
         extra = {
             "attack": cell.attack.name,
             "objective": attack.resolved_objective(task),
