@@ -22,6 +22,7 @@ processed in chunks so memory stays bounded at any gallery size.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -204,13 +205,24 @@ def _sorted_match_distances(dist: Tensor, match: Tensor, n_match: Tensor, width:
 
 def _match_ranks_by_sort(dist: Tensor, qp: Tensor, gp: Tensor, qc: Tensor, gc: Tensor, width: int) -> Tensor:
     """`_match_ranks` by a full numpy argsort, whose tie order is torchreid's (slow, exact on ties)."""
-    order = torch.from_numpy(np.argsort(dist.numpy(), axis=1))
+    order = torch.from_numpy(_argsort_rows(dist.numpy()))
     same_pid = gp[order] == qp[:, None]
     keep = ~(same_pid & (gc[order] == qc[:, None]))
     position = keep.cumsum(1)
     marked = torch.where(same_pid & keep, position, torch.iinfo(torch.long).max)
     ranks = marked.sort(1).values[:, :width]
     return torch.where(ranks == torch.iinfo(torch.long).max, 0, ranks)
+
+
+def _argsort_rows(a: np.ndarray) -> np.ndarray:
+    """np.argsort(a, axis=1) with its default kind, the rows split over torch's intra-op threads.
+
+    numpy sorts with the GIL released, and each row is sorted on its own, so the result is the same
+    array as one call would give.
+    """
+    blocks = np.array_split(np.arange(len(a)), max(1, min(torch.get_num_threads(), len(a))))
+    with ThreadPoolExecutor(len(blocks)) as pool:
+        return np.concatenate(list(pool.map(lambda rows: np.argsort(a[rows], axis=1), blocks)))
 
 
 def _query_scores(ranks: Tensor, n_match: Tensor, ap: APFormula) -> tuple[Tensor, Tensor, Tensor]:
