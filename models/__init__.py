@@ -6,6 +6,7 @@ Refer to models by registry name: `create_model("lfm", num_classes)`, `list_mode
 from models.registry import (
     ModelEntry,
     UnknownNameError,
+    get_input_size,
     get_model_entry,
     list_backbones,
     list_models,
@@ -17,6 +18,7 @@ __all__ = [
     "ReIDNet",
     "UnknownNameError",
     "create_model",
+    "get_input_size",
     "get_model_entry",
     "list_backbones",
     "list_models",

@@ -6,10 +6,12 @@ stages) and `out_channels` (the width of the pooled feature).
 
 * `resnet-mini` — the CPU-sized default: a 3x3 stride-2 stem (32 channels) and four one-block
   stages of widths 32/64/96/128 with strides 1/2/2/1, about 0.5 M parameters. A 64x32 input
-  gives a 32x16 stem map and an 8x4 final map.
+  gives a 32x16 stem map and an 8x4 final map. Real datasets are resized to 128x64 for it
+  (Market-1501's native crop size).
 * `resnet50` — ResNet-50 with last stride 1 as in the strong re-ID baseline (Luo et al., CVPRW
   2019; reference/reid.md C1): 7x7 stride-2 stem, 3x3 stride-2 max-pool, bottleneck stages
   [3, 4, 6, 3], 2048-d output; a 256x128 input gives a 128x64 stem map and a 16x8 final map.
+  Real datasets are resized to 256x128 for it, as every re-ID framework does.
   Weights start random: lfm-bench downloads nothing.
 """
 
@@ -114,14 +116,14 @@ def _init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.body[-1].weight)
 
 
-@register_backbone("resnet-mini")
+@register_backbone("resnet-mini", input_size=(128, 64))
 def resnet_mini() -> ResNetBackbone:
     """CPU-sized ResNet: 3x3/2 stem, one basic block per stage, widths 32/64/96/128, last stride 1."""
     stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
     return ResNetBackbone(BasicBlock, stem, False, (32, 64, 96, 128), (1, 1, 1, 1), (1, 2, 2, 1))
 
 
-@register_backbone("resnet50")
+@register_backbone("resnet50", input_size=(256, 128))
 def resnet50() -> ResNetBackbone:
     """ResNet-50 with last stride 1 (strong re-ID baseline), randomly initialised."""
     stem = nn.Conv2d(3, 64, 7, 2, 3, bias=False)

@@ -50,6 +50,7 @@ class ModelEntry:
 
 _MODELS: dict[str, ModelEntry] = {}
 _BACKBONES: dict[str, Callable[..., nn.Module]] = {}
+_INPUT_SIZES: dict[str, tuple[int, int]] = {}
 _REGULARIZERS: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -65,11 +66,19 @@ def register_model(entry: ModelEntry) -> ModelEntry:
     return entry
 
 
-def register_backbone(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator registering a backbone factory under `name`."""
+def register_backbone(
+    name: str, input_size: tuple[int, int]
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator registering a backbone factory under `name`.
+
+    Args:
+        name: the registry name.
+        input_size: (height, width) in pixels that images read from a dataset folder are resized to.
+    """
 
     def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         _add(_BACKBONES, "backbone", name, factory)
+        _INPUT_SIZES[name] = input_size
         return factory
 
     return wrap
@@ -99,6 +108,12 @@ def get_model_entry(name: str) -> ModelEntry:
 def get_backbone(name: str) -> Callable[..., nn.Module]:
     """The backbone factory registered as `name`."""
     return _lookup(_BACKBONES, "backbone", name)
+
+
+def get_input_size(backbone: str) -> tuple[int, int]:
+    """(height, width) in pixels the backbone `backbone` expects from real (folder) datasets."""
+    _lookup(_BACKBONES, "backbone", backbone)
+    return _INPUT_SIZES[backbone]
 
 
 def get_regularizer(name: str) -> Callable[..., nn.Module]:

@@ -125,11 +125,47 @@ class AttackSpec:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """A registered dataset name with its options (and a data root for real datasets)."""
+    """A registered dataset name with its options, and for real datasets the folder it is read from.
+
+    Attributes:
+        name: registry name.
+        options: the dataset's options (for folder datasets they include the image size).
+        root: the --data-root folder, or None for generated data.
+        source: fingerprint of the folder's files ("" for generated data). Checkpoint keys use it,
+            not `root`, so moving a folder keeps its checkpoints and changing a file retrains.
+    """
 
     name: str
     options: Params = ()
     root: str | None = None
+    source: str = ""
+
+    def key(self) -> dict[str, Any]:
+        """What identifies the data in checkpoint and cell keys."""
+        return {"name": self.name, "options": self.options, "source": self.source}
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """How retrieval is scored (reference/reid.md B1-B4).
+
+    Attributes:
+        distance: "cosine" (1 - cos, the default) or "euclidean" (squared L2) on the post-BNNeck embedding.
+        ap: "plain" (torchreid's non-interpolated AP) or "trapezoid" (the official Market script).
+        flip: the evaluated model averages the embeddings of the image and its mirror; attacks
+            see the same averaged model.
+        rerank: "off", "on" (k-reciprocal re-ranking, Zhong et al. CVPR 2017, k1=20, k2=6,
+            lambda=0.3) or "both" (each cell scored both ways from the same features).
+    """
+
+    distance: str = "cosine"
+    ap: str = "plain"
+    flip: bool = False
+    rerank: str = "off"
+
+    def rerank_modes(self) -> tuple[bool, ...]:
+        """The re-ranking settings each cell is scored with."""
+        return {"off": (False,), "on": (True,), "both": (False, True)}[self.rerank]
 
 
 @dataclass(frozen=True)
@@ -192,14 +228,14 @@ class Cell:
         return content_hash(
             {
                 "model": asdict(self.model),
-                "data": asdict(data),
+                "data": data.key(),
                 "recipe": asdict(recipe),
                 "seed": self.seed,
                 "version": __version__,
             }
         )
 
-    def cell_id(self, data: DataSpec, recipe: TrainRecipe, distance: str) -> str:
+    def cell_id(self, data: DataSpec, recipe: TrainRecipe, evaluation: EvalSpec) -> str:
         """Short hash of everything that determines this cell's numbers."""
         attack = asdict(self.attack) if self.attack else None
         return content_hash(
@@ -207,7 +243,7 @@ class Cell:
                 "train": self.train_key(data, recipe),
                 "attack": attack,
                 "eps": self.eps,
-                "distance": distance,
+                "eval": asdict(evaluation),
                 "version": __version__,
             },
             12,
@@ -226,7 +262,7 @@ class RunSpec:
     recipe: TrainRecipe
     out_dir: Path
     cache_dir: Path
-    distance: str = "cosine"
+    evaluation: EvalSpec = EvalSpec()
     device: str = "cpu"
     batch_size: int = 256
     quiet: bool = False
@@ -277,16 +313,40 @@ def resolve_attack(item: str) -> AttackSpec:
     return AttackSpec(name, options)
 
 
-def resolve_data(item: str, root: str | None) -> DataSpec:
-    """Parse and check the dataset item; options are checked by the dataset's config."""
+def resolve_data(item: str, root: str | Path | None, backbones: tuple[str, ...] = ()) -> DataSpec:
+    """Parse and check the dataset item; a folder dataset's layout is checked and fingerprinted.
+
+    Args:
+        item: "name" or "name:key=value,...".
+        root: the --data-root folder (folder datasets only).
+        backbones: the sweep's backbones; a folder dataset with no height/width takes their input size.
+    """
     name, options = parse_named(item)
     try:
-        get_dataset_info(name).check_options(dict(options))
+        info = get_dataset_info(name)
+        if info.needs_root and not {"height", "width"} & {k for k, _ in options}:
+            options = tuple(sorted({**dict(options), **_input_size(name, backbones)}.items()))
+        info.check_options(dict(options))
+        if root is not None and not info.needs_root:
+            raise SpecError(f"--data-root is only for datasets read from a folder, not {name!r}")
+        source = info.source(root)
     except KeyError as err:
         raise SpecError(str(err.args[0])) from None
     except (TypeError, ValueError) as err:
         raise SpecError(f"dataset {item!r}: {err}") from None
-    return DataSpec(name, options, root)
+    return DataSpec(name, options, None if root is None else str(Path(root).resolve()), source)
+
+
+def _input_size(dataset: str, backbones: tuple[str, ...]) -> dict[str, int]:
+    """height/width options from the backbones' common input size."""
+    sizes = {b: models.get_input_size(b) for b in backbones}
+    if len(set(sizes.values())) != 1:
+        listed = ", ".join(f"{b} {h}x{w}" for b, (h, w) in sizes.items()) or "none given"
+        raise SpecError(
+            f"the models' backbones differ in input size ({listed}); set it with --dataset {dataset}:height=H,width=W"
+        )
+    h, w = next(iter(sizes.values()))
+    return {"height": h, "width": w}
 
 
 def check_writable(path: Path, what: str) -> None:
