@@ -11,9 +11,10 @@ from models.registry import (
     list_backbones,
     list_models,
 )
-from models.reid import ReIDNet, create_model
+from models.reid import FlipAveraged, ReIDNet, create_model
 
 __all__ = [
+    "FlipAveraged",
     "ModelEntry",
     "ReIDNet",
     "UnknownNameError",

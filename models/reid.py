@@ -71,6 +71,23 @@ class ReIDNet(nn.Module):
                 module.reseed(seed)
 
 
+class FlipAveraged(nn.Module):
+    """Wraps a re-ID model so its eval embedding is the mean of the image's and its mirror's.
+
+    Flip-averaged test features are a common re-ID option (reference/reid.md B1); wrapping the
+    model, rather than the feature extraction, makes attacks see the same model that is scored.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            raise RuntimeError("FlipAveraged is for evaluation; train the wrapped model itself")
+        return (self.net(x) + self.net(x.flip(-1))) / 2
+
+
 def create_model(name: str, num_classes: int, **overrides: Any) -> ReIDNet:
     """Build the registered model `name` with a classifier over `num_classes` identities.
 

@@ -20,6 +20,7 @@ from robustbench_lfm.datasets import DATASETS
 from robustbench_lfm.environment import resolve_device
 from robustbench_lfm.hashing import content_hash
 from robustbench_lfm.spec import (
+    EvalSpec,
     RunSpec,
     SpecError,
     TrainRecipe,
@@ -82,11 +83,32 @@ def main() -> None:
     help="Dataset name with options, e.g. synthreid:train_ids=40.",
 )
 @click.option(
+    "--data-root",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder holding a real dataset (market1501, dukemtmc) in its published layout.",
+)
+@click.option(
     "--distance",
     type=click.Choice(["cosine", "euclidean"]),
     default="cosine",
     show_default=True,
-    help="Retrieval distance on the post-BNNeck embedding.",
+    help="Retrieval distance on the post-BNNeck embedding (euclidean = squared L2).",
+)
+@click.option(
+    "--ap",
+    type=click.Choice(["plain", "trapezoid"]),
+    default="plain",
+    show_default=True,
+    help="AP formula: plain = torchreid's; trapezoid = the official Market-1501 script's (lower).",
+)
+@click.option("--flip", is_flag=True, help="Score (and attack) the flip-averaged embedding.")
+@click.option(
+    "--rerank",
+    type=click.Choice(["off", "on", "both"]),
+    default="off",
+    show_default=True,
+    help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3); both = each cell scored both ways.",
 )
 @click.option(
     "--epochs",
@@ -122,12 +144,14 @@ def main() -> None:
 def run(**opts: Any) -> None:
     """Train (or reuse cached) models and evaluate them clean and under attack.
 
-    Writes results.csv, manifest.json and robustness.png to the run directory and prints a
-    table of Rank-1 / mAP in %. Rerunning the same command resumes an interrupted sweep.
+    Writes results.csv, cmc.csv, manifest.json, robustness.png and cmc.png to the run directory
+    and prints a table of Rank-1 / mAP in %. Rerunning the same command resumes an interrupted
+    sweep. Real datasets: --dataset market1501 --data-root DIR (or dukemtmc).
     """
     spec = _guard(lambda: build_spec(**opts))
     from robustbench_lfm.runner import run_sweep
-    from robustbench_lfm.summary import plot_eps_curves, summary_table
+    from robustbench_lfm.store import CMC_COLUMNS, ResultStore
+    from robustbench_lfm.summary import plot_cmc, plot_eps_curves, summary_table
 
     start = time.perf_counter()
     try:
@@ -135,8 +159,11 @@ def run(**opts: Any) -> None:
     except TrainingError as err:
         fail(f"{err} (finished cells are kept in {spec.out_dir / 'results.csv'})", status=1)
     plot = plot_eps_curves(df, spec.out_dir / "robustness.png")
+    curves = ResultStore(spec.out_dir / "cmc.csv", CMC_COLUMNS).read()
+    cmc_plot = plot_cmc(curves, spec.out_dir / "cmc.png", spec.data.name)
     click.echo(summary_table(df))
-    click.echo(f"\n{len(df)} rows in {spec.out_dir / 'results.csv'}; plot {plot}; {time.perf_counter() - start:.1f} s")
+    took = time.perf_counter() - start
+    click.echo(f"\n{len(df)} rows in {spec.out_dir / 'results.csv'}; plots {plot}, {cmc_plot}; {took:.1f} s")
 
 
 def _guard(build: Callable[[], RunSpec]) -> RunSpec:
@@ -162,9 +189,11 @@ def build_spec(**o: Any) -> RunSpec:
         device = str(resolve_device(o["device"]))
     except (ValueError, RuntimeError) as err:
         raise SpecError(str(err)) from None
+    data = resolve_data(o["dataset"], o["data_root"], tuple(unique([m.backbone for m in model_specs])))
+    evaluation = EvalSpec(o["distance"], o["ap"], o["flip"], o["rerank"])
     parts = dict(
         models=model_specs, attacks=attack_specs, eps=parse_eps(o["eps"]), seeds=parse_seeds(o["seeds"]),
-        data=resolve_data(o["dataset"], None), recipe=recipe, distance=o["distance"],
+        data=data, recipe=recipe, evaluation=evaluation,
     )  # fmt: skip
     name = o["name"] or _run_name(parts)
     out = o["out"] or Path("results") / name

@@ -25,9 +25,10 @@ from robustbench_lfm import __version__
 from robustbench_lfm.cache import CheckpointCache
 from robustbench_lfm.datasets import ReIDDataset, as_float, get_dataset_info, load_dataset
 from robustbench_lfm.environment import git_sha, machine, now, package_versions
-from robustbench_lfm.metrics import evaluate_rank, pairwise_distance
+from robustbench_lfm.metrics import RankResult, evaluate_rank, pairwise_distance
+from robustbench_lfm.rerank import RerankParams, rerank
 from robustbench_lfm.spec import Cell, ModelSpec, RunSpec
-from robustbench_lfm.store import ResultStore
+from robustbench_lfm.store import CMC_COLUMNS, ResultStore
 from robustbench_lfm.training import train_model
 
 Log = Callable[[str], None]
@@ -68,23 +69,26 @@ def run_sweep(spec: RunSpec, log: Log = print) -> pd.DataFrame:
     start = time.perf_counter()
     device = torch.device(spec.device)
     store = ResultStore(spec.out_dir / "results.csv")
+    curves = ResultStore(spec.out_dir / "cmc.csv", CMC_COLUMNS)
     manifest = Manifest(spec.to_json(), package_versions(), machine(device))
     manifest.write(spec)
-    dataset = load_dataset(spec.data.name, dict(spec.data.options), spec.cache_dir)
+    dataset = load_dataset(spec.data.name, dict(spec.data.options), spec.cache_dir, spec.data.root, spec.quiet)
     if not spec.quiet:
         log(f"dataset {spec.data.name}:\n{dataset.summary()}")
     done = store.cell_ids()
     cells = spec.cells()
-    pending = [c for c in cells if c.cell_id(spec.data, spec.recipe, spec.distance) not in done]
+    pending = [c for c in cells if c.cell_id(spec.data, spec.recipe, spec.evaluation) not in done]
     manifest.cells_skipped = len(cells) - len(pending)
     bar = tqdm(total=len(pending), desc="cells", disable=spec.quiet, unit="cell")
     for (model_spec, seed), group in _by_model(pending).items():
         net, sha = _trained_model(spec, model_spec, seed, dataset, device, manifest)
+        net = models.FlipAveraged(net).eval() if spec.evaluation.flip else net
         clean = _clean_features(spec, net, dataset, device)
         for cell in group:
             t0 = time.perf_counter()
-            metrics, extra = _evaluate_cell(spec, cell, net, clean, dataset, device)
-            store.append(_rows(spec, cell, metrics, extra, sha, time.perf_counter() - t0, len(dataset.query)))
+            results, extra = _evaluate_cell(spec, cell, net, clean, dataset, device)
+            curves.append(_curve_rows(spec, cell, results, extra), replace_cells=True)
+            store.append(_rows(spec, cell, results, extra, sha, time.perf_counter() - t0, len(dataset.query)))
             manifest.cells_run += 1
             bar.update(1)
     bar.close()
@@ -195,21 +199,13 @@ def _evaluate_cell(
     clean: CleanFeatures,
     data: ReIDDataset,
     device: torch.device,
-) -> tuple[dict[str, float], dict[str, Any]]:
-    """Metrics of one cell (attacked queries against the clean gallery) and its attack fields."""
+) -> tuple[dict[str, RankResult], dict[str, Any]]:
+    """Rank results of one cell (attacked queries against the clean gallery), keyed by the CSV
+    `rerank` value ("" = off), and the cell's attack fields."""
     task = get_dataset_info(spec.data.name).task
     if cell.attack is None:
-        qf, extra = (
-            clean.query,
-            {
-                "attack": "none",
-                "objective": "",
-                "norm": "",
-                "steps": 0,
-                "step_size": 0.0,
-                "perturbed": "",
-            },
-        )
+        qf = clean.query
+        extra = {"attack": "none", "objective": "", "norm": "", "steps": 0, "step_size": 0.0, "perturbed": ""}
     else:
         attack = cell.attack.build(seed=cell.seed)
         qf = _attacked_queries(spec, cell, attack, net, data, device)
@@ -219,15 +215,51 @@ def _evaluate_cell(
             "perturbed": "query",
             **attack.describe(cell.eps),
         }
-    dist = pairwise_distance(qf, clean.gallery, spec.distance)
-    result = evaluate_rank(dist, data.query.pids, data.gallery.pids, data.query.camids, data.gallery.camids)
-    return result.as_metrics(), extra
+    q, g = data.query, data.gallery
+    scored = {
+        label: evaluate_rank(dist, q.pids, g.pids, q.camids, g.camids, ap=spec.evaluation.ap)
+        for label, dist in _distances(spec, qf, clean.gallery)
+    }
+    return scored, extra
+
+
+def _distances(spec: RunSpec, qf: Tensor, gf: Tensor) -> list[tuple[str, Tensor]]:
+    """(rerank label, query x gallery distances) for each re-ranking mode of the run."""
+    metric = spec.evaluation.distance
+    q_g = pairwise_distance(qf, gf, metric)
+    out = []
+    for on in spec.evaluation.rerank_modes():
+        if on:
+            params = RerankParams()
+            reranked = rerank(q_g, pairwise_distance(qf, qf, metric), pairwise_distance(gf, gf, metric), params)
+            out.append((params.label(), reranked))
+        else:
+            out.append(("", q_g))
+    return out
+
+
+def _curve_rows(
+    spec: RunSpec, cell: Cell, results: dict[str, RankResult], extra: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """cmc.csv rows: the CMC curve of each re-ranking mode of the cell."""
+    base = {
+        "cell_id": cell.cell_id(spec.data, spec.recipe, spec.evaluation),
+        "model": cell.model.label,
+        "attack": extra["attack"],
+        "eps": cell.eps,
+        "train_seed": cell.seed,
+    }
+    return [
+        {**base, "rerank": label, "rank": k, "cmc": float(v)}
+        for label, result in results.items()
+        for k, v in enumerate(result.cmc.tolist(), start=1)
+    ]
 
 
 def _rows(
     spec: RunSpec,
     cell: Cell,
-    metrics: dict[str, float],
+    results: dict[str, RankResult],
     extra: dict[str, Any],
     sha: str,
     wall: float,
@@ -235,7 +267,7 @@ def _rows(
 ) -> list[dict[str, Any]]:
     base = {
         "run_id": spec.out_dir.name,
-        "cell_id": cell.cell_id(spec.data, spec.recipe, spec.distance),
+        "cell_id": cell.cell_id(spec.data, spec.recipe, spec.evaluation),
         "task": get_dataset_info(spec.data.name).task,
         "dataset": spec.data.name,
         "model": cell.model.label,
@@ -245,7 +277,9 @@ def _rows(
         "train_seed": cell.seed,
         "eps": cell.eps,
         "surrogate": "",
-        "distance": spec.distance,
+        "distance": spec.evaluation.distance,
+        "ap": spec.evaluation.ap,
+        "flip": spec.evaluation.flip,
         "n_eval": n_eval,
         "wall_s": round(wall, 3),
         "checkpoint_sha256": sha,
@@ -255,4 +289,8 @@ def _rows(
         "created_at": now(),
         **extra,
     }
-    return [{**base, "metric": name, "value": value} for name, value in metrics.items()]
+    return [
+        {**base, "rerank": label, "metric": name, "value": value}
+        for label, result in results.items()
+        for name, value in result.as_metrics().items()
+    ]

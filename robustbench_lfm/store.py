@@ -1,8 +1,10 @@
-"""The tidy result table (DESIGN.md): one row per cell x metric, appended atomically.
+"""The tidy tables of a run, appended atomically.
 
-Appending rewrites the file through a temp file and a rename, so a crash leaves either the old
-table or the new one, never half a row; cells already present are skipped by the runner, so an
-interrupted sweep resumes where it stopped.
+`results.csv` (DESIGN.md): one row per cell x metric. `cmc.csv`: one row per cell x rank k, the
+CMC curve up to rank 50 for the CMC plot. Appending rewrites the file through a temp file and a
+rename, so a crash leaves either the old table or the new one, never half a row. The runner writes
+a cell's curve first and its results last: results.csv is the record of what is done, so an
+interrupted sweep resumes where it stopped, and a curve written twice replaces the first.
 """
 
 from __future__ import annotations
@@ -18,16 +20,20 @@ import pandas as pd
 COLUMNS = (
     "run_id", "cell_id", "task", "dataset", "model", "backbone", "regularizer", "model_params",
     "train_seed", "attack", "objective", "norm", "eps", "steps", "step_size", "perturbed",
-    "surrogate", "distance", "metric", "value", "n_eval", "wall_s", "checkpoint_sha256",
+    "surrogate", "distance", "ap", "flip", "rerank", "metric", "value", "n_eval", "wall_s", "checkpoint_sha256",
     "lfm_bench_version", "torch_version", "git_sha", "created_at",
 )  # fmt: skip
 
 
-class ResultStore:
-    """The run's `results.csv`."""
+CMC_COLUMNS = ("cell_id", "model", "attack", "eps", "train_seed", "rerank", "rank", "cmc")
 
-    def __init__(self, path: Path) -> None:
+
+class ResultStore:
+    """A tidy CSV of the run: `results.csv` (the default columns) or `cmc.csv` (CMC_COLUMNS)."""
+
+    def __init__(self, path: Path, columns: tuple[str, ...] = COLUMNS) -> None:
         self.path = Path(path)
+        self.columns = columns
 
     def cell_ids(self) -> set[str]:
         """Ids of the cells already recorded."""
@@ -36,14 +42,21 @@ class ResultStore:
         with open(self.path, newline="") as fh:
             return {row["cell_id"] for row in csv.DictReader(fh)}
 
-    def append(self, rows: list[dict[str, Any]]) -> None:
-        """Append rows (dicts keyed by COLUMNS) atomically."""
-        missing = set(COLUMNS) - set().union(*rows) if rows else set()
+    def append(self, rows: list[dict[str, Any]], replace_cells: bool = False) -> None:
+        """Append rows (dicts keyed by the columns) atomically.
+
+        Args:
+            rows: the new rows.
+            replace_cells: first drop the rows whose cell_id is among the new rows' (cmc.csv).
+        """
+        missing = set(self.columns) - set().union(*rows) if rows else set()
         if missing:
-            raise ValueError(f"result rows lack columns {sorted(missing)}")
+            raise ValueError(f"rows for {self.path.name} lack columns {sorted(missing)}")
         old = self.path.read_text() if self.path.exists() else ""
+        if old and replace_cells:
+            old = _without_cells(old, {r["cell_id"] for r in rows})
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="raise", lineterminator="\n")
+        writer = csv.DictWriter(buf, fieldnames=self.columns, extrasaction="raise", lineterminator="\n")
         if not old:
             writer.writeheader()
         writer.writerows(rows)
@@ -57,5 +70,17 @@ class ResultStore:
     def read(self) -> pd.DataFrame:
         """The table as a DataFrame (empty with the columns when nothing is recorded)."""
         if not self.path.exists():
-            return pd.DataFrame(columns=list(COLUMNS))
+            return pd.DataFrame(columns=list(self.columns))
         return pd.read_csv(self.path, keep_default_na=False, na_values={"value": [""], "eps": [""]})
+
+
+def _without_cells(text: str, cells: set[str]) -> str:
+    """CSV text without the rows of `cells` (header kept)."""
+    rows = list(csv.DictReader(io.StringIO(text)))
+    if not rows:
+        return text
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(r for r in rows if r["cell_id"] not in cells)
+    return buf.getvalue()

@@ -20,7 +20,9 @@ LABELS = {"rank1": "Rank-1", "mAP": "mAP", "accuracy": "accuracy"}
 
 
 def _condition(row: pd.Series) -> str:
-    return "clean" if row["attack"] == "none" else f"{row['attack']} {format_eps(float(row['eps']))}"
+    """'clean' or 'pgd 8/255', with ' +rerank' for re-ranked scores."""
+    base = "clean" if row["attack"] == "none" else f"{row['attack']} {format_eps(float(row['eps']))}"
+    return base + (" +rerank" if row.get("rerank", "") else "")
 
 
 def summary_table(df: pd.DataFrame) -> str:
@@ -68,17 +70,19 @@ def plot_eps_curves(df: pd.DataFrame, path: Path) -> Path | None:
     task = df["task"].iloc[0]
     metrics = HEADLINE.get(task, ())
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.8 * len(metrics), 3.6), squeeze=False)
+    df = df.assign(rerank=df.get("rerank", ""))
     clean = df[df["attack"] == "none"]
     for ax, metric in zip(axes[0], metrics, strict=True):
         for attack in sorted(set(df["attack"]) - {"none"}):
             sub = pd.concat([clean, df[df["attack"] == attack]])
-            sub = sub[sub["metric"] == metric].groupby(["model", "eps"])["value"].mean().reset_index()
-            for model, curve in sub.groupby("model", sort=False):
+            sub = sub[sub["metric"] == metric].groupby(["model", "rerank", "eps"])["value"].mean().reset_index()
+            for (model, rr), curve in sub.groupby(["model", "rerank"], sort=False):
                 ax.plot(
                     curve["eps"] * 255,
                     100 * curve["value"],
                     marker="o",
-                    label=f"{model} ({attack})",
+                    linestyle="--" if rr else "-",
+                    label=f"{model} ({attack}{', re-ranked' if rr else ''})",
                 )
         ax.set_xlabel("eps (L-inf, /255)")
         ax.set_ylabel(f"{LABELS[metric]} (%)")
@@ -86,6 +90,33 @@ def plot_eps_curves(df: pd.DataFrame, path: Path) -> Path | None:
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=8, loc="upper right")
     fig.suptitle(f"{df['dataset'].iloc[0]}: clean (eps 0) and attacked queries")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_cmc(curves: pd.DataFrame, path: Path, dataset: str = "") -> Path | None:
+    """CMC curves from cmc.csv: one panel per condition (clean, each attack and eps), one curve per
+    model (mean over seeds); re-ranked curves dashed."""
+    if curves.empty:
+        return None
+    curves = curves.assign(condition=curves.apply(lambda r: _condition(r).removesuffix(" +rerank"), axis=1))
+    conditions = sorted(curves["condition"].unique(), key=lambda c: (c != "clean", c))
+    fig, axes = plt.subplots(1, len(conditions), figsize=(4 * len(conditions), 3.6), squeeze=False, sharey=True)
+    for ax, cond in zip(axes[0], conditions, strict=True):
+        sub = curves[curves["condition"] == cond].groupby(["model", "rerank", "rank"], sort=False)["cmc"].mean()
+        for (model, rr), curve in sub.reset_index().groupby(["model", "rerank"], sort=False):
+            ax.plot(curve["rank"], 100 * curve["cmc"], linestyle="--" if rr else "-",
+                    label=f"{model}{' re-ranked' if rr else ''}")  # fmt: skip
+        ax.set_title(cond)
+        ax.set_xlabel("rank k")
+        ax.set_xscale("log")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel("CMC: queries matched within rank k (%)")
+    axes[0][-1].legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"{dataset}: CMC, clean and attacked queries".strip(": "))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
