@@ -104,14 +104,16 @@ def plot_cmc(curves: pd.DataFrame, path: Path, dataset: str = "") -> Path | None
     curves = curves.assign(condition=curves.apply(lambda r: _condition(r).removesuffix(" +rerank"), axis=1))
     conditions = sorted(curves["condition"].unique(), key=lambda c: (c != "clean", c))
     fig, axes = plt.subplots(1, len(conditions), figsize=(4 * len(conditions), 3.6), squeeze=False, sharey=True)
+    colours = {m: f"C{i}" for i, m in enumerate(dict.fromkeys(curves["model"]))}
     for ax, cond in zip(axes[0], conditions, strict=True):
         sub = curves[curves["condition"] == cond].groupby(["model", "rerank", "rank"], sort=False)["cmc"].mean()
         for (model, rr), curve in sub.reset_index().groupby(["model", "rerank"], sort=False):
-            ax.plot(curve["rank"], 100 * curve["cmc"], linestyle="--" if rr else "-",
+            ax.plot(curve["rank"], 100 * curve["cmc"], color=colours[model], linestyle="--" if rr else "-",
                     label=f"{model}{' re-ranked' if rr else ''}")  # fmt: skip
         ax.set_title(cond)
         ax.set_xlabel("rank k")
         ax.set_xscale("log")
+        ax.set_xticks([1, 5, 10, 20, 50], ["1", "5", "10", "20", "50"])
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3, which="both")
     axes[0][0].set_ylabel("CMC: queries matched within rank k (%)")

@@ -10,8 +10,9 @@ import sys
 import pandas as pd
 import pytest
 
-from robustbench_lfm.store import COLUMNS
+from robustbench_lfm.store import CMC_COLUMNS, COLUMNS
 from tests.conftest import TINY_CLI
+from tests.replica import write_market
 
 FAST = ["--dataset", TINY_CLI, "--epochs", "2", "--eps", "4/255,8/255", "--quiet"]
 
@@ -60,6 +61,15 @@ def test_run_writes_tidy_csv_manifest_and_plot(finished_run):
     assert manifest["cells_run"] == 15
     assert (out / "robustness.png").stat().st_size > 10_000
     assert "clean Rank-1" in proc.stdout and "lfm" in proc.stdout
+    assert set(df["distance"]) == {"cosine"} and set(df["ap"]) == {"plain"} and not df["flip"].any()
+    assert df["rerank"].isna().all()  # empty = not re-ranked
+    curves = pd.read_csv(out / "cmc.csv")
+    assert list(curves.columns) == list(CMC_COLUMNS) and set(curves["cell_id"]) == set(df["cell_id"])
+    assert (curves.groupby("cell_id")["cmc"].apply(lambda c: c.is_monotonic_increasing)).all()
+    rank1 = df[df["metric"] == "rank1"].set_index("cell_id")["value"]
+    first = curves[curves["rank"] == 1].set_index("cell_id")["cmc"]
+    pd.testing.assert_series_equal(rank1.sort_index(), first.sort_index(), check_names=False)
+    assert (out / "cmc.png").stat().st_size > 10_000
 
 
 def test_rerun_skips_finished_cells_and_reuses_checkpoints(finished_run):
@@ -87,9 +97,47 @@ def test_new_run_dir_reuses_cached_checkpoints_with_identical_numbers(finished_r
     )
 
 
+def test_market1501_folder_run_with_every_evaluation_option(tmp_path):
+    write_market(tmp_path / "data")
+    out = tmp_path / "run"
+    proc = lfm_bench(
+        "run", "--models", "plain", "--no-baseline", "--attacks", "fgsm", "--eps", "8/255", "--epochs", "2",
+        "--dataset", "market1501:height=32,width=16", "--data-root", str(tmp_path / "data"),
+        "--rerank", "both", "--flip", "--ap", "trapezoid", "--distance", "euclidean", "--out", str(out), "--quiet",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    df = pd.read_csv(out / "results.csv", keep_default_na=False)
+    assert set(df["dataset"]) == {"market1501"} and set(df["n_eval"]) == {8}  # the replica's 8 queries
+    assert set(df["rerank"]) == {"", "k1=20,k2=6,lambda=0.3"}
+    assert set(df["ap"]) == {"trapezoid"} and set(df["flip"]) == {True} and set(df["distance"]) == {"euclidean"}
+    assert len(df) == 2 * 2 * 5  # (clean, fgsm) x (plain, re-ranked) x 5 metrics
+    spec = json.loads((out / "manifest.json").read_text())["spec"]
+    assert spec["evaluation"] == {"distance": "euclidean", "ap": "trapezoid", "flip": True, "rerank": "both"}
+    assert spec["data"]["root"] == str((tmp_path / "data").resolve()) and spec["data"]["source"]
+    assert "+rerank" in proc.stdout
+
+
+def test_folder_dataset_takes_the_backbone_input_size(tmp_path):
+    from robustbench_lfm.spec import SpecError, resolve_data
+
+    write_market(tmp_path)
+    assert dict(resolve_data("market1501", tmp_path, ("resnet50",)).options) == {"height": 256, "width": 128}
+    assert dict(resolve_data("market1501", tmp_path, ("resnet-mini",)).options) == {"height": 128, "width": 64}
+    with pytest.raises(SpecError, match="differ in input size"):
+        resolve_data("market1501", tmp_path, ("resnet50", "resnet-mini"))
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
+        (["--dataset", "market1501"], "pass --data-root DIR"),
+        (["--dataset", "dukemtmc", "--data-root", "."], "DukeMTMC-reID expects bounding_box_train/"),
+        (
+            ["--dataset", "market1501", "--models", "lfm", "--backbone", "resnet50", "--data-root", "/nonexistent"],
+            "is not a directory",
+        ),
+        (["--data-root", "."], "only for datasets read from a folder"),
+        (["--models", "plain,lfm", "--dataset", "market1501", "--data-root", "."], "no Market-1501 folder"),
         (["--models", "lfn"], "unknown model 'lfn'; did you mean 'lfm'"),
         (["--attacks", "pgdd"], "unknown attack 'pgdd'; did you mean 'pgd'"),
         (["--eps", "300/255"], "outside [0, 1]"),

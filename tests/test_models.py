@@ -127,3 +127,19 @@ def test_head_dropout_keeps_the_expectation():
     out = HeadDropout(p=0.5).train()(torch.ones(1000, 64))
     assert abs((out == 0).float().mean().item() - 0.5) < 0.02
     assert abs(out.mean().item() - 1.0) < 0.05
+
+
+def test_flip_averaged_embedding_is_mirror_invariant_and_refuses_training():
+    torch.manual_seed(0)
+    net = models.FlipAveraged(models.create_model("plain", 4)).eval()
+    x = torch.rand(2, 3, 32, 16)
+    assert torch.allclose(net(x), net(x.flip(-1)), atol=1e-6)
+    assert not torch.allclose(net.net(x), net.net(x.flip(-1)), atol=1e-4)  # the bare model is not
+    with pytest.raises(RuntimeError, match="evaluation"):
+        net.train()(x)
+
+
+@pytest.mark.parametrize("backbone", models.list_backbones())
+def test_every_backbone_declares_an_input_size(backbone):
+    h, w = models.get_input_size(backbone)
+    assert h >= w > 0
