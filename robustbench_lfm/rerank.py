@@ -47,8 +47,9 @@ def rerank(q_g: Tensor, q_q: Tensor, g_g: Tensor, params: RerankParams = RerankP
     n = nq + ng
     if not 1 <= params.k2 <= params.k1 + 1 or params.k1 + 1 > n:
         raise ValueError(f"re-ranking needs 1 <= k2 <= k1 + 1 <= {n} (all items), got k1={params.k1}, k2={params.k2}")
-    d = torch.cat([torch.cat([q_q, q_g], 1), torch.cat([q_g.T, g_g], 1)], 0).float().pow(2)
-    d = (d / d.amax(0).clamp(min=1e-12)).T.contiguous()
+    d = torch.cat([torch.cat([q_q, q_g], 1), torch.cat([q_g.T, g_g], 1)], 0).float()
+    d.pow_(2).div_(d.amax(0).clamp(min=1e-12))  # in place: at Market size d is 1.5 GB
+    d = d.T.contiguous()
     rank = torch.topk(d, params.k1 + 1, dim=1, largest=False, sorted=True).indices
     cols, members = _expanded_neighbours(rank, params.k1)
     weights = torch.where(members, torch.exp(-d.gather(1, cols)), 0.0)

@@ -13,7 +13,9 @@ camera, 6 cameras, 2,793 pid-0 distractors in the gallery), in one process, this
 
 It prints each time, the ratios, the largest differences of CMC / mAP / mINP between ours and the
 references, and the peak resident memory our evaluator added. A second matrix, rounded to 3
-decimals so that ties are everywhere, checks equality on ties and times the tie path.
+decimals so that ties are everywhere, checks equality on ties and times the tie path. Last,
+k-reciprocal re-ranking (`robustbench_lfm.rerank`) is compared with torchreid's `re_ranking` on
+random features (`--rerank-size`, queries x gallery): time and largest difference.
 
 The references are installed with pip into a folder of the cache (`--ref-dir`), never into the
 environment, and loaded from their files: importing the packages would import torchvision.
@@ -36,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from robustbench_lfm.metrics import evaluate_rank
+from robustbench_lfm.metrics import evaluate_rank, pairwise_distance
+from robustbench_lfm.rerank import rerank
 
 REFERENCES = ("torchreid==0.2.5", "fastreid==1.4.0", "cython>=3")
 CYTHON_DIR = Path("fastreid/evaluation/rank_cylib")
@@ -132,12 +135,27 @@ def bench(problem: tuple, refs: dict[str, ModuleType], repeats: int, python_ref:
         print(f"    |ours - torchreid|: {compare(ours, cmc, float(mAP))}")
 
 
+def bench_rerank(reference: ModuleType, nq: int, ng: int, dim: int = 128) -> None:
+    """Time our re-ranking and torchreid's on the same random features; print the largest difference."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    qf, gf = torch.randn(nq, dim, generator=gen), torch.randn(ng, dim, generator=gen)
+    dists = [pairwise_distance(a, b, "euclidean") for a, b in ((qf, gf), (qf, qf), (gf, gf))]
+    ours, ours_s = timed(lambda: rerank(*dists))
+    ref, ref_s = timed(lambda: reference.re_ranking(*(d.numpy() for d in dists)))
+    print(f"k-reciprocal re-ranking, {nq} queries x {ng} gallery, k1=20 k2=6 lambda=0.3:")
+    print(f"  ours {ours_s:.2f} s, torchreid re_ranking {ref_s:.2f} s: ours is {ref_s / ours_s:.1f}x faster")
+    print(f"    |ours - torchreid|: max {np.abs(ours.numpy() - ref).max():.1e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=3368)
     parser.add_argument("--gallery", type=int, default=15913)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of ours and Cython (median)")
     parser.add_argument("--no-python", action="store_true", help="skip torchreid's Python evaluator (~1 min)")
+    parser.add_argument("--rerank-size", default="500x2500", help="queries x gallery of the re-ranking check")
     cache = Path(os.environ.get("LFM_BENCH_CACHE", Path.home() / ".cache" / "lfm-bench"))
     parser.add_argument("--ref-dir", type=Path, default=cache / "bench-references")
     args = parser.parse_args()
@@ -159,6 +177,8 @@ def main() -> None:
     tied = (np.round(problem[0], 3), *problem[1:])
     print("distances rounded to 3 decimals (ties everywhere; ours ranks tied rows by np.argsort):")
     bench(tied, refs, 1, False)
+    nq, ng = (int(v) for v in args.rerank_size.split("x"))
+    bench_rerank(load_file("torchreid_rerank", args.ref_dir / "torchreid/reid/utils/rerank.py"), nq, ng)
 
 
 if __name__ == "__main__":
