@@ -72,6 +72,8 @@ def plot_eps_curves(df: pd.DataFrame, path: Path) -> Path | None:
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.8 * len(metrics), 3.6), squeeze=False)
     df = df.assign(rerank=df.get("rerank", ""))
     clean = df[df["attack"] == "none"]
+    colours = {m: f"C{i}" for i, m in enumerate(dict.fromkeys(df["model"]))}
+    markers = dict(zip(sorted(set(df["attack"]) - {"none"}), "osD^vP*X", strict=False))
     for ax, metric in zip(axes[0], metrics, strict=True):
         for attack in sorted(set(df["attack"]) - {"none"}):
             sub = pd.concat([clean, df[df["attack"] == attack]])
@@ -80,7 +82,8 @@ def plot_eps_curves(df: pd.DataFrame, path: Path) -> Path | None:
                 ax.plot(
                     curve["eps"] * 255,
                     100 * curve["value"],
-                    marker="o",
+                    marker=markers.get(attack, "o"),
+                    color=colours[model],
                     linestyle="--" if rr else "-",
                     label=f"{model} ({attack}{', re-ranked' if rr else ''})",
                 )
@@ -88,7 +91,7 @@ def plot_eps_curves(df: pd.DataFrame, path: Path) -> Path | None:
         ax.set_ylabel(f"{LABELS[metric]} (%)")
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="upper right")
+    axes[0][-1].legend(fontsize=8, loc="lower left")
     fig.suptitle(f"{df['dataset'].iloc[0]}: clean (eps 0) and attacked queries")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
