@@ -10,6 +10,10 @@ rank r_h of the h-th of a query's G matches:
   (1/G) sum_h (1/2) [(h-1)/(r_h-1) + h/r_h], the first term taken as 1 when r_h = 1;
 - INP (Ye et al., "Deep Learning for Person Re-identification: A Survey and Outlook"): G / r_G.
 
+Where a query's filtered list is shorter than max_rank, its CMC stays at 1 past the end: it has
+been matched. (torchreid's Python evaluator fails on such input, and its Cython loop reads values
+left over from the previous query there.)
+
 Speed. A full argsort of a Market-size matrix (3368 x 15913) costs several seconds on a 2-core CPU,
 and only the ranks of the few matches matter. So each query's matches are sorted by distance (a
 few dozen values), every kept non-match is located among them by a batched binary search, and
