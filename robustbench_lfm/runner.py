@@ -40,6 +40,13 @@ class CleanFeatures:
 
     query: Tensor
     gallery: Tensor
+    _gallery_gallery: Tensor | None = None
+
+    def gallery_distances(self, metric: str) -> Tensor:
+        """Gallery x gallery distances for re-ranking: the gallery stays clean, so computed once."""
+        if self._gallery_gallery is None:
+            self._gallery_gallery = pairwise_distance(self.gallery, self.gallery, metric)
+        return self._gallery_gallery
 
 
 @dataclass
@@ -218,20 +225,21 @@ def _evaluate_cell(
     q, g = data.query, data.gallery
     scored = {
         label: evaluate_rank(dist, q.pids, g.pids, q.camids, g.camids, ap=spec.evaluation.ap)
-        for label, dist in _distances(spec, qf, clean.gallery)
+        for label, dist in _distances(spec, qf, clean)
     }
     return scored, extra
 
 
-def _distances(spec: RunSpec, qf: Tensor, gf: Tensor) -> list[tuple[str, Tensor]]:
+def _distances(spec: RunSpec, qf: Tensor, clean: CleanFeatures) -> list[tuple[str, Tensor]]:
     """(rerank label, query x gallery distances) for each re-ranking mode of the run."""
     metric = spec.evaluation.distance
-    q_g = pairwise_distance(qf, gf, metric)
+    q_g = pairwise_distance(qf, clean.gallery, metric)
     out = []
     for on in spec.evaluation.rerank_modes():
         if on:
             params = RerankParams()
-            reranked = rerank(q_g, pairwise_distance(qf, qf, metric), pairwise_distance(gf, gf, metric), params)
+            q_q, g_g = pairwise_distance(qf, qf, metric), clean.gallery_distances(metric)
+            reranked = rerank(q_g, q_q, g_g, params)
             out.append((params.label(), reranked))
         else:
             out.append(("", q_g))
