@@ -53,8 +53,9 @@ class ResultStore:
         if missing:
             raise ValueError(f"rows for {self.path.name} lack columns {sorted(missing)}")
         old = self.path.read_text() if self.path.exists() else ""
-        if old and replace_cells:
-            old = _without_cells(old, {r["cell_id"] for r in rows})
+        cells = {r["cell_id"] for r in rows}
+        if replace_cells and any(c in old for c in cells):  # only a resumed cell needs the parse
+            old = _without_cells(old, cells)
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=self.columns, extrasaction="raise", lineterminator="\n")
         if not old:
