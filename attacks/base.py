@@ -2,25 +2,55 @@
 
 An attack is built without a model and called with one: `attack(model, x, context, eps=...)`.
 Around `perturb`, the base class
-  * checks the inputs: float images in [0, 1], 0 <= eps <= 1;
+  * checks the inputs: float images in [0, 1], 0 <= eps <= 1 for L-inf (eps >= 0 for L2), and that
+    the attack applies to the context's task;
   * puts the model in eval mode and switches off parameter gradients, restoring both after,
     even when the attack raises;
   * runs on the input's device, with random draws from a generator seeded by `seed`;
-  * projects the result onto the norm ball of radius eps around x and onto [0, 1], so the budget
-    holds whatever `perturb` does, and returns a detached tensor.
+  * projects the result onto the norm ball of radius eps around x (L-inf or L2, per image) and onto
+    [0, 1], so the budget holds whatever `perturb` does, and returns a detached tensor.
 eps = 0 returns a copy of x (clean), never calling `perturb`.
+
+Budgets are on the [0, 1] pixel scale: L-inf eps is written 8/255; L2 eps is the Euclidean norm of
+the whole (C, H, W) perturbation of one image, e.g. 0.5 on CIFAR-10.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from attacks.objectives import AttackContext, Objective, resolve_objective
+
+NORMS = ("linf", "l2")
+SIDES = ("query", "gallery")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One attack call as `perturb` sees it.
+
+    Attributes:
+        model: the attacked model, in eval mode, parameter gradients off.
+        x: the clean images in [0, 1], detached.
+        objective: the resolved objective to maximize.
+        context: the task, labels and guides.
+        eps: the budget in the attack's norm (pixel scale).
+        generator: the source of every random draw.
+    """
+
+    model: nn.Module
+    x: Tensor
+    objective: Objective
+    context: AttackContext
+    eps: float
+    generator: torch.Generator
 
 
 class Attack:
@@ -29,14 +59,24 @@ class Attack:
     Args:
         objective: objective name (`auto` = the task's default: `sma` for re-ID, `ce` for
             classification).
-        seed: seed of the generator used for random starts when the caller passes none.
+        norm: `linf` or `l2`, for attacks that offer both.
+        side: which re-ID side is perturbed, `query` or `gallery` (classification: the input).
+        seed: seed of the generator used for random draws when the caller passes none.
     """
 
     name: ClassVar[str] = "attack"
-    norm: ClassVar[str] = "linf"
+    tasks: ClassVar[tuple[str, ...]] = ("reid", "classification")
+    default_side: ClassVar[str] = "query"
 
-    def __init__(self, objective: str = "auto", seed: int = 0) -> None:
+    def __init__(self, objective: str = "auto", norm: str = "linf", side: str | None = None, seed: int = 0) -> None:
+        if norm not in NORMS:
+            raise ValueError(f"norm={norm!r} is not one of {', '.join(NORMS)}")
+        side = self.default_side if side is None else side
+        if side not in SIDES:
+            raise ValueError(f"side={side!r} is not one of {', '.join(SIDES)}")
         self.objective = objective
+        self.norm = norm
+        self.side = side
         self.seed = int(seed)
 
     def __call__(
@@ -49,54 +89,110 @@ class Attack:
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Adversarial version of `x` within `eps` (pixel scale, [0, 1] images)."""
-        _check_inputs(x, eps)
+        self.check_task(context.task)
+        _check_inputs(x, eps, self.norm)
         if eps == 0:
             return x.detach().clone()
         objective = resolve_objective(self.objective, context.task)
         if generator is None:
             generator = torch.Generator(x.device).manual_seed(self.seed)
         with attack_mode(model):
-            state = objective.prepare(model, x, context)
-            x_adv = self.perturb(model, x.detach(), objective, state, eps, generator)
-        return self.project(x_adv.detach(), x.detach(), eps)
+            x_adv = self.perturb(Problem(model, x.detach(), objective, context, eps, generator))
+        return project(x_adv.detach(), x.detach(), eps, self.norm)
 
-    def perturb(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        objective: Objective,
-        state: Any,
-        eps: float,
-        generator: torch.Generator,
-    ) -> Tensor:
+    def perturb(self, p: Problem) -> Tensor:
         """The search itself; subclasses implement it (the model is in eval mode here)."""
         raise NotImplementedError
 
-    def project(self, x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
-        """Onto the L-inf ball of radius eps around x, then onto [0, 1]."""
-        return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
+    def check_task(self, task: str) -> None:
+        """ValueError when this attack cannot run on `task` (e.g. a logit attack on re-ID embeddings)."""
+        if task not in self.tasks:
+            raise ValueError(
+                f"attack {self.name!r} runs on {' and '.join(self.tasks)} models only, not {task}; "
+                f"on re-ID use fgsm, pgd or a metric attack (sma, fna, metric-ifgsm, metric-mifgsm, odfa)"
+            )
 
-    def describe(self, eps: float) -> dict[str, Any]:
-        """CSV fields of this attack at `eps`: norm, steps, step_size (absolute, pixel scale)."""
-        return {"norm": self.norm, "steps": 1, "step_size": eps}
+    def schedule(self, eps: float) -> tuple[int, float]:
+        """(steps, absolute step size on the pixel scale) at budget eps."""
+        return 1, eps
+
+    def schedule_for(self, eps: float, task: str) -> tuple[int, float]:
+        """`schedule` as run on `task` (an objective may change it, e.g. FGSM's random start)."""
+        return self.schedule(eps)
+
+    def describe(self, eps: float, task: str) -> dict[str, Any]:
+        """CSV fields of this attack at `eps` on `task`: objective, norm, steps, step_size, perturbed."""
+        steps, step_size = self.schedule_for(eps, task)
+        return {
+            "objective": self.resolved_objective(task),
+            "norm": self.norm,
+            "steps": steps,
+            "step_size": step_size,
+            "perturbed": self.side if task == "reid" else "input",
+        }
 
     def resolved_objective(self, task: str) -> str:
         """The objective name this attack uses on `task` (for the CSV `objective` column)."""
         return resolve_objective(self.objective, task).name  # type: ignore[arg-type]
 
 
+def project(x_adv: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
+    """Onto the `norm` ball of radius eps around x (per image), then onto [0, 1].
+
+    For L2 the clamp to [0, 1] can only shrink each coordinate of the perturbation towards 0
+    (x itself lies in [0, 1]), so the budget still holds after it.
+    """
+    delta = x_adv - x
+    if norm == "linf":
+        delta = delta.clamp(-eps, eps)
+    else:
+        norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+        delta = delta * (eps / norms).clamp(max=1.0).view(-1, *[1] * (x.dim() - 1))
+    return (x + delta).clamp_(0.0, 1.0)
+
+
+def budget(x_adv: Tensor, x: Tensor, norm: str) -> Tensor:
+    """Per-image size of the perturbation in `norm` (pixel scale)."""
+    delta = (x_adv - x).flatten(1)
+    return delta.abs().amax(dim=1) if norm == "linf" else delta.norm(dim=1)
+
+
+def quantize(x_adv: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
+    """x_adv rounded to 8 bits (what a saved PNG would hold), still within the budget.
+
+    Rounds to the nearest k/255. x comes from 8-bit images, so under L-inf the rounded image is
+    clamped to x +- floor(255 eps)/255, which stays on the grid; under L2 an image whose rounded
+    perturbation leaves the ball is rounded towards x instead (|delta| only shrinks).
+    """
+    rounded = torch.round(x_adv * 255) / 255
+    if norm == "linf":
+        k = math.floor(eps * 255 + 1e-6) / 255
+        return torch.min(torch.max(rounded, x - k), x + k).clamp_(0.0, 1.0)
+    toward_x = x + torch.trunc((x_adv - x) * 255) / 255
+    over = budget(rounded, x, norm) > eps * (1 + 1e-6)
+    return torch.where(over.view(-1, *[1] * (x.dim() - 1)), toward_x, rounded).clamp_(0.0, 1.0)
+
+
 def gradient(model: nn.Module, x_adv: Tensor, objective: Objective, state: Any) -> Tensor:
     """d objective / d x_adv, with no parameter gradient left behind."""
     x_adv = x_adv.detach().requires_grad_(True)
-    loss = objective.loss(model, x_adv, state)
+    loss = objective.per_sample(model, x_adv, state).sum()
     (grad,) = torch.autograd.grad(loss, x_adv)
     return grad
 
 
-def uniform_noise(x: Tensor, eps: float, generator: torch.Generator) -> Tensor:
-    """U(-eps, eps) noise shaped like x, from `generator`."""
-    u = torch.rand(x.shape, generator=generator, device=generator.device, dtype=x.dtype)
-    return (2 * u - 1).mul_(eps).to(x.device)
+def random_start(x: Tensor, eps: float, norm: str, generator: torch.Generator) -> Tensor:
+    """A random point of the eps-ball around x: U(-eps, eps) per pixel (L-inf), or a uniformly
+    random direction at a U(0, eps) radius (L2, as torchattacks' PGDL2), clamped to [0, 1]."""
+    shape, dev = x.shape, generator.device
+    if norm == "linf":
+        delta = (2 * torch.rand(shape, generator=generator, device=dev, dtype=x.dtype) - 1) * eps
+    else:
+        direction = torch.randn(shape, generator=generator, device=dev, dtype=x.dtype)
+        direction = direction / direction.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1))
+        radius = torch.rand(shape[0], generator=generator, device=dev, dtype=x.dtype) * eps
+        delta = direction * radius.view(-1, *[1] * (x.dim() - 1))
+    return project(x + delta.to(x.device), x, eps, norm)
 
 
 @contextmanager
@@ -115,10 +211,12 @@ def attack_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def _check_inputs(x: Tensor, eps: float) -> None:
+def _check_inputs(x: Tensor, eps: float, norm: str) -> None:
     if not x.is_floating_point():
         raise TypeError(f"attacks take float images in [0, 1]; got dtype {x.dtype}")
-    if not 0.0 <= float(eps) <= 1.0:
-        raise ValueError(f"eps={eps} is outside [0, 1]; write budgets on the pixel scale, e.g. 8/255")
+    limit = 1.0 if norm == "linf" else math.sqrt(x[0].numel()) if x.numel() else 1.0
+    if not 0.0 <= float(eps) <= limit:
+        hint = "e.g. 8/255" if norm == "linf" else "the L2 norm of one image's perturbation, e.g. 0.5"
+        raise ValueError(f"eps={eps} is outside [0, {limit:.4g}] for {norm}; write budgets on the pixel scale, {hint}")
     if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
         raise ValueError("attack inputs must lie in [0, 1]; normalization belongs inside the model")

@@ -2,65 +2,54 @@
 
 Threat model: white-box, L-inf ball of radius eps on [0, 1] pixels.
 One step x' = x + alpha * sign(grad). Defaults: no random start and alpha = eps for objectives
-with a useful gradient at x (`ce`); for objectives whose gradient vanishes at x (`sma`), a
-random start delta_0 ~ U(-eps, eps) and alpha = 1.25 eps, the FGSM-RS rule of Wong et al.
-("Fast is better than free", ICLR 2020). Both are overridable.
+with a useful gradient at x (`ce`, `fna`, `bai`); for objectives whose gradient vanishes at x
+(`sma`, `odfa`), a random start delta_0 ~ U(-eps, eps) and alpha = 1.25 eps, the FGSM-RS rule of
+Wong et al. ("Fast is better than free", ICLR 2020). Both are overridable.
+`backend=torchattacks` runs torchattacks.FGSM instead (classification, no random start).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
-from torch import Tensor, nn
+import torchattacks
+from torch import nn
 
-from attacks.base import Attack, gradient, uniform_noise
-from attacks.objectives import Objective
+from attacks.iterative import IterativeAttack
 from attacks.registry import register_attack
+from attacks.wrapped import TorchattacksBackend
 
 
 @register_attack("fgsm")
-class FGSM(Attack):
+class FGSM(TorchattacksBackend, IterativeAttack):
     """One signed-gradient step; see the module docstring for the defaults.
 
     Args:
         objective: objective name, `auto` by task.
+        side: re-ID side perturbed, `query` or `gallery`.
         random_start: `None` = only when the objective needs it; True/False to force.
         step_size: absolute step (pixel scale); `None` = eps, or 1.25 eps with a random start.
+        backend: `native` or `torchattacks`.
         seed: generator seed for the random start.
     """
 
     def __init__(
         self,
         objective: str = "auto",
+        side: str | None = None,
         random_start: bool | None = None,
         step_size: float | None = None,
+        backend: str = "native",
         seed: int = 0,
     ) -> None:
-        super().__init__(objective, seed)
-        self.random_start = random_start
-        self.step_size = step_size
+        super().__init__(
+            objective, "linf", side, steps=1, step_size=step_size, random_start=random_start, seed=seed, backend=backend
+        )
 
-    def _uses_random_start(self, objective: Objective) -> bool:
-        return objective.needs_random_start if self.random_start is None else self.random_start
+    def default_schedule(self, eps: float, started: bool) -> tuple[int, float]:
+        return 1, 1.25 * eps if started else eps
 
-    def perturb(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        objective: Objective,
-        state: Any,
-        eps: float,
-        generator: torch.Generator,
-    ) -> Tensor:
-        start = self._uses_random_start(objective)
-        x0 = self.project(x + uniform_noise(x, eps, generator), x, eps) if start else x
-        alpha = self.step_size if self.step_size is not None else (1.25 * eps if start else eps)
-        return x0 + alpha * gradient(model, x0, objective, state).sign()
-
-    def describe(self, eps: float) -> dict[str, Any]:
-        return {
-            "norm": self.norm,
-            "steps": 1,
-            "step_size": self.step_size if self.step_size is not None else eps,
-        }
+    def torchattacks_attack(self, model: nn.Module, eps: float) -> Any:
+        if self.random_start:
+            raise ValueError("fgsm: backend=torchattacks has no random start")
+        return torchattacks.FGSM(model, eps=eps)

@@ -16,13 +16,14 @@ import click
 
 import attacks
 import models
-from robustbench_lfm.datasets import DATASETS
+from robustbench_lfm.datasets import DATASETS, get_dataset_info
 from robustbench_lfm.environment import resolve_device
 from robustbench_lfm.hashing import content_hash
 from robustbench_lfm.spec import (
     EvalSpec,
     RunSpec,
     SpecError,
+    ThreatSpec,
     TrainRecipe,
     check_writable,
     parse_eps,
@@ -67,14 +68,20 @@ def main() -> None:
     "attacks_",
     default="pgd",
     show_default=True,
-    help="Comma list of attack names; options as pgd:steps=20.",
+    help="Comma list of attack names; options as pgd:steps=20 or sma:norm=l2,side=gallery (see `lfm-bench ls`).",
 )
 @click.option(
     "--eps",
     default="4/255,8/255",
     show_default=True,
-    help="L-inf budgets on the [0, 1] pixel scale.",
+    help="Budgets on the [0, 1] pixel scale in each attack's norm (L-inf: 8/255; L2: one image's L2 norm).",
 )
+@click.option(
+    "--surrogate",
+    default=None,
+    help="Transfer attack: craft the images on this model (e.g. plain) and evaluate every model on them.",
+)
+@click.option("--quantize", is_flag=True, help="Round adversarial images to 8 bits (as saved PNGs) before evaluation.")
 @click.option("--seeds", default="0", show_default=True, help="Training seeds, e.g. 0,1,2.")
 @click.option(
     "--dataset",
@@ -144,13 +151,15 @@ def main() -> None:
 def run(**opts: Any) -> None:
     """Train (or reuse cached) models and evaluate them clean and under attack.
 
-    Writes results.csv, cmc.csv, manifest.json, robustness.png and cmc.png to the run directory
-    and prints a table of Rank-1 / mAP in %. Rerunning the same command resumes an interrupted
-    sweep. Real datasets: --dataset market1501 --data-root DIR (or dukemtmc).
+    Writes results.csv, cmc.csv, probes.csv, sanity.csv, manifest.json, robustness.png and cmc.png
+    to the run directory and prints a table of Rank-1 / mAP in % with the sanity checks under it.
+    Rerunning the same command resumes an interrupted sweep. Real datasets: --dataset market1501
+    --data-root DIR (or dukemtmc).
     """
     spec = _guard(lambda: build_spec(**opts))
+    from robustbench_lfm import sanity
     from robustbench_lfm.runner import run_sweep
-    from robustbench_lfm.store import CMC_COLUMNS, ResultStore
+    from robustbench_lfm.store import CMC_COLUMNS, ResultStore, StoreError
     from robustbench_lfm.summary import plot_cmc, plot_eps_curves, summary_table
 
     start = time.perf_counter()
@@ -158,10 +167,13 @@ def run(**opts: Any) -> None:
         df = run_sweep(spec, log=click.echo)
     except TrainingError as err:
         fail(f"{err} (finished cells are kept in {spec.out_dir / 'results.csv'})", status=1)
+    except StoreError as err:
+        fail(str(err))
     plot = plot_eps_curves(df, spec.out_dir / "robustness.png")
     curves = ResultStore(spec.out_dir / "cmc.csv", CMC_COLUMNS).read()
     cmc_plot = plot_cmc(curves, spec.out_dir / "cmc.png", spec.data.name)
     click.echo(summary_table(df))
+    click.echo("\n" + sanity.summary(sanity.read(spec.out_dir / "sanity.csv")))
     took = time.perf_counter() - start
     click.echo(f"\n{len(df)} rows in {spec.out_dir / 'results.csv'}; plots {plot}, {cmc_plot}; {took:.1f} s")
 
@@ -179,7 +191,9 @@ def build_spec(**o: Any) -> RunSpec:
     if not o["no_baseline"] and not any(n.split(":")[0] == "plain" for n in names):
         names.insert(0, "plain")
     model_specs = tuple(resolve_model(n, o["backbone"]) for n in names)
-    attack_specs = tuple(resolve_attack(a) for a in unique(split_list(o["attacks_"])))
+    surrogate = None if o["surrogate"] is None else resolve_model(o["surrogate"], o["backbone"])
+    task = _dataset_task(o["dataset"])
+    attack_specs = tuple(resolve_attack(a, task) for a in unique(split_list(o["attacks_"])))
     if not model_specs or not attack_specs:
         raise SpecError("give at least one model (--models) and one attack (--attacks)")
     recipe = TrainRecipe() if o["epochs"] is None else TrainRecipe().scaled_to(o["epochs"])
@@ -189,11 +203,12 @@ def build_spec(**o: Any) -> RunSpec:
         device = str(resolve_device(o["device"]))
     except (ValueError, RuntimeError) as err:
         raise SpecError(str(err)) from None
-    data = resolve_data(o["dataset"], o["data_root"], tuple(unique([m.backbone for m in model_specs])))
+    all_models = model_specs + ((surrogate,) if surrogate else ())
+    data = resolve_data(o["dataset"], o["data_root"], tuple(unique([m.backbone for m in all_models])))
     evaluation = EvalSpec(o["distance"], o["ap"], o["flip"], o["rerank"])
     parts = dict(
         models=model_specs, attacks=attack_specs, eps=parse_eps(o["eps"]), seeds=parse_seeds(o["seeds"]),
-        data=data, recipe=recipe, evaluation=evaluation,
+        data=data, recipe=recipe, evaluation=evaluation, threat=ThreatSpec(surrogate, o["quantize"]),
     )  # fmt: skip
     name = o["name"] or _run_name(parts)
     out = o["out"] or Path("results") / name
@@ -207,6 +222,13 @@ def build_spec(**o: Any) -> RunSpec:
         batch_size=o["batch_size"],
         quiet=o["quiet"],
     )
+
+
+def _dataset_task(item: str) -> str:
+    try:
+        return get_dataset_info(item.partition(":")[0].strip()).task
+    except KeyError as err:
+        raise SpecError(str(err.args[0])) from None
 
 
 def _run_name(parts: dict[str, Any]) -> str:
@@ -226,11 +248,9 @@ def ls() -> None:
     click.echo(f"backbones: {', '.join(models.list_backbones())}")
     click.echo("attacks:")
     for name in attacks.list_attacks():
-        doc = (
-            attacks.get_attack_class(name).__module__,
-            sys.modules[attacks.get_attack_class(name).__module__].__doc__ or "",
-        )
-        click.echo(f"  {name:<12} {doc[1].strip().splitlines()[0]}")
+        cls = attacks.get_attack_class(name)
+        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        click.echo(f"  {name:<14} [{'/'.join(cls.tasks)}] {doc}")
     click.echo("datasets:")
     for name, info in DATASETS.items():
         click.echo(f"  {name:<12} ({info.task}) {info.description}")

@@ -89,6 +89,20 @@ def pairwise_distance(qf: Tensor, gf: Tensor, metric: str = "cosine") -> Tensor:
     raise ValueError(f"unknown distance {metric!r} (known: {', '.join(DISTANCES)})")
 
 
+def chance_rank1(q_pids: Tensor, g_pids: Tensor, q_camids: Tensor, g_camids: Tensor) -> float:
+    """Expected Rank-1 of a random ranking under the Market-1501 protocol (reid.md B2).
+
+    Per valid query: (cross-camera matches) / (gallery images kept, i.e. not same identity and
+    camera), averaged over valid queries. The floor an attack that destroys the embedding reaches.
+    """
+    same_id = q_pids.view(-1, 1) == g_pids.view(1, -1)
+    junk = same_id & (q_camids.view(-1, 1) == g_camids.view(1, -1))
+    matches = (same_id & ~junk).sum(1).double()
+    kept = (~junk).sum(1).double()
+    valid = matches > 0
+    return float((matches[valid] / kept[valid]).mean()) if valid.any() else 0.0
+
+
 def evaluate_rank(
     distmat: Tensor | np.ndarray,
     q_pids: Tensor | np.ndarray,

@@ -19,13 +19,13 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-import attacks
 import models
-from robustbench_lfm import __version__
+from robustbench_lfm import __version__, sanity
+from robustbench_lfm.attacking import Attacker, attacked_side, embed_images, to_model_input
 from robustbench_lfm.cache import CheckpointCache
-from robustbench_lfm.datasets import ReIDDataset, as_float, get_dataset_info, load_dataset
+from robustbench_lfm.datasets import ReIDDataset, get_dataset_info, load_dataset
 from robustbench_lfm.environment import git_sha, machine, now, package_versions
-from robustbench_lfm.metrics import RankResult, evaluate_rank, pairwise_distance
+from robustbench_lfm.metrics import RankResult, chance_rank1, evaluate_rank, pairwise_distance
 from robustbench_lfm.rerank import RerankParams, rerank
 from robustbench_lfm.spec import Cell, ModelSpec, RunSpec
 from robustbench_lfm.store import CMC_COLUMNS, ResultStore
@@ -61,6 +61,7 @@ class Manifest:
     training: dict[str, Any] = field(default_factory=dict)
     cells_run: int = 0
     cells_skipped: int = 0
+    probes_run: int = 0
     wall_s: float = 0.0
 
     def write(self, spec: RunSpec) -> None:
@@ -76,39 +77,74 @@ def run_sweep(spec: RunSpec, log: Log = print) -> pd.DataFrame:
     start = time.perf_counter()
     device = torch.device(spec.device)
     store = ResultStore(spec.out_dir / "results.csv")
+    probes = ResultStore(spec.out_dir / "probes.csv")
     curves = ResultStore(spec.out_dir / "cmc.csv", CMC_COLUMNS)
     manifest = Manifest(spec.to_json(), package_versions(), machine(device))
     manifest.write(spec)
     dataset = load_dataset(spec.data.name, dict(spec.data.options), spec.cache_dir, spec.data.root, spec.quiet)
     if not spec.quiet:
         log(f"dataset {spec.data.name}:\n{dataset.summary()}")
-    done = store.cell_ids()
-    cells = spec.cells()
-    pending = [c for c in cells if c.cell_id(spec.data, spec.recipe, spec.evaluation) not in done]
-    manifest.cells_skipped = len(cells) - len(pending)
+    done = store.cell_ids() | probes.cell_ids()
+    cells = [(store, c) for c in spec.cells()] + [(probes, c) for c in spec.probe_cells()]
+    pending = [(dest, c) for dest, c in cells if c.cell_id(spec.data, spec.recipe, spec.evaluation) not in done]
+    manifest.cells_skipped = sum(dest is store for dest, _ in cells) - sum(dest is store for dest, _ in pending)
     bar = tqdm(total=len(pending), desc="cells", disable=spec.quiet, unit="cell")
+    surrogates: dict[int, Attacker] = {}
     for (model_spec, seed), group in _by_model(pending).items():
         net, sha = _trained_model(spec, model_spec, seed, dataset, device, manifest)
         net = models.FlipAveraged(net).eval() if spec.evaluation.flip else net
         clean = _clean_features(spec, net, dataset, device)
-        for cell in group:
+        attacker = _attacker(spec, seed, net, clean, dataset, device, manifest, surrogates)
+        for dest, cell in group:
             t0 = time.perf_counter()
-            results, extra = _evaluate_cell(spec, cell, net, clean, dataset, device)
-            curves.append(_curve_rows(spec, cell, results, extra), replace_cells=True)
-            store.append(_rows(spec, cell, results, extra, sha, time.perf_counter() - t0, len(dataset.query)))
-            manifest.cells_run += 1
+            results, extra = _evaluate_cell(spec, cell, net, clean, attacker, dataset, device)
+            if dest is store:
+                curves.append(_curve_rows(spec, cell, results, extra), replace_cells=True)
+            dest.append(_rows(spec, cell, results, extra, sha, time.perf_counter() - t0, len(dataset.query)))
+            if dest is store:
+                manifest.cells_run += 1
+            else:
+                manifest.probes_run += 1
             bar.update(1)
     bar.close()
+    checks = sanity.run_checks(
+        store.read(),
+        probes.read(),
+        chance_rank1(dataset.query.pids, dataset.gallery.pids, dataset.query.camids, dataset.gallery.camids),
+    )
+    sanity.write(checks, spec.out_dir / "sanity.csv")
     manifest.finished_at, manifest.wall_s = now(), round(time.perf_counter() - start, 2)
     manifest.write(spec)
     return store.read()
 
 
-def _by_model(cells: list[Cell]) -> dict[tuple[ModelSpec, int], list[Cell]]:
-    groups: dict[tuple[ModelSpec, int], list[Cell]] = {}
-    for cell in cells:
-        groups.setdefault((cell.model, cell.seed), []).append(cell)
+def _by_model(cells: list[tuple[ResultStore, Cell]]) -> dict[tuple[ModelSpec, int], list[tuple[ResultStore, Cell]]]:
+    groups: dict[tuple[ModelSpec, int], list[tuple[ResultStore, Cell]]] = {}
+    for dest, cell in cells:
+        groups.setdefault((cell.model, cell.seed), []).append((dest, cell))
     return groups
+
+
+def _attacker(
+    spec: RunSpec,
+    seed: int,
+    net: nn.Module,
+    clean: CleanFeatures,
+    data: ReIDDataset,
+    device: torch.device,
+    manifest: Manifest,
+    surrogates: dict[int, Attacker],
+) -> Attacker:
+    """The target itself (white-box) or the seed's surrogate, trained or loaded once per seed."""
+    surrogate = spec.threat.surrogate
+    if surrogate is None:
+        return Attacker(net, clean.query)
+    if seed not in surrogates:
+        s_net, _ = _trained_model(spec, surrogate, seed, data, device, manifest)
+        s_net = models.FlipAveraged(s_net).eval() if spec.evaluation.flip else s_net
+        key = Cell(surrogate, None, 0.0, seed).train_key(spec.data, spec.recipe)
+        surrogates[seed] = Attacker(s_net, _embed(s_net, data.query.images, spec.batch_size, device), key)
+    return surrogates[seed]
 
 
 def _trained_model(
@@ -170,11 +206,7 @@ def _trained_model(
 def _embed(net: nn.Module, images: Tensor, batch_size: int, device: torch.device) -> Tensor:
     """Embeddings of uint8 images, in batches, under inference mode."""
     net.eval()
-    out = []
-    with torch.inference_mode():
-        for chunk in torch.split(images, batch_size):
-            out.append(net(as_float(chunk).to(device).contiguous(memory_format=torch.channels_last)).float().cpu())
-    return torch.cat(out)
+    return torch.cat([embed_images(net, to_model_input(chunk, device)) for chunk in torch.split(images, batch_size)])
 
 
 def _clean_features(spec: RunSpec, net: nn.Module, data: ReIDDataset, device: torch.device) -> CleanFeatures:
@@ -184,62 +216,43 @@ def _clean_features(spec: RunSpec, net: nn.Module, data: ReIDDataset, device: to
     )
 
 
-def _attacked_queries(
-    spec: RunSpec, cell: Cell, attack: attacks.Attack, net: nn.Module, data: ReIDDataset, device: torch.device
-) -> Tensor:
-    """Embeddings of the queries after `attack` at the cell's eps; batched over queries."""
-    gen = torch.Generator(device).manual_seed(cell.seed)
-    context = attacks.AttackContext(get_dataset_info(spec.data.name).task)  # type: ignore[arg-type]
-    out = []
-    for chunk in torch.split(data.query.images, spec.batch_size):
-        x = as_float(chunk).to(device).contiguous(memory_format=torch.channels_last)
-        x_adv = attack(net, x, context, eps=cell.eps, generator=gen)
-        with torch.inference_mode():
-            out.append(net(x_adv).float().cpu())
-    return torch.cat(out)
-
-
 def _evaluate_cell(
     spec: RunSpec,
     cell: Cell,
     net: nn.Module,
     clean: CleanFeatures,
+    attacker: Attacker,
     data: ReIDDataset,
     device: torch.device,
 ) -> tuple[dict[str, RankResult], dict[str, Any]]:
-    """Rank results of one cell (attacked queries against the clean gallery), keyed by the CSV
-    `rerank` value ("" = off), and the cell's attack fields."""
-    task = get_dataset_info(spec.data.name).task
+    """Rank results of one cell (the attacked side against the clean other side), keyed by the
+    CSV `rerank` value ("" = off), and the cell's attack fields."""
+    qf, gf = clean.query, clean.gallery
     if cell.attack is None:
-        qf = clean.query
         extra = {"attack": "none", "objective": "", "norm": "", "steps": 0, "step_size": 0.0, "perturbed": ""}
     else:
         attack = cell.attack.build(seed=cell.seed)
-        qf = _attacked_queries(spec, cell, attack, net, data, device)
-        extra = {
-            "attack": cell.attack.name,
-            "objective": attack.resolved_objective(task),
-            "perturbed": "query",
-            **attack.describe(cell.eps),
-        }
+        attacked = attacked_side(spec, cell, attack, net, attacker, data, device)
+        qf, gf = (attacked, gf) if attack.side == "query" else (qf, attacked)
+        extra = {"attack": cell.attack.name, **attack.describe(cell.eps, "reid")}
     q, g = data.query, data.gallery
     scored = {
         label: evaluate_rank(dist, q.pids, g.pids, q.camids, g.camids, ap=spec.evaluation.ap)
-        for label, dist in _distances(spec, qf, clean)
+        for label, dist in _distances(spec, qf, gf, clean)
     }
     return scored, extra
 
 
-def _distances(spec: RunSpec, qf: Tensor, clean: CleanFeatures) -> list[tuple[str, Tensor]]:
+def _distances(spec: RunSpec, qf: Tensor, gf: Tensor, clean: CleanFeatures) -> list[tuple[str, Tensor]]:
     """(rerank label, query x gallery distances) for each re-ranking mode of the run."""
     metric = spec.evaluation.distance
-    q_g = pairwise_distance(qf, clean.gallery, metric)
+    q_g = pairwise_distance(qf, gf, metric)
     out = []
     for on in spec.evaluation.rerank_modes():
         if on:
             params = RerankParams()
-            q_q, g_g = pairwise_distance(qf, qf, metric), clean.gallery_distances(metric)
-            reranked = rerank(q_g, q_q, g_g, params)
+            g_g = clean.gallery_distances(metric) if gf is clean.gallery else pairwise_distance(gf, gf, metric)
+            reranked = rerank(q_g, pairwise_distance(qf, qf, metric), g_g, params)
             out.append((params.label(), reranked))
         else:
             out.append(("", q_g))
@@ -284,7 +297,8 @@ def _rows(
         "model_params": json.dumps(dict(cell.model.params), sort_keys=True),
         "train_seed": cell.seed,
         "eps": cell.eps,
-        "surrogate": "",
+        "surrogate": "" if cell.attack is None or cell.threat.surrogate is None else cell.threat.surrogate.label,
+        "quantize": cell.attack is not None and cell.threat.quantize,
         "distance": spec.evaluation.distance,
         "ap": spec.evaluation.ap,
         "flip": spec.evaluation.flip,

@@ -215,6 +215,20 @@ class TrainRecipe:
 
 
 @dataclass(frozen=True)
+class ThreatSpec:
+    """Who crafts the adversarial images and in what form the target sees them.
+
+    Attributes:
+        surrogate: transfer (black-box) setting: the images are crafted on this model (trained with
+            the same data, recipe and seed) and every target is evaluated on them; None = white-box.
+        quantize: adversarial images are rounded to 8 bits before evaluation (a saved PNG).
+    """
+
+    surrogate: ModelSpec | None = None
+    quantize: bool = False
+
+
+@dataclass(frozen=True)
 class Cell:
     """One sweep cell: a trained model (model, data, recipe, seed) under one attack at one eps."""
 
@@ -222,6 +236,7 @@ class Cell:
     attack: AttackSpec | None  # None: the clean cell (attack = none, eps = 0)
     eps: float
     seed: int
+    threat: ThreatSpec = ThreatSpec()
 
     def train_key(self, data: DataSpec, recipe: TrainRecipe) -> str:
         """Cache key of the checkpoint this cell needs."""
@@ -238,16 +253,22 @@ class Cell:
     def cell_id(self, data: DataSpec, recipe: TrainRecipe, evaluation: EvalSpec) -> str:
         """Short hash of everything that determines this cell's numbers."""
         attack = asdict(self.attack) if self.attack else None
-        return content_hash(
-            {
-                "train": self.train_key(data, recipe),
-                "attack": attack,
-                "eps": self.eps,
-                "eval": asdict(evaluation),
-                "version": __version__,
-            },
-            12,
-        )
+        content = {
+            "train": self.train_key(data, recipe),
+            "attack": attack,
+            "eps": self.eps,
+            "eval": asdict(evaluation),
+            "version": __version__,
+        }
+        if self.attack is not None and self.threat != ThreatSpec():
+            surrogate = self.threat.surrogate
+            content["threat"] = {
+                "surrogate": None
+                if surrogate is None
+                else Cell(surrogate, None, 0.0, self.seed).train_key(data, recipe),
+                "quantize": self.threat.quantize,
+            }
+        return content_hash(content, 12)
 
 
 @dataclass(frozen=True)
@@ -263,6 +284,7 @@ class RunSpec:
     out_dir: Path
     cache_dir: Path
     evaluation: EvalSpec = EvalSpec()
+    threat: ThreatSpec = ThreatSpec()
     device: str = "cpu"
     batch_size: int = 256
     quiet: bool = False
@@ -274,8 +296,22 @@ class RunSpec:
         for seed in self.seeds:
             for model in self.models:
                 out.append(Cell(model, None, 0.0, seed))
-                out += [Cell(model, a, e, seed) for a in self.attacks for e in self.eps]
+                out += [Cell(model, a, e, seed, self.threat) for a in self.attacks for e in self.eps]
         return out
+
+    def probe_cells(self) -> list[Cell]:
+        """Extra cells the sanity checks need (robustbench_lfm.sanity): per model, seed and attack,
+        eps 0 and a very large eps; and FGSM at the sweep's eps when PGD runs without it."""
+        names = {a.name for a in self.attacks}
+        out = []
+        for seed in self.seeds:
+            for model in self.models:
+                for a in self.attacks:
+                    out += [Cell(model, a, e, seed, self.threat) for e in (0.0, large_eps(a))]
+                    if a.name == "pgd" and "fgsm" not in names:
+                        fgsm = fgsm_like(a)
+                        out += [Cell(model, fgsm, e, seed, self.threat) for e in self.eps]
+        return list(dict.fromkeys(out))
 
     def to_json(self) -> dict[str, Any]:
         """The resolved spec for manifest.json."""
@@ -283,6 +319,20 @@ class RunSpec:
         d["out_dir"], d["cache_dir"] = str(self.out_dir), str(self.cache_dir)
         d["models"] = [{**asdict(m), "label": m.label} for m in self.models]
         return d
+
+
+LARGE_EPS = {"linf": 64 / 255, "l2": 16.0}
+
+
+def large_eps(attack: AttackSpec) -> float:
+    """The 'very large' budget of the sanity check in the attack's norm: 64/255 L-inf, 16 L2."""
+    return LARGE_EPS[attack.build(0).norm]
+
+
+def fgsm_like(pgd: AttackSpec) -> AttackSpec:
+    """FGSM with PGD's objective and side, the reference of the PGD >= FGSM check."""
+    keep = {k: v for k, v in pgd.options if k in ("objective", "side")}
+    return AttackSpec("fgsm", tuple(sorted(keep.items())))
 
 
 def resolve_model(item: str, backbone: str | None) -> ModelSpec:
@@ -301,11 +351,14 @@ def resolve_model(item: str, backbone: str | None) -> ModelSpec:
     return ModelSpec(name, bb, entry.regularizer, params)
 
 
-def resolve_attack(item: str) -> AttackSpec:
-    """Parse and check one attack item against the registry."""
+def resolve_attack(item: str, task: str | None = None) -> AttackSpec:
+    """Parse and check one attack item against the registry (and the dataset's task, if given)."""
     name, options = parse_named(item)
     try:
-        attacks.create_attack(name, **dict(options))
+        attack = attacks.create_attack(name, **dict(options))
+        if task is not None:
+            attack.check_task(task)
+            attack.describe(0.0, task)  # checks the objective against the task
     except attacks.UnknownAttackError as err:
         raise SpecError(str(err)) from None
     except (TypeError, ValueError) as err:

@@ -20,12 +20,16 @@ import pandas as pd
 COLUMNS = (
     "run_id", "cell_id", "task", "dataset", "model", "backbone", "regularizer", "model_params",
     "train_seed", "attack", "objective", "norm", "eps", "steps", "step_size", "perturbed",
-    "surrogate", "distance", "ap", "flip", "rerank", "metric", "value", "n_eval", "wall_s", "checkpoint_sha256",
-    "lfm_bench_version", "torch_version", "git_sha", "created_at",
+    "surrogate", "quantize", "distance", "ap", "flip", "rerank", "metric", "value", "n_eval", "wall_s",
+    "checkpoint_sha256", "lfm_bench_version", "torch_version", "git_sha", "created_at",
 )  # fmt: skip
 
 
 CMC_COLUMNS = ("cell_id", "model", "attack", "eps", "train_seed", "rerank", "rank", "cmc")
+
+
+class StoreError(RuntimeError):
+    """A result file this version cannot append to; the message names the fix."""
 
 
 class ResultStore:
@@ -53,6 +57,12 @@ class ResultStore:
         if missing:
             raise ValueError(f"rows for {self.path.name} lack columns {sorted(missing)}")
         old = self.path.read_text() if self.path.exists() else ""
+        header = old.split("\n", 1)[0]
+        if old and header != ",".join(self.columns):
+            raise StoreError(
+                f"{self.path} has other columns than this lfm-bench writes (an older version made it); "
+                "resume it with that version, or start a new run with --out"
+            )
         cells = {r["cell_id"] for r in rows}
         if replace_cells and any(c in old for c in cells):  # only a resumed cell needs the parse
             old = _without_cells(old, cells)

@@ -1,16 +1,30 @@
-"""Contract tests over every registered attack (DESIGN.md step 5)."""
+"""Contract tests over every registered attack (DESIGN.md step 5), and behaviour tests per attack."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import attacks
 import models
 
-ALL_ATTACKS = attacks.list_attacks()
-EPS = 8 / 255
+EPS = {"linf": 8 / 255, "l2": 0.5}
+# Fewer iterations than the published defaults, so the whole registry runs in seconds on 2 cores.
+FAST = {
+    "apgd-ce": {"steps": 5},
+    "apgd-dlr": {"steps": 5},
+    "cw": {"steps": 10, "c": 10.0},
+    "deepfool": {"steps": 5},
+    "square": {"queries": 40},
+    "autoattack": {"version": "rand"},  # APGD-CE + APGD-DLR; the standard ensemble is tested once below
+}
+CASES = [(name, task) for name in attacks.list_attacks() for task in attacks.get_attack_class(name).tasks]
+
+
+def make(name: str, **options):
+    return attacks.create_attack(name, **{**FAST.get(name, {}), **options})
 
 
 @pytest.fixture(scope="module")
@@ -21,12 +35,35 @@ def reid_model():
     with torch.no_grad():  # settle BN statistics so the embedding is not degenerate
         for _ in range(3):
             net(torch.rand(32, 3, 64, 32))
-    return net
+    return net.eval()
 
 
 @pytest.fixture(scope="module")
-def images():
-    return torch.rand(8, 3, 64, 32, generator=torch.Generator().manual_seed(1))
+def classifier():
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Dropout(0.1),
+        nn.Flatten(), nn.Linear(8 * 8 * 8, 10),
+    )  # fmt: skip
+    return net.eval()
+
+
+def _reid_batch():
+    x = torch.rand(8, 3, 64, 32, generator=torch.Generator().manual_seed(1))
+    return x, torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+
+
+def setup(task, reid_model, classifier):
+    """(model, images, context) for `task`; re-ID guides are the batch's own clean embeddings."""
+    if task == "reid":
+        x, ids = _reid_batch()
+        with torch.no_grad():
+            guides = attacks.Guides(reid_model(x), ids)
+        return reid_model, x, attacks.AttackContext("reid", labels=ids, guides=guides)
+    x = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        y = classifier(x).argmax(1)  # labels the model gets right by construction
+    return classifier, x, attacks.AttackContext("classification", labels=y)
 
 
 def _sma(net, x, x_adv):
@@ -34,75 +71,219 @@ def _sma(net, x, x_adv):
         return (F.normalize(net(x_adv), dim=1) - F.normalize(net(x), dim=1)).pow(2).sum(1)
 
 
-@pytest.mark.parametrize("name", ALL_ATTACKS)
-def test_budget_and_pixel_range_hold(name, reid_model, images):
-    x_adv = attacks.create_attack(name)(reid_model, images, attacks.AttackContext("reid"), eps=EPS)
-    assert x_adv.shape == images.shape and not x_adv.requires_grad
-    assert (x_adv - images).abs().max().item() <= EPS + 1e-6
+@pytest.mark.parametrize(("name", "task"), CASES)
+def test_budget_holds_in_its_norm_and_pixels_stay_in_range(name, task, reid_model, classifier):
+    net, x, ctx = setup(task, reid_model, classifier)
+    attack = make(name)
+    eps = EPS[attack.norm]
+    x_adv = attack(net, x, ctx, eps=eps)
+    assert x_adv.shape == x.shape and not x_adv.requires_grad
+    assert attacks.budget(x_adv, x, attack.norm).max().item() <= eps * (1 + 1e-5)
     assert x_adv.min().item() >= 0.0 and x_adv.max().item() <= 1.0
+    assert not torch.equal(x_adv, x)
 
 
-@pytest.mark.parametrize("name", ALL_ATTACKS)
+@pytest.mark.parametrize(("name", "task"), CASES)
 @pytest.mark.parametrize("training", [True, False])
-def test_mode_and_parameter_gradients_are_restored(name, training, reid_model, images):
-    reid_model.train(training)
-    flags = [p.requires_grad for p in reid_model.parameters()]
-    attacks.create_attack(name)(reid_model, images, attacks.AttackContext("reid"), eps=EPS)
-    assert reid_model.training is training
-    assert [p.requires_grad for p in reid_model.parameters()] == flags
-    assert all(p.grad is None for p in reid_model.parameters())
+def test_mode_is_restored_and_no_parameter_gradient_is_left(name, task, training, reid_model, classifier):
+    net, x, ctx = setup(task, reid_model, classifier)
+    net.train(training)
+    flags = [p.requires_grad for p in net.parameters()]
+    try:
+        attack = make(name)
+        attack(net, x, ctx, eps=EPS[attack.norm])
+        assert net.training is training
+        assert [p.requires_grad for p in net.parameters()] == flags
+        assert all(p.grad is None for p in net.parameters())
+    finally:
+        net.eval()
 
 
-@pytest.mark.parametrize("name", ALL_ATTACKS)
-def test_deterministic_under_a_seed(name, reid_model, images):
-    runs = [
-        attacks.create_attack(name, seed=5)(reid_model, images, attacks.AttackContext("reid"), eps=EPS)
-        for _ in range(2)
-    ]
-    assert torch.equal(runs[0], runs[1])
+@pytest.mark.parametrize(("name", "task"), CASES)
+def test_deterministic_under_a_seed_and_the_global_rng_untouched(name, task, reid_model, classifier):
+    net, x, ctx = setup(task, reid_model, classifier)
+    attack = make(name, seed=5)
+    eps = EPS[attack.norm]
+    torch.manual_seed(123)
+    first = attack(net, x, ctx, eps=eps)
+    after = torch.rand(1)
+    torch.manual_seed(123)
+    second = attack(net, x, ctx, eps=eps)
+    assert torch.equal(first, second)
+    assert torch.equal(after, torch.rand(1))  # the caller's RNG stream is not consumed
 
 
-@pytest.mark.parametrize("name", ALL_ATTACKS)
-def test_eps_zero_returns_the_clean_images(name, reid_model, images):
-    x_adv = attacks.create_attack(name)(reid_model, images, attacks.AttackContext("reid"), eps=0.0)
-    assert torch.equal(x_adv, images)
+@pytest.mark.parametrize(("name", "task"), CASES)
+def test_eps_zero_returns_the_clean_images(name, task, reid_model, classifier):
+    net, x, ctx = setup(task, reid_model, classifier)
+    assert torch.equal(make(name)(net, x, ctx, eps=0.0), x)
 
 
-@pytest.mark.parametrize("name", ALL_ATTACKS)
-def test_attack_moves_the_embedding_more_than_random_noise(name, reid_model, images):
-    reid_model.eval()
-    x_adv = attacks.create_attack(name)(reid_model, images, attacks.AttackContext("reid"), eps=EPS)
-    noise = (images + EPS * torch.sign(torch.randn_like(images))).clamp(0, 1)
-    assert _sma(reid_model, images, x_adv).mean() > _sma(reid_model, images, noise).mean()
+@pytest.mark.parametrize(("name", "task"), [c for c in CASES if c[1] == "classification"])
+def test_classification_attacks_lower_accuracy(name, task, reid_model, classifier):
+    net, x, ctx = setup(task, reid_model, classifier)
+    attack = make(name)
+    x_adv = attack(net, x, ctx, eps=4 * EPS[attack.norm])
+    with torch.no_grad():
+        assert (net(x_adv).argmax(1) == ctx.labels).float().mean() < 0.5
 
 
-@pytest.mark.parametrize("name", ALL_ATTACKS)
-def test_classification_objective_lowers_accuracy(name):
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
-    x = torch.rand(64, 3, 8, 8)
-    y = net(x).argmax(1)  # labels the model gets right by construction
-    x_adv = attacks.create_attack(name)(net, x, attacks.AttackContext("classification", labels=y), eps=0.1)
-    assert (net(x_adv).argmax(1) == y).float().mean() < 0.5
+@pytest.mark.parametrize(("name", "task"), [c for c in CASES if c[1] == "reid"])
+def test_reid_attacks_move_the_embedding_more_than_random_noise(name, task, reid_model, classifier):
+    net, x, ctx = setup(task, reid_model, classifier)
+    attack = make(name)
+    eps = EPS[attack.norm]
+    x_adv = attack(net, x, ctx, eps=eps)
+    noise = attacks.project(x + eps * torch.sign(torch.randn_like(x)), x, eps, attack.norm)
+    assert _sma(net, x, x_adv).mean() > _sma(net, x, noise).mean()
 
 
-@pytest.mark.parametrize("eps", [-0.1, 1.5, float("nan")])
-def test_bad_eps_is_rejected(eps, reid_model, images):
-    with pytest.raises(ValueError, match="outside"):
-        attacks.create_attack("pgd")(reid_model, images, attacks.AttackContext("reid"), eps=eps)
+@pytest.mark.parametrize("name", [n for n in attacks.list_attacks() if "reid" not in attacks.get_attack_class(n).tasks])
+def test_logit_attacks_refuse_reid_models(name, reid_model):
+    x, ids = _reid_batch()
+    with pytest.raises(ValueError, match="classification models only"):
+        make(name)(reid_model, x, attacks.AttackContext("reid", labels=ids), eps=8 / 255)
 
 
-def test_inputs_outside_pixel_range_are_rejected(reid_model, images):
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        attacks.create_attack("pgd")(reid_model, images * 2, attacks.AttackContext("reid"), eps=EPS)
+@pytest.mark.parametrize("name", ["pgd", "fgsm", "pgd-l2"])
+def test_ours_equals_torchattacks_without_random_start(name, classifier):
+    """Our FGSM / PGD / PGD-L2 take the same steps as torchattacks' (same start, same gradients)."""
+    _, x, ctx = setup("classification", None, classifier)
+    options = {} if name == "fgsm" else {"random_start": False, "steps": 5}
+    ours = attacks.create_attack(name, **options)
+    theirs = attacks.create_attack(name, backend="torchattacks", **options)
+    eps = EPS[ours.norm]
+    assert torch.allclose(ours(classifier, x, ctx, eps=eps), theirs(classifier, x, ctx, eps=eps), atol=1e-6)
 
 
-def test_pgd_is_at_least_as_strong_as_fgsm(reid_model, images):
+def test_standard_autoattack_breaks_an_undefended_classifier(classifier):
+    _, x, ctx = setup("classification", None, classifier)
+    x_adv = attacks.create_attack("autoattack")(
+        classifier, x[:4], attacks.AttackContext("classification", ctx.labels[:4]), eps=0.1
+    )
+    assert attacks.budget(x_adv, x[:4], "linf").max() <= 0.1 + 1e-6
+    assert (classifier(x_adv).argmax(1) == ctx.labels[:4]).sum() == 0
+
+
+def test_sma_without_random_start_does_nothing(reid_model):
+    """The SMA gradient is exactly zero at x' = x (reid.md D6.7): a check of the gradient plumbing."""
+    x, _ = _reid_batch()
+    x_adv = attacks.create_attack("sma", random_start=False)(reid_model, x, attacks.AttackContext("reid"), eps=8 / 255)
+    assert torch.equal(x_adv, x)
+
+
+def test_odfa_turns_the_embedding_around(reid_model):
+    """ODFA must decrease cos(f(x'), f(x)) (reid.md D4/D6.7), more than SMA's push does."""
+    x, _ = _reid_batch()
     ctx = attacks.AttackContext("reid")
-    reid_model.eval()
-    pgd = _sma(reid_model, images, attacks.create_attack("pgd")(reid_model, images, ctx, eps=EPS)).mean()
-    fgsm = _sma(reid_model, images, attacks.create_attack("fgsm")(reid_model, images, ctx, eps=EPS)).mean()
+    with torch.no_grad():
+        f0 = F.normalize(reid_model(x), dim=1)
+
+        def cos(a):
+            return (F.normalize(reid_model(a), dim=1) * f0).sum(1).mean().item()
+
+    odfa = cos(attacks.create_attack("odfa")(reid_model, x, ctx, eps=16 / 255))
+    sma = cos(attacks.create_attack("sma")(reid_model, x, ctx, eps=16 / 255))
+    assert odfa < 1.0 and odfa < sma
+
+
+def test_metric_attack_leaves_images_without_same_identity_guides_clean(reid_model):
+    """Bai et al.: distractors (no query of their identity) are not perturbed."""
+    x, ids = _reid_batch()
+    with torch.no_grad():
+        guides = attacks.Guides(reid_model(x[:4]), ids[:4])  # identities 0 and 1 only
+    ctx = attacks.AttackContext("reid", labels=ids, guides=guides)
+    x_adv = attacks.create_attack("metric-ifgsm")(reid_model, x, ctx, eps=8 / 255)
+    assert torch.equal(x_adv[4:], x[4:])
+    assert not torch.equal(x_adv[:4], x[:4])
+
+
+def test_fna_pulls_towards_the_farthest_prototype(reid_model):
+    x, ids = _reid_batch()
+    with torch.no_grad():
+        feats = F.normalize(reid_model(x), dim=1)
+    ctx = attacks.AttackContext("reid", labels=ids, guides=attacks.Guides(feats, ids))
+    targets = attacks.resolve_objective("fna", "reid").guides(feats, ctx)
+    protos = torch.stack([feats[ids == k].mean(0) for k in range(4)])
+    for i in range(len(x)):
+        dist = (feats[i] - protos).norm(dim=1)
+        dist[ids[i]] = -1
+        assert torch.allclose(targets.pull[i, 0], protos[dist.argmax()], atol=1e-6)
+        assert targets.push_mask[i].sum() == (ids == ids[i]).sum()
+
+
+def test_metric_attacks_need_guides(reid_model):
+    x, _ = _reid_batch()
+    with pytest.raises(ValueError, match="needs guide features"):
+        attacks.create_attack("fna")(reid_model, x, attacks.AttackContext("reid"), eps=8 / 255)
+
+
+def test_restarts_keep_the_strongest_run_per_image(reid_model):
+    x, _ = _reid_batch()
+    ctx = attacks.AttackContext("reid")
+    one = _sma(reid_model, x, attacks.create_attack("pgd", steps=2, seed=3)(reid_model, x, ctx, eps=4 / 255))
+    three = _sma(
+        reid_model, x, attacks.create_attack("pgd", steps=2, restarts=3, seed=3)(reid_model, x, ctx, eps=4 / 255)
+    )
+    assert (three >= one - 1e-6).all() and (three > one).any()
+
+
+def test_pgd_is_at_least_as_strong_as_fgsm(reid_model):
+    x, _ = _reid_batch()
+    ctx = attacks.AttackContext("reid")
+    pgd = _sma(reid_model, x, attacks.create_attack("pgd")(reid_model, x, ctx, eps=8 / 255)).mean()
+    fgsm = _sma(reid_model, x, attacks.create_attack("fgsm")(reid_model, x, ctx, eps=8 / 255)).mean()
     assert pgd >= fgsm
+
+
+def test_kurakin_step_rule_matches_the_papers():
+    from attacks.iterative import kurakin_steps
+
+    assert kurakin_steps(5 / 255) == 6  # Bai et al. at eps 5
+    assert kurakin_steps(8 / 255, "round") == 10 and kurakin_steps(16 / 255, "round") == 20  # U-turn
+    assert make("metric-ifgsm").schedule(5 / 255) == (6, 1 / 255)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("eps", [8 / 255, 0.03, 0.5])
+def test_quantize_lands_on_the_8_bit_grid_within_the_budget(norm, eps):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (4, 3, 16, 8), generator=gen).float() / 255
+    x_adv = attacks.project(x + torch.randn(x.shape, generator=gen), x, eps, norm)
+    q = attacks.quantize(x_adv, x, eps, norm)
+    assert torch.equal(torch.round(q * 255), q * 255) or (q * 255 - torch.round(q * 255)).abs().max() < 1e-4
+    assert attacks.budget(q, x, norm).max() <= eps * (1 + 1e-6)
+    assert q.min() >= 0 and q.max() <= 1
+
+
+@pytest.mark.parametrize(("eps", "norm"), [(-0.1, "linf"), (1.5, "linf"), (float("nan"), "linf"), (500.0, "l2")])
+def test_bad_eps_is_rejected(eps, norm, reid_model):
+    x, _ = _reid_batch()
+    name = "pgd" if norm == "linf" else "pgd-l2"
+    with pytest.raises(ValueError, match="outside"):
+        attacks.create_attack(name)(reid_model, x, attacks.AttackContext("reid"), eps=eps)
+
+
+def test_inputs_outside_pixel_range_are_rejected(reid_model):
+    x, _ = _reid_batch()
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        attacks.create_attack("pgd")(reid_model, x * 2, attacks.AttackContext("reid"), eps=8 / 255)
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "match"),
+    [
+        ("pgd", {"steps": 0}, "steps"),
+        ("pgd", {"norm": "l3"}, "norm"),
+        ("sma", {"side": "both"}, "side"),
+        ("sma", {"objective": "ce"}, "objective is sma"),
+        ("cw", {"norm": "linf"}, "not supported"),
+        ("pgd", {"backend": "torchattacks", "restarts": 2}, "backend=torchattacks"),
+    ],
+)
+def test_bad_options_are_rejected_at_construction(name, options, match):
+    with pytest.raises(ValueError, match=match):
+        attacks.create_attack(name, **options)
 
 
 def test_unknown_attack_suggests_close_names():

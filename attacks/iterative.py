@@ -1,0 +1,148 @@
+"""The one iterative attack core: FGSM, PGD and every metric attack are settings of it (reid.md D6).
+
+    x_0     = x, or a random point of the eps-ball (random start)
+    G_{t+1} = mu * G_t + g_t / mean|g_t|          (momentum, MI-FGSM; mu = 0: G = g)
+    x_{t+1} = Proj_{B(x, eps) ∩ [0, 1]}(x_t + alpha * s(G_{t+1}))
+
+with g the gradient of the objective, s = sign for L-inf and s(G) = G / ||G||_2 (per image) for L2.
+With `restarts` > 1 the search runs again from fresh random starts and each image keeps the run
+with the highest objective. Units: eps and alpha on the [0, 1] pixel scale.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from attacks.base import Attack, Problem, gradient, project, random_start
+from attacks.objectives import Objective, resolve_objective
+
+
+class IterativeAttack(Attack):
+    """Gradient ascent on an objective with projection; subclasses set the published defaults.
+
+    Args:
+        objective: objective name, `auto` by task (re-ID: sma, classification: ce).
+        norm: `linf` (sign steps) or `l2` (normalized-gradient steps).
+        side: re-ID side perturbed, `query` or `gallery`.
+        steps: number of gradient steps; `None` = the attack's default.
+        step_size: absolute step alpha (pixel scale); `None` = the attack's default.
+        rel_step: alpha as a fraction of eps (overrides the default, not `step_size`).
+        random_start: start from a random point of the ball; `None` = when the objective needs it.
+        momentum: MI-FGSM decay mu (0 = plain steps).
+        restarts: independent runs, the strongest kept per image.
+        seed: generator seed for the random starts.
+    """
+
+    default_momentum: ClassVar[float] = 0.0
+    default_random_start: ClassVar[bool | None] = None
+
+    def __init__(
+        self,
+        objective: str = "auto",
+        norm: str = "linf",
+        side: str | None = None,
+        steps: int | None = None,
+        step_size: float | None = None,
+        rel_step: float | None = None,
+        random_start: bool | None = None,
+        momentum: float | None = None,
+        restarts: int = 1,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(objective, norm, side, seed)
+        if steps is not None and int(steps) < 1:
+            raise ValueError(f"{self.name}: steps={steps} must be >= 1")
+        if step_size is not None and not step_size > 0:
+            raise ValueError(f"{self.name}: step_size={step_size} must be > 0 (pixel scale, e.g. 1/255)")
+        if rel_step is not None and not rel_step > 0:
+            raise ValueError(f"{self.name}: rel_step={rel_step} must be > 0 (a fraction of eps)")
+        if int(restarts) < 1:
+            raise ValueError(f"{self.name}: restarts={restarts} must be >= 1")
+        self.steps = None if steps is None else int(steps)
+        self.step_size = step_size
+        self.rel_step = rel_step
+        self.random_start = self.default_random_start if random_start is None else bool(random_start)
+        self.momentum = self.default_momentum if momentum is None else float(momentum)
+        self.restarts = int(restarts)
+
+    def default_schedule(self, eps: float, started: bool) -> tuple[int, float]:
+        """The published (steps, alpha) at eps, given whether the search starts at random."""
+        return 10, eps / 4
+
+    def schedule(self, eps: float, started: bool = False) -> tuple[int, float]:
+        steps, alpha = self.default_schedule(eps, started)
+        steps = self.steps or steps
+        if self.step_size is not None:
+            alpha = self.step_size
+        elif self.rel_step is not None:
+            alpha = self.rel_step * eps
+        return steps, alpha
+
+    def schedule_for(self, eps: float, task: str) -> tuple[int, float]:
+        return self.schedule(eps, self.uses_random_start(resolve_objective(self.objective, task)))  # type: ignore[arg-type]
+
+    def uses_random_start(self, objective: Objective) -> bool:
+        """Whether the search starts from a random point (default: when the objective needs it)."""
+        return objective.needs_random_start if self.random_start is None else self.random_start
+
+    def perturb(self, p: Problem) -> Tensor:
+        state = p.objective.prepare(p.model, p.x, p.context)
+        best = self.ascend(p, state)
+        if self.restarts == 1:
+            return best
+        best_value = _value(p, best, state)
+        for _ in range(self.restarts - 1):
+            candidate = self.ascend(p, state)
+            value = _value(p, candidate, state)
+            better = value > best_value
+            best = torch.where(better.view(-1, *[1] * (p.x.dim() - 1)), candidate, best)
+            best_value = torch.where(better, value, best_value)
+        return best
+
+    def ascend(self, p: Problem, state: Any) -> Tensor:
+        """One run of the search from x or a random start; `state` is the prepared objective."""
+        started = self.uses_random_start(p.objective)
+        steps, alpha = self.schedule(p.eps, started)
+        x_adv = random_start(p.x, p.eps, self.norm, p.generator) if started else p.x
+        accumulated = torch.zeros_like(p.x) if self.momentum else None
+        for _ in range(steps):
+            g = gradient(p.model, x_adv, p.objective, state)
+            if accumulated is not None:
+                g = accumulated.mul_(self.momentum).add_(g / _per_image(g.abs().mean, g).clamp_min(1e-12))
+            x_adv = project(x_adv + alpha * self.direction(g), p.x, p.eps, self.norm)
+        return x_adv
+
+    def direction(self, g: Tensor) -> Tensor:
+        """The unit step: sign(g) under L-inf, g / ||g||_2 under L2 (per image)."""
+        if self.norm == "linf":
+            return g.sign()
+        return g / _per_image(lambda dim: torch.linalg.vector_norm(g, dim=dim), g).clamp_min(1e-12)
+
+
+def _value(p: Problem, x_adv: Tensor, state: Any) -> Tensor:
+    with torch.no_grad():
+        return p.objective.per_sample(p.model, x_adv, state)
+
+
+def _per_image(reduce: Any, g: Tensor) -> Tensor:
+    """`reduce` over all but the batch dimension, shaped to broadcast against g."""
+    dims = tuple(range(1, g.dim()))
+    return reduce(dim=dims).view(-1, *[1] * (g.dim() - 1)) if g.dim() > 1 else reduce(dim=0)
+
+
+def kurakin_steps(eps: float, rounding: str = "floor") -> int:
+    """T = min(eps + 4, 1.25 eps) with eps in 1/255 units (Kurakin et al. 2017), at least 1.
+
+    Bai et al. take the floor (eps = 5 gives 6); U-turn rounds (eps = 16 gives 20).
+    """
+    t = min(eps * 255 + 4, 1.25 * eps * 255)
+    return max(1, math.floor(t + 1e-9) if rounding == "floor" else round(t))
+
+
+def l2_step(eps: float, steps: int) -> float:
+    """The usual L2 step 2.5 eps / steps (Madry et al. 2018's robustness library)."""
+    return 2.5 * eps / steps

@@ -1,0 +1,113 @@
+"""Attacked embeddings of one cell: white-box on the target, or transferred from a surrogate.
+
+The perturbed side (query or gallery, the attack's `side`) is attacked in batches; the other
+side stays clean. Guides for the metric attacks are the attacking model's clean query embeddings
+and identities (reid.md D5: the attacker knows the query set). With `--quantize` the adversarial
+images are rounded to 8 bits, within the budget, before the target sees them.
+
+White-box cells embed each adversarial batch at once and keep no images. Transfer cells craft
+the images once per (surrogate, attack, eps, seed) and store them in the cache directory
+(safetensors, float32, keyed by content), so every target, in this run or a later one, is
+evaluated on the very same images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+import attacks
+from robustbench_lfm.datasets import ReIDDataset, as_float
+from robustbench_lfm.hashing import content_hash
+from robustbench_lfm.spec import Cell, RunSpec
+
+
+@dataclass
+class Attacker:
+    """The model that crafts adversarial images, and its clean query embeddings (the guides).
+
+    Attributes:
+        net: the attacked model (white-box) or the surrogate (transfer).
+        query_features: its clean query embeddings.
+        key: the surrogate's checkpoint key ("" when white-box): names the stored images.
+    """
+
+    net: nn.Module
+    query_features: Tensor
+    key: str = ""
+
+
+def to_model_input(images: Tensor, device: torch.device) -> Tensor:
+    """uint8 images to float [0, 1] on `device`, in the channels-last layout the models run in."""
+    return as_float(images).to(device).contiguous(memory_format=torch.channels_last)
+
+
+def embed_images(net: nn.Module, images: Tensor) -> Tensor:
+    """Embeddings of float images already on the model's device, under inference mode."""
+    with torch.inference_mode():
+        return net(images).float().cpu()
+
+
+def attacked_side(
+    spec: RunSpec,
+    cell: Cell,
+    attack: attacks.Attack,
+    target: nn.Module,
+    attacker: Attacker,
+    data: ReIDDataset,
+    device: torch.device,
+) -> Tensor:
+    """The target's embeddings of the perturbed side (query or gallery) under the cell's attack."""
+    batches = (
+        _adversarial_batches(spec, cell, attack, attacker, data, device)
+        if not attacker.key
+        else _stored_batches(spec, cell, attack, attacker, data, device)
+    )
+    return torch.cat([embed_images(target, x_adv) for x_adv in batches])
+
+
+def _adversarial_batches(
+    spec: RunSpec, cell: Cell, attack: attacks.Attack, attacker: Attacker, data: ReIDDataset, device: torch.device
+) -> Iterator[Tensor]:
+    """Adversarial images of the perturbed side, batch by batch, crafted on the attacker."""
+    split = data.query if attack.side == "query" else data.gallery
+    guides = attacks.Guides(attacker.query_features, data.query.pids)
+    gen = torch.Generator(device).manual_seed(cell.seed)
+    for images, pids in zip(
+        torch.split(split.images, spec.batch_size), torch.split(split.pids, spec.batch_size), strict=True
+    ):
+        x = to_model_input(images, device)
+        context = attacks.AttackContext("reid", labels=pids.to(device), guides=guides)
+        x_adv = attack(attacker.net, x, context, eps=cell.eps, generator=gen)
+        if spec.threat.quantize:
+            x_adv = attacks.quantize(x_adv, x, cell.eps, attack.norm)
+        yield x_adv
+
+
+def _stored_batches(
+    spec: RunSpec, cell: Cell, attack: attacks.Attack, attacker: Attacker, data: ReIDDataset, device: torch.device
+) -> Iterator[Tensor]:
+    """The surrogate's adversarial images, crafted on first use and read back from the cache."""
+    path = _stored_path(spec, cell, attacker)
+    if path.exists():
+        images = load_file(path)["images"]
+    else:
+        images = torch.cat([b.cpu() for b in _adversarial_batches(spec, cell, attack, attacker, data, device)])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({"images": images.contiguous()}, str(tmp))
+        tmp.replace(path)
+    for chunk in torch.split(images, spec.batch_size):
+        yield chunk.to(device).contiguous(memory_format=torch.channels_last)
+
+
+def _stored_path(spec: RunSpec, cell: Cell, attacker: Attacker) -> Path:
+    content = {"surrogate": attacker.key, "attack": cell.attack, "eps": cell.eps, "seed": cell.seed,
+               "quantize": spec.threat.quantize, "data": spec.data.key(), "flip": spec.evaluation.flip,
+               "batch": spec.batch_size}  # fmt: skip
+    return spec.cache_dir / "adversarial" / f"{content_hash(repr(content), 16)}.safetensors"

@@ -1,0 +1,168 @@
+"""Sanity checks against gradient masking and broken attacks, run in every sweep (issue 4).
+
+From the result rows and the probe rows (extra cells in probes.csv, see `RunSpec.probe_cells`):
+
+* `eps0-clean`  — the attack at eps 0 reproduces the clean metrics exactly (all metrics, tolerance 0).
+* `monotone`    — the attacked metric does not increase with eps (clean counts as eps 0).
+* `pgd<=fgsm`   — PGD leaves at most FGSM's metric at the same eps (same objective and side).
+* `large-eps`   — at a very large eps (64/255 L-inf, 16 L2) Rank-1 falls to near chance: at
+                  most chance + NEAR_CHANCE, chance being a random ranking's expected Rank-1.
+
+Comparisons between attacked numbers allow SLACK_QUERIES / n_eval (a couple of queries) for the
+random starts. A failed check is a warning printed under the table and a row with passed=False in
+sanity.csv; it does not stop the run (the numbers are kept, flagged).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import pandas as pd
+
+from robustbench_lfm.spec import LARGE_EPS, format_eps
+
+HEADLINE = ("rank1", "mAP")
+SLACK_QUERIES = 2
+NEAR_CHANCE = 0.05
+ATTACK_KEY = ["model", "train_seed", "attack", "objective", "norm", "perturbed", "surrogate", "quantize", "rerank"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One sanity verdict: `value` against `reference` within `tolerance`."""
+
+    check: str
+    model: str
+    train_seed: int
+    attack: str
+    eps: float
+    metric: str
+    value: float
+    reference: float
+    tolerance: float
+    passed: bool
+    detail: str
+
+    def warning(self) -> str:
+        """One line for the printed summary."""
+        return (
+            f"WARNING sanity {self.check}: {self.model} seed {self.train_seed} {self.attack} "
+            f"{format_eps(self.eps)} {self.metric}: {self.detail}"
+        )
+
+
+def run_checks(results: pd.DataFrame, probes: pd.DataFrame, chance: float) -> list[Check]:
+    """Every check the rows allow; see the module docstring."""
+    if results.empty:
+        return []
+    clean = results[results["attack"] == "none"]
+    attacked = results[results["attack"] != "none"]
+    return [
+        *_eps0(clean, probes[probes["eps"] == 0]),
+        *_monotone(clean, attacked),
+        *_pgd_vs_fgsm(attacked, probes),
+        *_large_eps(probes, chance),
+    ]
+
+
+def write(checks: list[Check], path: Path) -> pd.DataFrame:
+    """sanity.csv (rewritten on every run) and the table as a DataFrame."""
+    df = pd.DataFrame([asdict(c) for c in checks], columns=[f.name for f in fields(Check)])
+    tmp = path.with_suffix(".tmp")
+    df.to_csv(tmp, index=False)
+    tmp.replace(path)
+    return df
+
+
+def read(path: Path) -> list[Check]:
+    """The checks of sanity.csv (none when the file is absent)."""
+    if not path.exists():
+        return []
+    df = pd.read_csv(path, keep_default_na=False)
+    return [Check(**{**r, "passed": str(r["passed"]) == "True"}) for r in df.to_dict("records")]
+
+
+def summary(checks: list[Check]) -> str:
+    """'sanity checks: N passed' plus one warning line per failure."""
+    failed = [c for c in checks if not c.passed]
+    head = f"sanity checks: {len(checks) - len(failed)} passed, {len(failed)} failed (sanity.csv)"
+    return "\n".join([head, *(c.warning() for c in failed)])
+
+
+def _slack(n_eval: float) -> float:
+    return SLACK_QUERIES / max(float(n_eval), 1.0)
+
+
+def _clean_value(clean: pd.DataFrame, model: str, seed: int, rerank: str, metric: str) -> float | None:
+    sel = clean[(clean["model"] == model) & (clean["train_seed"] == seed) & (clean["rerank"] == rerank)]
+    sel = sel[sel["metric"] == metric]
+    return float(sel["value"].iloc[0]) if len(sel) else None
+
+
+def _eps0(clean: pd.DataFrame, zero: pd.DataFrame) -> list[Check]:
+    out = []
+    for key, group in zero.groupby(ATTACK_KEY, sort=False):
+        row = dict(zip(ATTACK_KEY, key, strict=True))
+        diffs = []
+        for _, r in group.iterrows():
+            ref = _clean_value(clean, row["model"], row["train_seed"], row["rerank"], r["metric"])
+            if ref is not None:
+                diffs.append(abs(float(r["value"]) - ref))
+        if diffs:
+            worst = max(diffs)
+            detail = "equal to clean" if worst == 0 else f"differs from clean by {worst:.3g}"
+            out.append(Check("eps0-clean", row["model"], row["train_seed"], row["attack"], 0.0, "all",
+                             worst, 0.0, 0.0, worst == 0, detail))  # fmt: skip
+    return out
+
+
+def _monotone(clean: pd.DataFrame, attacked: pd.DataFrame) -> list[Check]:
+    out = []
+    for key, group in attacked[attacked["metric"].isin(HEADLINE)].groupby([*ATTACK_KEY, "metric"], sort=False):
+        row = dict(zip([*ATTACK_KEY, "metric"], key, strict=True))
+        ref = _clean_value(clean, row["model"], row["train_seed"], row["rerank"], row["metric"])
+        series = group.sort_values("eps")
+        values = ([ref] if ref is not None else []) + series["value"].astype(float).tolist()
+        eps = ([0.0] if ref is not None else []) + series["eps"].astype(float).tolist()
+        if len(values) < 2:
+            continue
+        rises = [(values[i + 1] - values[i], eps[i + 1]) for i in range(len(values) - 1)]
+        rise, at = max(rises)
+        tol = _slack(series["n_eval"].iloc[0])
+        detail = f"rises by {100 * rise:.1f} points at {format_eps(at)}" if rise > tol else "non-increasing"
+        out.append(Check("monotone", row["model"], row["train_seed"], row["attack"], at, row["metric"],
+                         rise, 0.0, tol, rise <= tol, detail))  # fmt: skip
+    return out
+
+
+def _pgd_vs_fgsm(attacked: pd.DataFrame, probes: pd.DataFrame) -> list[Check]:
+    rows = pd.concat([attacked, probes[probes["eps"] > 0]]) if not probes.empty else attacked
+    rows = rows[rows["metric"].isin(HEADLINE)]
+    key = ["model", "train_seed", "objective", "perturbed", "surrogate", "quantize", "rerank", "eps", "metric"]
+    pgd = rows[rows["attack"] == "pgd"].drop_duplicates(key)
+    fgsm = rows[rows["attack"] == "fgsm"].drop_duplicates(key)
+    out = []
+    for _, r in pgd.merge(fgsm, on=key, suffixes=("", "_fgsm")).iterrows():
+        tol = _slack(r["n_eval"])
+        value, ref = float(r["value"]), float(r["value_fgsm"])
+        detail = (f"PGD {100 * value:.1f} vs FGSM {100 * ref:.1f}" if value > ref + tol
+                  else "PGD at least as strong")  # fmt: skip
+        out.append(Check("pgd<=fgsm", r["model"], int(r["train_seed"]), "pgd", float(r["eps"]), r["metric"],
+                         value, ref, tol, value <= ref + tol, detail))  # fmt: skip
+    return out
+
+
+def _large_eps(probes: pd.DataFrame, chance: float) -> list[Check]:
+    if probes.empty:
+        return []
+    large = probes[(probes["metric"] == "rank1") & probes["eps"].astype(float).isin(list(LARGE_EPS.values()))]
+    out = []
+    for _, r in large.iterrows():
+        value = float(r["value"])
+        ok = value <= chance + NEAR_CHANCE
+        detail = (f"Rank-1 {100 * value:.1f} vs chance {100 * chance:.1f}: gradient masking or a broken attack?"
+                  if not ok else "near chance")  # fmt: skip
+        out.append(Check("large-eps", r["model"], int(r["train_seed"]), r["attack"], float(r["eps"]), "rank1",
+                         value, chance, NEAR_CHANCE, ok, detail))  # fmt: skip
+    return out
