@@ -65,7 +65,7 @@ def attacked_side(
     """The target's embeddings of the perturbed side (query or gallery) under the cell's attack."""
     batches = (
         _adversarial_batches(spec, cell, attack, attacker, data, device)
-        if not attacker.key
+        if not attacker.key or cell.eps == 0  # eps 0 returns the clean images: nothing to store
         else _stored_batches(spec, cell, attack, attacker, data, device)
     )
     return torch.cat([embed_images(target, x_adv) for x_adv in batches])

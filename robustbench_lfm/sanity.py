@@ -6,7 +6,8 @@ From the result rows and the probe rows (extra cells in probes.csv, see `RunSpec
 * `monotone`    — the attacked metric does not increase with eps (clean counts as eps 0).
 * `pgd<=fgsm`   — PGD leaves at most FGSM's metric at the same eps (same objective and side).
 * `large-eps`   — at a very large eps (64/255 L-inf, 16 L2) Rank-1 falls to near chance: at
-                  most chance + NEAR_CHANCE, chance being a random ranking's expected Rank-1.
+                  most chance + max(NEAR_CHANCE, 3 binomial standard deviations over n_eval
+                  queries), chance being a random ranking's expected Rank-1.
 
 Comparisons between attacked numbers allow SLACK_QUERIES / n_eval (a couple of queries) for the
 random starts. A failed check is a warning printed under the table and a row with passed=False in
@@ -15,6 +16,7 @@ sanity.csv; it does not stop the run (the numbers are kept, flagged).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -160,9 +162,10 @@ def _large_eps(probes: pd.DataFrame, chance: float) -> list[Check]:
     out = []
     for _, r in large.iterrows():
         value = float(r["value"])
-        ok = value <= chance + NEAR_CHANCE
+        tol = max(NEAR_CHANCE, 3 * math.sqrt(chance * (1 - chance) / max(float(r["n_eval"]), 1.0)))
+        ok = value <= chance + tol
         detail = (f"Rank-1 {100 * value:.1f} vs chance {100 * chance:.1f}: gradient masking or a broken attack?"
                   if not ok else "near chance")  # fmt: skip
         out.append(Check("large-eps", r["model"], int(r["train_seed"]), r["attack"], float(r["eps"]), "rank1",
-                         value, chance, NEAR_CHANCE, ok, detail))  # fmt: skip
+                         value, chance, tol, ok, detail))  # fmt: skip
     return out

@@ -58,7 +58,10 @@ def test_run_writes_tidy_csv_manifest_and_plot(finished_run):
     assert set(df.loc[df["attack"] != "none", "perturbed"]) == {"query"}
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["spec"]["seeds"] == [0] and manifest["versions"]["torch"]
-    assert manifest["cells_run"] == 15
+    assert manifest["cells_run"] == 15 and manifest["probes_run"] > 0
+    assert "sanity checks:" in proc.stdout and "0 failed" in proc.stdout
+    checks = pd.read_csv(out / "sanity.csv")
+    assert set(checks["check"]) == {"eps0-clean", "monotone", "pgd<=fgsm", "large-eps"}
     assert (out / "robustness.png").stat().st_size > 10_000
     assert "clean Rank-1" in proc.stdout and "lfm" in proc.stdout
     assert set(df["distance"]) == {"cosine"} and set(df["ap"]) == {"plain"} and not df["flip"].any()
@@ -145,6 +148,10 @@ def test_folder_dataset_takes_the_backbone_input_size(tmp_path):
         (["--dataset", "synthreid:colours=3"], "unknown option(s) colours"),
         (["--models", "lfm:p=2"], "must lie in [0, 1]"),
         (["--seeds", "x"], "comma-separated integers"),
+        (["--attacks", "cw"], "runs on classification models only"),
+        (["--attacks", "sma:objective=ce"], "the objective is sma"),
+        (["--attacks", "pgd:objective=ce"], "does not apply to the reid task"),
+        (["--surrogate", "lfn"], "unknown model 'lfn'"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_status_2(args, expected, tmp_path):

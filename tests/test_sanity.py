@@ -1,0 +1,108 @@
+"""The sanity checks flag what they should, on hand-built result rows; chance Rank-1."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from robustbench_lfm import sanity
+from robustbench_lfm.metrics import chance_rank1, evaluate_rank
+
+N = 100  # queries: the comparisons' slack is 2 / N
+
+
+def row(attack, eps, metric, value, model="m", objective="sma"):
+    return {
+        "model": model, "train_seed": 0, "attack": attack, "objective": "" if attack == "none" else objective,
+        "norm": "" if attack == "none" else "linf", "perturbed": "" if attack == "none" else "query",
+        "surrogate": "", "quantize": False, "rerank": "", "eps": eps, "metric": metric,
+        "value": value, "n_eval": N,
+    }  # fmt: skip
+
+
+def table(rows):
+    return pd.DataFrame(rows)
+
+
+def healthy():
+    results = [row("none", 0.0, m, v) for m, v in (("rank1", 0.9), ("mAP", 0.8))]
+    for eps, r1, mAP in ((4 / 255, 0.5, 0.45), (8 / 255, 0.2, 0.2)):
+        results += [row("pgd", eps, "rank1", r1), row("pgd", eps, "mAP", mAP)]
+    probes = [row("pgd", 0.0, "rank1", 0.9), row("pgd", 0.0, "mAP", 0.8), row("pgd", 64 / 255, "rank1", 0.0)]
+    for eps in (4 / 255, 8 / 255):
+        probes += [row("fgsm", eps, "rank1", 0.7), row("fgsm", eps, "mAP", 0.6)]
+    return results, probes
+
+
+def failures(results, probes, chance=0.01):
+    checks = sanity.run_checks(table(results), table(probes), chance)
+    return {c.check for c in checks if not c.passed}, checks
+
+
+def test_healthy_rows_pass_every_check():
+    failed, checks = failures(*healthy())
+    assert not failed
+    assert {c.check for c in checks} == {"eps0-clean", "monotone", "pgd<=fgsm", "large-eps"}
+
+
+def test_metric_rising_with_eps_is_flagged():
+    results, probes = healthy()
+    results[-2]["value"] = 0.6  # rank1 at 8/255 above the 4/255 value
+    failed, checks = failures(results, probes)
+    assert failed == {"monotone"}
+    (bad,) = [c for c in checks if not c.passed]
+    assert bad.metric == "rank1" and "rises by 10.0 points at 8/255" in bad.detail
+
+
+def test_rise_within_two_queries_is_tolerated():
+    results, probes = healthy()
+    results[-2]["value"] = 0.5 + 1.5 / N
+    assert not failures(results, probes)[0]
+
+
+def test_eps_zero_differing_from_clean_is_flagged():
+    results, probes = healthy()
+    probes[1]["value"] = 0.8 + 1e-9
+    assert failures(results, probes)[0] == {"eps0-clean"}
+
+
+def test_pgd_weaker_than_fgsm_is_flagged():
+    results, probes = healthy()
+    probes[3]["value"] = 0.3  # FGSM rank1 at 4/255 below PGD's 0.5
+    assert failures(results, probes)[0] == {"pgd<=fgsm"}
+
+
+def test_large_eps_far_from_chance_is_flagged_as_masking():
+    results, probes = healthy()
+    probes[2]["value"] = 0.4
+    failed, checks = failures(results, probes)
+    assert failed == {"large-eps"}
+    assert "gradient masking" in sanity.summary(checks)
+
+
+def test_written_checks_read_back(tmp_path):
+    _, checks = failures(*healthy())
+    sanity.write(checks, tmp_path / "sanity.csv")
+    assert sanity.read(tmp_path / "sanity.csv") == checks
+
+
+def _chance_by_loop(qp, gp, qc, gc):
+    values = []
+    for i in range(len(qp)):
+        kept = ~((gp == qp[i]) & (gc == qc[i]))
+        matches = ((gp == qp[i]) & (gc != qc[i])).sum().item()
+        if matches:
+            values.append(matches / kept.sum().item())
+    return sum(values) / len(values)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_chance_rank1_is_a_random_rankings_expected_rank1(seed):
+    gen = torch.Generator().manual_seed(seed)
+    qp, gp = torch.randint(0, 8, (30,), generator=gen), torch.randint(0, 10, (200,), generator=gen)
+    qc, gc = torch.randint(0, 3, (30,), generator=gen), torch.randint(0, 3, (200,), generator=gen)
+    chance = chance_rank1(qp, gp, qc, gc)
+    assert chance == pytest.approx(_chance_by_loop(qp, gp, qc, gc), rel=1e-9)
+    trials = [evaluate_rank(torch.rand(30, 200, generator=gen), qp, gp, qc, gc).cmc_at(1) for _ in range(400)]
+    assert sum(trials) / len(trials) == pytest.approx(chance, abs=0.01)

@@ -1,0 +1,82 @@
+"""Threat models end to end, in process: metric attacks on either side, transfer, quantization."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from robustbench_lfm.cli import build_spec
+from robustbench_lfm.runner import run_sweep
+
+# Small enough to train in seconds, learnable enough (clean mAP about 24%) that attacks show.
+DATA = "synthreid:train_ids=20,test_ids=8,distractor_ids=2,cameras=3,max_cameras=3,occlusion_p=0,noise_std=0.01"
+
+
+def sweep(out, cache, **overrides):
+    options = dict(
+        models_="plain", attacks_="pgd", eps="8/255", seeds="0", dataset=DATA, data_root=None,
+        distance="cosine", ap="plain", flip=False, rerank="off", epochs=20, backbone=None, out=out,
+        name=None, cache_dir=cache, device="cpu", batch_size=64, no_baseline=False, quiet=True,
+        surrogate=None, quantize=False,
+    )  # fmt: skip
+    options.update(overrides)
+    df = run_sweep(build_spec(**options), log=lambda _: None)
+    return df, pd.read_csv(out / "sanity.csv")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def _metric(df, metric="rank1", **where):
+    sel = df[df["metric"] == metric]
+    for k, v in where.items():
+        sel = sel[sel[k] == v]
+    return sel.set_index("model")["value"]
+
+
+def test_every_metric_attack_lowers_map_on_its_side(cache, tmp_path):
+    df, checks = sweep(tmp_path / "m", cache, attacks_="sma,fna,metric-ifgsm,metric-mifgsm,odfa")
+    attacked = df[df["attack"] != "none"]
+    sides = attacked.groupby("attack")["perturbed"].first().to_dict()
+    assert sides == {
+        "sma": "query",
+        "fna": "query",
+        "odfa": "query",
+        "metric-ifgsm": "gallery",
+        "metric-mifgsm": "gallery",
+    }
+    objectives = attacked.groupby("attack")["objective"].first().to_dict()
+    assert objectives["metric-ifgsm"] == "bai" and objectives["odfa"] == "odfa" and objectives["fna"] == "fna"
+    clean = _metric(df, "mAP", attack="none")
+    for name in sides:
+        assert (_metric(df, "mAP", attack=name) < clean - 0.03).all(), name
+    assert checks["passed"].all(), checks[~checks["passed"]]
+    assert {"eps0-clean", "monotone", "large-eps"} <= set(checks["check"])
+
+
+def test_side_and_norm_options_reach_the_csv(cache, tmp_path):
+    df, _ = sweep(tmp_path / "s", cache, attacks_="sma:side=gallery,norm=l2", eps="0.5")
+    attacked = df[df["attack"] == "sma"]
+    assert set(attacked["perturbed"]) == {"gallery"} and set(attacked["norm"]) == {"l2"}
+
+
+def test_surrogate_equal_to_the_target_reproduces_white_box(cache, tmp_path):
+    white, _ = sweep(tmp_path / "w", cache, models_="plain")
+    transfer, _ = sweep(tmp_path / "t", cache, models_="dropout", surrogate="plain")
+    assert set(transfer.loc[transfer["attack"] != "none", "surrogate"]) == {"plain"}
+    assert set(transfer.loc[transfer["attack"] == "none", "surrogate"]) == {""}
+    pd.testing.assert_series_equal(_metric(white, attack="pgd"), _metric(transfer, attack="pgd")[["plain"]])
+    stored = list((cache / "adversarial").glob("*.safetensors"))
+    assert len(stored) == 3  # pgd at 8/255 and at the 64/255 probe, the fgsm probe at 8/255
+    again, _ = sweep(tmp_path / "t2", cache, models_="dropout", surrogate="plain")  # read back, not re-crafted
+    pd.testing.assert_series_equal(_metric(transfer, attack="pgd"), _metric(again, attack="pgd"))
+
+
+def test_quantize_is_recorded_and_keeps_eps_zero_clean(cache, tmp_path):
+    plain, _ = sweep(tmp_path / "f", cache)
+    quant, checks = sweep(tmp_path / "q", cache, quantize=True)
+    assert set(quant.loc[quant["attack"] == "pgd", "quantize"]) == {True}
+    assert not set(plain.loc[plain["attack"] == "pgd", "cell_id"]) & set(quant["cell_id"])
+    assert checks.loc[checks["check"] == "eps0-clean", "passed"].all()
