@@ -107,15 +107,13 @@ def run_sweep(spec: RunSpec, log: Log = print) -> pd.DataFrame:
                 manifest.probes_run += 1
             bar.update(1)
     bar.close()
-    checks = sanity.run_checks(
-        store.read(),
-        probes.read(),
-        chance_rank1(dataset.query.pids, dataset.gallery.pids, dataset.query.camids, dataset.gallery.camids),
-    )
+    table = store.read()
+    q, g = dataset.query, dataset.gallery
+    checks = sanity.run_checks(table, probes.read(), chance_rank1(q.pids, g.pids, q.camids, g.camids))
     sanity.write(checks, spec.out_dir / "sanity.csv")
     manifest.finished_at, manifest.wall_s = now(), round(time.perf_counter() - start, 2)
     manifest.write(spec)
-    return store.read()
+    return table
 
 
 def _by_model(cells: list[tuple[ResultStore, Cell]]) -> dict[tuple[ModelSpec, int], list[tuple[ResultStore, Cell]]]:
