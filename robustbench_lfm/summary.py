@@ -63,6 +63,19 @@ def _cell(stats: pd.DataFrame, key: tuple[str, str, str]) -> str:
     return f"{100 * mean:.1f}" + (f"±{100 * std:.1f}" if count > 1 else "")
 
 
+def _sides(df: pd.DataFrame) -> str:
+    """'queries', 'gallery', or both, from the CSV `perturbed` column."""
+    names = {"query": "queries", "gallery": "gallery", "input": "inputs"}
+    sides = sorted({str(p) for p in df["perturbed"] if p} & set(names))
+    return " and ".join(names[p] for p in sides) or "inputs"
+
+
+def _norms(df: pd.DataFrame) -> str:
+    """'L-inf' and/or 'L2 norm', from the CSV `norm` column."""
+    names = {"linf": "L-inf", "l2": "L2 norm"}
+    return ", ".join(names[n] for n in sorted({str(n) for n in df["norm"] if n} & set(names))) or "L-inf"
+
+
 def plot_eps_curves(df: pd.DataFrame, path: Path) -> Path | None:
     """Headline metrics against eps (in /255), one line per model and attack, clean at eps 0."""
     if df.empty:
@@ -87,12 +100,12 @@ def plot_eps_curves(df: pd.DataFrame, path: Path) -> Path | None:
                     linestyle="--" if rr else "-",
                     label=f"{model} ({attack}{', re-ranked' if rr else ''})",
                 )
-        ax.set_xlabel("eps (L-inf, /255)")
+        ax.set_xlabel(f"eps (x 255; {_norms(df)})")
         ax.set_ylabel(f"{LABELS[metric]} (%)")
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="lower left")
-    fig.suptitle(f"{df['dataset'].iloc[0]}: clean (eps 0) and attacked queries")
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle(f"{df['dataset'].iloc[0]}: clean (eps 0) and attacked {_sides(df)}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -121,7 +134,7 @@ def plot_cmc(curves: pd.DataFrame, path: Path, dataset: str = "") -> Path | None
         ax.grid(alpha=0.3, which="both")
     axes[0][0].set_ylabel("CMC: queries matched within rank k (%)")
     axes[0][-1].legend(fontsize=8, loc="lower right")
-    fig.suptitle(f"{dataset}: CMC, clean and attacked queries".strip(": "))
+    fig.suptitle(f"{dataset}: CMC, clean and attacked".strip(": "))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
