@@ -1,8 +1,9 @@
-"""lfm-bench model library (leaf: imports torch only): backbones, regularizers, model registry.
+"""lfm-bench model library (leaf: imports torch only): backbones, regularizers, networks, registry.
 
-Refer to models by registry name: `create_model("lfm", num_classes)`, `list_models()`.
+Refer to models by registry name: `create_model("lfm", num_classes, task="reid")`, `list_models()`.
 """
 
+from models.nets import ClassifierNet, FlipAveraged, ReIDNet, SiteNet
 from models.registry import (
     ModelEntry,
     UnknownNameError,
@@ -11,16 +12,20 @@ from models.registry import (
     list_backbones,
     list_models,
 )
-from models.reid import FlipAveraged, ReIDNet, create_model
+from models.zoo import TASKS, create_model, resolve_params
 
 __all__ = [
+    "TASKS",
+    "ClassifierNet",
     "FlipAveraged",
     "ModelEntry",
     "ReIDNet",
+    "SiteNet",
     "UnknownNameError",
     "create_model",
     "get_input_size",
     "get_model_entry",
     "list_backbones",
     "list_models",
+    "resolve_params",
 ]

@@ -8,11 +8,19 @@ stages) and `out_channels` (the width of the pooled feature).
   stages of widths 32/64/96/128 with strides 1/2/2/1, about 0.5 M parameters. A 64x32 input
   gives a 32x16 stem map and an 8x4 final map. Real datasets are resized to 128x64 for it
   (Market-1501's native crop size).
+* `resnet18` — ResNet-18 with the CIFAR stem (He et al.; the RCM and adversarial-training papers'
+  CIFAR-10 backbone, reference/methods.md §2.3): 3x3 stride-1 stem, no pooling, basic-block
+  stages [2, 2, 2, 2] of widths 64/128/256/512 with strides 1/2/2/2 ("1222"); 32x32 gives a 4x4
+  final map, about 11 M parameters.
 * `resnet50` — ResNet-50 with last stride 1 as in the strong re-ID baseline (Luo et al., CVPRW
   2019; reference/reid.md C1): 7x7 stride-2 stem, 3x3 stride-2 max-pool, bottleneck stages
   [3, 4, 6, 3], 2048-d output; a 256x128 input gives a 128x64 stem map and a 16x8 final map.
   Real datasets are resized to 256x128 for it, as every re-ID framework does.
   Weights start random: lfm-bench downloads nothing.
+
+Every factory takes `strides`, one digit per residual stage, so RCM's stride variant (§2.3) changes
+an existing backbone: a stage's first block carries the stride on its 3x3 conv and its 1x1
+shortcut together. `rcm_strides` gives the RCM setting: the first stride-2 stage set to 1.
 """
 
 from __future__ import annotations
@@ -91,6 +99,7 @@ class ResNetBackbone(nn.Module):
         if stem_pool:
             post.append(nn.MaxPool2d(3, 2, 1))
         self.stem_post = nn.Sequential(*post)
+        self.strides = tuple(strides)
         stages, cin = [], stem.out_channels
         for width, depth, stride in zip(widths, depths, strides, strict=True):
             blocks = []
@@ -116,15 +125,48 @@ def _init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.body[-1].weight)
 
 
-@register_backbone("resnet-mini", input_size=(128, 64))
-def resnet_mini() -> ResNetBackbone:
+def parse_strides(strides: str | int | tuple[int, ...] | None, default: tuple[int, ...]) -> tuple[int, ...]:
+    """'1122' (or 1122, or (1, 1, 2, 2)) -> (1, 1, 2, 2); None -> `default`. One digit per stage, 1 or 2."""
+    if strides is None or strides == "":
+        return default
+    digits = tuple(int(d) for d in str(strides)) if not isinstance(strides, tuple) else strides
+    if len(digits) != len(default) or not set(digits) <= {1, 2}:
+        raise ValueError(
+            f"strides={strides!r}: give one digit (1 or 2) per residual stage, {len(default)} digits, "
+            f"e.g. {''.join(map(str, default))}"
+        )
+    return digits
+
+
+def rcm_strides(default: tuple[int, ...]) -> tuple[int, ...]:
+    """RCM's stride setting (reference/methods.md §2.3): the first stride-2 stage gets stride 1."""
+    if 2 not in default:
+        raise ValueError(f"strides {default} have no stride-2 stage to shrink")
+    i = default.index(2)
+    return (*default[:i], 1, *default[i + 1 :])
+
+
+RESNET_MINI_STRIDES = (1, 2, 2, 1)
+RESNET18_STRIDES = (1, 2, 2, 2)
+RESNET50_STRIDES = (1, 2, 2, 1)
+
+
+@register_backbone("resnet-mini", input_size=(128, 64), strides=RESNET_MINI_STRIDES)
+def resnet_mini(strides: tuple[int, ...] = RESNET_MINI_STRIDES) -> ResNetBackbone:
     """CPU-sized ResNet: 3x3/2 stem, one basic block per stage, widths 32/64/96/128, last stride 1."""
     stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
-    return ResNetBackbone(BasicBlock, stem, False, (32, 64, 96, 128), (1, 1, 1, 1), (1, 2, 2, 1))
+    return ResNetBackbone(BasicBlock, stem, False, (32, 64, 96, 128), (1, 1, 1, 1), strides)
 
 
-@register_backbone("resnet50", input_size=(256, 128))
-def resnet50() -> ResNetBackbone:
+@register_backbone("resnet18", input_size=(256, 128), strides=RESNET18_STRIDES)
+def resnet18(strides: tuple[int, ...] = RESNET18_STRIDES) -> ResNetBackbone:
+    """ResNet-18 with the CIFAR stem (3x3 stride 1, no max-pool), randomly initialised."""
+    stem = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    return ResNetBackbone(BasicBlock, stem, False, (64, 128, 256, 512), (2, 2, 2, 2), strides)
+
+
+@register_backbone("resnet50", input_size=(256, 128), strides=RESNET50_STRIDES)
+def resnet50(strides: tuple[int, ...] = RESNET50_STRIDES) -> ResNetBackbone:
     """ResNet-50 with last stride 1 (strong re-ID baseline), randomly initialised."""
     stem = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-    return ResNetBackbone(Bottleneck, stem, True, (64, 128, 256, 512), (3, 4, 6, 3), (1, 2, 2, 1))
+    return ResNetBackbone(Bottleneck, stem, True, (64, 128, 256, 512), (3, 4, 6, 3), strides)

@@ -31,26 +31,47 @@ def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """What a registered model name means.
+    """What a registered model name means: a backbone, a regularizer, architecture options and a
+    training method, each with default parameters.
+
+    Parameter names are unique across `params`, `arch` and `method_params`, so a user override
+    (`lfm:p=0.3`, `rcm-up:upsample=3`, `pgd-at:steps=5`) goes to the one place that declares it.
 
     Attributes:
         name: the registry name.
-        regularizer: regularizer name (`"none"` for the plain model).
-        backbone: default backbone name.
-        params: default regularizer keyword arguments.
+        regularizer: regularizer name (`"none"`: no regularizer module).
+        backbone: backbone name, or None for the training recipe's backbone.
+        params: regularizer keyword arguments.
+        arch: architecture options of the network: `upsample` (integer input upsampling inside the
+            model) and `strides` (one digit per residual stage; "rcm" = RCM's setting for the backbone).
+        method: the training method the harness runs ("standard", "gwi", "pgd-at", "mixacm").
+        method_params: the method's keyword arguments (a training recipe may override them).
         description: one line shown by `lfm-bench ls`.
     """
 
     name: str
-    regularizer: str
-    backbone: str = "resnet-mini"
+    regularizer: str = "none"
+    backbone: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    arch: dict[str, Any] = field(default_factory=dict)
+    method: str = "standard"
+    method_params: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+
+    def __post_init__(self) -> None:
+        clash = (set(self.params) & set(self.arch)) | (set(self.params) | set(self.arch)) & set(self.method_params)
+        if clash:
+            raise ValueError(f"model {self.name!r}: parameter name(s) {sorted(clash)} declared twice")
+
+    def defaults(self) -> dict[str, Any]:
+        """Every parameter with its default value."""
+        return {**self.params, **self.arch, **self.method_params}
 
 
 _MODELS: dict[str, ModelEntry] = {}
 _BACKBONES: dict[str, Callable[..., nn.Module]] = {}
 _INPUT_SIZES: dict[str, tuple[int, int]] = {}
+_STRIDES: dict[str, tuple[int, ...]] = {}
 _REGULARIZERS: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -67,18 +88,20 @@ def register_model(entry: ModelEntry) -> ModelEntry:
 
 
 def register_backbone(
-    name: str, input_size: tuple[int, int]
+    name: str, input_size: tuple[int, int], strides: tuple[int, ...]
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator registering a backbone factory under `name`.
 
     Args:
         name: the registry name.
-        input_size: (height, width) in pixels that images read from a dataset folder are resized to.
+        input_size: (height, width) in pixels that re-ID images read from a dataset folder are resized to.
+        strides: the default stride of each residual stage (the factory's `strides` argument).
     """
 
     def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         _add(_BACKBONES, "backbone", name, factory)
         _INPUT_SIZES[name] = input_size
+        _STRIDES[name] = strides
         return factory
 
     return wrap
@@ -114,6 +137,12 @@ def get_input_size(backbone: str) -> tuple[int, int]:
     """(height, width) in pixels the backbone `backbone` expects from real (folder) datasets."""
     _lookup(_BACKBONES, "backbone", backbone)
     return _INPUT_SIZES[backbone]
+
+
+def get_default_strides(backbone: str) -> tuple[int, ...]:
+    """The default stride of each residual stage of `backbone`."""
+    _lookup(_BACKBONES, "backbone", backbone)
+    return _STRIDES[backbone]
 
 
 def get_regularizer(name: str) -> Callable[..., nn.Module]:

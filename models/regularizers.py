@@ -1,11 +1,16 @@
-"""Train-time stochastic regularizers, each inserted at a named site of a `ReIDNet`.
+"""Train-time stochastic regularizers, each inserted at a named site of a `SiteNet` (models/nets.py).
 
 Conventions (DESIGN.md): a regularizer is the identity when `not self.training` or when its
 probability is 0; it draws all randomness from its own `torch.Generator` (seeded by `seed`, one
 generator per device), and takes every shape from its input.
 
-Sites: `input` (the normalized image), `stem` (the stem convolution's output, before its BN),
-`head` (the post-BNNeck embedding, before the ID classifier).
+Sites, in forward order: `input` (the normalized image), `stem` (the stem convolution's output,
+before its BN: LFM's insertion point), `pool` (after the stem BN/ReLU/pooling), `layer1`..`layer4`
+(after each residual stage), `head` (the pooled feature before the classifier). Regularizers on
+feature maps take `at=SITE` to move them (`lfm:at=layer1`).
+
+This file holds the peers of LFM (models/lfm.py): dropout, spatial dropout, DropBlock, Cutout and
+Random Erasing, and the Random-Erasing box sampler that LFM shares.
 """
 
 from __future__ import annotations
@@ -13,22 +18,31 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.registry import register_regularizer
 
-SITES = ("input", "stem", "head")
+SITES = ("input", "stem", "pool", "layer1", "layer2", "layer3", "layer4", "head")
+FEATURE_SITES = ("stem", "pool", "layer1", "layer2", "layer3", "layer4")
 
 
 class Regularizer(nn.Module):
-    """Base class: a seeded generator per device and the identity outside training."""
+    """Base class: a seeded generator per device, a site, and the identity outside training."""
 
-    site: ClassVar[str]
+    site: str = "input"
+    movable: ClassVar[bool] = False  # takes `at=SITE`
 
-    def __init__(self, p: float, seed: int = 0) -> None:
+    def __init__(self, p: float, seed: int = 0, at: str | None = None) -> None:
         super().__init__()
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"{type(self).__name__}: probability p={p} must lie in [0, 1]")
+        if at is not None:
+            if not self.movable:
+                raise ValueError(f"{type(self).__name__} sits at {self.site!r}; it takes no `at`")
+            if at not in FEATURE_SITES:
+                raise ValueError(f"at={at!r} is not a feature-map site; choose one of {', '.join(FEATURE_SITES)}")
+            self.site = at
         self.p = float(p)
         self.seed = int(seed)
         self._generators: dict[str, torch.Generator] = {}
@@ -61,7 +75,7 @@ class Regularizer(nn.Module):
 
 @register_regularizer("dropout")
 class HeadDropout(Regularizer):
-    """Standard dropout (Srivastava et al., JMLR 2014) on the embedding before the ID classifier.
+    """Standard dropout (Srivastava et al., JMLR 2014) on the pooled feature before the classifier.
 
     Placed where the LFM authors' baseline head has Dropout(0.5) (reference/methods.md §1.6):
     between the BNNeck feature and the classifier. Default p = 0.5; survivors scaled by 1/(1-p).
@@ -75,6 +89,63 @@ class HeadDropout(Regularizer):
     def apply_train(self, x: Tensor) -> Tensor:
         keep = self.rand(*x.shape, device=x.device) >= self.p
         return x * keep / (1.0 - self.p) if self.p < 1.0 else x * 0.0
+
+
+@register_regularizer("spatial-dropout")
+class SpatialDropout(Regularizer):
+    """Spatial (channel) dropout (Tompson et al., CVPR 2015, "Efficient object localization"):
+    each (sample, channel) feature map is zeroed with probability p, survivors scaled by 1/(1-p).
+
+    The random-channel baseline for LFM: it sits at LFM's insertion point (the stem conv output)
+    by default, `at=` moves it. Default p = 0.1.
+    """
+
+    site = "stem"
+    movable = True
+
+    def __init__(self, p: float = 0.1, seed: int = 0, at: str | None = None) -> None:
+        super().__init__(p, seed, at)
+
+    def apply_train(self, x: Tensor) -> Tensor:
+        keep = (self.rand(x.shape[0], x.shape[1], device=x.device) >= self.p).to(x.dtype)
+        scale = 1.0 / (1.0 - self.p) if self.p < 1.0 else 0.0
+        return x * (keep * scale)[:, :, None, None]
+
+
+@register_regularizer("dropblock")
+class DropBlock(Regularizer):
+    """DropBlock (Ghiasi, Lin & Le, NeurIPS 2018): drop contiguous block_size x block_size regions.
+
+    Block centres are drawn where a whole block fits, at the rate gamma = p / block_size^2 x
+    HW / ((H - block_size + 1)(W - block_size + 1)), so about a fraction p of each map is dropped;
+    one mask per sample is shared by its channels (the paper's Algorithm 1) and survivors are
+    rescaled by count / kept. Defaults: p = 0.1 (keep_prob 0.9, the paper's final value, without
+    its linear schedule), block_size = 3 (the paper's 7 is for 14x14 ImageNet maps; ours are 4x4
+    to 16x8), after layer3 (the paper uses groups 3 and 4; one site here, `at=` moves it).
+    """
+
+    site = "layer3"
+    movable = True
+
+    def __init__(self, p: float = 0.1, block_size: int = 3, seed: int = 0, at: str | None = None) -> None:
+        super().__init__(p, seed, at)
+        if block_size < 1 or block_size % 2 == 0:
+            raise ValueError(f"DropBlock: block_size={block_size} must be an odd integer >= 1")
+        self.block_size = int(block_size)
+
+    def apply_train(self, x: Tensor) -> Tensor:
+        b, _, h, w = x.shape
+        bs = min(self.block_size, h, w)
+        bs -= 1 - bs % 2  # a map smaller than the block: the largest odd block that fits
+        valid_h, valid_w = h - bs + 1, w - bs + 1
+        gamma = self.p / bs**2 * h * w / (valid_h * valid_w)
+        centres = (self.rand(b, 1, valid_h, valid_w, device=x.device) < gamma).to(x.dtype)
+        centres = F.pad(centres, (bs // 2, bs // 2, bs // 2, bs // 2))
+        keep = 1.0 - F.max_pool2d(centres, bs, stride=1, padding=bs // 2)
+        kept = keep.sum()
+        if kept == 0:
+            return x * 0.0
+        return x * keep * (keep.numel() / kept)
 
 
 @register_regularizer("cutout")
@@ -101,95 +172,83 @@ class Cutout(Regularizer):
         u = self.rand(b, 3, device=x.device)
         cy, cx = (u[:, 0] * h).floor(), (u[:, 1] * w).floor()
         on = u[:, 2] < self.p
-        ys = torch.arange(h, device=x.device)[None, :, None]
-        xs = torch.arange(w, device=x.device)[None, None, :]
         half = side // 2
-        inside = (ys >= (cy - half)[:, None, None]) & (ys < (cy - half + side)[:, None, None])
-        inside = inside & (xs >= (cx - half)[:, None, None]) & (xs < (cx - half + side)[:, None, None])
+        inside = box_masks(cy - half, cx - half, torch.full_like(cy, side), torch.full_like(cx, side), h, w)
         return x.masked_fill((inside & on[:, None, None])[:, None], 0.0)
 
 
-@register_regularizer("lfm")
-class LocalFeatureMasking(Regularizer):
-    """Local Feature Masking (Gong et al., "Beyond Dropout", IJCNN 2024, arXiv 2407.13646).
+@register_regularizer("random-erasing")
+class RandomErasing(Regularizer):
+    """Random Erasing (Zhong et al., AAAI 2020), the re-ID standard augmentation (reid.md C2).
 
-    The paper-intended algorithm of reference/methods.md §1.3, on the stem convolution's output
-    (before its BN). For each sample, with probability p: choose `channels` x C distinct channels;
-    in each, draw a Random-Erasing box (area fraction s ~ U(area), aspect r ~ U(aspect, 1/aspect),
-    h = round(sqrt(s H W r)), w = round(sqrt(s H W / r)), accepted when h < H and w < W, up to 100
-    tries) at a uniform position, and fill it with one value v ~ U(0, 1) per (sample, channel).
-    A (sample, channel) with no accepted try is left alone, as Random Erasing does.
-
-    Defaults from the released code (§1.4): p = 0.15, channels = 0.5 (32 of 64), area =
-    (0.02, 0.4) of H x W, aspect = 0.3. Vectorized: no Python loop over samples or channels.
+    With probability p per image, one box of area fraction s ~ U(area) and aspect r ~ U(aspect,
+    1/aspect) is erased at a uniform position (Random-Erasing sampler, up to 100 tries). The box is
+    filled with the mean colour (0 after normalisation), as the strong re-ID baseline does.
+    Defaults from the paper: p = 0.5, area = (0.02, 0.4), aspect = 0.3.
     """
 
-    site = "stem"
-    max_tries: ClassVar[int] = 100
+    site = "input"
 
-    def __init__(
-        self,
-        p: float = 0.15,
-        channels: float = 0.5,
-        area: tuple[float, float] = (0.02, 0.4),
-        aspect: float = 0.3,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, p: float = 0.5, area: Range = (0.02, 0.4), aspect: float | Range = 0.3, seed: int = 0) -> None:
         super().__init__(p, seed)
-        if not 0.0 < channels <= 1.0:
-            raise ValueError(f"LFM: channels={channels} must be a fraction of channels in (0, 1]")
-        if not 0.0 < area[0] <= area[1] < 1.0:
-            raise ValueError(f"LFM: area={area} must satisfy 0 < low <= high < 1")
-        if not 0.0 < aspect <= 1.0:
-            raise ValueError(f"LFM: aspect={aspect} must lie in (0, 1]")
-        self.channels = float(channels)
-        self.area = (float(area[0]), float(area[1]))
-        self.aspect = float(aspect)
+        self.area, self.aspect_range = check_box_ranges(type(self).__name__, area, aspect)
 
     def apply_train(self, x: Tensor) -> Tensor:
-        b, c, h, w = x.shape
-        dev = x.device
-        chosen = (self.rand(b, device=dev) < self.p).nonzero().flatten()
-        if chosen.numel() == 0:
-            return x
-        k = max(1, round(self.channels * c))
-        chans = self.rand(len(chosen), c, device=dev).argsort(dim=1)[:, :k]  # distinct channels
-        boxes = self.sample_boxes(len(chosen), k, h, w, dev)
-        mask_k = _box_masks(*boxes, h, w)  # (n, k, h, w)
-        fill_k = self.rand(len(chosen), k, device=dev).to(x.dtype)
-        rows = torch.arange(len(chosen), device=dev)[:, None]
-        mask = torch.zeros(len(chosen), c, h, w, dtype=torch.bool, device=dev)
-        mask[rows, chans] = mask_k
-        fill = torch.zeros(len(chosen), c, dtype=x.dtype, device=dev)
-        fill[rows, chans] = fill_k
-        masked = torch.where(mask, fill[:, :, None, None], x[chosen])
-        out = x.clone(memory_format=torch.preserve_format)  # keep channels_last: the next convs need it
-        out[chosen] = masked
-        return out
-
-    def sample_boxes(self, n: int, k: int, h: int, w: int, dev: torch.device) -> tuple[Tensor, ...]:
-        """Random-Erasing boxes for n x k (sample, channel) pairs: (y0, x0, bh, bw, ok), each (n, k).
-
-        All `max_tries` proposals are drawn at once; the first accepted one is kept.
-        """
-        t = self.max_tries
-        u = self.rand(4, n, k, t, device=dev)
-        s = self.area[0] + (self.area[1] - self.area[0]) * u[0]
-        r = self.aspect + (1 / self.aspect - self.aspect) * u[1]  # r ~ U(r1, 1/r1), as specified
-        bh = torch.sqrt(s * h * w * r).round()
-        bw = torch.sqrt(s * h * w / r).round()
-        accept = (bh < h) & (bw < w) & (bh >= 1) & (bw >= 1)
-        first = accept.to(torch.int8).argmax(dim=-1, keepdim=True)  # first accepted try
-        ok = accept.any(dim=-1)
-        bh, bw = bh.gather(-1, first)[..., 0], bw.gather(-1, first)[..., 0]
-        y0 = (u[2, ..., 0] * (h - bh + 1)).floor()
-        x0 = (u[3, ..., 0] * (w - bw + 1)).floor()
-        return y0, x0, bh * ok, bw * ok
+        b, _, h, w = x.shape
+        on = self.rand(b, device=x.device) < self.p
+        boxes = erasing_boxes(self, b, 1, h, w, x.device)
+        mask = box_masks(*boxes, h, w)[:, 0] & on[:, None, None]
+        return x.masked_fill(mask[:, None], 0.0)
 
 
-def _box_masks(y0: Tensor, x0: Tensor, bh: Tensor, bw: Tensor, h: int, w: int) -> Tensor:
-    """Boolean (n, k, h, w) masks of the boxes [y0, y0+bh) x [x0, x0+bw)."""
-    ys = torch.arange(h, device=y0.device)[None, None, :, None]
-    xs = torch.arange(w, device=y0.device)[None, None, None, :]
+Range = tuple[float, float]
+
+
+def check_box_ranges(owner: str, area: Range, aspect: float | Range) -> tuple[Range, Range]:
+    """Validated (area range, aspect range) of a Random-Erasing box sampler.
+
+    Args:
+        owner: the regularizer's name, for messages.
+        area: (low, high) fraction of the map's area.
+        aspect: r1, meaning ratios h/w in [r1, 1/r1] (the Random-Erasing convention), or (low, high).
+    """
+    area = tuple(area) if isinstance(area, (tuple, list)) else (area,)
+    if len(area) != 2 or not 0.0 < area[0] <= area[1] < 1.0:
+        raise ValueError(f"{owner}: area={area} must be low..high with 0 < low <= high < 1, e.g. 0.02..0.4")
+    ratios = (aspect, 1.0 / aspect) if isinstance(aspect, (int, float)) and aspect > 0 else tuple(aspect)
+    if isinstance(aspect, (int, float)) and not 0.0 < aspect <= 1.0:
+        raise ValueError(f"{owner}: aspect={aspect} must lie in (0, 1] (ratios span aspect..1/aspect)")
+    if len(ratios) != 2 or not 0.0 < ratios[0] <= ratios[1]:
+        raise ValueError(f"{owner}: aspect={aspect} must be r1 in (0, 1] or low..high with 0 < low <= high")
+    return (float(area[0]), float(area[1])), (float(ratios[0]), float(ratios[1]))
+
+
+MAX_TRIES = 100
+
+
+def erasing_boxes(reg: Regularizer, n: int, k: int, h: int, w: int, dev: torch.device) -> tuple[Tensor, ...]:
+    """Random-Erasing boxes (reference/methods.md §1.3 step 3) for n x k slots: (y0, x0, bh, bw),
+    each (n, k). Area s ~ U(reg.area) of H x W, aspect r ~ U(reg.aspect_range),
+    h = round(sqrt(sHWr)), w = round(sqrt(sHW/r)), accepted when h < H and w < W; all MAX_TRIES
+    proposals are drawn at once and the first accepted one is kept; a slot with none gets an
+    empty box (Random Erasing then leaves the image alone)."""
+    u = reg.rand(4, n, k, MAX_TRIES, device=dev)
+    s = reg.area[0] + (reg.area[1] - reg.area[0]) * u[0]
+    r = reg.aspect_range[0] + (reg.aspect_range[1] - reg.aspect_range[0]) * u[1]
+    bh = torch.sqrt(s * h * w * r).round()
+    bw = torch.sqrt(s * h * w / r).round()
+    accept = (bh < h) & (bw < w) & (bh >= 1) & (bw >= 1)
+    first = accept.to(torch.int8).argmax(dim=-1, keepdim=True)
+    ok = accept.any(dim=-1)
+    bh, bw = bh.gather(-1, first)[..., 0], bw.gather(-1, first)[..., 0]
+    y0 = (u[2, ..., 0] * (h - bh + 1)).floor()
+    x0 = (u[3, ..., 0] * (w - bw + 1)).floor()
+    return y0, x0, bh * ok, bw * ok
+
+
+def box_masks(y0: Tensor, x0: Tensor, bh: Tensor, bw: Tensor, h: int, w: int) -> Tensor:
+    """Boolean (*batch, h, w) masks of the boxes [y0, y0+bh) x [x0, x0+bw), batch shape from y0."""
+    ys = torch.arange(h, device=y0.device).view(*([1] * y0.dim()), h, 1)
+    xs = torch.arange(w, device=y0.device).view(*([1] * y0.dim()), 1, w)
     in_y = (ys >= y0[..., None, None]) & (ys < (y0 + bh)[..., None, None])
     return in_y & (xs >= x0[..., None, None]) & (xs < (x0 + bw)[..., None, None])

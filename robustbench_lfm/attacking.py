@@ -5,6 +5,9 @@ side stays clean. Guides for the metric attacks are the attacking model's clean 
 and identities (reid.md D5: the attacker knows the query set). With `--quantize` the adversarial
 images are rounded to 8 bits, within the budget, before the target sees them.
 
+Classification cells attack the test images with their true labels and count correct predictions;
+clean cells (attack None) and eps 0 score the images as they are.
+
 White-box cells embed each adversarial batch at once and keep no images. Transfer cells craft
 the images once per (surrogate, attack, eps, seed) and store them in the cache directory
 (safetensors, float32, keyed by content), so every target, in this run or a later one, is
@@ -22,8 +25,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 import attacks
-from robustbench_lfm.datasets import ReIDDataset, as_float
+from robustbench_lfm.datasets import ClassificationDataset, ReIDDataset, as_float
 from robustbench_lfm.hashing import content_hash
+from robustbench_lfm.metrics import AccuracyResult
 from robustbench_lfm.spec import Cell, RunSpec
 
 
@@ -51,6 +55,37 @@ def embed_images(net: nn.Module, images: Tensor) -> Tensor:
     """Embeddings of float images already on the model's device, under inference mode."""
     with torch.inference_mode():
         return net(images).float().cpu()
+
+
+def attacked_accuracy(
+    spec: RunSpec,
+    cell: Cell,
+    attack: attacks.Attack | None,
+    target: nn.Module,
+    attacker: Attacker,
+    data: ClassificationDataset,
+    device: torch.device,
+) -> AccuracyResult:
+    """Which test images the target classifies correctly, clean (`attack` None) or attacked.
+
+    Adversarial images are crafted on `attacker.net` (the target itself, or the surrogate), batch by
+    batch, from a generator seeded by the cell's seed, so a transfer attack gives every target the
+    same images.
+    """
+    gen = torch.Generator(device).manual_seed(cell.seed)
+    correct = []
+    for images, labels in zip(
+        torch.split(data.test.images, spec.batch_size), torch.split(data.test.labels, spec.batch_size), strict=True
+    ):
+        x, y = to_model_input(images, device), labels.to(device)
+        if attack is not None:
+            context = attacks.AttackContext("classification", labels=y)
+            x = attack(attacker.net, x, context, eps=cell.eps, generator=gen)
+            if spec.threat.quantize:
+                x = attacks.quantize(x, to_model_input(images, device), cell.eps, attack.norm)
+        with torch.inference_mode():
+            correct.append((target(x).argmax(1) == y).cpu())
+    return AccuracyResult(torch.cat(correct))
 
 
 def attacked_side(

@@ -19,12 +19,12 @@ import models
 from robustbench_lfm.datasets import DATASETS, get_dataset_info
 from robustbench_lfm.environment import resolve_device
 from robustbench_lfm.hashing import content_hash
+from robustbench_lfm.recipe import RecipeError, load_recipe, recipe_names
 from robustbench_lfm.spec import (
     EvalSpec,
     RunSpec,
     SpecError,
     ThreatSpec,
-    TrainRecipe,
     check_writable,
     parse_eps,
     parse_seeds,
@@ -48,10 +48,11 @@ def fail(message: str, status: int = 2) -> NoReturn:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="lfm-bench")
 def main() -> None:
-    """lfm-bench: adversarial robustness of re-ID regularizers (LFM, Dropout, Cutout, ...).
+    """lfm-bench: adversarial robustness of regularizers (LFM, Dropout, Cutout, RCM, ...).
 
     Sweeps registered models against registered attacks and records clean and attacked
-    Rank-1 / mAP / mINP into a tidy CSV, a manifest and a plot. See `lfm-bench ls`.
+    Rank-1 / mAP / mINP (re-ID) or accuracy (classification) into a tidy CSV, a manifest and
+    plots. See `lfm-bench ls`.
     """
 
 
@@ -61,7 +62,8 @@ def main() -> None:
     "models_",
     default="lfm",
     show_default=True,
-    help="Comma list of model names, e.g. lfm,dropout (see `lfm-bench ls`).",
+    help="Comma list of model names with options, e.g. lfm,lfm:p=0.3,lfm:at=layer1,lfm:area=0.1..0.3 "
+    "(see `lfm-bench ls`).",
 )
 @click.option(
     "--attacks",
@@ -87,13 +89,13 @@ def main() -> None:
     "--dataset",
     default="synthreid",
     show_default=True,
-    help="Dataset name with options, e.g. synthreid:train_ids=40.",
+    help="Dataset name with options, e.g. synthreid:train_ids=40; classification: synthcls, digits, cifar10.",
 )
 @click.option(
     "--data-root",
     type=click.Path(path_type=Path),
     default=None,
-    help="Folder holding a real dataset (market1501, dukemtmc) in its published layout.",
+    help="Folder holding a real dataset (market1501, dukemtmc, cifar10) in its published layout.",
 )
 @click.option(
     "--distance",
@@ -118,12 +120,14 @@ def main() -> None:
     help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3); both = each cell scored both ways.",
 )
 @click.option(
-    "--epochs",
-    type=int,
-    default=None,
-    help=f"Training epochs (default {TrainRecipe.epochs}; schedule scaled).",
+    "--recipe",
+    default="cpu",
+    show_default=True,
+    help="Training recipe for the dataset's task: cpu (CPU-sized), paper (the papers' GPU settings) "
+    "or a .toml file (copy one from robustbench_lfm/recipes/).",
 )
-@click.option("--backbone", default=None, help="Override every model's backbone (resnet-mini, resnet50).")
+@click.option("--epochs", type=int, default=None, help="Override the recipe's epochs (schedule scaled).")
+@click.option("--backbone", default=None, help="Override every model's backbone (resnet-mini, resnet18, resnet50).")
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
@@ -175,28 +179,35 @@ def run(**opts: Any) -> None:
     click.echo(summary_table(df))
     click.echo("\n" + sanity.summary(sanity.read(spec.out_dir / "sanity.csv")))
     took = time.perf_counter() - start
-    click.echo(f"\n{len(df)} rows in {spec.out_dir / 'results.csv'}; plots {plot}, {cmc_plot}; {took:.1f} s")
+    plots = ", ".join(str(p) for p in (plot, cmc_plot) if p is not None) or "none"
+    click.echo(f"\n{len(df)} rows in {spec.out_dir / 'results.csv'}; plots {plots}; {took:.1f} s")
 
 
 def _guard(build: Callable[[], RunSpec]) -> RunSpec:
     try:
         return build()
-    except SpecError as err:
+    except (SpecError, RecipeError) as err:
         fail(str(err))
+
+
+def run_defaults() -> dict[str, Any]:
+    """The `run` command's option defaults, keyed as `build_spec` takes them (for in-process callers)."""
+    return {p.name: p.default for p in run.params}
 
 
 def build_spec(**o: Any) -> RunSpec:
     """Resolve CLI options into a validated RunSpec (SpecError on bad input)."""
+    task = _dataset_task(o["dataset"])
+    recipe = load_recipe(o["recipe"], task)
+    recipe = recipe if o["epochs"] is None else recipe.scaled_to(o["epochs"])
     names = unique(split_list(o["models_"]))
     if not o["no_baseline"] and not any(n.split(":")[0] == "plain" for n in names):
         names.insert(0, "plain")
-    model_specs = tuple(resolve_model(n, o["backbone"]) for n in names)
-    surrogate = None if o["surrogate"] is None else resolve_model(o["surrogate"], o["backbone"])
-    task = _dataset_task(o["dataset"])
+    model_specs = tuple(resolve_model(n, o["backbone"], recipe) for n in names)
+    surrogate = None if o["surrogate"] is None else resolve_model(o["surrogate"], o["backbone"], recipe)
     attack_specs = tuple(resolve_attack(a, task) for a in unique(split_list(o["attacks_"])))
     if not model_specs or not attack_specs:
         raise SpecError("give at least one model (--models) and one attack (--attacks)")
-    recipe = TrainRecipe() if o["epochs"] is None else TrainRecipe().scaled_to(o["epochs"])
     if o["batch_size"] < 1:
         raise SpecError(f"--batch-size {o['batch_size']} must be >= 1")
     try:
@@ -240,11 +251,14 @@ def _run_name(parts: dict[str, Any]) -> str:
 
 @main.command(name="ls")
 def ls() -> None:
-    """List registered models, attacks and datasets."""
-    click.echo("models:")
+    """List registered models (with their parameters), attacks, datasets and recipes."""
+    click.echo("models (NAME:key=value overrides a parameter):")
     for name in models.list_models():
         entry = models.get_model_entry(name)
-        click.echo(f"  {name:<12} [{entry.backbone}] {entry.description}")
+        click.echo(f"  {name:<16} {entry.description}")
+        params = ", ".join(f"{k}={v}" for k, v in entry.defaults().items())
+        if params:
+            click.echo(f"  {'':<16}   {params}")
     click.echo(f"backbones: {', '.join(models.list_backbones())}")
     click.echo("attacks:")
     for name in attacks.list_attacks():
@@ -254,3 +268,6 @@ def ls() -> None:
     click.echo("datasets:")
     for name, info in DATASETS.items():
         click.echo(f"  {name:<12} ({info.task}) {info.description}")
+    click.echo("recipes (--recipe):")
+    for task in models.TASKS:
+        click.echo(f"  {task}: {', '.join(recipe_names(task))}")

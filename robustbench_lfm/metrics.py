@@ -259,3 +259,23 @@ def _query_scores(ranks: Tensor, n_match: Tensor, ap: APFormula) -> tuple[Tensor
     aps = (precision * present).sum(1) / g
     last = ranks.amax(1).double().clamp(min=1)
     return ranks[:, 0], aps, n_match.double() / last
+
+
+@dataclass(frozen=True)
+class AccuracyResult:
+    """Classification outcome of one cell.
+
+    Attributes:
+        correct: (n,) bool, which test images were classified correctly; lets reports bootstrap.
+    """
+
+    correct: Tensor
+
+    @property
+    def accuracy(self) -> float:
+        """Fraction of test images classified correctly."""
+        return float(self.correct.float().mean()) if len(self.correct) else 0.0
+
+    def as_metrics(self) -> dict[str, float]:
+        """The CSV metrics: accuracy (a fraction in [0, 1])."""
+        return {"accuracy": self.accuracy}

@@ -1,9 +1,10 @@
 """The sweep runner: cells from the spec, cached training, clean features once, attacks, rows.
 
-Per (model, seed): the checkpoint is taken from the cache or trained and cached; clean query and
-gallery embeddings are computed once; then every pending cell of that model is evaluated and its
-rows are appended to the CSV at once. Cells already in the CSV are skipped, so rerunning an
-interrupted command resumes it.
+Per (model, seed): the checkpoint is taken from the cache or trained and cached (a MixACM student's
+teacher first: its checkpoint hash is part of the student's key); for re-ID, clean query and gallery
+embeddings are computed once; then every pending cell of that model is evaluated (Rank-1 / mAP for
+re-ID, accuracy for classification) and its rows are appended to the CSV at once. Cells already in
+the CSV are skipped, so rerunning an interrupted command resumes it.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from tqdm.auto import tqdm
 
 import models
 from robustbench_lfm import __version__, sanity
-from robustbench_lfm.attacking import Attacker, attacked_side, embed_images, to_model_input
+from robustbench_lfm.attacking import Attacker, attacked_accuracy, attacked_side, embed_images, to_model_input
 from robustbench_lfm.cache import CheckpointCache
-from robustbench_lfm.datasets import ReIDDataset, get_dataset_info, load_dataset
+from robustbench_lfm.datasets import ClassificationDataset, Dataset, ReIDDataset, get_dataset_info, load_dataset
 from robustbench_lfm.environment import git_sha, machine, now, package_versions
-from robustbench_lfm.metrics import RankResult, chance_rank1, evaluate_rank, pairwise_distance
+from robustbench_lfm.hashing import content_hash
+from robustbench_lfm.methods import build_method
+from robustbench_lfm.metrics import AccuracyResult, RankResult, chance_rank1, evaluate_rank, pairwise_distance
 from robustbench_lfm.rerank import RerankParams, rerank
 from robustbench_lfm.spec import Cell, ModelSpec, RunSpec
 from robustbench_lfm.store import CMC_COLUMNS, ResultStore
@@ -98,9 +101,9 @@ def run_sweep(spec: RunSpec, log: Log = print) -> pd.DataFrame:
         for dest, cell in group:
             t0 = time.perf_counter()
             results, extra = _evaluate_cell(spec, cell, net, clean, attacker, dataset, device)
-            if dest is store:
+            if dest is store and isinstance(dataset, ReIDDataset):
                 curves.append(_curve_rows(spec, cell, results, extra), replace_cells=True)
-            dest.append(_rows(spec, cell, results, extra, sha, time.perf_counter() - t0, len(dataset.query)))
+            dest.append(_rows(spec, cell, results, extra, sha, time.perf_counter() - t0, _n_eval(dataset)))
             if dest is store:
                 manifest.cells_run += 1
             else:
@@ -108,12 +111,24 @@ def run_sweep(spec: RunSpec, log: Log = print) -> pd.DataFrame:
             bar.update(1)
     bar.close()
     table = store.read()
-    q, g = dataset.query, dataset.gallery
-    checks = sanity.run_checks(table, probes.read(), chance_rank1(q.pids, g.pids, q.camids, g.camids))
+    checks = sanity.run_checks(table, probes.read(), _chance(dataset))
     sanity.write(checks, spec.out_dir / "sanity.csv")
     manifest.finished_at, manifest.wall_s = now(), round(time.perf_counter() - start, 2)
     manifest.write(spec)
     return table
+
+
+def _n_eval(data: Dataset) -> int:
+    """Images scored per cell: queries (re-ID) or test images (classification)."""
+    return len(data.test) if isinstance(data, ClassificationDataset) else len(data.query)
+
+
+def _chance(data: Dataset) -> float:
+    """The headline metric of a random guess: Rank-1 of a random ranking, or 1 / classes."""
+    if isinstance(data, ClassificationDataset):
+        return 1.0 / data.num_classes
+    q, g = data.query, data.gallery
+    return chance_rank1(q.pids, g.pids, q.camids, g.camids)
 
 
 def _by_model(cells: list[tuple[ResultStore, Cell]]) -> dict[tuple[ModelSpec, int], list[tuple[ResultStore, Cell]]]:
@@ -127,8 +142,8 @@ def _attacker(
     spec: RunSpec,
     seed: int,
     net: nn.Module,
-    clean: CleanFeatures,
-    data: ReIDDataset,
+    clean: CleanFeatures | None,
+    data: Dataset,
     device: torch.device,
     manifest: Manifest,
     surrogates: dict[int, Attacker],
@@ -136,12 +151,13 @@ def _attacker(
     """The target itself (white-box) or the seed's surrogate, trained or loaded once per seed."""
     surrogate = spec.threat.surrogate
     if surrogate is None:
-        return Attacker(net, clean.query)
+        return Attacker(net, clean.query if clean is not None else torch.empty(0))
     if seed not in surrogates:
         s_net, _ = _trained_model(spec, surrogate, seed, data, device, manifest)
         s_net = models.FlipAveraged(s_net).eval() if spec.evaluation.flip else s_net
         key = Cell(surrogate, None, 0.0, seed).train_key(spec.data, spec.recipe)
-        surrogates[seed] = Attacker(s_net, _embed(s_net, data.query.images, spec.batch_size, device), key)
+        guides = _embed(s_net, data.query.images, spec.batch_size, device) if clean is not None else torch.empty(0)
+        surrogates[seed] = Attacker(s_net, guides, key)
     return surrogates[seed]
 
 
@@ -149,33 +165,36 @@ def _trained_model(
     spec: RunSpec,
     model_spec: ModelSpec,
     seed: int,
-    data: ReIDDataset,
+    data: Dataset,
     device: torch.device,
     manifest: Manifest,
 ) -> tuple[nn.Module, str]:
-    """The model trained on `data` with `seed`, from the cache when a verified checkpoint exists."""
+    """The model trained on `data` with `seed`, from the cache when a verified checkpoint exists.
+
+    A MixACM student's teacher is trained (or loaded) first; the student's checkpoint key is the
+    cell's train key plus the teacher checkpoint's sha256, so a retrained teacher retrains it.
+    """
     key = Cell(model_spec, None, 0.0, seed).train_key(spec.data, spec.recipe)
+    teacher = None
+    if model_spec.teacher is not None:
+        teacher, teacher_sha = _trained_model(spec, model_spec.teacher, seed, data, device, manifest)
+        key = content_hash({"train": key, "teacher_sha256": teacher_sha})
     cache = CheckpointCache(spec.cache_dir)
-    torch.manual_seed(seed)  # weight initialisation
-    net = models.create_model(model_spec.name, data.num_train_ids, seed=seed, **model_spec.overrides())
+    net = _new_model(spec, model_spec, seed, data)
     meta = cache.load(key, net)
     label = f"{model_spec.label}@seed{seed}"
     if meta is not None:
         manifest.training[label] = {"key": key, "cached": True, "train_s": meta.get("train_s")}
         return net.to(device).to(memory_format=torch.channels_last).eval(), meta["sha256"]
-    bar = tqdm(
-        total=spec.recipe.epochs,
-        desc=f"train {label}",
-        disable=spec.quiet,
-        leave=False,
-        unit="epoch",
-    )
+    bar = tqdm(total=spec.recipe.epochs, desc=f"train {label}", disable=spec.quiet, leave=False, unit="epoch")
+    method = build_method(model_spec.method, dict(model_spec.resolved), spec.recipe, seed, device, teacher)
     stats = train_model(
         net,
         data,
         spec.recipe,
         seed,
         device,
+        method,
         on_epoch=lambda e, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")),
     )
     bar.close()
@@ -186,19 +205,21 @@ def _trained_model(
         "epoch_s": [round(t, 3) for t in stats.epoch_seconds],
         "final_loss": stats.final_loss,
     }
-    sha = cache.save(
-        key,
-        net,
-        {
-            **info,
-            "model": asdict(model_spec),
-            "data": asdict(spec.data),
-            "recipe": asdict(spec.recipe),
-            "seed": seed,
-        },
-    )
+    meta = {**info, "model": asdict(model_spec), "data": asdict(spec.data), "recipe": asdict(spec.recipe), "seed": seed}
+    sha = cache.save(key, net, meta)
     manifest.training[label] = info
     return net.eval(), sha
+
+
+def _new_model(spec: RunSpec, model_spec: ModelSpec, seed: int, data: Dataset) -> nn.Module:
+    """A freshly initialised network for `data`'s task, seeded by the training seed."""
+    torch.manual_seed(seed)  # weight initialisation
+    if isinstance(data, ClassificationDataset):
+        mean, std = data.normalization()
+        return models.create_model(
+            model_spec.name, data.num_classes, "classification", mean, std, seed=seed, **model_spec.overrides()
+        )
+    return models.create_model(model_spec.name, data.num_train_ids, "reid", seed=seed, **model_spec.overrides())
 
 
 def _embed(net: nn.Module, images: Tensor, batch_size: int, device: torch.device) -> Tensor:
@@ -207,7 +228,10 @@ def _embed(net: nn.Module, images: Tensor, batch_size: int, device: torch.device
     return torch.cat([embed_images(net, to_model_input(chunk, device)) for chunk in torch.split(images, batch_size)])
 
 
-def _clean_features(spec: RunSpec, net: nn.Module, data: ReIDDataset, device: torch.device) -> CleanFeatures:
+def _clean_features(spec: RunSpec, net: nn.Module, data: Dataset, device: torch.device) -> CleanFeatures | None:
+    """Clean query and gallery embeddings (re-ID); None for classification."""
+    if isinstance(data, ClassificationDataset):
+        return None
     return CleanFeatures(
         _embed(net, data.query.images, spec.batch_size, device),
         _embed(net, data.gallery.images, spec.batch_size, device),
@@ -218,17 +242,23 @@ def _evaluate_cell(
     spec: RunSpec,
     cell: Cell,
     net: nn.Module,
-    clean: CleanFeatures,
+    clean: CleanFeatures | None,
     attacker: Attacker,
-    data: ReIDDataset,
+    data: Dataset,
     device: torch.device,
-) -> tuple[dict[str, RankResult], dict[str, Any]]:
-    """Rank results of one cell (the attacked side against the clean other side), keyed by the
-    CSV `rerank` value ("" = off), and the cell's attack fields."""
+) -> tuple[dict[str, RankResult | AccuracyResult], dict[str, Any]]:
+    """Results of one cell keyed by the CSV `rerank` value ("" = off), and the cell's attack fields.
+
+    Re-ID: rank results of the attacked side against the clean other side. Classification:
+    accuracy on the (attacked) test images."""
+    extra = {"attack": "none", "objective": "", "norm": "", "steps": 0, "step_size": 0.0, "perturbed": ""}
+    if isinstance(data, ClassificationDataset):
+        attack = None if cell.attack is None else cell.attack.build(seed=cell.seed)
+        if attack is not None:
+            extra = {"attack": cell.attack.name, **attack.describe(cell.eps, "classification")}
+        return {"": attacked_accuracy(spec, cell, attack, net, attacker, data, device)}, extra
     qf, gf = clean.query, clean.gallery
-    if cell.attack is None:
-        extra = {"attack": "none", "objective": "", "norm": "", "steps": 0, "step_size": 0.0, "perturbed": ""}
-    else:
+    if cell.attack is not None:
         attack = cell.attack.build(seed=cell.seed)
         attacked = attacked_side(spec, cell, attack, net, attacker, data, device)
         qf, gf = (attacked, gf) if attack.side == "query" else (qf, attacked)
@@ -278,7 +308,7 @@ def _curve_rows(
 def _rows(
     spec: RunSpec,
     cell: Cell,
-    results: dict[str, RankResult],
+    results: dict[str, RankResult | AccuracyResult],
     extra: dict[str, Any],
     sha: str,
     wall: float,
@@ -292,7 +322,7 @@ def _rows(
         "model": cell.model.label,
         "backbone": cell.model.backbone,
         "regularizer": cell.model.regularizer,
-        "model_params": json.dumps(dict(cell.model.params), sort_keys=True),
+        "model_params": json.dumps(dict(cell.model.resolved), sort_keys=True),
         "train_seed": cell.seed,
         "eps": cell.eps,
         "surrogate": "" if cell.attack is None or cell.threat.surrogate is None else cell.threat.surrogate.label,

@@ -5,9 +5,10 @@ From the result rows and the probe rows (extra cells in probes.csv, see `RunSpec
 * `eps0-clean`  — the attack at eps 0 reproduces the clean metrics exactly (all metrics, tolerance 0).
 * `monotone`    — the attacked metric does not increase with eps (clean counts as eps 0).
 * `pgd<=fgsm`   — PGD leaves at most FGSM's metric at the same eps (same objective and side).
-* `large-eps`   — at a very large eps (64/255 L-inf, 16 L2) Rank-1 falls to near chance: at
-                  most chance + max(NEAR_CHANCE, 3 binomial standard deviations over n_eval
-                  queries), chance being a random ranking's expected Rank-1.
+* `large-eps`   — at a very large eps (64/255 L-inf, 16 L2) Rank-1 (accuracy) falls to near
+                  chance: at most chance + max(NEAR_CHANCE, 3 binomial standard deviations over
+                  n_eval queries or images), chance being a random ranking's expected Rank-1
+                  (1 / classes for classification).
 
 Comparisons between attacked numbers allow SLACK_QUERIES / n_eval (a couple of queries) for the
 random starts. A failed check is a warning printed under the table and a row with passed=False in
@@ -24,7 +25,8 @@ import pandas as pd
 
 from robustbench_lfm.spec import LARGE_EPS, format_eps
 
-HEADLINE = ("rank1", "mAP")
+HEADLINE = ("rank1", "mAP", "accuracy")
+TOP1 = ("rank1", "accuracy")  # the metric the large-eps check compares with chance
 SLACK_QUERIES = 2
 NEAR_CHANCE = 0.05
 ATTACK_KEY = ["model", "train_seed", "attack", "objective", "norm", "perturbed", "surrogate", "quantize", "rerank"]
@@ -158,14 +160,15 @@ def _pgd_vs_fgsm(attacked: pd.DataFrame, probes: pd.DataFrame) -> list[Check]:
 def _large_eps(probes: pd.DataFrame, chance: float) -> list[Check]:
     if probes.empty:
         return []
-    large = probes[(probes["metric"] == "rank1") & probes["eps"].astype(float).isin(list(LARGE_EPS.values()))]
+    large = probes[probes["metric"].isin(TOP1) & probes["eps"].astype(float).isin(list(LARGE_EPS.values()))]
     out = []
     for _, r in large.iterrows():
         value = float(r["value"])
         tol = max(NEAR_CHANCE, 3 * math.sqrt(chance * (1 - chance) / max(float(r["n_eval"]), 1.0)))
         ok = value <= chance + tol
-        detail = (f"Rank-1 {100 * value:.1f} vs chance {100 * chance:.1f}: gradient masking or a broken attack?"
+        name = "Rank-1" if r["metric"] == "rank1" else "accuracy"
+        detail = (f"{name} {100 * value:.1f} vs chance {100 * chance:.1f}: gradient masking or a broken attack?"
                   if not ok else "near chance")  # fmt: skip
-        out.append(Check("large-eps", r["model"], int(r["train_seed"]), r["attack"], float(r["eps"]), "rank1",
+        out.append(Check("large-eps", r["model"], int(r["train_seed"]), r["attack"], float(r["eps"]), r["metric"],
                          value, chance, tol, ok, detail))  # fmt: skip
     return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,9 @@ import models
 from robustbench_lfm import __version__
 from robustbench_lfm.datasets import get_dataset_info
 from robustbench_lfm.hashing import content_hash
+from robustbench_lfm.recipe import RecipeError, TrainRecipe
+
+__all__ = ["RecipeError", "TrainRecipe"]  # re-exported: the spec is where callers meet them
 
 
 class SpecError(ValueError):
@@ -28,8 +31,13 @@ Params = tuple[tuple[str, Any], ...]
 
 
 def parse_scalar(text: str) -> Any:
-    """'3' -> 3, '0.5' -> 0.5, '8/255' -> 0.0313..., 'true' -> True, else the string."""
+    """'3' -> 3, '0.5' -> 0.5, '8/255' -> 0.0313..., 'true' -> True, '0.02..0.4' -> (0.02, 0.4),
+    else the string."""
     low = text.strip().lower()
+    if ".." in low:
+        parts = [parse_scalar(t) for t in low.split("..")]
+        if len(parts) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in parts):
+            return (float(parts[0]), float(parts[1]))
     if low in ("true", "false"):
         return low == "true"
     for cast in (int, float):
@@ -92,23 +100,41 @@ def format_eps(eps: float) -> str:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered model name with its parameter overrides and resolved backbone."""
+    """A registered model name with its overrides, resolved parameters, backbone and training method.
+
+    Attributes:
+        name: the registry name.
+        backbone: the resolved backbone.
+        regularizer: the CSV `regularizer` value: the regularizer module's name, else the model's
+            own name for methods and architecture changes, "none" for plain.
+        params: the user's overrides (they make the label, `lfm:p=0.3`).
+        resolved: every parameter after defaults, recipe and overrides (CSV `model_params`).
+        method: the training method ("standard", "gwi", "pgd-at", "mixacm").
+        teacher: MixACM's teacher model, trained first; None otherwise.
+    """
 
     name: str
     backbone: str
     regularizer: str
     params: Params = ()
+    resolved: Params = ()
+    method: str = "standard"
+    teacher: ModelSpec | None = None
 
     @property
     def label(self) -> str:
         """The display/CSV name: 'lfm' or 'lfm:p=0.3'."""
         if not self.params:
             return self.name
-        return self.name + ":" + ",".join(f"{k}={v}" for k, v in self.params)
+        return self.name + ":" + ",".join(f"{k}={_text(v)}" for k, v in self.params)
 
     def overrides(self) -> dict[str, Any]:
         """Keyword arguments for `models.create_model`."""
-        return {"backbone": self.backbone, **dict(self.params)}
+        return {"backbone": self.backbone, **dict(self.resolved)}
+
+
+def _text(value: Any) -> str:
+    return f"{value[0]}..{value[1]}" if isinstance(value, tuple) else str(value)
 
 
 @dataclass(frozen=True)
@@ -169,52 +195,6 @@ class EvalSpec:
 
 
 @dataclass(frozen=True)
-class TrainRecipe:
-    """The re-ID training recipe: strong-baseline losses (reference/reid.md C2), CPU-sized.
-
-    Attributes:
-        epochs: passes over the training identities.
-        ids_per_batch: P of the P x K sampler.
-        images_per_id: K of the P x K sampler.
-        lr: Adam base learning rate.
-        weight_decay: Adam weight decay.
-        warmup_epochs: linear warm-up from 0.1 x lr.
-        milestones: epochs at which lr is multiplied by `gamma`.
-        gamma: lr decay factor.
-        label_smoothing: epsilon of the ID loss.
-        triplet_margin: batch-hard triplet margin (non-squared Euclidean on the pooled feature).
-        pad: pixels of zero padding before the random crop (10 px at 256x128, scaled).
-        flip: random horizontal flip with probability 0.5.
-    """
-
-    epochs: int = 20
-    ids_per_batch: int = 16
-    images_per_id: int = 4
-    lr: float = 3e-3
-    weight_decay: float = 5e-4
-    warmup_epochs: int = 3
-    milestones: tuple[int, ...] = (13, 17)
-    gamma: float = 0.1
-    label_smoothing: float = 0.1
-    triplet_margin: float = 0.3
-    pad: int = 3
-    flip: bool = True
-
-    def scaled_to(self, epochs: int) -> TrainRecipe:
-        """The same recipe over `epochs` epochs, warm-up and milestones scaled proportionally."""
-        if epochs < 1:
-            raise SpecError(f"--epochs {epochs} must be >= 1")
-        f = epochs / self.epochs
-        stones = tuple(sorted({max(1, round(m * f)) for m in self.milestones if round(m * f) < epochs}))
-        return replace(
-            self,
-            epochs=epochs,
-            warmup_epochs=min(round(self.warmup_epochs * f), epochs - 1),
-            milestones=stones,
-        )
-
-
-@dataclass(frozen=True)
 class ThreatSpec:
     """Who crafts the adversarial images and in what form the target sees them.
 
@@ -244,7 +224,7 @@ class Cell:
             {
                 "model": asdict(self.model),
                 "data": data.key(),
-                "recipe": asdict(recipe),
+                "recipe": recipe.key(),
                 "seed": self.seed,
                 "version": __version__,
             }
@@ -335,20 +315,38 @@ def fgsm_like(pgd: AttackSpec) -> AttackSpec:
     return AttackSpec("fgsm", tuple(sorted(keep.items())))
 
 
-def resolve_model(item: str, backbone: str | None) -> ModelSpec:
-    """Parse and check one model item against the registry."""
+def resolve_model(item: str, backbone: str | None, recipe: TrainRecipe) -> ModelSpec:
+    """Parse and check one model item against the registry and the recipe.
+
+    Parameters resolve in order: the entry's defaults, the recipe's `[methods.NAME]` overrides
+    for the entry's training method, then the item's own `key=value` options.
+    """
     name, params = parse_named(item)
     try:
         entry = models.get_model_entry(name)
-        bb = backbone or entry.backbone
+        bb = backbone or entry.backbone or recipe.backbone
         if bb not in models.list_backbones():
             raise SpecError(models.registry.unknown_name_message("backbone", bb, models.list_backbones()))
-        models.create_model(name, 2, backbone="resnet-mini", **dict(params))  # checks the params
+        from_recipe = recipe.method_overrides(entry.method)
+        unknown = sorted(set(from_recipe) - set(entry.method_params))
+        if unknown:
+            raise SpecError(
+                f"recipe {recipe.source}: [methods.{entry.method}] has unknown parameter(s) {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(entry.method_params))})"
+            )
+        resolved = models.resolve_params(name, {**from_recipe, **dict(params)}, bb)
+        models.create_model(name, 2, task=recipe.task, backbone=bb, **resolved)  # checks the values
     except models.UnknownNameError as err:
         raise SpecError(str(err)) from None
     except (TypeError, ValueError) as err:
         raise SpecError(f"model {item!r}: {err}") from None
-    return ModelSpec(name, bb, entry.regularizer, params)
+    teacher = None
+    if entry.method == "mixacm":
+        teacher = resolve_model(str(resolved["teacher"]), bb, recipe)
+        if teacher.method == "mixacm":
+            raise SpecError(f"model {item!r}: a MixACM teacher must not itself be distilled; use e.g. teacher=pgd-at")
+    reg = entry.regularizer if entry.regularizer != "none" else ("none" if name == "plain" else name)
+    return ModelSpec(name, bb, reg, params, tuple(sorted(resolved.items())), entry.method, teacher)
 
 
 def resolve_attack(item: str, task: str | None = None) -> AttackSpec:
@@ -377,7 +375,7 @@ def resolve_data(item: str, root: str | Path | None, backbones: tuple[str, ...] 
     name, options = parse_named(item)
     try:
         info = get_dataset_info(name)
-        if info.needs_root and not {"height", "width"} & {k for k, _ in options}:
+        if info.sized_by_backbone and not {"height", "width"} & {k for k, _ in options}:
             options = tuple(sorted({**dict(options), **_input_size(name, backbones)}.items()))
         info.check_options(dict(options))
         if root is not None and not info.needs_root:

@@ -1,9 +1,12 @@
-"""Re-ID training: the strong-baseline recipe (Luo et al., CVPRW 2019; reference/reid.md C2), CPU-sized.
+"""Training: one loop for both tasks, a pluggable training method per model (robustbench_lfm/methods).
 
-ID loss with label smoothing plus batch-hard triplet loss (Hermans et al., arXiv 1703.07737) on
-the pooled feature, a P x K identity sampler, random flip and pad-crop, Adam with linear warm-up
-and step decay. All randomness (sampling, augmentation, regularizers, initialisation) comes from
-the seed, so a (model, data, recipe, seed) gives the same weights on the same machine.
+Re-ID batches come from a P x K identity sampler (Hermans et al., arXiv 1703.07737) and the
+standard loss is the strong baseline's (Luo et al., CVPRW 2019; reference/reid.md C2): ID loss with
+label smoothing plus batch-hard triplet loss on the pooled feature. Classification batches are
+shuffled chunks of the train split and the loss is cross-entropy. Both use random flip and
+pad-crop, the recipe's optimizer (Adam or SGD) with linear warm-up and step decay. All randomness
+(sampling, augmentation, regularizers, the method's own draws, initialisation) comes from the
+seed, so a (model, data, recipe, seed) gives the same weights on the same machine.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustbench_lfm.datasets import ReIDDataset, as_float
-from robustbench_lfm.spec import TrainRecipe
+from robustbench_lfm.datasets import ClassificationDataset, Dataset, as_float
+from robustbench_lfm.recipe import TrainRecipe
 
 
 class TrainingError(RuntimeError):
@@ -92,49 +95,94 @@ def batch_hard_triplet(features: Tensor, labels: Tensor, margin: float) -> Tenso
 
 
 def lr_factor(recipe: TrainRecipe, epoch: int) -> float:
-    """Linear warm-up from 0.1 to 1 over warmup_epochs, then x gamma at each milestone."""
+    """Linear warm-up from warmup_factor to 1 over warmup_epochs, then x gamma at each milestone."""
     if epoch < recipe.warmup_epochs:
-        return 0.1 + 0.9 * epoch / recipe.warmup_epochs
+        return recipe.warmup_factor + (1 - recipe.warmup_factor) * epoch / recipe.warmup_epochs
     return recipe.gamma ** sum(epoch >= m for m in recipe.milestones)
+
+
+def task_loss(output: Tensor | tuple[Tensor, Tensor], y: Tensor, recipe: TrainRecipe) -> Tensor:
+    """The standard loss of a train-mode output: re-ID (logits, pooled) -> ID + triplet; logits -> CE."""
+    if isinstance(output, tuple):
+        logits, feat = output
+        ce = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+        return ce + batch_hard_triplet(feat, y, recipe.triplet_margin)
+    return F.cross_entropy(output, y, label_smoothing=recipe.label_smoothing)
+
+
+def train_split(data: Dataset) -> tuple[Tensor, Tensor]:
+    """(uint8 train images, 0-based training labels) of either task's dataset."""
+    if isinstance(data, ClassificationDataset):
+        return data.train.images, data.train.labels
+    return data.train.images, data.train_labels()
+
+
+def epoch_batches(data: Dataset, labels: Tensor, recipe: TrainRecipe, g: torch.Generator) -> list[Tensor]:
+    """One epoch of index batches: P x K identity batches (re-ID) or shuffled chunks (classification;
+    a last chunk smaller than half a batch is dropped so BatchNorm never sees a tiny batch)."""
+    if isinstance(data, ClassificationDataset):
+        chunks = list(torch.split(torch.randperm(len(labels), generator=g), recipe.batch_size))
+        if len(chunks) > 1 and 2 * len(chunks[-1]) < recipe.batch_size:
+            chunks.pop()
+        return chunks
+    p = min(recipe.ids_per_batch, data.num_train_ids)  # small datasets: fewer identities per batch
+    return pk_batches(labels, p, recipe.images_per_id, g)
+
+
+def make_optimizer(model: nn.Module, recipe: TrainRecipe) -> torch.optim.Optimizer:
+    """The recipe's optimizer over the trainable parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov, weight_decay=recipe.weight_decay
+        )
+    return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+StepFn = Callable[[nn.Module, torch.optim.Optimizer, Tensor, Tensor], float]
+"""A training method's step: (model, optimizer, x, y) -> loss value (robustbench_lfm.methods)."""
+
+
+def standard_step(recipe: TrainRecipe) -> StepFn:
+    """The standard step: the task loss on the batch, one optimizer step."""
+    return lambda model, opt, x, y: optimize(opt, task_loss(model(x), y, recipe))
 
 
 def train_model(
     model: nn.Module,
-    data: ReIDDataset,
+    data: Dataset,
     recipe: TrainRecipe,
     seed: int,
     device: torch.device,
+    method: StepFn | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> TrainStats:
-    """Train `model` in place on `data`'s train split; returns loss and timings.
+    """Train `model` in place on `data`'s train split with `method` (default: the standard loss).
 
     Raises:
-        TrainingError: the loss is not finite.
+        TrainingError: the loss is not finite, or no batch can be formed.
     """
+    method = method or standard_step(recipe)
     g = torch.Generator().manual_seed(seed)
-    labels = data.train_labels()
+    images, labels = train_split(data)
     model.to(device).to(memory_format=torch.channels_last).train()
-    opt = torch.optim.Adam(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=recipe.lr,
-        weight_decay=recipe.weight_decay,
-    )
+    opt = make_optimizer(model, recipe)
     start, epoch_times, loss_value = time.perf_counter(), [], math.nan
-    p = min(recipe.ids_per_batch, data.num_train_ids)  # small datasets: fewer identities per batch
     for epoch in range(recipe.epochs):
         t0 = time.perf_counter()
         for group in opt.param_groups:
             group["lr"] = recipe.lr * lr_factor(recipe, epoch)
-        batches = pk_batches(labels, p, recipe.images_per_id, g)
+        batches = epoch_batches(data, labels, recipe, g)
         if not batches:
-            raise TrainingError(f"no {p} x {recipe.images_per_id} identity batch can be formed from the train split")
+            raise TrainingError("no training batch can be formed from the train split; is it empty?")
         for step, idx in enumerate(batches):
-            x = augment(as_float(data.train.images[idx]), recipe.pad, recipe.flip, g)
+            x = augment(as_float(images[idx]), recipe.pad, recipe.flip, g)
             x = x.to(device).contiguous(memory_format=torch.channels_last)
-            loss = _step(model, opt, x, labels[idx].to(device), recipe)
+            loss = method(model, opt, x, labels[idx].to(device))
             if not math.isfinite(loss):
                 raise TrainingError(
-                    f"training loss became {loss} at epoch {epoch + 1}, step {step + 1}; lower --lr or check the data"
+                    f"training loss became {loss} at epoch {epoch + 1}, step {step + 1}; lower the recipe's lr "
+                    "or check the data"
                 )
             loss_value = loss
         epoch_times.append(time.perf_counter() - t0)
@@ -144,10 +192,8 @@ def train_model(
     return TrainStats(loss_value, tuple(epoch_times), time.perf_counter() - start)
 
 
-def _step(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor, recipe: TrainRecipe) -> float:
-    logits, feat = model(x)
-    loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
-    loss = loss + batch_hard_triplet(feat, y, recipe.triplet_margin)
+def optimize(opt: torch.optim.Optimizer, loss: Tensor) -> float:
+    """One optimizer step on `loss`; returns its value."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()

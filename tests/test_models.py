@@ -1,63 +1,171 @@
-"""Contract tests over every registered model, and the regularizers' own behaviour."""
+"""Contract tests over every registered model and both tasks, plus the networks and backbones.
+
+Each entry is one of three kinds (models/zoo.py): a regularizer module (identity in eval, active
+in train, deterministic under a seed), an architecture change (RCM: the same weights give another
+function in every mode), or a training method (the network is plain's; tests/test_methods.py
+covers the method itself).
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import models
-from models.regularizers import Cutout, HeadDropout, LocalFeatureMasking
 
 ALL_MODELS = models.list_models()
+CASES = [(name, task) for name in ALL_MODELS for task in models.TASKS]
+SHAPE = {"reid": (3, 64, 32), "classification": (3, 32, 32)}
 
 
-def _fresh(name: str, **kw):
+def _kind(name: str) -> str:
+    entry = models.get_model_entry(name)
+    if entry.regularizer != "none":
+        return "regularizer"
+    if entry.arch:
+        return "arch"
+    return "method" if entry.method != "standard" else "plain"
+
+
+REGULARIZED = [(n, t) for n, t in CASES if _kind(n) == "regularizer"]
+
+
+def _fresh(name: str, task: str, **kw):
     torch.manual_seed(0)
-    return models.create_model(name, 10, **kw)
+    return models.create_model(name, 10, task, **kw)
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
-def test_eval_returns_embedding_and_train_returns_logits_and_feature(name):
-    net = _fresh(name).eval()
-    x = torch.rand(4, 3, 64, 32)
-    emb = net(x)
-    assert emb.shape == (4, net.embedding_dim)
-    net.train()
-    logits, feat = net(x)
-    assert logits.shape == (4, 10) and feat.shape == (4, net.embedding_dim)
+def _x(task: str, n: int = 6) -> torch.Tensor:
+    return torch.rand(n, *SHAPE[task], generator=torch.Generator().manual_seed(1))
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
-def test_regularizers_are_identity_in_eval(name):
-    net, plain = _fresh(name).eval(), _fresh("plain").eval()
+GATED = ("lfm", "lfm-code", "random-erasing")  # p is the chance to act at all (a batch may be left alone)
+
+
+def _always_on(name: str) -> dict:
+    """Overrides that make a regularizer act on every call; drop-rate regularizers always act."""
+    return {"p": 1.0} if name in GATED else {}
+
+
+@pytest.mark.parametrize(("name", "task"), CASES)
+def test_output_shapes_in_eval_and_train(name, task):
+    net = _fresh(name, task).eval()
+    out = net(_x(task, 4))
+    assert out.shape == ((4, net.embedding_dim) if task == "reid" else (4, 10))
+    train_out = net.train()(_x(task, 4))
+    if task == "reid":
+        logits, feat = train_out
+        assert logits.shape == (4, 10) and feat.shape == (4, net.embedding_dim)
+    else:
+        assert train_out.shape == (4, 10)
+
+
+@pytest.mark.parametrize(("name", "task"), [c for c in CASES if _kind(c[0]) != "arch"])
+def test_eval_is_the_plain_network(name, task):
+    """Regularizers are identity in eval; training methods leave plain's architecture."""
+    net, plain = _fresh(name, task).eval(), _fresh("plain", task).eval()
     plain.load_state_dict(net.state_dict())
-    x = torch.rand(6, 3, 64, 32)
-    assert torch.equal(net(x), plain(x))
+    assert torch.equal(net(_x(task)), plain(_x(task)))
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
-def test_training_forward_is_deterministic_under_a_seed(name):
-    x = torch.rand(16, 3, 64, 32)
-    outs = []
-    for _ in range(2):
-        net = _fresh(name, seed=3).train()
-        outs.append(net(x)[0])
-    assert torch.equal(outs[0], outs[1])
-
-
-@pytest.mark.parametrize("name", [n for n in ALL_MODELS if n != "plain"])
-def test_regularized_models_differ_from_plain_in_training(name):
-    x = torch.rand(32, 3, 64, 32)
-    net, plain = _fresh(name, seed=1).train(), _fresh("plain").train()
+@pytest.mark.parametrize(("name", "task"), REGULARIZED)
+def test_regularizer_is_active_in_training(name, task):
+    net, plain = _fresh(name, task, seed=1, **_always_on(name)).train(), _fresh("plain", task).train()
     plain.load_state_dict(net.state_dict())
-    assert not torch.allclose(net(x)[0], plain(x)[0])
+    out, ref = net(_x(task, 32)), plain(_x(task, 32))
+    out, ref = (out[0], ref[0]) if task == "reid" else (out, ref)
+    assert not torch.allclose(out, ref)
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
-def test_input_size_comes_from_the_input(name):
-    net = _fresh(name).train()
-    logits, _ = net(torch.rand(4, 3, 96, 48))
-    assert logits.shape == (4, 10)
+@pytest.mark.parametrize(("name", "task"), REGULARIZED)
+def test_regularizer_is_deterministic_under_a_seed_and_varies_with_it(name, task):
+    def run(seed):
+        out = _fresh(name, task, seed=seed, **_always_on(name)).train()(_x(task, 16))
+        return out[0] if task == "reid" else out
+
+    assert torch.equal(run(3), run(3))
+    assert not torch.equal(run(3), run(4))
+
+
+@pytest.mark.parametrize("task", models.TASKS)
+def test_rcm_up_is_plain_on_the_upsampled_image(task):
+    """Nearest upsampling commutes with per-channel normalisation: rcm-up(x) = plain(up(x))."""
+    net, plain = _fresh("rcm-up", task).eval(), _fresh("plain", task).eval()
+    plain.load_state_dict(net.state_dict())
+    x = _x(task)
+    assert torch.allclose(net(x), plain(F.interpolate(x, scale_factor=2, mode="nearest")), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("backbone", "expected"), [("resnet-mini", "1121"), ("resnet18", "1122"), ("resnet50", "1121")]
+)
+def test_rcm_stride_shrinks_the_first_stride_two_stage(backbone, expected):
+    """reference/methods.md §2.3: ResNet-18 1222 -> 1122; the final map doubles in each dimension."""
+    assert models.resolve_params("rcm-stride", {}, backbone)["strides"] == expected
+    if backbone == "resnet50":
+        return  # too slow for a shape check on CPU; the strides are what differs
+    x = _x("classification", 2)
+    sizes = [
+        models.create_model(n, 10, "classification", backbone=backbone).eval().trunk(x).shape[-2:]
+        for n in ("plain", "rcm-stride")
+    ]
+    assert sizes[1] == (2 * sizes[0][0], 2 * sizes[0][1])
+
+
+@pytest.mark.parametrize("task", models.TASKS)
+def test_rcm_models_change_the_function_in_eval(task):
+    plain = _fresh("plain", task).eval()
+    for name in ("rcm-up", "rcm-stride"):
+        net = _fresh(name, task).eval()
+        net.load_state_dict(plain.state_dict())  # same parameter shapes: RCM adds no parameters
+        assert not torch.allclose(net(_x(task)), plain(_x(task)))
+
+
+@pytest.mark.parametrize(("name", "task"), CASES)
+def test_input_size_comes_from_the_input(name, task):
+    net = _fresh(name, task).train()
+    out = net(torch.rand(4, 3, 96, 48))
+    assert (out[0] if task == "reid" else out).shape == (4, 10)
+
+
+@pytest.mark.parametrize("site", ["stem", "pool", "layer1"])
+def test_lfm_insertion_point_moves_the_module(site):
+    net = models.create_model("lfm", 10, at=site)
+    assert isinstance(net.regularizers[site], models.regularizers.Regularizer)
+    others = [s for s, m in net.regularizers.items() if s != site]
+    assert all(isinstance(net.regularizers[s], torch.nn.Identity) for s in others)
+
+
+def test_trunk_runs_any_stretch_of_sites():
+    net = _fresh("plain", "classification").eval()
+    x = _x("classification")
+    mid = net.trunk(x, until="layer2")
+    assert torch.allclose(net.trunk(mid, after="layer2"), net.trunk(x))
+    assert torch.allclose(net.class_logits(net.trunk(x)), net(x))
+
+
+@pytest.mark.parametrize(
+    ("name", "override", "message"),
+    [
+        ("lfm", {"q": 1}, "has no parameter"),
+        ("lfm", {"at": "head"}, "not a feature-map site"),
+        ("lfm", {"area": (0.5, 0.2)}, "low <= high"),
+        ("lfm-code", {"max_samples": 0}, "max_samples"),
+        ("dropblock", {"block_size": 2}, "odd"),
+        ("rcm-stride", {"strides": "12"}, "one digit"),
+        ("rcm-up", {"upsample": 0}, "upsample"),
+        ("cutout", {"at": "stem"}, "has no parameter"),
+    ],
+)
+def test_bad_parameters_are_refused_with_the_fix(name, override, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        models.create_model(name, 10, **override)
+
+
+def test_parameter_names_are_unique_within_an_entry():
+    with pytest.raises(ValueError, match="declared twice"):
+        models.ModelEntry("x", params={"p": 1}, method_params={"p": 2})
 
 
 def test_resnet50_has_last_stride_one_and_bnneck():
@@ -65,6 +173,13 @@ def test_resnet50_has_last_stride_one_and_bnneck():
     f = net.backbone.stem_post(net.backbone.stem_conv(torch.rand(1, 3, 256, 128)))
     assert net.backbone.stages(f).shape[-2:] == (16, 8)
     assert net.embedding_dim == 2048 and not net.neck.bias.requires_grad
+
+
+def test_resnet18_has_the_cifar_stem_and_a_4x4_final_map():
+    net = models.create_model("plain", 10, "classification", backbone="resnet18").eval()
+    assert net.backbone.stem_conv.stride == (1, 1) and net.backbone.strides == (1, 2, 2, 2)
+    assert net.trunk(torch.rand(1, 3, 32, 32)).shape[-2:] == (4, 4)
+    assert 10e6 < sum(p.numel() for p in net.parameters()) < 12e6
 
 
 def test_unknown_model_suggests_close_names():
@@ -75,58 +190,6 @@ def test_unknown_model_suggests_close_names():
 def test_duplicate_registration_raises():
     with pytest.raises(ValueError, match="already registered"):
         models.registry.register_model(models.ModelEntry("lfm", "lfm"))
-
-
-def _lfm_masks(p: float, n: int = 4000, c: int = 16, h: int = 32, w: int = 16, seed: int = 0):
-    lfm = LocalFeatureMasking(p=p, seed=seed).train()
-    out = lfm(torch.full((n, c, h, w), -5.0))  # fills are in [0, 1], so masked cells are != -5
-    return lfm, out != -5.0, out
-
-
-def test_lfm_gate_probability_and_channel_count():
-    _, masked, _ = _lfm_masks(p=0.15)
-    per_sample = masked.flatten(1).any(1).float()
-    assert abs(per_sample.mean().item() - 0.15) < 0.02  # 4000 samples: 3.5 standard errors
-    chans = masked[per_sample.bool()].flatten(2).any(2).sum(1)
-    assert chans.max().item() <= 8 and chans.float().mean().item() > 7.5  # 8 = 0.5 x 16 channels
-
-
-def test_lfm_boxes_are_rectangles_with_one_fill_within_the_area_range():
-    _, masked, out = _lfm_masks(p=1.0, n=300)
-    rows, cols = masked.any(3), masked.any(2)
-    for b, ch in masked.flatten(2).any(2).nonzero()[:200].tolist():
-        m = masked[b, ch]
-        h, w = rows[b, ch].sum().item(), cols[b, ch].sum().item()
-        assert m.sum().item() == h * w  # a full rectangle
-        assert 0.02 * 512 * 0.5 <= h * w <= 0.4 * 512 * 1.3  # area fraction [0.02, 0.4], rounding slack
-        values = out[b, ch][m]
-        assert torch.all(values == values[0]) and 0 <= values[0].item() < 1
-
-
-def test_lfm_mean_area_matches_configuration():
-    _, masked, _ = _lfm_masks(p=1.0, n=500)
-    per_channel = masked.flatten(2).float().mean(2)
-    area = per_channel[per_channel > 0]
-    assert abs(area.mean().item() - 0.21) < 0.03  # E[s] = (0.02 + 0.4) / 2 before rejection
-
-
-@pytest.mark.parametrize("module", [LocalFeatureMasking(p=0.0), Cutout(p=0.0), HeadDropout(p=0.0)])
-def test_zero_probability_is_identity(module):
-    x = torch.rand(8, 4, 16, 8) if module.site != "head" else torch.rand(8, 32)
-    assert torch.equal(module.train()(x), x)
-
-
-def test_cutout_zeroes_one_square_per_sample():
-    out = Cutout(p=1.0, size=0.5).train()(torch.ones(200, 3, 64, 32))
-    zeros = (out == 0).all(1)
-    area = zeros.flatten(1).sum(1)
-    assert area.max().item() == 16 * 16 and area.min().item() >= 8 * 8  # a square, at most half outside
-
-
-def test_head_dropout_keeps_the_expectation():
-    out = HeadDropout(p=0.5).train()(torch.ones(1000, 64))
-    assert abs((out == 0).float().mean().item() - 0.5) < 0.02
-    assert abs(out.mean().item() - 1.0) < 0.05
 
 
 def test_flip_averaged_embedding_is_mirror_invariant_and_refuses_training():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from robustbench_lfm.cli import build_spec
+from robustbench_lfm.cli import build_spec, run_defaults
 from robustbench_lfm.runner import run_sweep
 
 # Small enough to train in seconds, learnable enough (clean mAP about 24%) that attacks show.
@@ -13,13 +13,8 @@ DATA = "synthreid:train_ids=20,test_ids=8,distractor_ids=2,cameras=3,max_cameras
 
 
 def sweep(out, cache, **overrides):
-    options = dict(
-        models_="plain", attacks_="pgd", eps="8/255", seeds="0", dataset=DATA, data_root=None,
-        distance="cosine", ap="plain", flip=False, rerank="off", epochs=20, backbone=None, out=out,
-        name=None, cache_dir=cache, device="cpu", batch_size=64, no_baseline=False, quiet=True,
-        surrogate=None, quantize=False,
-    )  # fmt: skip
-    options.update(overrides)
+    options = {**run_defaults(), "models_": "plain", "eps": "8/255", "dataset": DATA, "epochs": 20, "out": out,
+               "cache_dir": cache, "device": "cpu", "batch_size": 64, "quiet": True, **overrides}  # fmt: skip
     df = run_sweep(build_spec(**options), log=lambda _: None)
     return df, pd.read_csv(out / "sanity.csv")
 

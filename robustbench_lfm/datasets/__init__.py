@@ -1,11 +1,11 @@
-"""The dataset registry of the harness.
+"""The dataset registry of the harness: re-ID and classification datasets.
 
 A dataset is loaded by name and options (`synthreid:train_ids=40`). Generated datasets are built
-from their configuration; real ones (`market1501`, `dukemtmc`) are read from the folder the user
-names with --data-root. Either way the decoded uint8 splits are cached on disk under the cache
-directory, keyed by the hash of the configuration and, for a folder, of its file names, sizes and
-modification times (so a changed folder is read again), and verified by sha256 before use.
-"""
+from their configuration, `digits` from the copy scikit-learn ships, and folder datasets
+(`market1501`, `dukemtmc`, `cifar10`) from the folder the user names with --data-root. Either way
+the decoded uint8 splits are cached on disk under the cache directory, keyed by the hash of the
+configuration and, for a folder, of its file names, sizes and modification times (so a changed
+folder is read again), and verified by sha256 before use."""
 
 from __future__ import annotations
 
@@ -17,15 +17,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from robustbench_lfm.datasets import folders, synthreid
+from robustbench_lfm.datasets import classification, folders, synthreid
 from robustbench_lfm.datasets.base import ReIDDataset, ReIDSplit, as_float
+from robustbench_lfm.datasets.classification import ClassificationDataset, ClassSplit
 from robustbench_lfm.datasets.folders import DatasetFolderError, FolderLayout
 from robustbench_lfm.hashing import content_hash, file_sha256
 
+Dataset = ReIDDataset | ClassificationDataset
+
 __all__ = [
     "DATASETS",
+    "ClassSplit",
+    "ClassificationDataset",
+    "Dataset",
     "DatasetFolderError",
     "DatasetInfo",
     "ReIDDataset",
@@ -42,38 +49,41 @@ class DatasetInfo:
 
     Attributes:
         build: (config, root or None, quiet) -> the dataset.
-        layout: the folder layout for datasets read from --data-root; None for generated ones.
+        fingerprint: root -> hash of the folder's files, for datasets read from --data-root;
+            None for generated or embedded ones. Raises DatasetFolderError naming the layout.
+        expected: the folder layout in words, for messages ("" when no folder is read).
+        sized_by_backbone: images are resized to the backbone's input size (re-ID folders).
     """
 
     name: str
     task: str
     description: str
     config_cls: type
-    build: Callable[[Any, Path | None, bool], ReIDDataset]
-    layout: FolderLayout | None = None
+    build: Callable[[Any, Path | None, bool], Dataset]
+    fingerprint: Callable[[Path], str] | None = None
+    expected: str = ""
+    sized_by_backbone: bool = False
 
     @property
     def needs_root(self) -> bool:
         """Whether the dataset is read from a folder the user names (--data-root)."""
-        return self.layout is not None
+        return self.fingerprint is not None
 
     def check_options(self, options: dict[str, Any]) -> Any:
         """The dataset config for `options`; unknown keys or bad values raise ValueError."""
         known = {f.name for f in dataclasses.fields(self.config_cls)}
         bad = sorted(set(options) - known)
         if bad:
-            raise ValueError(f"unknown option(s) {', '.join(bad)} (known: {', '.join(sorted(known))})")
+            raise ValueError(f"unknown option(s) {', '.join(bad)} (known: {', '.join(sorted(known)) or 'none'})")
         return self.config_cls(**options)
 
     def source(self, root: str | Path | None) -> str:
         """Fingerprint of the folder at `root` ("" for generated data); checks the layout."""
-        if self.layout is None:
+        if self.fingerprint is None:
             return ""
         if root is None:
-            raise DatasetFolderError(
-                f"{self.name} is read from a folder: pass --data-root DIR; {self.layout.expected()}"
-            )
-        return folders.fingerprint(Path(root), self.layout)
+            raise DatasetFolderError(f"{self.name} is read from a folder: pass --data-root DIR; {self.expected}")
+        return self.fingerprint(Path(root))
 
 
 def _folder_dataset(layout: FolderLayout, counts: str) -> DatasetInfo:
@@ -83,7 +93,9 @@ def _folder_dataset(layout: FolderLayout, counts: str) -> DatasetInfo:
         f"{layout.title} from --data-root ({counts}); resized to the backbone's input size",
         folders.FolderConfig,
         lambda cfg, root, quiet: folders.build(layout, cfg, Path(root), quiet),
-        layout,
+        lambda root: folders.fingerprint(root, layout),
+        layout.expected(),
+        sized_by_backbone=True,
     )
 
 
@@ -97,6 +109,29 @@ DATASETS: dict[str, DatasetInfo] = {
     ),
     "market1501": _folder_dataset(folders.MARKET1501, "751 train / 750 test ids, 6 cameras"),
     "dukemtmc": _folder_dataset(folders.DUKEMTMC, "702 train / 702 test ids + 408 distractor ids, 8 cameras"),
+    "synthcls": DatasetInfo(
+        "synthcls",
+        "classification",
+        "procedural shapes, 10 classes, 2000 train / 500 test, 32x32 (generated classification default)",
+        classification.SynthClsConfig,
+        lambda cfg, root, quiet: classification.generate_synthcls(cfg),
+    ),
+    "digits": DatasetInfo(
+        "digits",
+        "classification",
+        "real handwritten digits shipped with scikit-learn, 10 classes, 1346 train / 451 test, upsampled to 32x32",
+        classification.DigitsConfig,
+        lambda cfg, root, quiet: classification.load_digits(cfg),
+    ),
+    "cifar10": DatasetInfo(
+        "cifar10",
+        "classification",
+        "CIFAR-10 from --data-root (python pickle batches), 50000 train / 10000 test, 32x32",
+        classification.Cifar10Config,
+        lambda cfg, root, quiet: classification.load_cifar10(Path(root)),
+        classification.cifar_fingerprint,
+        classification.cifar_expected(),
+    ),
 }
 
 
@@ -109,7 +144,7 @@ def get_dataset_info(name: str) -> DatasetInfo:
 
 def load_dataset(
     name: str, options: dict[str, Any], cache_dir: Path, root: str | Path | None = None, quiet: bool = True
-) -> ReIDDataset:
+) -> Dataset:
     """Load the dataset `name` with `options` from the cache, or build it and cache it.
 
     Args:
@@ -128,35 +163,44 @@ def load_dataset(
     path = cache_dir / "datasets" / f"{name}-{key}.safetensors"
     cached = _read_cached(path)
     if cached is not None:
-        return _from_tensors(name, cached)
+        return _from_tensors(name, info.task, *cached)
     dataset = info.build(cfg, root, quiet)
     _write_cached(path, dataset)
     return dataset
 
 
-def _read_cached(path: Path) -> dict | None:
+SPLITS = {"reid": ("train", "query", "gallery"), "classification": ("train", "test")}
+
+
+def _read_cached(path: Path) -> tuple[dict, dict[str, str]] | None:
     sidecar = path.with_suffix(".sha256")
     if not path.exists() or not sidecar.exists() or sidecar.read_text().strip() != file_sha256(path):
         return None
-    return load_file(path)
+    with safe_open(path, "pt") as f:
+        metadata = f.metadata() or {}
+    return load_file(path), metadata
 
 
-def _write_cached(path: Path, dataset: ReIDDataset) -> None:
+def _write_cached(path: Path, dataset: Dataset) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    task = "reid" if isinstance(dataset, ReIDDataset) else "classification"
     tensors = {}
-    for split in ("train", "query", "gallery"):
-        s: ReIDSplit = getattr(dataset, split)
-        tensors |= {
-            f"{split}.images": s.images,
-            f"{split}.pids": s.pids,
-            f"{split}.camids": s.camids,
-        }
+    for split in SPLITS[task]:
+        part = getattr(dataset, split)
+        for field in dataclasses.fields(part):  # not asdict: it would deep-copy every image
+            tensors[f"{split}.{field.name}"] = getattr(part, field.name)
+    metadata = {"name": dataset.name, "format": json.dumps(2)}
+    if task == "classification":
+        metadata["classes"] = json.dumps(list(dataset.classes))
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file(tensors, tmp, metadata={"name": dataset.name, "format": json.dumps(1)})
+    save_file(tensors, tmp, metadata=metadata)
     os.replace(tmp, path)
     path.with_suffix(".sha256").write_text(file_sha256(path))
 
 
-def _from_tensors(name: str, t: dict) -> ReIDDataset:
-    splits = {s: ReIDSplit(t[f"{s}.images"], t[f"{s}.pids"], t[f"{s}.camids"]) for s in ("train", "query", "gallery")}
-    return ReIDDataset(name, **splits)
+def _from_tensors(name: str, task: str, t: dict, metadata: dict[str, str]) -> Dataset:
+    if task == "reid":
+        splits = {s: ReIDSplit(t[f"{s}.images"], t[f"{s}.pids"], t[f"{s}.camids"]) for s in SPLITS[task]}
+        return ReIDDataset(name, **splits)
+    splits = {s: ClassSplit(t[f"{s}.images"], t[f"{s}.labels"]) for s in SPLITS[task]}
+    return ClassificationDataset(name, **splits, classes=tuple(json.loads(metadata["classes"])))
