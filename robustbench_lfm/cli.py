@@ -26,6 +26,7 @@ from robustbench_lfm.spec import (
     SpecError,
     ThreatSpec,
     check_writable,
+    format_eps,
     parse_eps,
     parse_seeds,
     resolve_attack,
@@ -249,6 +250,15 @@ def _run_name(parts: dict[str, Any]) -> str:
     return f"{models_part}_{attacks_part}_{content_hash(repr(sorted(parts.items())), 6)}"
 
 
+def _show(key: str, value: Any) -> str:
+    """A parameter as it is written on the command line: 0.02..0.4, 8/255."""
+    if isinstance(value, tuple):
+        return "..".join(str(v) for v in value)
+    if key in ("eps", "step_size"):
+        return format_eps(value)
+    return str(value)
+
+
 @main.command(name="ls")
 def ls() -> None:
     """List registered models (with their parameters), attacks, datasets and recipes."""
@@ -256,7 +266,7 @@ def ls() -> None:
     for name in models.list_models():
         entry = models.get_model_entry(name)
         click.echo(f"  {name:<16} {entry.description}")
-        params = ", ".join(f"{k}={v}" for k, v in entry.defaults().items())
+        params = ", ".join(f"{k}={_show(k, v)}" for k, v in entry.defaults().items())
         if params:
             click.echo(f"  {'':<16}   {params}")
     click.echo(f"backbones: {', '.join(models.list_backbones())}")

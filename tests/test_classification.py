@@ -136,6 +136,6 @@ def test_mixacm_trains_its_teacher_first_and_keys_on_the_teacher_checkpoint(cach
 
 
 def test_logit_attacks_run_in_classification_sweeps(cache, tmp_path):
-    df, _, _ = _sweep(tmp_path / "c", cache, attacks_="apgd-ce:steps=10,deepfool", eps="8/255", epochs=2)
+    df, _, _ = _sweep(tmp_path / "c", cache, attacks_="apgd-ce:steps=10", eps="8/255")
     acc = df[df["metric"] == "accuracy"].set_index("attack")["value"]
-    assert acc["apgd-ce"] < acc["none"] and acc["deepfool"] < acc["none"]
+    assert acc["apgd-ce"] < acc["none"]

@@ -10,6 +10,7 @@ import sys
 import pandas as pd
 import pytest
 
+import models
 from robustbench_lfm.store import CMC_COLUMNS, COLUMNS
 from tests.conftest import TINY_CLI
 from tests.replica import write_market
@@ -173,5 +174,7 @@ def test_unwritable_output_directory(tmp_path):
 def test_ls_lists_models_attacks_and_datasets():
     proc = lfm_bench("ls")
     assert proc.returncode == 0
-    for name in ("plain", "lfm", "dropout", "cutout", "pgd", "fgsm", "synthreid", "resnet50"):
-        assert name in proc.stdout
+    assert all(f"  {name} " in proc.stdout for name in models.list_models())
+    assert all(name in proc.stdout for name in ("pgd", "fgsm", "synthreid", "digits", "cifar10", "resnet18"))
+    assert "area=0.02..0.4" in proc.stdout and "eps=8/255" in proc.stdout  # parameters as the CLI takes them
+    assert "classification: cpu, paper" in proc.stdout

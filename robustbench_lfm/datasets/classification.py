@@ -2,8 +2,8 @@
 `cifar10` (read from its python-pickle folder).
 
 * `synthcls` — ten procedural shape classes (disk, square, ring, cross, bars, triangle, diamond,
-  two dots, X) drawn at a random scale, rotation, position and colour on a cluttered background
-  with sensor noise; 32x32, 200 train / 50 test images per class by default.
+  two dots, X), a bright shape of random colour at a random scale, rotation and position on a
+  darker cluttered background, with sensor noise; 32x32, 200 train / 50 test images per class.
 * `digits` — the 1,797 real 8x8 handwritten digits that scikit-learn ships inside its package (UCI
   optical recognition of handwritten digits, Alpaydin & Kaynak 1998), 16 grey levels mapped to
   0..255, bilinearly upsampled to 32x32, grey replicated to RGB; a fixed stratified 75/25 split.
@@ -140,9 +140,9 @@ def _draw(labels: torch.Tensor, size: int, noise: float, g: torch.Generator) -> 
     grid = torch.linspace(-1, 1, size)
     yy, xx = torch.meshgrid(grid, grid, indexing="ij")
     p = torch.rand(n, 6, generator=g)
-    scale = 0.55 + 0.4 * p[:, 0]
+    scale = 0.6 + 0.35 * p[:, 0]
     theta = (p[:, 1] - 0.5) * 0.6  # +-0.3 rad keeps horizontal and vertical bars apart
-    dx, dy = (p[:, 2] - 0.5) * 0.5, (p[:, 3] - 0.5) * 0.5
+    dx, dy = (p[:, 2] - 0.5) * 0.4, (p[:, 3] - 0.5) * 0.4
     xs = (xx[None] - dx[:, None, None]) / scale[:, None, None]
     ys = (yy[None] - dy[:, None, None]) / scale[:, None, None]
     cos, sin = torch.cos(theta)[:, None, None], torch.sin(theta)[:, None, None]
@@ -150,8 +150,8 @@ def _draw(labels: torch.Tensor, size: int, noise: float, g: torch.Generator) -> 
     masks = torch.stack(_shape_masks(u, v), 1)  # (n, classes, H, W)
     fg = masks[torch.arange(n), labels].float()[:, None]
     clutter = F.interpolate(torch.rand(n, 3, 4, 4, generator=g), size=(size, size), mode="bilinear")
-    background = 0.5 * torch.rand(n, 3, 1, 1, generator=g) + 0.5 * clutter
-    colour = torch.rand(n, 3, 1, 1, generator=g)
+    background = 0.35 * torch.rand(n, 3, 1, 1, generator=g) + 0.25 * clutter  # darker than any shape
+    colour = 0.55 + 0.45 * torch.rand(n, 3, 1, 1, generator=g)
     img = fg * colour + (1 - fg) * background
     img = img + noise * torch.randn(img.shape, generator=g)
     return (img.clamp(0, 1) * 255).round().to(torch.uint8)
