@@ -57,7 +57,48 @@ def main() -> None:
     """
 
 
+PRESET_DIR = Path(__file__).with_name("presets")
+
+
+def _presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def _apply_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Eager callback of --preset and --config: the file's keys become the run's defaults, so any
+    flag given on the command line still wins."""
+    if value is None:
+        return None
+    from robustbench_lfm.config import ConfigError, read_config
+
+    path = PRESET_DIR / f"{value}.toml" if param.name == "preset" else Path(value)
+    if param.name == "preset" and not path.is_file():
+        fail(f"unknown preset {value!r} (known: {', '.join(_presets())}); or give a file with --config")
+    try:
+        defaults = read_config(path, ctx.command)
+    except ConfigError as err:
+        fail(str(err))
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
+
 @main.command()
+@click.option(
+    "--preset",
+    default=None,
+    is_eager=True,
+    expose_value=False,
+    callback=_apply_config,
+    help="Run a shipped protocol: lfm-paper, rcm-cifar, robustbench-linf (robustbench_lfm/presets/).",
+)
+@click.option(
+    "--config",
+    default=None,
+    is_eager=True,
+    expose_value=False,
+    callback=_apply_config,
+    help="Run the options of a TOML file (keys are option names: models, attacks, eps, dataset, ...).",
+)
 @click.option(
     "--models",
     "models_",
@@ -193,7 +234,7 @@ def _guard(build: Callable[[], RunSpec]) -> RunSpec:
 
 def run_defaults() -> dict[str, Any]:
     """The `run` command's option defaults, keyed as `build_spec` takes them (for in-process callers)."""
-    return {p.name: p.default for p in run.params}
+    return {p.name: p.default for p in run.params if p.expose_value}
 
 
 def build_spec(**o: Any) -> RunSpec:
@@ -248,6 +289,72 @@ def _run_name(parts: dict[str, Any]) -> str:
     models_part = "-".join(m.name for m in parts["models"])[:40]
     attacks_part = "-".join(a.name for a in parts["attacks"])[:20]
     return f"{models_part}_{attacks_part}_{content_hash(repr(sorted(parts.items())), 6)}"
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Report folder (default RUN_DIR/report).")
+@click.option(
+    "--pair",
+    "pairs",
+    multiple=True,
+    help="Also test model A against model B on the same queries, e.g. --pair lfm,dropout (repeatable); "
+    "every model is tested against plain.",
+)
+def report(run_dir: Path, out: Path | None, pairs: tuple[str, ...]) -> None:
+    """Write Markdown and LaTeX tables, paired tests, figures (PNG, PDF) and one HTML page for RUN_DIR.
+
+    Reads only the run's CSVs: works with no checkpoint and no GPU.
+    """
+    from robustbench_lfm.report import ReportError, build_report
+
+    parsed = []
+    for p in pairs:
+        names = [n.strip() for n in p.split(",")]
+        if len(names) != 2 or not all(names):
+            fail(f"--pair {p!r}: write two model names separated by a comma, e.g. --pair lfm,dropout")
+        parsed.append((names[0], names[1]))
+    try:
+        written = build_report(run_dir, out, parsed)
+    except ReportError as err:
+        fail(str(err))
+    click.echo(written.markdown.read_text())
+    figures = ", ".join(sorted(written.figures))
+    click.echo(f"wrote {written.markdown}, {written.latex}, {written.html}; figures ({figures}) as PNG and PDF")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--baseline",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="A results.csv to compare against (e.g. the committed results/baseline/ci-synthreid.csv).",
+)
+@click.option(
+    "--tolerance",
+    type=float,
+    default=0.02,
+    show_default=True,
+    help="Largest fall that is never a regression, as a fraction (0.02 = 2 points).",
+)
+@click.option("--alpha", type=float, default=0.05, show_default=True, help="Significance level of the one-sided test.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def check(run_dir: Path, baseline: Path, tolerance: float, alpha: float, fmt: str) -> None:
+    """Compare RUN_DIR/results.csv with a baseline table; exit 1 on a robustness regression.
+
+    A metric regressed when it fell by more than --tolerance and the fall is significant at
+    --alpha (two-proportion test for Rank-k and accuracy; the run's bootstrap error for mAP).
+    A baseline cell missing from the run also fails. Exit 0 when all is well.
+    """
+    from robustbench_lfm.check import CheckError, compare
+
+    try:
+        result = compare(run_dir, baseline, tolerance, alpha)
+    except CheckError as err:
+        fail(str(err))
+    click.echo(result.to_json() if fmt == "json" else result.to_text())
+    sys.exit(0 if result.passed else 1)
 
 
 def _show(key: str, value: Any) -> str:

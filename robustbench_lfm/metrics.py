@@ -26,6 +26,7 @@ processed in chunks so memory stays bounded at any gallery size.
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
@@ -64,6 +65,12 @@ class RankResult:
     valid: Tensor
     first_match: Tensor
     ap: Tensor
+
+    def per_query(self) -> list[tuple[int, int, float]]:
+        """(query index, Rank-1 hit 0/1, AP) of each valid query: what reports bootstrap and pair."""
+        index = self.valid.nonzero().flatten().tolist()
+        hits = (self.first_match == 1).int().tolist()
+        return list(zip(index, hits, self.ap.tolist(), strict=True))
 
     def as_metrics(self) -> dict[str, float]:
         """The CSV metrics: rank1, rank5, rank10, mAP, mINP (fractions in [0, 1])."""
@@ -275,6 +282,10 @@ class AccuracyResult:
     def accuracy(self) -> float:
         """Fraction of test images classified correctly."""
         return float(self.correct.float().mean()) if len(self.correct) else 0.0
+
+    def per_query(self) -> list[tuple[int, int, float]]:
+        """(test image index, correct 0/1, NaN: no AP) of every test image."""
+        return [(i, int(c), math.nan) for i, c in enumerate(self.correct.tolist())]
 
     def as_metrics(self) -> dict[str, float]:
         """The CSV metrics: accuracy (a fraction in [0, 1])."""

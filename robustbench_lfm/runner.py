@@ -10,6 +10,7 @@ the CSV are skipped, so rerunning an interrupted command resumes it.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -31,7 +32,7 @@ from robustbench_lfm.methods import build_method
 from robustbench_lfm.metrics import AccuracyResult, RankResult, chance_rank1, evaluate_rank, pairwise_distance
 from robustbench_lfm.rerank import RerankParams, rerank
 from robustbench_lfm.spec import Cell, ModelSpec, RunSpec
-from robustbench_lfm.store import CMC_COLUMNS, ResultStore
+from robustbench_lfm.store import CMC_COLUMNS, QUERY_COLUMNS, ResultStore
 from robustbench_lfm.training import train_model
 
 Log = Callable[[str], None]
@@ -82,6 +83,7 @@ def run_sweep(spec: RunSpec, log: Log = print) -> pd.DataFrame:
     store = ResultStore(spec.out_dir / "results.csv")
     probes = ResultStore(spec.out_dir / "probes.csv")
     curves = ResultStore(spec.out_dir / "cmc.csv", CMC_COLUMNS)
+    per_query = ResultStore(spec.out_dir / "queries.csv", QUERY_COLUMNS)
     manifest = Manifest(spec.to_json(), package_versions(), machine(device))
     manifest.write(spec)
     dataset = load_dataset(spec.data.name, dict(spec.data.options), spec.cache_dir, spec.data.root, spec.quiet)
@@ -101,8 +103,10 @@ def run_sweep(spec: RunSpec, log: Log = print) -> pd.DataFrame:
         for dest, cell in group:
             t0 = time.perf_counter()
             results, extra = _evaluate_cell(spec, cell, net, clean, attacker, dataset, device)
-            if dest is store and isinstance(dataset, ReIDDataset):
-                curves.append(_curve_rows(spec, cell, results, extra), replace_cells=True)
+            if dest is store:  # a cell's side tables first: results.csv records it as done
+                per_query.append(_query_rows(spec, cell, results), replace_cells=True)
+                if isinstance(dataset, ReIDDataset):
+                    curves.append(_curve_rows(spec, cell, results, extra), replace_cells=True)
             dest.append(_rows(spec, cell, results, extra, sha, time.perf_counter() - t0, _n_eval(dataset)))
             if dest is store:
                 manifest.cells_run += 1
@@ -302,6 +306,16 @@ def _curve_rows(
         {**base, "rerank": label, "rank": k, "cmc": float(v)}
         for label, result in results.items()
         for k, v in enumerate(result.cmc.tolist(), start=1)
+    ]
+
+
+def _query_rows(spec: RunSpec, cell: Cell, results: dict[str, RankResult | AccuracyResult]) -> list[dict[str, Any]]:
+    """queries.csv rows: each scored query's (or test image's) hit and AP, per re-ranking mode."""
+    cell_id = cell.cell_id(spec.data, spec.recipe, spec.evaluation)
+    return [
+        {"cell_id": cell_id, "rerank": label, "query": i, "hit": hit, "ap": "" if math.isnan(ap) else round(ap, 6)}
+        for label, result in results.items()
+        for i, hit, ap in result.per_query()
     ]
 
 

@@ -1,7 +1,9 @@
 """The tidy tables of a run, appended atomically.
 
 `results.csv` (DESIGN.md): one row per cell x metric. `cmc.csv`: one row per cell x rank k, the
-CMC curve up to rank 50 for the CMC plot. Appending rewrites the file through a temp file and a
+CMC curve up to rank 50 for the CMC plot. `queries.csv`: one row per cell x scored query (or test
+image): its Rank-1 hit (or correct class) and AP, which the report's standard errors and paired
+tests resample. Appending rewrites the file through a temp file and a
 rename, so a crash leaves either the old table or the new one, never half a row. The runner writes
 a cell's curve first and its results last: results.csv is the record of what is done, so an
 interrupted sweep resumes where it stopped, and a curve written twice replaces the first.
@@ -26,6 +28,7 @@ COLUMNS = (
 
 
 CMC_COLUMNS = ("cell_id", "model", "attack", "eps", "train_seed", "rerank", "rank", "cmc")
+QUERY_COLUMNS = ("cell_id", "rerank", "query", "hit", "ap")
 
 
 class StoreError(RuntimeError):
@@ -33,7 +36,8 @@ class StoreError(RuntimeError):
 
 
 class ResultStore:
-    """A tidy CSV of the run: `results.csv` (the default columns) or `cmc.csv` (CMC_COLUMNS)."""
+    """A tidy CSV of the run: `results.csv` (the default columns), `cmc.csv` (CMC_COLUMNS) or
+    `queries.csv` (QUERY_COLUMNS)."""
 
     def __init__(self, path: Path, columns: tuple[str, ...] = COLUMNS) -> None:
         self.path = Path(path)
@@ -51,7 +55,7 @@ class ResultStore:
 
         Args:
             rows: the new rows.
-            replace_cells: first drop the rows whose cell_id is among the new rows' (cmc.csv).
+            replace_cells: first drop the rows whose cell_id is among the new rows' (cmc.csv, queries.csv).
         """
         missing = set(self.columns) - set().union(*rows) if rows else set()
         if missing:

@@ -19,7 +19,7 @@ HEADLINE = {"reid": ("rank1", "mAP"), "classification": ("accuracy",)}
 LABELS = {"rank1": "Rank-1", "mAP": "mAP", "accuracy": "accuracy"}
 
 
-def _condition(row: pd.Series) -> str:
+def condition_of(row: pd.Series) -> str:
     """'clean' or 'pgd 8/255', with ' +rerank' for re-ranked scores."""
     base = "clean" if row["attack"] == "none" else f"{row['attack']} {format_eps(float(row['eps']))}"
     return base + (" +rerank" if row.get("rerank", "") else "")
@@ -31,7 +31,7 @@ def summary_table(df: pd.DataFrame) -> str:
         return "(no results)"
     metrics = [m for task in df["task"].unique() for m in HEADLINE.get(task, ())]
     df = df[df["metric"].isin(metrics)].copy()
-    df["condition"] = df.apply(_condition, axis=1)
+    df["condition"] = df.apply(condition_of, axis=1)
     stats = df.groupby(["model", "condition", "metric"], sort=False)["value"].agg(["mean", "std", "count"])
     conditions = list(dict.fromkeys(sorted(df["condition"].unique(), key=lambda c: (c != "clean", _eps_of(df, c), c))))
     header = ["model"] + [f"{c} {LABELS[m]}" for c in conditions for m in metrics]
@@ -117,7 +117,7 @@ def plot_cmc(curves: pd.DataFrame, path: Path, dataset: str = "") -> Path | None
     model (mean over seeds); re-ranked curves dashed."""
     if curves.empty:
         return None
-    curves = curves.assign(condition=curves.apply(lambda r: _condition(r).removesuffix(" +rerank"), axis=1))
+    curves = curves.assign(condition=curves.apply(lambda r: condition_of(r).removesuffix(" +rerank"), axis=1))
     conditions = sorted(curves["condition"].unique(), key=lambda c: (c != "clean", c))
     fig, axes = plt.subplots(1, len(conditions), figsize=(4 * len(conditions), 3.6), squeeze=False, sharey=True)
     colours = {m: f"C{i}" for i, m in enumerate(dict.fromkeys(curves["model"]))}

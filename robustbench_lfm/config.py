@@ -1,0 +1,60 @@
+"""Run configuration files: `lfm-bench run --config FILE` and the shipped `--preset` files.
+
+A config is a TOML table whose keys are the `run` command's long option names (`models`,
+`attacks`, `eps`, `dataset`, `data-root`, `recipe`, `rerank`, ...; `-` or `_` alike). Lists are
+joined with commas (`eps = ["4/255", "8/255"]`). The values become the command's defaults, so a
+flag given on the command line overrides the file. Unknown keys and wrong types are errors that
+name the key and the known ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from robustbench_lfm.recipe import tomllib
+
+
+class ConfigError(ValueError):
+    """A config file cannot be used; the message names the fix."""
+
+
+def option_names(command: click.Command) -> dict[str, click.Parameter]:
+    """Long option name without dashes ("data_root") -> the parameter."""
+    names = {}
+    for param in command.params:
+        if isinstance(param, click.Option) and param.expose_value:
+            for opt in param.opts:
+                if opt.startswith("--"):
+                    names[opt[2:].replace("-", "_")] = param
+    return names
+
+
+def read_config(path: Path, command: click.Command) -> dict[str, Any]:
+    """The defaults a config file sets for `command`, keyed by parameter name."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"config file {path} cannot be read: {err}") from None
+    known = option_names(command)
+    out = {}
+    for key, value in raw.items():
+        param = known.get(key.replace("-", "_"))
+        if param is None:
+            raise ConfigError(f"{path}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+        out[param.name] = _value(path, key, value, param)
+    return out
+
+
+def _value(path: Path, key: str, value: Any, param: click.Parameter) -> Any:
+    if isinstance(value, list):
+        value = ",".join(str(v) for v in value)
+    if isinstance(value, dict):
+        raise ConfigError(f"{path}: {key} must be a value or a list, not a table")
+    if getattr(param, "is_flag", False) and not isinstance(value, bool):
+        raise ConfigError(f"{path}: {key} is a flag; write {key} = true or false")
+    return value

@@ -1,0 +1,130 @@
+"""`lfm-bench report RUN_DIR`: tables, statistics and figures a paper can use.
+
+Reads only the run's CSVs (results.csv, queries.csv, cmc.csv), so it works on a machine with no
+checkpoints and no GPU. Writes under RUN_DIR/report/ (or --out):
+
+* `report.md` and `report.tex` — models as rows, clean and attacked metrics as columns (%),
+  mean ± std over seeds (± the cell's standard error for a single seed), the best of each column
+  in bold, the change against `plain` in parentheses; then the paired tests;
+* `cells.csv` — every cell's value and standard error (bootstrap over queries, binomial for
+  accuracy); `tests.csv` — the paired tests (robustbench_lfm/stats.py);
+* figures as PNG and PDF (report/figures.py) and `report.html`, one self-contained page (figures
+  embedded) with everything.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from robustbench_lfm.report.figures import all_figures
+from robustbench_lfm.report.tables import (
+    BASELINE,
+    cell_errors,
+    latex_table,
+    markdown_table,
+    markdown_tests,
+    pair_tests,
+    with_conditions,
+)
+from robustbench_lfm.store import CMC_COLUMNS, QUERY_COLUMNS, ResultStore
+
+
+class ReportError(ValueError):
+    """The run directory cannot be reported; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class Report:
+    """What `build_report` wrote."""
+
+    markdown: Path
+    latex: Path
+    html: Path
+    figures: dict[str, list[Path]]
+
+
+def load_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame]:
+    """(results with conditions, per-query outcomes or None, CMC curves) of a run directory."""
+    results = run_dir / "results.csv"
+    if not results.is_file():
+        raise ReportError(f"{run_dir} has no results.csv; give the directory `lfm-bench run` wrote (e.g. results/NAME)")
+    df = ResultStore(results).read()
+    if df.empty:
+        raise ReportError(f"{results} holds no rows yet; run the sweep first")
+    queries_path = run_dir / "queries.csv"
+    queries = ResultStore(queries_path, QUERY_COLUMNS).read() if queries_path.is_file() else None
+    curves = ResultStore(run_dir / "cmc.csv", CMC_COLUMNS).read()
+    return with_conditions(df), queries, curves
+
+
+def default_pairs(df: pd.DataFrame, extra: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Every model against plain, then the requested pairs."""
+    models = list(dict.fromkeys(df["model"]))
+    for a, b in extra:
+        missing = [m for m in (a, b) if m not in models]
+        if missing:
+            raise ReportError(f"--pair {a},{b}: no model {', '.join(missing)} in this run (it has {', '.join(models)})")
+    base = [(m, BASELINE) for m in models if m != BASELINE] if BASELINE in models else []
+    return list(dict.fromkeys(base + extra))
+
+
+def build_report(run_dir: Path, out: Path | None = None, pairs: list[tuple[str, str]] = ()) -> Report:
+    """Write the report of `run_dir` (module docstring); returns the paths."""
+    df, queries, curves = load_run(run_dir)
+    out = out or run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    cells = cell_errors(df, queries)
+    tests = pair_tests(df, queries, default_pairs(df, list(pairs)))
+    cells.drop(columns=["condition"]).to_csv(out / "cells.csv", index=False)
+    tests.to_csv(out / "tests.csv", index=False)
+    title = f"{df['dataset'].iloc[0]}: {', '.join(dict.fromkeys(df['model']))}"
+    md = f"# {title}\n\n{markdown_table(cells)}\n## Paired tests (seeds pooled)\n\n{markdown_tests(tests)}"
+    (out / "report.md").write_text(md)
+    (out / "report.tex").write_text(latex_table(cells, f"Clean and attacked {title} (\\%)"))
+    figures = all_figures(df, curves, out)
+    (out / "report.html").write_text(_html(title, cells, tests, figures))
+    return Report(out / "report.md", out / "report.tex", out / "report.html", figures)
+
+
+def _html(title: str, cells: pd.DataFrame, tests: pd.DataFrame, figures: dict[str, list[Path]]) -> str:
+    """One page: both tables as HTML and every PNG embedded, no external files."""
+    table = _md_to_html(markdown_table(cells))
+    test_table = _md_to_html(markdown_tests(tests))
+    imgs = "".join(
+        f'<figure><img alt="{name}" src="data:image/png;base64,'
+        f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{name}</figcaption></figure>'
+        for name, paths in figures.items()
+        for p in paths
+        if p.suffix == ".png"
+    )
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+        "td,th{border-bottom:1px solid #ccc;padding:2px 8px;text-align:right}td:first-child{text-align:left}"
+        "img{max-width:100%}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{table}"
+        f"<h2>Paired tests (seeds pooled)</h2>{test_table}<h2>Figures</h2>{imgs}</body></html>"
+    )
+
+
+def _md_to_html(md: str) -> str:
+    """A Markdown pipe table (plus trailing text) as HTML, bold kept."""
+    rows, text = [], []
+    for line in md.strip().splitlines():
+        if line.startswith("|") and "---" not in line:
+            rows.append([html.escape(c.strip()) for c in line.strip("|").split("|")])
+        elif not line.startswith("|") and line.strip():
+            text.append(html.escape(line))
+    if not rows:
+        return "<p>" + " ".join(text) + "</p>"
+    cells = [[c.replace("**", "<b>", 1).replace("**", "</b>", 1) for c in r] for r in rows]
+    head = "".join(f"<th>{c}</th>" for c in cells[0])
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in cells[1:])
+    return f"<table><tr>{head}</tr>{body}</table><p>{' '.join(text)}</p>"

@@ -1,0 +1,109 @@
+"""The report's figures, each written as PNG (screen, HTML) and PDF (print).
+
+* `eps` — headline metrics against eps per attack (summary.plot_eps_curves);
+* `cmc` — CMC curves per condition, re-ID only (summary.plot_cmc);
+* `scatter` — clean against attacked metric, one point per model and attack at the sweep's
+  largest eps, error bars = std over seeds: up and to the right is both accurate and robust;
+* `bars` — attacked metric per model, grouped by attack at the largest eps, error bars = std.
+
+Axis labels carry units (% and eps x 255); legends sit outside the axes so nothing overlaps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from robustbench_lfm.spec import format_eps
+from robustbench_lfm.summary import HEADLINE, LABELS, plot_cmc, plot_eps_curves
+
+FORMATS = (".png", ".pdf")
+
+
+def _save(fig: plt.Figure, stem: Path) -> list[Path]:
+    paths = []
+    for suffix in FORMATS:
+        fig.savefig(stem.with_suffix(suffix), dpi=150, bbox_inches="tight")
+        paths.append(stem.with_suffix(suffix))
+    plt.close(fig)
+    return paths
+
+
+def _top1(df: pd.DataFrame) -> str:
+    return HEADLINE[df["task"].iloc[0]][0]
+
+
+def _strongest(df: pd.DataFrame) -> pd.DataFrame:
+    """Attacked rows at each attack's largest eps, plain ranking only."""
+    attacked = df[(df["attack"] != "none") & (df["rerank"] == "")]
+    largest = attacked.groupby("attack")["eps"].transform("max")
+    return attacked[attacked["eps"] == largest]
+
+
+def scatter(df: pd.DataFrame, stem: Path) -> list[Path]:
+    """Clean against attacked top-1 metric per model, one marker per attack."""
+    metric = _top1(df)
+    rows = df[(df["metric"] == metric) & (df["rerank"] == "")]
+    clean = rows[rows["attack"] == "none"].groupby("model")["value"].agg(["mean", "std"])
+    attacked = _strongest(rows).groupby(["attack", "eps", "model"])["value"].agg(["mean", "std"]).reset_index()
+    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    markers = dict(zip(sorted(attacked["attack"].unique()), "osD^vP*X", strict=False))
+    colours = {m: f"C{i % 10}" for i, m in enumerate(clean.index)}
+    for _, r in attacked.iterrows():
+        c = clean.loc[r["model"]]
+        ax.errorbar(100 * c["mean"], 100 * r["mean"], xerr=100 * np.nan_to_num(c["std"]),
+                    yerr=100 * np.nan_to_num(r["std"]), fmt=markers[r["attack"]], color=colours[r["model"]],
+                    capsize=2, label=r["model"])  # fmt: skip
+    handles = {h.get_label(): h for h in ax.get_legend_handles_labels()[0]}
+    ax.legend(handles.values(), handles.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    attacks = ", ".join(
+        f"{a} {format_eps(e)} ({markers[a]})" for a, e in attacked[["attack", "eps"]].drop_duplicates().values
+    )
+    ax.set_xlabel(f"clean {LABELS[metric]} (%)")
+    ax.set_ylabel(f"attacked {LABELS[metric]} (%)")
+    ax.set_title(f"{df['dataset'].iloc[0]}: clean vs robust\n{attacks}", fontsize=9)
+    ax.grid(alpha=0.3)
+    return _save(fig, stem)
+
+
+def bars(df: pd.DataFrame, stem: Path) -> list[Path]:
+    """Attacked top-1 metric per model, one group per attack at its largest eps."""
+    metric = _top1(df)
+    rows = _strongest(df[df["metric"] == metric])
+    stats = rows.groupby(["attack", "eps", "model"], sort=False)["value"].agg(["mean", "std"]).reset_index()
+    groups = list(dict.fromkeys(zip(stats["attack"], stats["eps"], strict=True)))
+    models = list(dict.fromkeys(df["model"]))
+    width = 0.8 / max(len(models), 1)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 + 0.35 * len(models) * len(groups)), 3.6))
+    for i, model in enumerate(models):
+        sel = [stats[(stats["attack"] == a) & (stats["eps"] == e) & (stats["model"] == model)] for a, e in groups]
+        means = [100 * s["mean"].iloc[0] if len(s) else np.nan for s in sel]
+        errs = [100 * np.nan_to_num(s["std"].iloc[0]) if len(s) else 0 for s in sel]
+        ax.bar(np.arange(len(groups)) + i * width, means, width, yerr=errs, capsize=2, label=model, color=f"C{i % 10}")
+    ax.set_xticks(np.arange(len(groups)) + width * (len(models) - 1) / 2, [f"{a} {format_eps(e)}" for a, e in groups])
+    ax.set_ylabel(f"attacked {LABELS[metric]} (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    ax.set_title(f"{df['dataset'].iloc[0]}: {LABELS[metric]} under attack (mean ± std over seeds)", fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, stem)
+
+
+def all_figures(df: pd.DataFrame, curves: pd.DataFrame, out: Path) -> dict[str, list[Path]]:
+    """Every figure of the report under `out`, keyed by name."""
+    figures: dict[str, list[Path]] = {}
+    if (df["attack"] != "none").any():
+        figures["eps"] = [p for s in FORMATS if (p := plot_eps_curves(df, out / f"eps{s}")) is not None]
+        figures["scatter"] = scatter(df, out / "scatter")
+        figures["bars"] = bars(df, out / "bars")
+    if not curves.empty:
+        figures["cmc"] = [
+            p for s in FORMATS if (p := plot_cmc(curves, out / f"cmc{s}", df["dataset"].iloc[0])) is not None
+        ]
+    return figures

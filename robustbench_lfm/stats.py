@@ -1,0 +1,91 @@
+"""Uncertainty of a cell and tests between two models, from per-query outcomes (queries.csv).
+
+* Standard error of a cell: Rank-1 and mAP by a bootstrap over queries (resample the scored
+  queries with replacement, `N_BOOT` times, the SE is the std of the resampled means); accuracy
+  by the binomial formula sqrt(p (1 - p) / n).
+* Paired test of two models on the same queries (same seeds, same query indices): for 0/1
+  outcomes (Rank-1 hits, correct classes) McNemar's exact test on the discordant pairs; for AP a
+  sign-flip permutation test of the mean paired difference (`N_PERM` random sign patterns plus
+  the observed one). Both two-sided. Pairs from several seeds are pooled: each (seed, query) is
+  one pair, so a model must win across seeds to win the test.
+* Across seeds, reports show mean +- std of the per-seed values (summary.seed_stats).
+
+Every random draw comes from a generator seeded with `seed`, so a report is reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+N_BOOT = 2000
+N_PERM = 10000
+
+
+def binomial_se(p: float, n: int) -> float:
+    """Standard error of a proportion p measured on n items."""
+    return math.sqrt(max(p * (1 - p), 0.0) / n) if n > 0 else math.nan
+
+
+def bootstrap_se(values: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> float:
+    """Standard error of the mean of `values` by resampling them with replacement."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return math.nan
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(values), size=(n_boot, len(values)))
+    return float(values[idx].mean(axis=1).std(ddof=1))
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """Outcome of a paired comparison of model A against model B on the same queries.
+
+    Attributes:
+        diff: mean of A minus B (a fraction: 0.05 = 5 points).
+        p_value: two-sided p-value of "no difference".
+        n: number of pairs.
+        test: "mcnemar" or "sign-flip".
+    """
+
+    diff: float
+    p_value: float
+    n: int
+    test: str
+
+
+def mcnemar(a: np.ndarray, b: np.ndarray) -> PairedTest:
+    """McNemar's exact test on paired 0/1 outcomes: the discordant pairs under H0 are Binomial(m, 1/2)."""
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    m = only_a + only_b
+    k = min(only_a, only_b)
+    p = min(1.0, 2 * sum(math.comb(m, i) for i in range(k + 1)) / 2**m) if m else 1.0
+    return PairedTest(float(a.mean() - b.mean()), p, len(a), "mcnemar")
+
+
+def sign_flip(a: np.ndarray, b: np.ndarray, n_perm: int = N_PERM, seed: int = 0) -> PairedTest:
+    """Sign-flip permutation test of the mean paired difference (exchangeable under H0)."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    observed = abs(d.mean())
+    rng = np.random.default_rng(seed)
+    signs = rng.choice(np.array([-1.0, 1.0]), size=(n_perm, len(d)))
+    extreme = int((np.abs((signs * d).mean(axis=1)) >= observed - 1e-12).sum())
+    return PairedTest(float(d.mean()), (extreme + 1) / (n_perm + 1), len(d), "sign-flip")
+
+
+def paired_test(a: np.ndarray, b: np.ndarray, binary: bool, seed: int = 0) -> PairedTest:
+    """McNemar for 0/1 outcomes, sign-flip for continuous ones (AP)."""
+    if len(a) != len(b) or len(a) == 0:
+        raise ValueError(f"a paired test needs two equal, non-empty outcome lists; got {len(a)} and {len(b)}")
+    return mcnemar(a, b) if binary else sign_flip(a, b, seed=seed)
+
+
+def two_proportion_p(p1: float, n1: int, p2: float, n2: int) -> float:
+    """One-sided p-value that proportion 2 is below proportion 1 (pooled z-test), for tables
+    that hold only aggregates (a baseline CSV)."""
+    pooled = (p1 * n1 + p2 * n2) / (n1 + n2)
+    se = math.sqrt(max(pooled * (1 - pooled), 1e-12) * (1 / n1 + 1 / n2))
+    return 0.5 * math.erfc((p1 - p2) / se / math.sqrt(2))

@@ -1,0 +1,126 @@
+"""`lfm-bench report` and `lfm-bench check` on real (small) sweeps, and run config files."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from robustbench_lfm.cli import build_spec, main, run_defaults
+from robustbench_lfm.runner import run_sweep
+from tests.test_threats import DATA
+
+
+def _sweep(out, cache, **overrides):
+    options = {**run_defaults(), "models_": "lfm", "eps": "2/255", "dataset": DATA, "epochs": 20, "out": out,
+               "cache_dir": cache, "device": "cpu", "batch_size": 64, "quiet": True, **overrides}  # fmt: skip
+    return run_sweep(build_spec(**options), log=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("report-cache")
+
+
+@pytest.fixture(scope="module")
+def run_dir(cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "two-seeds"
+    _sweep(out, cache, seeds="0,1")
+    return out
+
+
+def test_queries_csv_reproduces_every_headline_metric(run_dir):
+    results = pd.read_csv(run_dir / "results.csv", keep_default_na=False)
+    queries = pd.read_csv(run_dir / "queries.csv", keep_default_na=False)
+    for _, r in results[results["metric"].isin(["rank1", "mAP"])].iterrows():
+        q = queries[(queries["cell_id"] == r["cell_id"]) & (queries["rerank"] == r["rerank"])]
+        column = "hit" if r["metric"] == "rank1" else "ap"
+        assert q[column].astype(float).mean() == pytest.approx(r["value"], abs=1e-6)
+
+
+def test_report_writes_tables_tests_figures_and_one_page(run_dir, tmp_path):
+    result = CliRunner().invoke(main, ["report", str(run_dir), "--out", str(tmp_path), "--pair", "lfm,plain"])
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "report.md").read_text()
+    assert "| model | clean Rank-1 | clean mAP | pgd 2/255 Rank-1 | pgd 2/255 mAP |" in md
+    assert "**" in md and " ± " in md and "std over seeds" in md
+    assert md.index("| plain |") < md.index("| lfm |")  # the baseline row first
+    tex = (tmp_path / "report.tex").read_text()
+    assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex and r"\textbf{" in tex
+    tests = pd.read_csv(tmp_path / "tests.csv")
+    assert set(tests["test"]) == {"mcnemar", "sign-flip"} and tests["p_value"].between(0, 1).all()
+    assert (tests["n"] == 2 * run_n_queries(run_dir)).all()  # two seeds pooled
+    for name in ("eps", "cmc", "scatter", "bars"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 5000 and (tmp_path / f"{name}.pdf").exists()
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 4 and 'src="' not in page.replace('src="data:', "")
+    cells = pd.read_csv(tmp_path / "cells.csv")
+    assert cells["se"].notna().all() and (cells["se"] > 0).any()
+
+
+def run_n_queries(run_dir):
+    results = pd.read_csv(run_dir / "results.csv", keep_default_na=False)
+    queries = pd.read_csv(run_dir / "queries.csv", keep_default_na=False)
+    return queries[queries["cell_id"] == results["cell_id"].iloc[0]].shape[0]
+
+
+def test_report_of_a_folder_without_results_says_so(tmp_path):
+    result = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert result.exit_code == 2 and "has no results.csv" in result.output
+
+
+def test_check_passes_an_unchanged_rerun(run_dir, cache, tmp_path):
+    _sweep(tmp_path / "again", cache, seeds="0,1")
+    result = CliRunner().invoke(main, ["check", str(tmp_path / "again"), "--baseline", str(run_dir / "results.csv")])
+    assert result.exit_code == 0, result.output
+    assert "0 regressed, 0 missing" in result.output
+
+
+def test_check_fails_when_a_model_is_made_less_robust_on_purpose(run_dir, cache, tmp_path):
+    recipe = tmp_path / "crippled.toml"  # same model name, but training barely moves the weights
+    recipe.write_text('task = "reid"\nlr = 1e-6\n')
+    _sweep(tmp_path / "worse", cache, seeds="0,1", recipe=str(recipe), no_baseline=True)
+    base = pd.read_csv(run_dir / "results.csv", keep_default_na=False)
+    base[base["model"] == "lfm"].to_csv(tmp_path / "lfm-baseline.csv", index=False)
+    args = ["check", str(tmp_path / "worse"), "--baseline", str(tmp_path / "lfm-baseline.csv"), "--format", "json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    report = json.loads(result.output)
+    assert not report["passed"] and not report["missing"]
+    attacked = {r["metric"] for r in report["regressions"] if r["attack"] == "pgd"}
+    assert {"mAP", "rank10"} <= attacked  # 21 queries: too few for a Rank-1 fall to be significant
+    assert all(r["change"] < -0.02 and r["p_value"] < 0.05 for r in report["regressions"])
+
+
+def test_check_reports_missing_cells_and_bad_baselines(run_dir, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(main, ["check", str(run_dir), "--baseline", str(tmp_path / "nope.csv")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    base = pd.read_csv(run_dir / "results.csv", keep_default_na=False)
+    base.assign(model="ghost").to_csv(tmp_path / "ghost.csv", index=False)
+    result = CliRunner().invoke(main, ["check", str(run_dir), "--baseline", str(tmp_path / "ghost.csv")])
+    assert result.exit_code == 1 and "MISSING ghost" in result.output
+
+
+def test_a_config_file_sets_defaults_and_flags_override_it(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('models = ["lfm", "dropout"]\neps = ["2/255", "4/255"]\nrerank = "both"\n')
+    ctx = main.commands["run"].make_context("run", ["--config", str(config), "--eps", "8/255"])
+    assert ctx.params["models_"] == "lfm,dropout" and ctx.params["rerank"] == "both"
+    assert ctx.params["eps"] == "8/255"  # the flag wins
+
+
+@pytest.mark.parametrize("preset", ["lfm-paper", "rcm-cifar", "robustbench-linf"])
+def test_presets_without_their_data_name_the_folder_and_layout(preset):
+    result = CliRunner().invoke(main, ["run", "--preset", preset, "-q"])
+    assert result.exit_code == 2
+    assert "--data-root" in result.output and ("bounding_box_train" in result.output or "data_batch_1" in result.output)
+
+
+def test_bad_config_files_name_the_key(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("epsilon = 3\n")
+    result = CliRunner().invoke(main, ["run", "--config", str(bad)])
+    assert result.exit_code == 2 and "unknown key 'epsilon'" in result.output
