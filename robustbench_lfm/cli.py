@@ -1,4 +1,5 @@
-"""The `lfm-bench` command line: `run` a sweep, `ls` the registries.
+"""The `lfm-bench` command line: `run` a sweep, `report` it, `check` it against a baseline, `ls`
+the registries.
 
 Bad input exits with status 2 and one line `lfm-bench: error: <what is wrong and how to fix it>`.
 """
@@ -53,7 +54,8 @@ def main() -> None:
 
     Sweeps registered models against registered attacks and records clean and attacked
     Rank-1 / mAP / mINP (re-ID) or accuracy (classification) into a tidy CSV, a manifest and
-    plots. See `lfm-bench ls`.
+    plots; `report` turns a run into paper tables and figures, `check` gates CI on robustness
+    regressions. See `lfm-bench ls`.
     """
 
 
