@@ -36,7 +36,6 @@ from robustbench_lfm.spec import (
     split_list,
     unique,
 )
-from robustbench_lfm.training import TrainingError
 
 DEFAULT_CACHE = Path(os.environ.get("LFM_BENCH_CACHE", Path.home() / ".cache" / "lfm-bench"))
 
@@ -206,16 +205,18 @@ def run(**opts: Any) -> None:
     """
     spec = _guard(lambda: build_spec(**opts))
     from robustbench_lfm import sanity
-    from robustbench_lfm.runner import run_sweep
+    from robustbench_lfm.lock import RunLockedError
+    from robustbench_lfm.runner import SweepError, run_sweep
     from robustbench_lfm.store import CMC_COLUMNS, ResultStore, StoreError
     from robustbench_lfm.summary import plot_cmc, plot_eps_curves, summary_table
 
     start = time.perf_counter()
+    failure = None
     try:
         df = run_sweep(spec, log=click.echo)
-    except TrainingError as err:
-        fail(f"{err} (finished cells are kept in {spec.out_dir / 'results.csv'})", status=1)
-    except StoreError as err:
+    except SweepError as err:  # the other models' cells are done: show them, then fail
+        failure, df = err, ResultStore(spec.out_dir / "results.csv").read()
+    except (StoreError, RunLockedError) as err:
         fail(str(err))
     plot = plot_eps_curves(df, spec.out_dir / "robustness.png")
     curves = ResultStore(spec.out_dir / "cmc.csv", CMC_COLUMNS).read()
@@ -225,6 +226,8 @@ def run(**opts: Any) -> None:
     took = time.perf_counter() - start
     plots = ", ".join(str(p) for p in (plot, cmc_plot) if p is not None) or "none"
     click.echo(f"\n{len(df)} rows in {spec.out_dir / 'results.csv'}; plots {plots}; {took:.1f} s")
+    if failure is not None:
+        fail(str(failure), status=1)
 
 
 def _guard(build: Callable[[], RunSpec]) -> RunSpec:

@@ -28,12 +28,13 @@ from robustbench_lfm.cache import CheckpointCache
 from robustbench_lfm.datasets import ClassificationDataset, Dataset, ReIDDataset, get_dataset_info, load_dataset
 from robustbench_lfm.environment import git_sha, machine, now, package_versions
 from robustbench_lfm.hashing import content_hash
+from robustbench_lfm.lock import RunLock
 from robustbench_lfm.methods import build_method
 from robustbench_lfm.metrics import AccuracyResult, RankResult, chance_rank1, evaluate_rank, pairwise_distance
 from robustbench_lfm.rerank import RerankParams, rerank
 from robustbench_lfm.spec import Cell, ModelSpec, RunSpec
 from robustbench_lfm.store import CMC_COLUMNS, QUERY_COLUMNS, ResultStore
-from robustbench_lfm.training import train_model
+from robustbench_lfm.training import TrainingError, train_model
 
 Log = Callable[[str], None]
 
@@ -66,6 +67,7 @@ class Manifest:
     cells_run: int = 0
     cells_skipped: int = 0
     probes_run: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
     wall_s: float = 0.0
 
     def write(self, spec: RunSpec) -> None:
@@ -76,19 +78,54 @@ class Manifest:
         tmp.replace(path)
 
 
+class SweepError(TrainingError):
+    """Some models could not be trained; every other cell was evaluated and recorded."""
+
+
 def run_sweep(spec: RunSpec, log: Log = print) -> pd.DataFrame:
-    """Run every pending cell of `spec`; returns the whole result table."""
-    start = time.perf_counter()
-    device = torch.device(spec.device)
-    store = ResultStore(spec.out_dir / "results.csv")
-    probes = ResultStore(spec.out_dir / "probes.csv")
-    curves = ResultStore(spec.out_dir / "cmc.csv", CMC_COLUMNS)
-    per_query = ResultStore(spec.out_dir / "queries.csv", QUERY_COLUMNS)
-    manifest = Manifest(spec.to_json(), package_versions(), machine(device))
-    manifest.write(spec)
-    dataset = load_dataset(spec.data.name, dict(spec.data.options), spec.cache_dir, spec.data.root, spec.quiet)
-    if not spec.quiet:
-        log(f"dataset {spec.data.name}:\n{dataset.summary()}")
+    """Run every pending cell of `spec`; returns the whole result table.
+
+    A model whose training fails (e.g. a NaN loss) loses its own cells only: the others run, the
+    sanity checks and manifest are written, then SweepError names each failure.
+
+    Raises:
+        RunLockedError: another sweep is writing the same run directory.
+        SweepError: one or more models failed to train.
+    """
+    with RunLock(spec.out_dir):
+        start = time.perf_counter()
+        device = torch.device(spec.device)
+        manifest = Manifest(spec.to_json(), package_versions(), machine(device))
+        manifest.write(spec)
+        dataset = load_dataset(spec.data.name, dict(spec.data.options), spec.cache_dir, spec.data.root, spec.quiet)
+        if not spec.quiet:
+            log(f"dataset {spec.data.name}:\n{dataset.summary()}")
+        tables = _Tables(spec)
+        _run_cells(spec, tables, dataset, device, manifest)
+        table = tables.results.read()
+        checks = sanity.run_checks(table, tables.probes.read(), _chance(dataset))
+        sanity.write(checks, spec.out_dir / "sanity.csv")
+        manifest.finished_at, manifest.wall_s = now(), round(time.perf_counter() - start, 2)
+        manifest.write(spec)
+    if manifest.failed:
+        lines = "; ".join(f"{label}: {err}" for label, err in manifest.failed.items())
+        raise SweepError(f"{len(manifest.failed)} model(s) failed to train, their cells are missing: {lines}")
+    return table
+
+
+class _Tables:
+    """The run's CSVs."""
+
+    def __init__(self, spec: RunSpec) -> None:
+        self.results = ResultStore(spec.out_dir / "results.csv")
+        self.probes = ResultStore(spec.out_dir / "probes.csv")
+        self.curves = ResultStore(spec.out_dir / "cmc.csv", CMC_COLUMNS)
+        self.queries = ResultStore(spec.out_dir / "queries.csv", QUERY_COLUMNS)
+
+
+def _run_cells(spec: RunSpec, tables: _Tables, dataset: Dataset, device: torch.device, manifest: Manifest) -> None:
+    """Evaluate every pending cell, model by model; a model that fails to train is recorded and skipped."""
+    store, probes = tables.results, tables.probes
     done = store.cell_ids() | probes.cell_ids()
     cells = [(store, c) for c in spec.cells()] + [(probes, c) for c in spec.probe_cells()]
     pending = [(dest, c) for dest, c in cells if c.cell_id(spec.data, spec.recipe, spec.evaluation) not in done]
@@ -96,7 +133,12 @@ def run_sweep(spec: RunSpec, log: Log = print) -> pd.DataFrame:
     bar = tqdm(total=len(pending), desc="cells", disable=spec.quiet, unit="cell")
     surrogates: dict[int, Attacker] = {}
     for (model_spec, seed), group in _by_model(pending).items():
-        net, sha = _trained_model(spec, model_spec, seed, dataset, device, manifest)
+        try:
+            net, sha = _trained_model(spec, model_spec, seed, dataset, device, manifest)
+        except TrainingError as err:
+            manifest.failed[f"{model_spec.label}@seed{seed}"] = str(err)
+            bar.update(len(group))
+            continue
         net = models.FlipAveraged(net).eval() if spec.evaluation.flip else net
         clean = _clean_features(spec, net, dataset, device)
         attacker = _attacker(spec, seed, net, clean, dataset, device, manifest, surrogates)
@@ -104,9 +146,9 @@ def run_sweep(spec: RunSpec, log: Log = print) -> pd.DataFrame:
             t0 = time.perf_counter()
             results, extra = _evaluate_cell(spec, cell, net, clean, attacker, dataset, device)
             if dest is store:  # a cell's side tables first: results.csv records it as done
-                per_query.append(_query_rows(spec, cell, results), replace_cells=True)
+                tables.queries.append(_query_rows(spec, cell, results), replace_cells=True)
                 if isinstance(dataset, ReIDDataset):
-                    curves.append(_curve_rows(spec, cell, results, extra), replace_cells=True)
+                    tables.curves.append(_curve_rows(spec, cell, results, extra), replace_cells=True)
             dest.append(_rows(spec, cell, results, extra, sha, time.perf_counter() - t0, _n_eval(dataset)))
             if dest is store:
                 manifest.cells_run += 1
@@ -114,12 +156,6 @@ def run_sweep(spec: RunSpec, log: Log = print) -> pd.DataFrame:
                 manifest.probes_run += 1
             bar.update(1)
     bar.close()
-    table = store.read()
-    checks = sanity.run_checks(table, probes.read(), _chance(dataset))
-    sanity.write(checks, spec.out_dir / "sanity.csv")
-    manifest.finished_at, manifest.wall_s = now(), round(time.perf_counter() - start, 2)
-    manifest.write(spec)
-    return table
 
 
 def _n_eval(data: Dataset) -> int:

@@ -63,6 +63,12 @@ def _cell(stats: pd.DataFrame, key: tuple[str, str, str]) -> str:
     return f"{100 * mean:.1f}" + (f"±{100 * std:.1f}" if count > 1 else "")
 
 
+def model_colours(models: list[str]) -> dict[str, tuple]:
+    """A distinct colour per model: tab10 up to ten models, tab20 beyond (the registry has 13)."""
+    cmap = plt.get_cmap("tab10" if len(models) <= 10 else "tab20")
+    return {m: cmap(i % cmap.N) for i, m in enumerate(models)}
+
+
 def _sides(df: pd.DataFrame) -> str:
     """'queries', 'gallery', or both, from the CSV `perturbed` column."""
     names = {"query": "queries", "gallery": "gallery", "input": "inputs"}
@@ -85,7 +91,7 @@ def plot_eps_curves(df: pd.DataFrame, path: Path) -> Path | None:
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.8 * len(metrics), 3.6), squeeze=False)
     df = df.assign(rerank=df.get("rerank", ""))
     clean = df[df["attack"] == "none"]
-    colours = {m: f"C{i}" for i, m in enumerate(dict.fromkeys(df["model"]))}
+    colours = model_colours(list(dict.fromkeys(df["model"])))
     markers = dict(zip(sorted(set(df["attack"]) - {"none"}), "osD^vP*X", strict=False))
     for ax, metric in zip(axes[0], metrics, strict=True):
         for attack in sorted(set(df["attack"]) - {"none"}):
@@ -120,7 +126,7 @@ def plot_cmc(curves: pd.DataFrame, path: Path, dataset: str = "") -> Path | None
     curves = curves.assign(condition=curves.apply(lambda r: condition_of(r).removesuffix(" +rerank"), axis=1))
     conditions = sorted(curves["condition"].unique(), key=lambda c: (c != "clean", c))
     fig, axes = plt.subplots(1, len(conditions), figsize=(4 * len(conditions), 3.6), squeeze=False, sharey=True)
-    colours = {m: f"C{i}" for i, m in enumerate(dict.fromkeys(curves["model"]))}
+    colours = model_colours(list(dict.fromkeys(curves["model"])))
     for ax, cond in zip(axes[0], conditions, strict=True):
         sub = curves[curves["condition"] == cond].groupby(["model", "rerank", "rank"], sort=False)["cmc"].mean()
         for (model, rr), curve in sub.reset_index().groupby(["model", "rerank"], sort=False):

@@ -119,7 +119,7 @@ DATASETS: dict[str, DatasetInfo] = {
     "digits": DatasetInfo(
         "digits",
         "classification",
-        "real handwritten digits shipped with scikit-learn, 10 classes, 1346 train / 451 test, upsampled to 32x32",
+        "real handwritten digits shipped with scikit-learn, 10 classes, 1343 train / 454 test, upsampled to 32x32",
         classification.DigitsConfig,
         lambda cfg, root, quiet: classification.load_digits(cfg),
     ),

@@ -85,7 +85,7 @@ def build_report(run_dir: Path, out: Path | None = None, pairs: list[tuple[str, 
     title = f"{df['dataset'].iloc[0]}: {', '.join(dict.fromkeys(df['model']))}"
     md = f"# {title}\n\n{markdown_table(cells)}\n## Paired tests (seeds pooled)\n\n{markdown_tests(tests)}"
     (out / "report.md").write_text(md)
-    (out / "report.tex").write_text(latex_table(cells, f"Clean and attacked {title} (\\%)"))
+    (out / "report.tex").write_text(latex_table(cells, f"Clean and attacked {title} (%)"))
     figures = all_figures(df, curves, out)
     (out / "report.html").write_text(_html(title, cells, tests, figures))
     return Report(out / "report.md", out / "report.tex", out / "report.html", figures)

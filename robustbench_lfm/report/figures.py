@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from robustbench_lfm.spec import format_eps
-from robustbench_lfm.summary import HEADLINE, LABELS, plot_cmc, plot_eps_curves
+from robustbench_lfm.summary import HEADLINE, LABELS, model_colours, plot_cmc, plot_eps_curves
 
 FORMATS = (".png", ".pdf")
 
@@ -54,7 +54,7 @@ def scatter(df: pd.DataFrame, stem: Path) -> list[Path]:
     attacked = _strongest(rows).groupby(["attack", "eps", "model"])["value"].agg(["mean", "std"]).reset_index()
     fig, ax = plt.subplots(figsize=(5.2, 4.2))
     markers = dict(zip(sorted(attacked["attack"].unique()), "osD^vP*X", strict=False))
-    colours = {m: f"C{i % 10}" for i, m in enumerate(clean.index)}
+    colours = model_colours(list(dict.fromkeys(df["model"])))
     for _, r in attacked.iterrows():
         c = clean.loc[r["model"]]
         ax.errorbar(100 * c["mean"], 100 * r["mean"], xerr=100 * np.nan_to_num(c["std"]),
@@ -79,13 +79,16 @@ def bars(df: pd.DataFrame, stem: Path) -> list[Path]:
     stats = rows.groupby(["attack", "eps", "model"], sort=False)["value"].agg(["mean", "std"]).reset_index()
     groups = list(dict.fromkeys(zip(stats["attack"], stats["eps"], strict=True)))
     models = list(dict.fromkeys(df["model"]))
+    colours = model_colours(models)
     width = 0.8 / max(len(models), 1)
     fig, ax = plt.subplots(figsize=(max(4.0, 1.2 + 0.35 * len(models) * len(groups)), 3.6))
     for i, model in enumerate(models):
         sel = [stats[(stats["attack"] == a) & (stats["eps"] == e) & (stats["model"] == model)] for a, e in groups]
         means = [100 * s["mean"].iloc[0] if len(s) else np.nan for s in sel]
         errs = [100 * np.nan_to_num(s["std"].iloc[0]) if len(s) else 0 for s in sel]
-        ax.bar(np.arange(len(groups)) + i * width, means, width, yerr=errs, capsize=2, label=model, color=f"C{i % 10}")
+        ax.bar(
+            np.arange(len(groups)) + i * width, means, width, yerr=errs, capsize=2, label=model, color=colours[model]
+        )
     ax.set_xticks(np.arange(len(groups)) + width * (len(models) - 1) / 2, [f"{a} {format_eps(e)}" for a, e in groups])
     ax.set_ylabel(f"attacked {LABELS[metric]} (%)")
     ax.set_ylim(0, 100)

@@ -1,0 +1,58 @@
+"""Faults during a sweep: a model whose training fails, and two sweeps on one run directory."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import robustbench_lfm.runner as runner
+from robustbench_lfm.cli import build_spec, main, run_defaults
+from robustbench_lfm.lock import RunLock, RunLockedError
+from tests.conftest import TINY_CLI
+
+
+def _spec(out, cache, **overrides):
+    options = {**run_defaults(), "models_": "lfm,dropout", "eps": "8/255", "dataset": TINY_CLI, "epochs": 2,
+               "out": out, "cache_dir": cache, "device": "cpu", "quiet": True, **overrides}  # fmt: skip
+    return build_spec(**options)
+
+
+def test_a_nan_loss_fails_its_model_only_and_the_run_reports_it(tmp_path, monkeypatch):
+    real = runner.build_method
+
+    def poisoned(name, params, recipe, seed, device, teacher=None):
+        step = real(name, params, recipe, seed, device, teacher)
+        return (lambda *a: float("nan")) if params.get("channels") == 0.5 else step  # lfm's parameters
+
+    monkeypatch.setattr(runner, "build_method", poisoned)
+    spec = _spec(tmp_path / "run", tmp_path / "cache")
+    with pytest.raises(runner.SweepError, match=r"lfm@seed0: training loss became nan"):
+        runner.run_sweep(spec, log=lambda _: None)
+    df = pd.read_csv(tmp_path / "run" / "results.csv", keep_default_na=False)
+    assert set(df["model"]) == {"plain", "dropout"}  # the others finished
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert list(manifest["failed"]) == ["lfm@seed0"] and manifest["finished_at"]
+
+
+def test_the_cli_exits_1_after_printing_what_finished(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "build_method", lambda *a, **k: lambda *b: float("nan"))
+    args = ["run", "--models", "lfm", "--dataset", TINY_CLI, "--epochs", "1", "--eps", "8/255", "-q",
+            "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "failed to train" in result.output and "nan" in result.output
+
+
+def test_a_second_sweep_on_a_locked_run_directory_is_refused(tmp_path):
+    out = tmp_path / "run"
+    with RunLock(out):
+        with pytest.raises(RunLockedError, match="is being written by lfm-bench pid"):
+            RunLock(out).__enter__()
+        args = ["run", "--models", "lfm", "--dataset", TINY_CLI, "--epochs", "1", "-q", "--out", str(out),
+                "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2 and "wait for that sweep to finish" in result.output
+    with RunLock(out):  # released on exit: the next sweep may go
+        pass
