@@ -46,7 +46,16 @@ class CheckpointCache:
                 stacklevel=2,
             )
             return None
-        model.load_state_dict(load_file(weights))
+        try:
+            state = load_file(weights)  # safetensors: parsing never executes code
+        except Exception as err:  # a file that is not safetensors (a planted pickle, garbage): retrain
+            warnings.warn(f"checkpoint {weights} is not a readable safetensors file ({err}); retraining", stacklevel=2)
+            return None
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, KeyError) as err:
+            warnings.warn(f"checkpoint {weights} does not fit the model ({err}); retraining", stacklevel=2)
+            return None
         return meta
 
     def save(self, key: str, model: nn.Module, meta: dict[str, Any]) -> str:

@@ -56,3 +56,33 @@ def test_a_second_sweep_on_a_locked_run_directory_is_refused(tmp_path):
         assert result.exit_code == 2 and "wait for that sweep to finish" in result.output
     with RunLock(out):  # released on exit: the next sweep may go
         pass
+
+
+class _Planted:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch planted-by-pickle",))
+
+
+def test_a_crafted_pickle_planted_as_a_checkpoint_never_runs(tmp_path, monkeypatch):
+    """An attacker who can write the cache plants a pickle under a checkpoint's name, with a
+    sidecar whose sha256 matches; loading must not execute it, and the model is retrained."""
+    import pickle
+
+    from robustbench_lfm.cache import CheckpointCache
+    from robustbench_lfm.hashing import file_sha256
+    from robustbench_lfm.spec import Cell
+
+    monkeypatch.chdir(tmp_path)
+    spec = _spec(tmp_path / "run", tmp_path / "cache", models_="plain", no_baseline=True, epochs=1)
+    key = Cell(spec.models[0], None, 0.0, 0).train_key(spec.data, spec.recipe)
+    weights, sidecar = CheckpointCache(spec.cache_dir).paths(key)
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(pickle.dumps(_Planted()))
+    sidecar.write_text(json.dumps({"sha256": file_sha256(weights)}))
+    with pytest.warns(UserWarning, match="not a readable safetensors file"):
+        runner.run_sweep(spec, log=lambda _: None)
+    assert not (tmp_path / "planted-by-pickle").exists()
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["training"]["plain@seed0"]["cached"] is False
