@@ -86,3 +86,37 @@ def test_a_crafted_pickle_planted_as_a_checkpoint_never_runs(tmp_path, monkeypat
     assert not (tmp_path / "planted-by-pickle").exists()
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["training"]["plain@seed0"]["cached"] is False
+
+
+def test_sigkill_then_rerun_finishes_the_grid_without_lost_duplicated_or_recomputed_rows(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    args = [sys.executable, "-m", "robustbench_lfm", "run", "--models", "lfm,dropout,cutout", "--dataset", TINY_CLI,
+            "--epochs", "2", "--eps", "8/255", "-q", "--out", str(out), "--cache-dir", str(cache)]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        rows = (out / "results.csv").read_text().count("\n") if (out / "results.csv").exists() else 0
+        if rows > 10:  # a few cells recorded, more to go
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep finished before it could be killed; give it more cells"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = pd.read_csv(out / "results.csv", keep_default_na=False)
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    after = pd.read_csv(out / "results.csv", keep_default_na=False)
+    key = ["cell_id", "rerank", "metric"]
+    assert not after.duplicated(key).any()
+    assert after["cell_id"].nunique() == 4 * 2  # 4 models x (clean, pgd 8/255), all present
+    kept = before.merge(after, on=key, suffixes=("", "_after"))
+    assert len(kept) == len(before) and (kept["created_at"] == kept["created_at_after"]).all()  # not recomputed
+    queries = pd.read_csv(out / "queries.csv", keep_default_na=False)
+    assert not queries.duplicated(["cell_id", "rerank", "query"]).any()
+    assert set(queries["cell_id"]) == set(after["cell_id"])
