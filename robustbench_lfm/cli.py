@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -36,6 +36,9 @@ from robustbench_lfm.spec import (
     split_list,
     unique,
 )
+
+if TYPE_CHECKING:
+    from robustbench_lfm.executors import ExecSpec
 
 DEFAULT_CACHE = Path(os.environ.get("LFM_BENCH_CACHE", Path.home() / ".cache" / "lfm-bench"))
 
@@ -193,6 +196,24 @@ def _apply_config(ctx: click.Context, param: click.Parameter, value: str | None)
     show_default=True,
     help="Evaluation and attack batch size.",
 )
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "dask", "submitit"]),
+    default="local",
+    show_default=True,
+    help="Where (model, seed) groups run: this machine, a dask cluster, or Slurm via submitit.",
+)
+@click.option(
+    "--jobs", type=int, default=1, show_default=True, help="Parallel workers (processes, dask workers, array)."
+)
+@click.option("--threads", type=int, default=None, help="Torch threads per worker (default: cores / jobs).")
+@click.option("--scheduler", default=None, help="dask scheduler address, e.g. tcp://10.0.0.5:8786 (default: local).")
+@click.option(
+    "--cluster",
+    type=click.Choice(["slurm", "local", "debug"]),
+    default=None,
+    help="submitit cluster (default: Slurm when available).",
+)
 @click.option("--no-baseline", is_flag=True, help="Do not add the `plain` baseline model.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or dataset summary.")
 def run(**opts: Any) -> None:
@@ -203,7 +224,9 @@ def run(**opts: Any) -> None:
     Rerunning the same command resumes an interrupted sweep. Real datasets: --dataset market1501
     --data-root DIR (or dukemtmc).
     """
+    executor = {k: opts.pop(k) for k in EXECUTOR_OPTIONS}
     spec = _guard(lambda: build_spec(**opts))
+    ex = _guard(lambda: _exec_spec(spec, **executor))
     from robustbench_lfm import sanity
     from robustbench_lfm.lock import RunLockedError
     from robustbench_lfm.runner import SweepError, run_sweep
@@ -213,7 +236,7 @@ def run(**opts: Any) -> None:
     start = time.perf_counter()
     failure = None
     try:
-        df = run_sweep(spec, log=click.echo)
+        df = run_sweep(spec, log=click.echo, ex=ex)
     except SweepError as err:  # the other models' cells are done: show them, then fail
         failure, df = err, ResultStore(spec.out_dir / "results.csv").read()
     except (StoreError, RunLockedError) as err:
@@ -230,16 +253,31 @@ def run(**opts: Any) -> None:
         fail(str(failure), status=1)
 
 
-def _guard(build: Callable[[], RunSpec]) -> RunSpec:
+def _guard(build: Callable[[], Any]) -> Any:
     try:
         return build()
     except (SpecError, RecipeError) as err:
         fail(str(err))
 
 
+def _exec_spec(
+    spec: RunSpec, executor: str, jobs: int, threads: int | None, scheduler: str | None, cluster: str | None
+) -> ExecSpec:
+    """The executor options, checked (SpecError on an inconsistent combination)."""
+    from robustbench_lfm.executors import ExecSpec
+
+    try:
+        return ExecSpec(executor, jobs, threads, scheduler, spec.out_dir / "submitit", cluster)
+    except ValueError as err:
+        raise SpecError(str(err)) from None
+
+
+EXECUTOR_OPTIONS = ("executor", "jobs", "threads", "scheduler", "cluster")
+
+
 def run_defaults() -> dict[str, Any]:
     """The `run` command's option defaults, keyed as `build_spec` takes them (for in-process callers)."""
-    return {p.name: p.default for p in run.params if p.expose_value}
+    return {p.name: p.default for p in run.params if p.expose_value and p.name not in EXECUTOR_OPTIONS}
 
 
 def build_spec(**o: Any) -> RunSpec:

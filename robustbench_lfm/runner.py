@@ -27,6 +27,7 @@ from robustbench_lfm.attacking import Attacker, attacked_accuracy, attacked_side
 from robustbench_lfm.cache import CheckpointCache
 from robustbench_lfm.datasets import ClassificationDataset, Dataset, ReIDDataset, get_dataset_info, load_dataset
 from robustbench_lfm.environment import git_sha, machine, now, package_versions
+from robustbench_lfm.executors import ExecSpec, run_tasks
 from robustbench_lfm.hashing import content_hash
 from robustbench_lfm.lock import RunLock
 from robustbench_lfm.methods import build_method
@@ -68,6 +69,7 @@ class Manifest:
     cells_skipped: int = 0
     probes_run: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    executor: dict[str, Any] = field(default_factory=dict)
     wall_s: float = 0.0
 
     def write(self, spec: RunSpec) -> None:
@@ -82,26 +84,30 @@ class SweepError(TrainingError):
     """Some models could not be trained; every other cell was evaluated and recorded."""
 
 
-def run_sweep(spec: RunSpec, log: Log = print) -> pd.DataFrame:
-    """Run every pending cell of `spec`; returns the whole result table.
+def run_sweep(spec: RunSpec, log: Log = print, ex: ExecSpec | None = None) -> pd.DataFrame:
+    """Run every pending cell of `spec` on the executor `ex`; returns the whole result table.
 
-    A model whose training fails (e.g. a NaN loss) loses its own cells only: the others run, the
-    sanity checks and manifest are written, then SweepError names each failure.
+    Cells are grouped by (model, seed) so a checkpoint is trained once; the checkpoints other
+    groups need (MixACM teachers, the transfer surrogate) are trained first. Each finished group's
+    rows stream into the run's CSVs here, the only writer. A model whose training fails (e.g. a
+    NaN loss) loses its own cells only: the others run, the sanity checks and manifest are
+    written, then SweepError names each failure.
 
     Raises:
         RunLockedError: another sweep is writing the same run directory.
         SweepError: one or more models failed to train.
     """
+    ex = ex or ExecSpec()
     with RunLock(spec.out_dir):
         start = time.perf_counter()
-        device = torch.device(spec.device)
-        manifest = Manifest(spec.to_json(), package_versions(), machine(device))
+        manifest = Manifest(spec.to_json(), package_versions(), machine(torch.device(spec.device)))
+        manifest.executor = {**asdict(ex), "folder": str(ex.folder or ""), "worker_threads": ex.worker_threads()}
         manifest.write(spec)
-        dataset = load_dataset(spec.data.name, dict(spec.data.options), spec.cache_dir, spec.data.root, spec.quiet)
+        dataset = _dataset(spec)
         if not spec.quiet:
             log(f"dataset {spec.data.name}:\n{dataset.summary()}")
         tables = _Tables(spec)
-        _run_cells(spec, tables, dataset, device, manifest)
+        _run_groups(spec, ex, tables, manifest)
         table = tables.results.read()
         checks = sanity.run_checks(table, tables.probes.read(), _chance(dataset))
         sanity.write(checks, spec.out_dir / "sanity.csv")
@@ -123,39 +129,98 @@ class _Tables:
         self.queries = ResultStore(spec.out_dir / "queries.csv", QUERY_COLUMNS)
 
 
-def _run_cells(spec: RunSpec, tables: _Tables, dataset: Dataset, device: torch.device, manifest: Manifest) -> None:
-    """Evaluate every pending cell, model by model; a model that fails to train is recorded and skipped."""
-    store, probes = tables.results, tables.probes
-    done = store.cell_ids() | probes.cell_ids()
-    cells = [(store, c) for c in spec.cells()] + [(probes, c) for c in spec.probe_cells()]
+Task = tuple[RunSpec, ModelSpec, int, list[tuple[str, Cell]]]
+
+
+def _run_groups(spec: RunSpec, ex: ExecSpec, tables: _Tables, manifest: Manifest) -> None:
+    """Run the pending (model, seed) groups on the executor and write what comes back."""
+    done = tables.results.cell_ids() | tables.probes.cell_ids()
+    cells = [("results", c) for c in spec.cells()] + [("probes", c) for c in spec.probe_cells()]
     pending = [(dest, c) for dest, c in cells if c.cell_id(spec.data, spec.recipe, spec.evaluation) not in done]
-    manifest.cells_skipped = sum(dest is store for dest, _ in cells) - sum(dest is store for dest, _ in pending)
+    manifest.cells_skipped = sum(d == "results" for d, _ in cells) - sum(d == "results" for d, _ in pending)
+    groups = _by_model(pending)
     bar = tqdm(total=len(pending), desc="cells", disable=spec.quiet, unit="cell")
-    surrogates: dict[int, Attacker] = {}
-    for (model_spec, seed), group in _by_model(pending).items():
-        try:
-            net, sha = _trained_model(spec, model_spec, seed, dataset, device, manifest)
-        except TrainingError as err:
-            manifest.failed[f"{model_spec.label}@seed{seed}"] = str(err)
-            bar.update(len(group))
-            continue
-        net = models.FlipAveraged(net).eval() if spec.evaluation.flip else net
-        clean = _clean_features(spec, net, dataset, device)
-        attacker = _attacker(spec, seed, net, clean, dataset, device, manifest, surrogates)
-        for dest, cell in group:
-            t0 = time.perf_counter()
-            results, extra = _evaluate_cell(spec, cell, net, clean, attacker, dataset, device)
-            if dest is store:  # a cell's side tables first: results.csv records it as done
-                tables.queries.append(_query_rows(spec, cell, results), replace_cells=True)
-                if isinstance(dataset, ReIDDataset):
-                    tables.curves.append(_curve_rows(spec, cell, results, extra), replace_cells=True)
-            dest.append(_rows(spec, cell, results, extra, sha, time.perf_counter() - t0, _n_eval(dataset)))
-            if dest is store:
-                manifest.cells_run += 1
-            else:
-                manifest.probes_run += 1
-            bar.update(1)
+    first = [(spec, m, seed, []) for m, seed in _prerequisites(spec, groups)]
+    for tasks in (first, [(spec, m, seed, group) for (m, seed), group in groups.items()]):
+        for result in run_tasks(ex, run_group, tasks):
+            _record(result, tables, manifest)
+            bar.update(result.cells_run + result.probes_run + result.skipped)
     bar.close()
+
+
+def _prerequisites(spec: RunSpec, groups: dict) -> list[tuple[ModelSpec, int]]:
+    """Checkpoints other groups load: MixACM teachers and, for attacked cells, the surrogate."""
+    needed = [(m.teacher, seed) for m, seed in groups if m.teacher is not None]
+    if spec.threat.surrogate is not None:
+        needed += [(spec.threat.surrogate, seed) for (_, seed), g in groups.items() if any(c.attack for _, c in g)]
+    return list(dict.fromkeys(needed))
+
+
+@dataclass
+class GroupResult:
+    """What a worker sends back for one (model, seed) group: rows per table and training info."""
+
+    label: str
+    rows: dict[str, list[dict[str, Any]]]
+    training: dict[str, Any]
+    failed: str | None = None
+    cells_run: int = 0
+    probes_run: int = 0
+    skipped: int = 0
+
+
+def _record(result: GroupResult, tables: _Tables, manifest: Manifest) -> None:
+    """Write a group's rows (side tables first: results.csv records the cells as done)."""
+    manifest.training.update(result.training)
+    if result.failed is not None:
+        manifest.failed[result.label] = result.failed
+    for name in ("queries", "curves", "probes", "results"):
+        if result.rows.get(name):
+            getattr(tables, name).append(result.rows[name], replace_cells=name in ("queries", "curves"))
+    manifest.cells_run += result.cells_run
+    manifest.probes_run += result.probes_run
+
+
+_DATASETS: dict[str, Dataset] = {}  # per process: a worker loads the dataset once
+_SURROGATES: dict[tuple[str, int], Attacker] = {}
+
+
+def _dataset(spec: RunSpec) -> Dataset:
+    key = repr(spec.data.key())
+    if key not in _DATASETS:
+        _DATASETS.clear()
+        _DATASETS[key] = load_dataset(
+            spec.data.name, dict(spec.data.options), spec.cache_dir, spec.data.root, spec.quiet
+        )
+    return _DATASETS[key]
+
+
+def run_group(spec: RunSpec, model_spec: ModelSpec, seed: int, cells: list[tuple[str, Cell]]) -> GroupResult:
+    """Worker: train or load one model and evaluate its cells; writes only the checkpoint cache."""
+    device = torch.device(spec.device)
+    dataset = _dataset(spec)
+    local = Manifest({}, {}, {})
+    label = f"{model_spec.label}@seed{seed}"
+    try:
+        net, sha = _trained_model(spec, model_spec, seed, dataset, device, local)
+    except TrainingError as err:
+        return GroupResult(label, {}, local.training, str(err), skipped=len(cells))
+    net = models.FlipAveraged(net).eval() if spec.evaluation.flip else net
+    clean = _clean_features(spec, net, dataset, device)
+    attacker = _attacker(spec, seed, net, clean, dataset, device, local)
+    out = GroupResult(label, {"queries": [], "curves": [], "probes": [], "results": []}, local.training)
+    for dest, cell in cells:
+        t0 = time.perf_counter()
+        results, extra = _evaluate_cell(spec, cell, net, clean, attacker, dataset, device)
+        if dest == "results":
+            out.rows["queries"] += _query_rows(spec, cell, results)
+            if isinstance(dataset, ReIDDataset):
+                out.rows["curves"] += _curve_rows(spec, cell, results, extra)
+            out.cells_run += 1
+        else:
+            out.probes_run += 1
+        out.rows[dest] += _rows(spec, cell, results, extra, sha, time.perf_counter() - t0, _n_eval(dataset))
+    return out
 
 
 def _n_eval(data: Dataset) -> int:
@@ -171,8 +236,8 @@ def _chance(data: Dataset) -> float:
     return chance_rank1(q.pids, g.pids, q.camids, g.camids)
 
 
-def _by_model(cells: list[tuple[ResultStore, Cell]]) -> dict[tuple[ModelSpec, int], list[tuple[ResultStore, Cell]]]:
-    groups: dict[tuple[ModelSpec, int], list[tuple[ResultStore, Cell]]] = {}
+def _by_model(cells: list[tuple[str, Cell]]) -> dict[tuple[ModelSpec, int], list[tuple[str, Cell]]]:
+    groups: dict[tuple[ModelSpec, int], list[tuple[str, Cell]]] = {}
     for dest, cell in cells:
         groups.setdefault((cell.model, cell.seed), []).append((dest, cell))
     return groups
@@ -186,19 +251,19 @@ def _attacker(
     data: Dataset,
     device: torch.device,
     manifest: Manifest,
-    surrogates: dict[int, Attacker],
 ) -> Attacker:
-    """The target itself (white-box) or the seed's surrogate, trained or loaded once per seed."""
+    """The target itself (white-box) or the seed's surrogate, loaded once per seed and process."""
     surrogate = spec.threat.surrogate
     if surrogate is None:
         return Attacker(net, clean.query if clean is not None else torch.empty(0))
-    if seed not in surrogates:
+    memo = (Cell(surrogate, None, 0.0, seed).train_key(spec.data, spec.recipe), seed)
+    if memo not in _SURROGATES:
         s_net, _ = _trained_model(spec, surrogate, seed, data, device, manifest)
         s_net = models.FlipAveraged(s_net).eval() if spec.evaluation.flip else s_net
         key = Cell(surrogate, None, 0.0, seed).train_key(spec.data, spec.recipe)
         guides = _embed(s_net, data.query.images, spec.batch_size, device) if clean is not None else torch.empty(0)
-        surrogates[seed] = Attacker(s_net, guides, key)
-    return surrogates[seed]
+        _SURROGATES[memo] = Attacker(s_net, guides, key)
+    return _SURROGATES[memo]
 
 
 def _trained_model(

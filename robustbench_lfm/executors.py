@@ -1,0 +1,135 @@
+"""Where a sweep's tasks run: one small interface, three back-ends (`--executor`).
+
+A task is one (model, seed) group: train or load the checkpoint, then evaluate the group's cells
+(runner.run_group). It returns rows; only the coordinating process writes the run's CSVs, so
+results stream back into one table whatever runs the tasks.
+
+* `local` (default) — in this process, or with `--jobs N` in N worker processes (spawned),
+  each with torch threads = cores // N unless `--threads` says otherwise.
+* `dask` — a dask.distributed cluster: `--scheduler tcp://HOST:PORT`, or a local cluster of
+  `--jobs` single-process workers that it starts and stops. Optional: pip install lfm-bench[dask].
+* `submitit` — Slurm job arrays through submitit (its `local` cluster runs them as local
+  processes, which the tests use). Optional: pip install lfm-bench[submitit].
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import torch
+
+EXECUTORS = ("local", "dask", "submitit")
+
+
+@dataclass(frozen=True)
+class ExecSpec:
+    """How tasks are run (not what they compute: cell ids do not depend on it).
+
+    Attributes:
+        kind: "local", "dask" or "submitit".
+        jobs: parallel workers (local processes, local dask workers, Slurm array parallelism).
+        threads: torch threads per worker; None = cores // jobs (at least 1).
+        scheduler: a dask scheduler address; None = start a local cluster.
+        folder: where submitit keeps its job files.
+        cluster: submitit cluster: None = auto (Slurm when available), "local" or "debug".
+    """
+
+    kind: str = "local"
+    jobs: int = 1
+    threads: int | None = None
+    scheduler: str | None = None
+    folder: Path | None = None
+    cluster: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in EXECUTORS:
+            raise ValueError(f"unknown executor {self.kind!r} (known: {', '.join(EXECUTORS)})")
+        if self.jobs < 1 or (self.threads is not None and self.threads < 1):
+            raise ValueError(f"--jobs {self.jobs} and --threads {self.threads} must be >= 1")
+        if self.scheduler is not None and self.kind != "dask":
+            raise ValueError("--scheduler is for --executor dask")
+
+    def worker_threads(self) -> int:
+        """Torch threads each worker uses."""
+        return self.threads or max(1, (os.cpu_count() or 1) // self.jobs)
+
+
+def set_threads(n: int) -> None:
+    """Worker initialiser: divide the cores between workers."""
+    torch.set_num_threads(n)
+
+
+def run_tasks(ex: ExecSpec, fn: Callable[..., Any], tasks: list[tuple]) -> Iterator[Any]:
+    """Yield fn(*task) for every task, in completion order."""
+    if not tasks:
+        return iter(())
+    if ex.kind == "dask":
+        return _dask(ex, fn, tasks)
+    if ex.kind == "submitit":
+        return _submitit(ex, fn, tasks)
+    return _local(ex, fn, tasks)
+
+
+def _local(ex: ExecSpec, fn: Callable[..., Any], tasks: list[tuple]) -> Iterator[Any]:
+    if ex.jobs == 1:
+        if ex.threads is not None:
+            set_threads(ex.threads)
+        for task in tasks:
+            yield fn(*task)
+        return
+    ctx = get_context("spawn")  # fork would copy torch's thread pools into the children
+    with ProcessPoolExecutor(ex.jobs, mp_context=ctx, initializer=set_threads, initargs=(ex.worker_threads(),)) as pool:
+        for future in as_completed([pool.submit(fn, *task) for task in tasks]):
+            yield future.result()
+
+
+def _dask(ex: ExecSpec, fn: Callable[..., Any], tasks: list[tuple]) -> Iterator[Any]:
+    try:
+        from dask.distributed import Client, LocalCluster
+        from dask.distributed import as_completed as dask_completed
+    except ImportError:
+        raise RuntimeError("--executor dask needs dask.distributed: pip install 'lfm-bench[dask]'") from None
+    cluster = None
+    if ex.scheduler is None:
+        cluster = LocalCluster(n_workers=ex.jobs, threads_per_worker=1, processes=True, dashboard_address=None)
+    client = Client(ex.scheduler or cluster)
+    try:
+        client.run(set_threads, ex.worker_threads())
+        futures = [client.submit(fn, *task, pure=False) for task in tasks]
+        for future in dask_completed(futures):
+            yield future.result()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _submitit(ex: ExecSpec, fn: Callable[..., Any], tasks: list[tuple]) -> Iterator[Any]:
+    try:
+        import submitit
+    except ImportError:
+        raise RuntimeError("--executor submitit needs submitit: pip install 'lfm-bench[submitit]'") from None
+    folder = ex.folder or Path("submitit")
+    executor = submitit.AutoExecutor(folder=folder, cluster=ex.cluster)
+    executor.update_parameters(timeout_min=24 * 60, slurm_array_parallelism=ex.jobs, cpus_per_task=ex.worker_threads())
+    jobs = executor.map_array(_with_threads, [ex.worker_threads()] * len(tasks), [fn] * len(tasks), tasks)
+    pending = list(jobs)
+    while pending:
+        done = [j for j in pending if j.done()]
+        for job in done:
+            pending.remove(job)
+            yield job.result()
+        if not done:
+            time.sleep(0.5)
+
+
+def _with_threads(threads: int, fn: Callable[..., Any], task: tuple) -> Any:
+    set_threads(threads)
+    return fn(*task)
