@@ -293,6 +293,7 @@ def build_spec(**o: Any) -> RunSpec:
     attack_specs = tuple(resolve_attack(a, task) for a in unique(split_list(o["attacks_"])))
     if not model_specs or not attack_specs:
         raise SpecError("give at least one model (--models) and one attack (--attacks)")
+    _check_norms(attack_specs)
     if o["batch_size"] < 1:
         raise SpecError(f"--batch-size {o['batch_size']} must be >= 1")
     try:
@@ -318,6 +319,20 @@ def build_spec(**o: Any) -> RunSpec:
         batch_size=o["batch_size"],
         quiet=o["quiet"],
     )
+
+
+def _check_norms(attack_specs: tuple) -> None:
+    """One --eps grid cannot suit two norms: an L2 budget is the norm of the whole perturbation
+    (e.g. 0.5), an L-inf one a per-pixel bound (e.g. 8/255)."""
+    by_norm: dict[str, list[str]] = {}
+    for a in attack_specs:
+        by_norm.setdefault(a.build(0).norm, []).append(a.name)
+    if len(by_norm) > 1:
+        listed = "; ".join(f"{norm}: {', '.join(names)}" for norm, names in sorted(by_norm.items()))
+        raise SpecError(
+            f"the attacks mix norms ({listed}) under one --eps grid; run each norm separately with its own "
+            "budgets, e.g. --attacks pgd --eps 8/255 and --attacks pgd-l2 --eps 0.5,1"
+        )
 
 
 def _dataset_task(item: str) -> str:

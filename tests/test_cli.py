@@ -153,6 +153,12 @@ def test_folder_dataset_takes_the_backbone_input_size(tmp_path):
         (["--attacks", "sma:objective=ce"], "the objective is sma"),
         (["--attacks", "pgd:objective=ce"], "does not apply to the reid task"),
         (["--surrogate", "lfn"], "unknown model 'lfn'"),
+        (["--attacks", "pgd,pgd-l2"], "mix norms"),
+        (["--models", "lfm:at=head"], "not a feature-map site"),
+        (["--models", "mixacm:teacher=mixacm"], "must not itself be distilled"),
+        (["--recipe", "fast"], "no recipe 'fast'"),
+        (["--dataset", "synthreid:test_ids=0"], "needs >= 2 train and test identities"),
+        (["--dataset", "digits", "--attacks", "sma"], "runs on reid models only"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_status_2(args, expected, tmp_path):
