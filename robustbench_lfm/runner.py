@@ -171,7 +171,9 @@ class GroupResult:
 
 def _record(result: GroupResult, tables: _Tables, manifest: Manifest) -> None:
     """Write a group's rows (side tables first: results.csv records the cells as done)."""
-    manifest.training.update(result.training)
+    for label, info in result.training.items():  # a teacher trained here, then loaded by its own group
+        if label not in manifest.training or not info.get("cached"):
+            manifest.training[label] = info
     if result.failed is not None:
         manifest.failed[result.label] = result.failed
     for name in ("queries", "curves", "probes", "results"):
