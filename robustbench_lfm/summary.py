@@ -125,9 +125,14 @@ def plot_cmc(curves: pd.DataFrame, path: Path, dataset: str = "") -> Path | None
         return None
     curves = curves.assign(condition=curves.apply(lambda r: condition_of(r).removesuffix(" +rerank"), axis=1))
     conditions = sorted(curves["condition"].unique(), key=lambda c: (c != "clean", c))
-    fig, axes = plt.subplots(1, len(conditions), figsize=(4 * len(conditions), 3.6), squeeze=False, sharey=True)
+    ncols = min(4, len(conditions))  # wrap: a page holds four panels across
+    nrows = -(-len(conditions) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.2 * nrows), squeeze=False, sharey=True)
     colours = model_colours(list(dict.fromkeys(curves["model"])))
-    for ax, cond in zip(axes[0], conditions, strict=True):
+    flat = axes.flatten()
+    for ax in flat[len(conditions) :]:
+        ax.set_visible(False)
+    for ax, cond in zip(flat, conditions, strict=False):
         sub = curves[curves["condition"] == cond].groupby(["model", "rerank", "rank"], sort=False)["cmc"].mean()
         for (model, rr), curve in sub.reset_index().groupby(["model", "rerank"], sort=False):
             ax.plot(curve["rank"], 100 * curve["cmc"], color=colours[model], linestyle="--" if rr else "-",
@@ -138,10 +143,12 @@ def plot_cmc(curves: pd.DataFrame, path: Path, dataset: str = "") -> Path | None
         ax.set_xticks([1, 5, 10, 20, 50], ["1", "5", "10", "20", "50"])
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3, which="both")
-    axes[0][0].set_ylabel("CMC: queries matched within rank k (%)")
-    axes[0][-1].legend(fontsize=8, loc="lower right")
+    for row in axes:
+        row[0].set_ylabel("queries matched within rank k (%)")
+    handles, labels = flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 0.95))
     fig.suptitle(f"{dataset}: CMC, clean and attacked".strip(": "))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
