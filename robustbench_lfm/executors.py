@@ -1,7 +1,7 @@
 """Where a sweep's tasks run: one small interface, three back-ends (`--executor`).
 
 A task is one (model, seed) group: train or load the checkpoint, then evaluate the group's cells
-(runner.run_group). It returns rows; only the coordinating process writes the run's CSVs, so
+(group.run_group). It returns rows; only the coordinating process writes the run's CSVs, so
 results stream back into one table whatever runs the tasks.
 
 * `local` (default) — in this process, or with `--jobs N` in N worker processes (spawned),

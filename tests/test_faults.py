@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+import robustbench_lfm.group as group
 import robustbench_lfm.runner as runner
 from robustbench_lfm.cli import build_spec, main, run_defaults
 from robustbench_lfm.lock import RunLock, RunLockedError
@@ -21,13 +22,13 @@ def _spec(out, cache, **overrides):
 
 
 def test_a_nan_loss_fails_its_model_only_and_the_run_reports_it(tmp_path, monkeypatch):
-    real = runner.build_method
+    real = group.build_method
 
     def poisoned(name, params, recipe, seed, device, teacher=None):
         step = real(name, params, recipe, seed, device, teacher)
         return (lambda *a: float("nan")) if params.get("channels") == 0.5 else step  # lfm's parameters
 
-    monkeypatch.setattr(runner, "build_method", poisoned)
+    monkeypatch.setattr(group, "build_method", poisoned)
     spec = _spec(tmp_path / "run", tmp_path / "cache")
     with pytest.raises(runner.SweepError, match=r"lfm@seed0: training loss became nan"):
         runner.run_sweep(spec, log=lambda _: None)
@@ -38,7 +39,7 @@ def test_a_nan_loss_fails_its_model_only_and_the_run_reports_it(tmp_path, monkey
 
 
 def test_the_cli_exits_1_after_printing_what_finished(tmp_path, monkeypatch):
-    monkeypatch.setattr(runner, "build_method", lambda *a, **k: lambda *b: float("nan"))
+    monkeypatch.setattr(group, "build_method", lambda *a, **k: lambda *b: float("nan"))
     args = ["run", "--models", "lfm", "--dataset", TINY_CLI, "--epochs", "1", "--eps", "8/255", "-q",
             "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
     result = CliRunner().invoke(main, args)

@@ -1,0 +1,327 @@
+"""One (model, seed) group of a sweep, as a worker runs it: train or load the checkpoint, compute
+clean features once, evaluate every cell of the group and build its rows.
+
+Nothing here writes the run's CSVs: `run_group` returns the rows and the coordinator
+(robustbench_lfm/runner.py) writes them, whichever executor ran the group. The only files written
+are the checkpoint cache's (atomic). A MixACM student's teacher is trained or loaded first; the
+student's checkpoint key is its train key plus the teacher checkpoint's sha256.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+import models
+from robustbench_lfm import __version__
+from robustbench_lfm.attacking import Attacker, attacked_accuracy, attacked_side, embed_images, to_model_input
+from robustbench_lfm.cache import CheckpointCache
+from robustbench_lfm.datasets import ClassificationDataset, Dataset, ReIDDataset, get_dataset_info, load_dataset
+from robustbench_lfm.environment import git_sha, now
+from robustbench_lfm.hashing import content_hash
+from robustbench_lfm.methods import build_method
+from robustbench_lfm.metrics import AccuracyResult, RankResult, evaluate_rank, pairwise_distance
+from robustbench_lfm.rerank import RerankParams, rerank
+from robustbench_lfm.spec import Cell, ModelSpec, RunSpec
+from robustbench_lfm.training import TrainingError, train_model
+
+
+@dataclass
+class CleanFeatures:
+    """Clean query and gallery embeddings of one trained model."""
+
+    query: Tensor
+    gallery: Tensor
+    _gallery_gallery: Tensor | None = None
+
+    def gallery_distances(self, metric: str) -> Tensor:
+        """Gallery x gallery distances for re-ranking: the gallery stays clean, so computed once."""
+        if self._gallery_gallery is None:
+            self._gallery_gallery = pairwise_distance(self.gallery, self.gallery, metric)
+        return self._gallery_gallery
+
+
+@dataclass
+class GroupResult:
+    """What a worker sends back for one (model, seed) group: rows per table and training info."""
+
+    label: str
+    rows: dict[str, list[dict[str, Any]]]
+    training: dict[str, Any]
+    failed: str | None = None
+    cells_run: int = 0
+    probes_run: int = 0
+    skipped: int = 0
+
+
+_DATASETS: dict[str, Dataset] = {}  # per process: a worker loads the dataset once
+_SURROGATES: dict[tuple[str, int], Attacker] = {}
+
+
+def run_dataset(spec: RunSpec) -> Dataset:
+    """The run's dataset, loaded once per process."""
+    key = repr(spec.data.key())
+    if key not in _DATASETS:
+        _DATASETS.clear()
+        _DATASETS[key] = load_dataset(
+            spec.data.name, dict(spec.data.options), spec.cache_dir, spec.data.root, spec.quiet
+        )
+    return _DATASETS[key]
+
+
+def run_group(spec: RunSpec, model_spec: ModelSpec, seed: int, cells: list[tuple[str, Cell]]) -> GroupResult:
+    """Worker: train or load one model and evaluate its cells; writes only the checkpoint cache."""
+    device = torch.device(spec.device)
+    dataset = run_dataset(spec)
+    training: dict[str, Any] = {}
+    label = f"{model_spec.label}@seed{seed}"
+    try:
+        net, sha = _trained_model(spec, model_spec, seed, dataset, device, training)
+    except TrainingError as err:
+        return GroupResult(label, {}, training, str(err), skipped=len(cells))
+    net = models.FlipAveraged(net).eval() if spec.evaluation.flip else net
+    clean = _clean_features(spec, net, dataset, device)
+    attacker = _attacker(spec, seed, net, clean, dataset, device, training)
+    out = GroupResult(label, {"queries": [], "curves": [], "probes": [], "results": []}, training)
+    for dest, cell in cells:
+        t0 = time.perf_counter()
+        results, extra = _evaluate_cell(spec, cell, net, clean, attacker, dataset, device)
+        if dest == "results":
+            out.rows["queries"] += _query_rows(spec, cell, results)
+            if isinstance(dataset, ReIDDataset):
+                out.rows["curves"] += _curve_rows(spec, cell, results, extra)
+            out.cells_run += 1
+        else:
+            out.probes_run += 1
+        out.rows[dest] += _rows(spec, cell, results, extra, sha, time.perf_counter() - t0, n_eval(dataset))
+    return out
+
+
+def n_eval(data: Dataset) -> int:
+    """Images scored per cell: queries (re-ID) or test images (classification)."""
+    return len(data.test) if isinstance(data, ClassificationDataset) else len(data.query)
+
+
+def _attacker(
+    spec: RunSpec,
+    seed: int,
+    net: nn.Module,
+    clean: CleanFeatures | None,
+    data: Dataset,
+    device: torch.device,
+    training: dict[str, Any],
+) -> Attacker:
+    """The target itself (white-box) or the seed's surrogate, loaded once per seed and process."""
+    surrogate = spec.threat.surrogate
+    if surrogate is None:
+        return Attacker(net, clean.query if clean is not None else torch.empty(0))
+    memo = (Cell(surrogate, None, 0.0, seed).train_key(spec.data, spec.recipe), seed)
+    if memo not in _SURROGATES:
+        s_net, _ = _trained_model(spec, surrogate, seed, data, device, training)
+        s_net = models.FlipAveraged(s_net).eval() if spec.evaluation.flip else s_net
+        key = Cell(surrogate, None, 0.0, seed).train_key(spec.data, spec.recipe)
+        guides = _embed(s_net, data.query.images, spec.batch_size, device) if clean is not None else torch.empty(0)
+        _SURROGATES[memo] = Attacker(s_net, guides, key)
+    return _SURROGATES[memo]
+
+
+def _trained_model(
+    spec: RunSpec,
+    model_spec: ModelSpec,
+    seed: int,
+    data: Dataset,
+    device: torch.device,
+    training: dict[str, Any],
+) -> tuple[nn.Module, str]:
+    """The model trained on `data` with `seed`, from the cache when a verified checkpoint exists.
+
+    A MixACM student's teacher is trained (or loaded) first; the student's checkpoint key is the
+    cell's train key plus the teacher checkpoint's sha256, so a retrained teacher retrains it.
+    """
+    key = Cell(model_spec, None, 0.0, seed).train_key(spec.data, spec.recipe)
+    teacher = None
+    if model_spec.teacher is not None:
+        teacher, teacher_sha = _trained_model(spec, model_spec.teacher, seed, data, device, training)
+        key = content_hash({"train": key, "teacher_sha256": teacher_sha})
+    cache = CheckpointCache(spec.cache_dir)
+    net = _new_model(spec, model_spec, seed, data)
+    meta = cache.load(key, net)
+    label = f"{model_spec.label}@seed{seed}"
+    if meta is not None:
+        training[label] = {"key": key, "cached": True, "train_s": meta.get("train_s")}
+        return net.to(device).to(memory_format=torch.channels_last).eval(), meta["sha256"]
+    bar = tqdm(total=spec.recipe.epochs, desc=f"train {label}", disable=spec.quiet, leave=False, unit="epoch")
+    method = build_method(model_spec.method, dict(model_spec.resolved), spec.recipe, seed, device, teacher)
+    stats = train_model(
+        net,
+        data,
+        spec.recipe,
+        seed,
+        device,
+        method,
+        on_epoch=lambda e, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")),
+    )
+    bar.close()
+    info = {
+        "key": key,
+        "cached": False,
+        "train_s": round(stats.total_seconds, 2),
+        "epoch_s": [round(t, 3) for t in stats.epoch_seconds],
+        "final_loss": stats.final_loss,
+    }
+    meta = {**info, "model": asdict(model_spec), "data": asdict(spec.data), "recipe": asdict(spec.recipe), "seed": seed}
+    sha = cache.save(key, net, meta)
+    training[label] = info
+    return net.eval(), sha
+
+
+def _new_model(spec: RunSpec, model_spec: ModelSpec, seed: int, data: Dataset) -> nn.Module:
+    """A freshly initialised network for `data`'s task, seeded by the training seed."""
+    torch.manual_seed(seed)  # weight initialisation
+    if isinstance(data, ClassificationDataset):
+        mean, std = data.normalization()
+        return models.create_model(
+            model_spec.name, data.num_classes, "classification", mean, std, seed=seed, **model_spec.overrides()
+        )
+    return models.create_model(model_spec.name, data.num_train_ids, "reid", seed=seed, **model_spec.overrides())
+
+
+def _embed(net: nn.Module, images: Tensor, batch_size: int, device: torch.device) -> Tensor:
+    """Embeddings of uint8 images, in batches, under inference mode."""
+    net.eval()
+    return torch.cat([embed_images(net, to_model_input(chunk, device)) for chunk in torch.split(images, batch_size)])
+
+
+def _clean_features(spec: RunSpec, net: nn.Module, data: Dataset, device: torch.device) -> CleanFeatures | None:
+    """Clean query and gallery embeddings (re-ID); None for classification."""
+    if isinstance(data, ClassificationDataset):
+        return None
+    return CleanFeatures(
+        _embed(net, data.query.images, spec.batch_size, device),
+        _embed(net, data.gallery.images, spec.batch_size, device),
+    )
+
+
+def _evaluate_cell(
+    spec: RunSpec,
+    cell: Cell,
+    net: nn.Module,
+    clean: CleanFeatures | None,
+    attacker: Attacker,
+    data: Dataset,
+    device: torch.device,
+) -> tuple[dict[str, RankResult | AccuracyResult], dict[str, Any]]:
+    """Results of one cell keyed by the CSV `rerank` value ("" = off), and the cell's attack fields.
+
+    Re-ID: rank results of the attacked side against the clean other side. Classification:
+    accuracy on the (attacked) test images."""
+    extra = {"attack": "none", "objective": "", "norm": "", "steps": 0, "step_size": 0.0, "perturbed": ""}
+    if isinstance(data, ClassificationDataset):
+        attack = None if cell.attack is None else cell.attack.build(seed=cell.seed)
+        if attack is not None:
+            extra = {"attack": cell.attack.name, **attack.describe(cell.eps, "classification")}
+        return {"": attacked_accuracy(spec, cell, attack, net, attacker, data, device)}, extra
+    qf, gf = clean.query, clean.gallery
+    if cell.attack is not None:
+        attack = cell.attack.build(seed=cell.seed)
+        attacked = attacked_side(spec, cell, attack, net, attacker, data, device)
+        qf, gf = (attacked, gf) if attack.side == "query" else (qf, attacked)
+        extra = {"attack": cell.attack.name, **attack.describe(cell.eps, "reid")}
+    q, g = data.query, data.gallery
+    scored = {
+        label: evaluate_rank(dist, q.pids, g.pids, q.camids, g.camids, ap=spec.evaluation.ap)
+        for label, dist in _distances(spec, qf, gf, clean)
+    }
+    return scored, extra
+
+
+def _distances(spec: RunSpec, qf: Tensor, gf: Tensor, clean: CleanFeatures) -> list[tuple[str, Tensor]]:
+    """(rerank label, query x gallery distances) for each re-ranking mode of the run."""
+    metric = spec.evaluation.distance
+    q_g = pairwise_distance(qf, gf, metric)
+    out = []
+    for on in spec.evaluation.rerank_modes():
+        if on:
+            params = RerankParams()
+            g_g = clean.gallery_distances(metric) if gf is clean.gallery else pairwise_distance(gf, gf, metric)
+            reranked = rerank(q_g, pairwise_distance(qf, qf, metric), g_g, params)
+            out.append((params.label(), reranked))
+        else:
+            out.append(("", q_g))
+    return out
+
+
+def _curve_rows(
+    spec: RunSpec, cell: Cell, results: dict[str, RankResult], extra: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """cmc.csv rows: the CMC curve of each re-ranking mode of the cell."""
+    base = {
+        "cell_id": cell.cell_id(spec.data, spec.recipe, spec.evaluation),
+        "model": cell.model.label,
+        "attack": extra["attack"],
+        "eps": cell.eps,
+        "train_seed": cell.seed,
+    }
+    return [
+        {**base, "rerank": label, "rank": k, "cmc": float(v)}
+        for label, result in results.items()
+        for k, v in enumerate(result.cmc.tolist(), start=1)
+    ]
+
+
+def _query_rows(spec: RunSpec, cell: Cell, results: dict[str, RankResult | AccuracyResult]) -> list[dict[str, Any]]:
+    """queries.csv rows: each scored query's (or test image's) hit and AP, per re-ranking mode."""
+    cell_id = cell.cell_id(spec.data, spec.recipe, spec.evaluation)
+    return [
+        {"cell_id": cell_id, "rerank": label, "query": i, "hit": hit, "ap": "" if math.isnan(ap) else round(ap, 6)}
+        for label, result in results.items()
+        for i, hit, ap in result.per_query()
+    ]
+
+
+def _rows(
+    spec: RunSpec,
+    cell: Cell,
+    results: dict[str, RankResult | AccuracyResult],
+    extra: dict[str, Any],
+    sha: str,
+    wall: float,
+    n_eval: int,
+) -> list[dict[str, Any]]:
+    base = {
+        "run_id": spec.out_dir.name,
+        "cell_id": cell.cell_id(spec.data, spec.recipe, spec.evaluation),
+        "task": get_dataset_info(spec.data.name).task,
+        "dataset": spec.data.name,
+        "model": cell.model.label,
+        "backbone": cell.model.backbone,
+        "regularizer": cell.model.regularizer,
+        "model_params": json.dumps(dict(cell.model.resolved), sort_keys=True),
+        "train_seed": cell.seed,
+        "eps": cell.eps,
+        "surrogate": "" if cell.attack is None or cell.threat.surrogate is None else cell.threat.surrogate.label,
+        "quantize": cell.attack is not None and cell.threat.quantize,
+        "distance": spec.evaluation.distance,
+        "ap": spec.evaluation.ap,
+        "flip": spec.evaluation.flip,
+        "n_eval": n_eval,
+        "wall_s": round(wall, 3),
+        "checkpoint_sha256": sha,
+        "lfm_bench_version": __version__,
+        "torch_version": torch.__version__,
+        "git_sha": git_sha(),
+        "created_at": now(),
+        **extra,
+    }
+    return [
+        {**base, "rerank": label, "metric": name, "value": value}
+        for label, result in results.items()
+        for name, value in result.as_metrics().items()
+    ]
