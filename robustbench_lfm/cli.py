@@ -28,6 +28,7 @@ from robustbench_lfm.spec import (
     ThreatSpec,
     check_writable,
     format_eps,
+    format_param,
     parse_eps,
     parse_seeds,
     resolve_attack,
@@ -417,11 +418,7 @@ def check(run_dir: Path, baseline: Path, tolerance: float, alpha: float, fmt: st
 
 def _show(key: str, value: Any) -> str:
     """A parameter as it is written on the command line: 0.02..0.4, 8/255."""
-    if isinstance(value, tuple):
-        return "..".join(str(v) for v in value)
-    if key in ("eps", "step_size"):
-        return format_eps(value)
-    return str(value)
+    return format_eps(value) if key in ("eps", "step_size") else format_param(value)
 
 
 @main.command(name="ls")

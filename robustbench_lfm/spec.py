@@ -126,14 +126,15 @@ class ModelSpec:
         """The display/CSV name: 'lfm' or 'lfm:p=0.3'."""
         if not self.params:
             return self.name
-        return self.name + ":" + ",".join(f"{k}={_text(v)}" for k, v in self.params)
+        return self.name + ":" + ",".join(f"{k}={format_param(v)}" for k, v in self.params)
 
     def overrides(self) -> dict[str, Any]:
         """Keyword arguments for `models.create_model`."""
         return {"backbone": self.backbone, **dict(self.resolved)}
 
 
-def _text(value: Any) -> str:
+def format_param(value: Any) -> str:
+    """A parameter value as the command line takes it: (0.02, 0.4) -> '0.02..0.4'."""
     return f"{value[0]}..{value[1]}" if isinstance(value, tuple) else str(value)
 
 
