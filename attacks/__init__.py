@@ -19,7 +19,7 @@ from attacks import pgd as _pgd  # noqa: F401  (registers "pgd")
 from attacks import pgd_l2 as _pgd_l2  # noqa: F401  (registers "pgd-l2")
 from attacks import sma as _sma  # noqa: F401  (registers "sma")
 from attacks import square as _square  # noqa: F401  (registers "square")
-from attacks.base import Attack, attack_mode, budget, project, quantize
+from attacks.base import Attack, attack_mode, budget, project, quantize, resolve_options
 from attacks.objectives import OBJECTIVES, AttackContext, Guides, resolve_objective
 from attacks.registry import UnknownAttackError, create_attack, get_attack_class, list_attacks
 
@@ -37,4 +37,5 @@ __all__ = [
     "project",
     "quantize",
     "resolve_objective",
+    "resolve_options",
 ]

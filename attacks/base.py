@@ -9,7 +9,12 @@ Around `perturb`, the base class
   * runs on the input's device, with random draws from a generator seeded by `seed`;
   * projects the result onto the norm ball of radius eps around x (L-inf or L2, per image) and onto
     [0, 1], so the budget holds whatever `perturb` does, and returns a detached tensor.
-eps = 0 returns a copy of x (clean), never calling `perturb`.
+eps = 0 runs the attack's own code path like any other budget (the projection then returns x), so
+the sanity check that eps 0 reproduces the clean numbers tests the attack, not a shortcut.
+
+`defaults()` reads every option's default from the constructor signatures (the one home of a
+default) and `resolve_options` checks a user's options against them; `rescaled` gives the
+schedule a sanity probe at a very large budget runs (the sweep's schedule, step scaled with eps).
 
 Budgets are on the [0, 1] pixel scale: L-inf eps is written 8/255; L2 eps is the Euclidean norm of
 the whole (C, H, W) perturbation of one image, e.g. 0.5 on CIFAR-10.
@@ -17,6 +22,7 @@ the whole (C, H, W) perturbation of one image, e.g. 0.5 on CIFAR-10.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -91,8 +97,6 @@ class Attack:
         """Adversarial version of `x` within `eps` (pixel scale, [0, 1] images)."""
         self.check_task(context.task)
         _check_inputs(x, eps, self.norm)
-        if eps == 0:
-            return x.detach().clone()
         objective = resolve_objective(self.objective, context.task)
         if generator is None:
             generator = torch.Generator(x.device).manual_seed(self.seed)
@@ -103,6 +107,38 @@ class Attack:
     def perturb(self, p: Problem) -> Tensor:
         """The search itself; subclasses implement it (the model is in eval mode here)."""
         raise NotImplementedError
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every user option with its default, read from the constructor signatures.
+
+        The signatures are walked along the MRO while a constructor passes `*args`/`**kwargs` on;
+        `seed` is left out (the harness sets it from the training seed). `class_defaults` then
+        fills in what a class fixes in class attributes (the side, a metric attack's objective).
+        """
+        out: dict[str, Any] = {}
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None:
+                continue
+            params = inspect.signature(init).parameters.values()
+            for prm in params:
+                if prm.default is not inspect.Parameter.empty and prm.name != "seed":
+                    out.setdefault(prm.name, prm.default)
+            if not any(prm.kind in (prm.VAR_KEYWORD, prm.VAR_POSITIONAL) for prm in params):
+                break
+        return {**out, **cls.class_defaults(out)}
+
+    @classmethod
+    def class_defaults(cls, signature: dict[str, Any]) -> dict[str, Any]:
+        """Defaults a class sets in class attributes rather than in its signature."""
+        return {"side": cls.default_side} if "side" in signature else {}
+
+    def rescaled(self, reference_eps: float, eps: float, task: str) -> Attack:
+        """This attack as a large-eps sanity probe runs it: the schedule it runs at `reference_eps`
+        (the sweep's largest budget) with every step scaled by eps / reference_eps. Attacks whose
+        search already scales with eps (the torchattacks ones) return themselves."""
+        return self
 
     def check_task(self, task: str) -> None:
         """ValueError when this attack cannot run on `task` (e.g. a logit attack on re-ID embeddings)."""
@@ -134,6 +170,46 @@ class Attack:
     def resolved_objective(self, task: str) -> str:
         """The objective name this attack uses on `task` (for the CSV `objective` column)."""
         return resolve_objective(self.objective, task).name  # type: ignore[arg-type]
+
+
+def resolve_options(cls: type[Attack], options: dict[str, Any]) -> dict[str, Any]:
+    """Every option of attack class `cls`: its defaults replaced by `options`, each checked.
+
+    Raises:
+        TypeError: an option the attack does not take (the message lists those it takes), the
+            seed (it comes from the training seed), or a value of the wrong type.
+    """
+    known = cls.defaults()
+    if "seed" in options:
+        raise TypeError(f"{cls.name}: the attack seed is not an option; it follows the training seed (--seeds)")
+    bad = sorted(set(options) - set(known))
+    if bad:
+        raise TypeError(
+            f"{cls.name} has no option(s) {', '.join(bad)} (it takes: {', '.join(sorted(known)) or 'none'})"
+        )
+    for key, value in options.items():
+        _check_type(cls.name, key, value, known[key])
+    return {**known, **options}
+
+
+def _check_type(name: str, key: str, value: Any, default: Any) -> None:
+    """A value of the default's type (an int where an int is expected, a finite number, ...)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise TypeError(f"{name}: {key}={value} must be a finite number")
+    if default is None:
+        return
+    wanted = type(default)
+    ok = (
+        isinstance(value, bool)
+        if wanted is bool
+        else isinstance(value, int) and not isinstance(value, bool)
+        if wanted is int
+        else isinstance(value, (int, float)) and not isinstance(value, bool)
+        if wanted is float
+        else isinstance(value, wanted)
+    )
+    if not ok:
+        raise TypeError(f"{name}: {key}={value!r} must be of type {wanted.__name__} (default {default!r})")
 
 
 def project(x_adv: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:

@@ -11,6 +11,7 @@ with the highest objective. Units: eps and alpha on the [0, 1] pixel scale.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, ClassVar
 
@@ -54,8 +55,8 @@ class IterativeAttack(Attack):
         seed: int = 0,
     ) -> None:
         super().__init__(objective, norm, side, seed)
-        if steps is not None and int(steps) < 1:
-            raise ValueError(f"{self.name}: steps={steps} must be >= 1")
+        if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+            raise ValueError(f"{self.name}: steps={steps} must be an integer >= 1")
         if step_size is not None and not step_size > 0:
             raise ValueError(f"{self.name}: step_size={step_size} must be > 0 (pixel scale, e.g. 1/255)")
         if rel_step is not None and not rel_step > 0:
@@ -69,9 +70,33 @@ class IterativeAttack(Attack):
         self.momentum = self.default_momentum if momentum is None else float(momentum)
         self.restarts = int(restarts)
 
+    @classmethod
+    def class_defaults(cls, signature: dict[str, Any]) -> dict[str, Any]:
+        out = super().class_defaults(signature)
+        if "random_start" in signature:
+            out["random_start"] = cls.default_random_start
+        if "momentum" in signature:
+            out["momentum"] = cls.default_momentum
+        return out
+
     def default_schedule(self, eps: float, started: bool) -> tuple[int, float]:
         """The published (steps, alpha) at eps, given whether the search starts at random."""
         return 10, eps / 4
+
+    def rescaled(self, reference_eps: float, eps: float, task: str) -> IterativeAttack:
+        """The schedule run at `reference_eps`, its step scaled by eps / reference_eps.
+
+        A schedule fixed in absolute steps (SMA's and FNA's 15 x 1/255) cannot leave a small ball,
+        so at a very large eps it would measure mostly the random start; scaled, the probe is the
+        sweep's attack enlarged, and the steps it runs are what the CSV records.
+        """
+        if reference_eps <= 0:
+            return self
+        steps, alpha = self.schedule_for(reference_eps, task)
+        probe = copy.copy(self)
+        probe.steps, probe.rel_step = steps, None
+        probe.step_size = alpha * eps / reference_eps
+        return probe
 
     def schedule(self, eps: float, started: bool = False) -> tuple[int, float]:
         steps, alpha = self.default_schedule(eps, started)

@@ -7,7 +7,7 @@ with the same number of steps.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from attacks.iterative import IterativeAttack, kurakin_steps, l2_step
 
@@ -33,6 +33,10 @@ class MetricAttack(IterativeAttack):
                 f"{self.name}: the objective is {self.metric_objective} (use pgd:objective=... for others)"
             )
         super().__init__(self.metric_objective, **options)  # type: ignore[arg-type]
+
+    @classmethod
+    def class_defaults(cls, signature: dict[str, Any]) -> dict[str, Any]:
+        return {**super().class_defaults(signature), "objective": cls.metric_objective}
 
     def default_schedule(self, eps: float, started: bool) -> tuple[int, float]:
         steps = self.fixed_steps or kurakin_steps(eps, self.step_rule)

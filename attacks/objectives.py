@@ -1,11 +1,14 @@
 """Attack objectives: what an attack maximizes, independent of how it searches.
 
 Re-ID objectives follow the push/pull guide framework of reference/reid.md D0/D6: on the
-L2-normalized retrieval embedding f^ (cosine geometry, the harness's default distance),
+retrieval embedding f^ in the geometry that is scored,
 
     L(x') = sum_{g in push} ||f^(x') - g||^2  -  sum_{h in pull} ||f^(x') - h||^2,
 
-maximized. Pushing guides are moved away from, pulling guides towards.
+maximized. Pushing guides are moved away from, pulling guides towards. The context's `distance`
+picks the geometry: `cosine` (the default) L2-normalizes f^ and the guides, so squared L2 is
+2 - 2 cos; `euclidean` uses the raw embeddings, the squared L2 distance the ranking then scores.
+An attack optimizing the cosine geometry against a Euclidean ranking would overstate robustness.
 
 * `sma` — Self Metric Attack (Bouniot et al., CVPRW 2020; D2): push = the clean f^(x) itself.
   Needs no other image and no label. Its gradient is zero at x' = x, so it needs a random start.
@@ -30,6 +33,7 @@ per-image gradients do not depend on the batch size).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -63,11 +67,27 @@ class AttackContext:
         task: `reid` (the model returns embeddings in eval mode) or `classification` (logits).
         labels: true labels (classification) or identities (re-ID) of the batch, shape (N,).
         guides: re-ID guide set (in the harness: the clean query set of the attacked model).
+        distance: the retrieval distance the attack's metric objective works in, `cosine` or
+            `euclidean` (the harness passes the run's --distance).
     """
 
     task: Task
     labels: Tensor | None = None
     guides: Guides | None = None
+    distance: str = "cosine"
+
+    def __post_init__(self) -> None:
+        if self.distance not in DISTANCES:
+            raise ValueError(f"distance={self.distance!r} is not one of {', '.join(DISTANCES)}")
+
+
+DISTANCES = ("cosine", "euclidean")
+
+
+def embed(features: Tensor, distance: str) -> Tensor:
+    """Features in the geometry of `distance`: L2-normalized for cosine, as they are for euclidean."""
+    features = features.float()
+    return F.normalize(features, dim=1) if distance == "cosine" else features
 
 
 class Objective:
@@ -88,21 +108,23 @@ class Objective:
 
 @dataclass(frozen=True)
 class GuideTargets:
-    """Per-image push and pull guides, padded: features (N, P, d) with a 0/1 mask (N, P)."""
+    """Per-image push and pull guides, padded: features (N, P, d) with a 0/1 mask (N, P), and the
+    geometry (`distance`) the attacked embedding is compared in."""
 
     push: Tensor
     push_mask: Tensor
     pull: Tensor
     pull_mask: Tensor
+    distance: str = "cosine"
 
 
 def _none(n: int, d: int, like: Tensor) -> tuple[Tensor, Tensor]:
     return like.new_zeros(n, 0, d), like.new_zeros(n, 0)
 
 
-def _same_identity(labels: Tensor, guides: Guides) -> tuple[Tensor, Tensor]:
+def _same_identity(labels: Tensor, guides: Guides, distance: str) -> tuple[Tensor, Tensor]:
     """Every guide of each image's identity, padded to the largest count: (N, P, d), mask (N, P)."""
-    feats = F.normalize(guides.features.to(labels.device).float(), dim=1)
+    feats = embed(guides.features.to(labels.device), distance)
     same = labels.view(-1, 1) == guides.labels.to(labels.device).view(1, -1)  # (N, M)
     width = max(int(same.sum(1).max()), 1) if len(labels) else 1
     order = same.float().argsort(dim=1, descending=True, stable=True)[:, :width]
@@ -124,11 +146,11 @@ class MetricObjective(Objective):
         if self.needs_guides and (context.guides is None or context.labels is None):
             raise ValueError(f"the {self.name!r} objective needs guide features and the batch's identities")
         with torch.no_grad():
-            f0 = F.normalize(model(x).float(), dim=1)
-        return self.guides(f0, context)
+            f0 = embed(model(x), context.distance)
+        return dataclasses.replace(self.guides(f0, context), distance=context.distance)
 
     def per_sample(self, model: nn.Module, x_adv: Tensor, state: GuideTargets) -> Tensor:
-        f = F.normalize(model(x_adv).float(), dim=1).unsqueeze(1)
+        f = embed(model(x_adv), state.distance).unsqueeze(1)
         push = ((f - state.push).pow(2).sum(-1) * state.push_mask).sum(1)
         pull = ((f - state.pull).pow(2).sum(-1) * state.pull_mask).sum(1)
         return push - pull
@@ -152,17 +174,17 @@ class FurthestNegative(MetricObjective):
 
     def guides(self, f0: Tensor, context: AttackContext) -> GuideTargets:
         assert context.guides is not None and context.labels is not None
-        push, push_mask = _same_identity(context.labels.to(f0.device), context.guides)
-        ids, protos = _prototypes(context.guides, f0.device)
+        push, push_mask = _same_identity(context.labels.to(f0.device), context.guides, context.distance)
+        ids, protos = _prototypes(context.guides, f0.device, context.distance)
         dist = torch.cdist(f0, protos)  # L2 between clean embedding and each prototype
         dist[context.labels.to(f0.device).view(-1, 1) == ids.view(1, -1)] = -1.0  # never the own identity
         far = protos[dist.argmax(dim=1)].unsqueeze(1)
         return GuideTargets(push, push_mask, far, f0.new_ones(len(f0), 1))
 
 
-def _prototypes(guides: Guides, device: torch.device) -> tuple[Tensor, Tensor]:
-    """(identities, mean normalized guide feature per identity)."""
-    feats = F.normalize(guides.features.to(device).float(), dim=1)
+def _prototypes(guides: Guides, device: torch.device, distance: str) -> tuple[Tensor, Tensor]:
+    """(identities, mean guide feature per identity, in the geometry of `distance`)."""
+    feats = embed(guides.features.to(device), distance)
     ids, inverse = torch.unique(guides.labels.to(device), return_inverse=True)
     sums = torch.zeros(len(ids), feats.shape[1], device=device).index_add_(0, inverse, feats)
     return ids, sums / torch.bincount(inverse, minlength=len(ids)).unsqueeze(1).float()
@@ -176,7 +198,7 @@ class SameIdentityPush(MetricObjective):
 
     def guides(self, f0: Tensor, context: AttackContext) -> GuideTargets:
         assert context.guides is not None and context.labels is not None
-        push, mask = _same_identity(context.labels.to(f0.device), context.guides)
+        push, mask = _same_identity(context.labels.to(f0.device), context.guides, context.distance)
         return GuideTargets(push, mask, *_none(len(f0), f0.shape[1], f0))
 
 

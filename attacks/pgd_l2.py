@@ -32,6 +32,10 @@ class PGDL2(TorchattacksBackend, IterativeAttack):
             raise ValueError("pgd-l2: the norm is l2 (use pgd for linf)")
         super().__init__(*args, **kwargs)
 
+    @classmethod
+    def class_defaults(cls, signature: dict[str, Any]) -> dict[str, Any]:
+        return {**super().class_defaults(signature), "norm": "l2"}
+
     def default_schedule(self, eps: float, started: bool) -> tuple[int, float]:
         return 20, l2_step(eps, 20)
 

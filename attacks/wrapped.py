@@ -40,6 +40,10 @@ class TorchattacksAttack(Attack):
             raise ValueError(f"{self.name}: norm={norm!r} is not supported (supported: {', '.join(self.norms)})")
         super().__init__("auto", norm, None, seed)
 
+    @classmethod
+    def class_defaults(cls, signature: dict[str, Any]) -> dict[str, Any]:
+        return {"norm": cls.norms[0]} if "norm" in signature else {}
+
     def build(self, model: nn.Module, eps: float, seed: int, n_classes: int) -> Any:
         """The torchattacks attack for `model` at budget eps."""
         raise NotImplementedError

@@ -11,6 +11,9 @@ from models.registry import (
     get_model_entry,
     list_backbones,
     list_models,
+    method_defaults,
+    register_method,
+    signature_defaults,
 )
 from models.zoo import TASKS, create_model, resolve_params
 
@@ -27,5 +30,8 @@ __all__ = [
     "get_model_entry",
     "list_backbones",
     "list_models",
+    "method_defaults",
+    "register_method",
     "resolve_params",
+    "signature_defaults",
 ]

@@ -8,6 +8,7 @@ regularizer defaults (`p=0.3`) or the backbone (`backbone="resnet50"`).
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,20 +33,25 @@ def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
 @dataclass(frozen=True)
 class ModelEntry:
     """What a registered model name means: a backbone, a regularizer, architecture options and a
-    training method, each with default parameters.
+    training method, each with its parameters.
 
-    Parameter names are unique across `params`, `arch` and `method_params`, so a user override
-    (`lfm:p=0.3`, `rcm-up:upsample=3`, `pgd-at:steps=5`) goes to the one place that declares it.
+    A default is written once, in the constructor signature of the regularizer class or of the
+    training method's class (registered by the harness with `register_method`); an entry lists
+    only where it departs from them (`spatial-dropout` at the stem) and what no class holds (its
+    architecture options, MixACM's teacher). Parameter names are unique across regularizer,
+    architecture and method, so a user override (`lfm:p=0.3`, `rcm-up:upsample=3`,
+    `pgd-at:steps=5`) goes to the one place that declares it.
 
     Attributes:
         name: the registry name.
         regularizer: regularizer name (`"none"`: no regularizer module).
         backbone: backbone name, or None for the training recipe's backbone.
-        params: regularizer keyword arguments.
+        params: regularizer keyword arguments that differ from the class's defaults.
         arch: architecture options of the network: `upsample` (integer input upsampling inside the
             model) and `strides` (one digit per residual stage; "rcm" = RCM's setting for the backbone).
         method: the training method the harness runs ("standard", "gwi", "pgd-at", "mixacm").
-        method_params: the method's keyword arguments (a training recipe may override them).
+        method_params: method keyword arguments that differ from (or are absent in) the method class's
+            signature, e.g. MixACM's teacher model name (a training recipe may override them).
         description: one line shown by `lfm-bench ls`.
     """
 
@@ -63,9 +69,19 @@ class ModelEntry:
         if clash:
             raise ValueError(f"model {self.name!r}: parameter name(s) {sorted(clash)} declared twice")
 
+    def regularizer_params(self) -> dict[str, Any]:
+        """The regularizer's parameters: its class signature's defaults, then the entry's."""
+        if self.regularizer == "none":
+            return dict(self.params)
+        return {**signature_defaults(get_regularizer(self.regularizer)), **self.params}
+
+    def training_params(self) -> dict[str, Any]:
+        """The training method's parameters: its class signature's defaults, then the entry's."""
+        return {**method_defaults(self.method), **self.method_params}
+
     def defaults(self) -> dict[str, Any]:
         """Every parameter with its default value."""
-        return {**self.params, **self.arch, **self.method_params}
+        return {**self.regularizer_params(), **self.arch, **self.training_params()}
 
 
 _MODELS: dict[str, ModelEntry] = {}
@@ -73,6 +89,40 @@ _BACKBONES: dict[str, Callable[..., nn.Module]] = {}
 _INPUT_SIZES: dict[str, tuple[int, int]] = {}
 _STRIDES: dict[str, tuple[int, ...]] = {}
 _REGULARIZERS: dict[str, Callable[..., nn.Module]] = {}
+_METHODS: dict[str, dict[str, Any]] = {"standard": {}}
+NOT_PARAMETERS = ("self", "seed", "recipe", "device", "teacher_model")  # set by the harness, not by users
+
+
+def signature_defaults(cls: Callable[..., Any]) -> dict[str, Any]:
+    """Keyword defaults of a class's constructor (or a function), including those it passes on
+    to its base through `**kwargs` (lfm-code takes LFM's), less what the harness sets (seed, ...)."""
+    out: dict[str, Any] = {}
+    for klass in getattr(cls, "__mro__", (cls,)):
+        init = klass.__dict__.get("__init__") if isinstance(klass, type) else klass
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        for p in params:
+            if p.default is not inspect.Parameter.empty and p.name not in NOT_PARAMETERS:
+                out.setdefault(p.name, p.default)
+        if not any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in params):
+            break
+    return out
+
+
+def register_method(name: str, cls: Callable[..., Any]) -> None:
+    """Register a training method's parameters (the defaults of `cls`'s signature) under `name`."""
+    _add(_METHODS, "training method", name, signature_defaults(cls))
+
+
+def method_defaults(name: str) -> dict[str, Any]:
+    """The parameters of training method `name` with their defaults."""
+    if name not in _METHODS:
+        raise UnknownNameError(
+            f"training method {name!r} is not registered (known: {', '.join(sorted(_METHODS))}); "
+            "importing robustbench_lfm.methods registers the harness's methods"
+        )
+    return dict(_METHODS[name])
 
 
 def _add(table: dict, kind: str, name: str, value: Any) -> None:

@@ -75,52 +75,50 @@ def create_model(
     backbone = factory(_backbones.parse_strides(params.get("strides"), get_default_strides(backbone_name)))
     regularizer = None
     if entry.regularizer != "none":
-        regularizer = get_regularizer(entry.regularizer)(seed=seed, **{k: params[k] for k in entry.params})
+        regularizer = get_regularizer(entry.regularizer)(
+            seed=seed, **{k: params[k] for k in entry.regularizer_params()}
+        )
     upsample = int(params.get("upsample", 1))
     if task == "reid":
         return ReIDNet(backbone, num_classes, regularizer, upsample)
     return ClassifierNet(backbone, num_classes, regularizer, mean, std, upsample)
 
 
-LFM_DEFAULTS = {"p": 0.15, "channels": 0.5, "area": (0.02, 0.4), "aspect": 0.3, "at": "stem"}
-
 for _entry in (
     ModelEntry("plain", description="backbone + head, no regularizer"),
-    ModelEntry("dropout", "dropout", params={"p": 0.5}, description="dropout p=0.5 before the classifier"),
+    ModelEntry("dropout", "dropout", description="dropout p=0.5 before the classifier"),
     ModelEntry(
         "spatial-dropout",
         "spatial-dropout",
-        params={"p": 0.1, "at": "stem"},
+        params={"at": "stem"},
         description="channel dropout p=0.1 at LFM's insertion point (stem conv output)",
     ),
     ModelEntry(
         "dropblock",
         "dropblock",
-        params={"p": 0.1, "block_size": 3, "at": "layer3"},
+        params={"at": "layer3"},
         description="DropBlock p=0.1, 3x3 blocks, after layer3",
     ),
     ModelEntry(
         "cutout",
         "cutout",
-        params={"p": 1.0, "size": 0.5},
         description="Cutout: one square of half the short side, input space",
     ),
     ModelEntry(
         "random-erasing",
         "random-erasing",
-        params={"p": 0.5, "area": (0.02, 0.4), "aspect": 0.3},
         description="Random Erasing p=0.5 (the re-ID standard), mean-colour fill",
     ),
     ModelEntry(
         "lfm",
         "lfm",
-        params=dict(LFM_DEFAULTS),
+        params={"at": "stem"},
         description="Local Feature Masking on the stem conv output (paper-intended, p=0.15)",
     ),
     ModelEntry(
         "lfm-code",
         "lfm-code",
-        params={**LFM_DEFAULTS, "max_samples": 8},
+        params={"at": "stem"},
         description="LFM as the released code runs: batch gate, first 8 samples, shared channels, row bands",
     ),
     ModelEntry(
@@ -136,19 +134,17 @@ for _entry in (
     ModelEntry(
         "gwi",
         method="gwi",
-        method_params=dict(groups=6, layer="layer3", lambda_t=0.1, lambda_o=1e-3, every=3, start_iter=500, min_batch=4),
         description="group-wise inhibition (TENET): extra step on inhibited layer3 features",
     ),
     ModelEntry(
         "pgd-at",
         method="pgd-at",
-        method_params={"eps": 8 / 255, "steps": 10, "step_size": 2 / 255},
         description="PGD-10 adversarial training at 8/255 (SMA objective on re-ID)",
     ),
     ModelEntry(
         "mixacm",
         method="mixacm",
-        method_params=dict(teacher="pgd-at", alpha=1.0, taps=3, power=2, w_acm=10.0, w_kd=1.0, tau=4.0),
+        method_params={"teacher": "pgd-at"},  # a model name: no method class holds it
         description="MixACM: distil a pgd-at teacher's activated channel maps on mixup inputs",
     ),
 ):

@@ -16,6 +16,8 @@ evaluated on the very same images.
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,7 +119,9 @@ def _adversarial_batches(
         torch.split(split.images, spec.batch_size), torch.split(split.pids, spec.batch_size), strict=True
     ):
         x = to_model_input(images, device)
-        context = attacks.AttackContext("reid", labels=pids.to(device), guides=guides)
+        context = attacks.AttackContext(
+            "reid", labels=pids.to(device), guides=guides, distance=spec.evaluation.distance
+        )
         x_adv = attack(attacker.net, x, context, eps=cell.eps, generator=gen)
         if spec.threat.quantize:
             x_adv = attacks.quantize(x_adv, x, cell.eps, attack.norm)
@@ -129,20 +133,31 @@ def _stored_batches(
 ) -> Iterator[Tensor]:
     """The surrogate's adversarial images, crafted on first use and read back from the cache."""
     path = _stored_path(spec, cell, attacker)
-    if path.exists():
-        images = load_file(path)["images"]
-    else:
+    images = _read_stored(path)
+    if images is None:
         images = torch.cat([b.cpu() for b in _adversarial_batches(spec, cell, attack, attacker, data, device)])
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".tmp{os.getpid()}")  # unique per process: workers share the cache
         save_file({"images": images.contiguous()}, str(tmp))
-        tmp.replace(path)
+        os.replace(tmp, path)
     for chunk in torch.split(images, spec.batch_size):
         yield chunk.to(device).contiguous(memory_format=torch.channels_last)
 
 
+def _read_stored(path: Path) -> Tensor | None:
+    """Stored adversarial images, or None (with a warning when the file is damaged: recrafted)."""
+    if not path.exists():
+        return None
+    try:
+        return load_file(path)["images"]
+    except Exception as err:  # truncated, not safetensors, or another layout: craft them again
+        warnings.warn(f"stored adversarial images {path} are unreadable ({err}); crafting them again", stacklevel=2)
+        return None
+
+
 def _stored_path(spec: RunSpec, cell: Cell, attacker: Attacker) -> Path:
     content = {"surrogate": attacker.key, "attack": cell.attack, "eps": cell.eps, "seed": cell.seed,
-               "quantize": spec.threat.quantize, "data": spec.data.key(), "flip": spec.evaluation.flip,
+               "probe_of": cell.probe_of, "quantize": spec.threat.quantize, "data": spec.data.key(),
+               "flip": spec.evaluation.flip, "distance": spec.evaluation.distance,
                "batch": spec.batch_size}  # fmt: skip
-    return spec.cache_dir / "adversarial" / f"{content_hash(repr(content), 16)}.safetensors"
+    return spec.cache_dir / "adversarial" / f"{content_hash(content, 16)}.safetensors"

@@ -1,8 +1,10 @@
 """`lfm-bench check RUN_DIR --baseline BASELINE.csv`: a robustness regression gate for CI.
 
-The run's results.csv is compared with a baseline table cell by cell. Cells match on what defines
-them (dataset, model, seed, attack with objective, norm, side, eps, threat options, evaluation
-options, metric), not on cell ids, so a baseline survives a version bump. A matched metric
+The run's results.csv is compared with a baseline table measurement by measurement. Rows match on
+their full identity (robustbench_lfm.identity.MEASUREMENT: task, dataset and its options, recipe,
+evaluation options, model with backbone and every parameter, seed, attack with every option and
+its threat, eps, steps and step size, re-ranking, metric), not on cell ids, so a baseline survives
+a version bump but a PGD-1 run never stands in for a PGD-20 baseline. A matched metric
 *regressed* when it fell by more than `tolerance` (absolute, a fraction: 0.02 = 2 points) **and**
 the fall is significant at `alpha`:
 
@@ -13,9 +15,11 @@ the fall is significant at `alpha`:
   error a mean of n values in [0, 1] with mean m can have); without the run's queries.csv
   the tolerance alone decides.
 
-mINP is not gated (no per-query record, so no test). A baseline cell with no match in the run
-is *missing* and also fails the gate. Exit status: 0
-when nothing regressed or went missing, 1 otherwise (2 for bad input).
+mINP is not gated (no per-query record, so no test). The gate fails closed: a baseline
+measurement with no match in the run is *missing*, and a matched run value that is empty, NaN
+or outside [0, 1] is *invalid*; both fail it. A baseline that is empty, holds only a header, is
+ragged, binary or non-numeric, or holds one measurement twice is bad input. Exit status: 0 when
+nothing regressed, went missing or was invalid, 1 otherwise, 2 for bad input.
 """
 
 from __future__ import annotations
@@ -27,12 +31,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from robustbench_lfm.spec import format_eps
+from robustbench_lfm.identity import MEASUREMENT, canonical, labelled
 from robustbench_lfm.stats import binomial_se, bootstrap_se, two_proportion_p
-from robustbench_lfm.store import QUERY_COLUMNS, ResultStore
+from robustbench_lfm.store import COLUMNS, QUERY_COLUMNS, ResultStore, StoreError, valid_value
 
-KEY = ["dataset", "model", "train_seed", "attack", "objective", "norm", "perturbed", "eps", "surrogate",
-       "quantize", "distance", "ap", "flip", "rerank", "metric"]  # fmt: skip
+KEY = list(MEASUREMENT)
 PROPORTIONS = ("rank1", "rank5", "rank10", "accuracy")
 GATED = (*PROPORTIONS, "mAP")  # mINP has no per-query record, hence no test: it is not gated
 
@@ -43,13 +46,11 @@ class CheckError(ValueError):
 
 @dataclass(frozen=True)
 class Finding:
-    """One compared metric of one cell."""
+    """One compared metric of one cell (`condition` is the identity's label, `pgd:steps=1 8/255`)."""
 
     model: str
     train_seed: int
-    attack: str
-    eps: float
-    rerank: str
+    condition: str
     metric: str
     baseline: float
     value: float
@@ -67,17 +68,20 @@ class CheckResult:
     missing: list[dict]
     tolerance: float
     alpha: float
+    invalid: list[dict]
+    unmatched: int = 0  # run measurements the baseline does not have (new cells: not gated)
 
     @property
     def passed(self) -> bool:
-        """No regression and nothing missing."""
-        return not self.regressions and not self.missing
+        """No regression, nothing missing, nothing invalid."""
+        return not self.regressions and not self.missing and not self.invalid
 
     def to_json(self) -> str:
         """The result for dashboards."""
         return json.dumps(
             {"passed": self.passed, "compared": self.compared, "tolerance": self.tolerance, "alpha": self.alpha,
-             "regressions": [asdict(f) for f in self.regressions], "missing": self.missing},
+             "regressions": [asdict(f) for f in self.regressions], "missing": self.missing,
+             "invalid": self.invalid, "unmatched_in_run": self.unmatched},
             indent=2,
         )  # fmt: skip
 
@@ -85,58 +89,102 @@ class CheckResult:
         """Lines for a terminal or a CI log."""
         lines = [
             f"compared {self.compared} metrics against the baseline (tolerance {100 * self.tolerance:.1f} points, "
-            f"alpha {self.alpha}): {len(self.regressions)} regressed, {len(self.missing)} missing"
+            f"alpha {self.alpha}): {len(self.regressions)} regressed, {len(self.missing)} missing, "
+            f"{len(self.invalid)} invalid; {self.unmatched} run metrics have no baseline (not gated)"
         ]
         for f in self.regressions:
-            where = f"{f.model} seed {f.train_seed} {_condition(f.attack, f.eps)}{' rerank' if f.rerank else ''}"
             change = f"{100 * f.baseline:.1f} -> {100 * f.value:.1f} ({100 * f.change:+.1f} points, p={f.p_value:.2g})"
-            lines.append(f"REGRESSED {where} {f.metric}: {change}")
+            lines.append(f"REGRESSED {f.model} seed {f.train_seed} {f.condition} {f.metric}: {change}")
         for m in self.missing:
-            where = f"{m['model']} seed {m['train_seed']} {_condition(m['attack'], m['eps'])}"
-            lines.append(f"MISSING {where} {m['metric']}")
+            lines.append(f"MISSING {m['model']} seed {m['train_seed']} {m['condition']} {m['metric']}")
+        for m in self.invalid:
+            lines.append(f"INVALID {m['model']} seed {m['train_seed']} {m['condition']} {m['metric']}: {m['value']!r}")
         lines.append("PASSED" if self.passed else "FAILED")
         return "\n".join(lines)
 
 
-def _condition(attack: str, eps: float) -> str:
-    return "clean" if attack == "none" else f"{attack} {format_eps(eps)}"
-
-
-def read_table(path: Path) -> pd.DataFrame:
-    """A results table with the matching columns (CheckError otherwise)."""
+def read_table(path: Path, role: str) -> pd.DataFrame:
+    """A results table of this version, whole and typed (CheckError otherwise)."""
     if not path.is_file():
-        raise CheckError(f"{path} does not exist; give a results.csv written by `lfm-bench run`")
-    df = ResultStore(path).read()
-    missing = sorted({*KEY, "value", "n_eval"} - set(df.columns))
-    if missing:
-        raise CheckError(f"{path} lacks the column(s) {', '.join(missing)}; is it an lfm-bench results table?")
-    return df.astype({"eps": float, "train_seed": int, "quantize": str, "flip": str})
+        raise CheckError(f"{role} {path} does not exist; give a results.csv written by `lfm-bench run`")
+    store = ResultStore(path)
+    try:
+        scan = store.scan()
+    except StoreError as err:
+        raise CheckError(f"{role}: {err}") from None
+    if not path.read_bytes().strip():
+        raise CheckError(f"{role} {path} is empty; give a results.csv written by `lfm-bench run`")
+    if scan.damaged:
+        raise CheckError(f"{role} {path} is damaged (a torn last line or ragged rows); rewrite it with `lfm-bench run`")
+    df = pd.DataFrame(scan.rows, columns=list(COLUMNS))
+    try:
+        df = canonical(df)
+    except (ValueError, TypeError) as err:
+        raise CheckError(f"{role} {path} has a non-numeric eps, step, step size or seed ({err})") from None
+    duplicated = df[df.duplicated(KEY, keep=False)]
+    if len(duplicated):
+        raise CheckError(
+            f"{role} {path} holds {len(duplicated)} rows for {duplicated[KEY].drop_duplicates().shape[0]} "
+            "measurement(s): one measurement twice; rebuild it from a run directory"
+        )
+    return df
+
+
+def _baseline(path: Path) -> pd.DataFrame:
+    """The baseline's gated rows: at least one, each with a valid value and a positive n_eval."""
+    base = read_table(path, "baseline")
+    base = base[base["metric"].isin(GATED)]
+    if base.empty:
+        raise CheckError(f"baseline {path} holds no gated metric ({', '.join(GATED)}); give a results.csv with rows")
+    n_eval = pd.to_numeric(base["n_eval"], errors="coerce")
+    bad = ~base["value"].map(valid_value) | ~(n_eval >= 1)
+    if bad.any():
+        raise CheckError(f"baseline {path}: {int(bad.sum())} row(s) have no valid value or n_eval; regenerate it")
+    return base.assign(value=base["value"].astype(float), n_eval=n_eval.astype(int))
+
+
+def _where(rows: pd.DataFrame, side: str = "") -> list[dict]:
+    """Rows as {model, train_seed, condition, metric, value} for the findings; `side` "_base" labels
+    the rows by the baseline's columns (a missing measurement has no run columns)."""
+    named = labelled(rows.assign(attack_label=rows[f"attack_label{side}"], value=rows[f"value{side}"]))
+    return [
+        {"model": r["row"], "train_seed": int(r["train_seed"]), "condition": r["condition"], "metric": r["metric"],
+         "value": r.get("value")}
+        for _, r in named.iterrows()
+    ]  # fmt: skip
 
 
 def compare(run_dir: Path, baseline: Path, tolerance: float = 0.02, alpha: float = 0.05) -> CheckResult:
     """Compare RUN_DIR/results.csv with `baseline` (module docstring)."""
     if not 0 <= tolerance < 1 or not 0 < alpha < 1:
         raise CheckError(f"--tolerance {tolerance} must lie in [0, 1) and --alpha {alpha} in (0, 1)")
-    current, base = read_table(run_dir / "results.csv"), read_table(baseline)
-    base = base[base["metric"].isin(GATED)]
+    base = _baseline(baseline)
+    current = read_table(run_dir / "results.csv", "run") if (run_dir / "results.csv").exists() else None
+    if current is None:
+        raise CheckError(f"{run_dir} has no results.csv; give the directory `lfm-bench run` wrote")
     merged = base.merge(current, on=KEY, how="left", suffixes=("_base", ""), indicator=True)
     missing = merged[merged["_merge"] == "left_only"]
-    found = merged[merged["_merge"] == "both"]
+    matched = merged[merged["_merge"] == "both"]
+    ok = (matched["value"].map(valid_value) & (pd.to_numeric(matched["n_eval"], errors="coerce") >= 1)).astype(bool)
+    invalid, found = matched.loc[~ok], matched.loc[ok].assign(value=lambda d: d["value"].astype(float))
+    unmatched = len(current[current["metric"].isin(GATED)]) - len(matched)
     ses = _query_errors(run_dir / "queries.csv", found, "cell_id")
     base_ses = _query_errors(baseline.with_name("queries.csv"), found, "cell_id_base")
     regressions = []
-    for _, r in found.iterrows():
+    conditions = labelled(found) if len(found) else found
+    for (_, r), (_, named) in zip(found.iterrows(), conditions.iterrows(), strict=True):
         se = ses.get((r["cell_id"], r["rerank"], r["metric"]), math.nan)
         bound = binomial_se(float(r["value_base"]), int(r["n_eval_base"]))  # AP in [0, 1]: var <= m (1 - m)
         base_se = base_ses.get((r["cell_id_base"], r["rerank"], r["metric"]), bound)
-        finding = _judge(r, math.hypot(se, base_se), tolerance, alpha)
+        finding = _judge(r, named["condition"], math.hypot(se, base_se), tolerance, alpha)
         if finding.regressed:
             regressions.append(finding)
-    cols = ["model", "train_seed", "attack", "eps", "rerank", "metric"]
-    return CheckResult(len(found), regressions, missing[cols].to_dict("records"), tolerance, alpha)
+    return CheckResult(
+        len(found), regressions, _where(missing, "_base"), tolerance, alpha, _where(invalid), max(unmatched, 0)
+    )
 
 
-def _judge(r: pd.Series, se: float, tolerance: float, alpha: float) -> Finding:
+def _judge(r: pd.Series, condition: str, se: float, tolerance: float, alpha: float) -> Finding:
     base, value = float(r["value_base"]), float(r["value"])
     fall = base - value
     if r["metric"] in PROPORTIONS:
@@ -146,15 +194,18 @@ def _judge(r: pd.Series, se: float, tolerance: float, alpha: float) -> Finding:
     else:
         p = math.nan  # no queries.csv: the tolerance alone decides
     regressed = fall > tolerance and (p < alpha if math.isfinite(p) else True)
-    return Finding(r["model"], int(r["train_seed"]), r["attack"], float(r["eps"]), r["rerank"], r["metric"],
-                   base, value, value - base, p, regressed)  # fmt: skip
+    return Finding(r["model"], int(r["train_seed"]), condition, r["metric"], base, value, value - base, p,
+                   regressed)  # fmt: skip
 
 
 def _query_errors(path: Path, rows: pd.DataFrame, id_column: str) -> dict[tuple[str, str, str], float]:
     """Bootstrap SE of each matched cell's mAP from a queries.csv ({} when there is none)."""
     if not path.is_file():
         return {}
-    queries = ResultStore(path, QUERY_COLUMNS).read()
+    try:
+        queries = ResultStore(path, QUERY_COLUMNS).read()
+    except StoreError as err:
+        raise CheckError(str(err)) from None
     maps = rows[rows["metric"] == "mAP"]
     wanted = set(zip(maps[id_column], maps["rerank"], strict=True))
     return {

@@ -1,14 +1,20 @@
 """The `lfm-bench` command line: `run` a sweep, `report` it, `check` it against a baseline, `ls`
 the registries.
 
-Bad input exits with status 2 and one line `lfm-bench: error: <what is wrong and how to fix it>`.
+Exit status of every command: 0 success; 1 a regression, a failed cell or a failed check; 2 bad
+input, one line `lfm-bench: error: <what is wrong and how to fix it>` (click's own usage errors
+too); 3 an internal error, one line naming the file that holds the traceback. No traceback
+reaches the terminal (`LfmBench.main`).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
+import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -17,7 +23,7 @@ import click
 
 import attacks
 import models
-from robustbench_lfm.datasets import DATASETS, get_dataset_info
+from robustbench_lfm.datasets import DATASETS, DatasetFolderError, get_dataset_info
 from robustbench_lfm.environment import resolve_device
 from robustbench_lfm.hashing import content_hash
 from robustbench_lfm.recipe import RecipeError, load_recipe, recipe_names
@@ -50,7 +56,42 @@ def fail(message: str, status: int = 2) -> NoReturn:
     sys.exit(status)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def internal_error(err: BaseException) -> NoReturn:
+    """Exit 3 with one line naming a file that holds the traceback (never the traceback itself)."""
+    path = Path(tempfile.gettempdir()) / f"lfm-bench-traceback-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    try:
+        path.write_text("".join(traceback.format_exception(err)))
+        where = f"the traceback is in {path}"
+    except OSError:
+        where = "the traceback could not be saved"
+    fail(f"internal error ({type(err).__name__}: {err}); {where}; please report it", status=3)
+
+
+def _warning_line(message: Warning | str, *args: Any, **kwargs: Any) -> str:
+    return f"lfm-bench: warning: {message}\n"
+
+
+class LfmBench(click.Group):
+    """The command group, with the exit-status contract of the module docstring."""
+
+    def main(self, *args: Any, **kwargs: Any) -> NoReturn:  # type: ignore[override]
+        kwargs["standalone_mode"] = False
+        warnings.formatwarning = _warning_line  # type: ignore[assignment]
+        try:
+            status = super().main(*args, **kwargs)
+        except click.exceptions.Exit as done:
+            sys.exit(done.exit_code)
+        except click.ClickException as err:
+            where = f" (see `{err.ctx.command_path} --help`)" if getattr(err, "ctx", None) else ""
+            fail(f"{err.format_message()}{where}")
+        except (click.Abort, KeyboardInterrupt):
+            fail("interrupted; rerun the same command to resume", status=130)
+        except Exception as err:
+            internal_error(err)
+        sys.exit(status if isinstance(status, int) else 0)
+
+
+@click.group(cls=LfmBench, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="lfm-bench")
 def main() -> None:
     """lfm-bench: adversarial robustness of regularizers (LFM, Dropout, Cutout, RCM, ...).
@@ -232,7 +273,7 @@ def run(**opts: Any) -> None:
     from robustbench_lfm.lock import RunLockedError
     from robustbench_lfm.runner import SweepError, run_sweep
     from robustbench_lfm.store import CMC_COLUMNS, ResultStore, StoreError
-    from robustbench_lfm.summary import plot_cmc, plot_eps_curves, summary_table
+    from robustbench_lfm.summary import cmc_labelled, plot_cmc, plot_eps_curves, summary_table
 
     start = time.perf_counter()
     failure = None
@@ -240,10 +281,10 @@ def run(**opts: Any) -> None:
         df = run_sweep(spec, log=click.echo, ex=ex)
     except SweepError as err:  # the other models' cells are done: show them, then fail
         failure, df = err, ResultStore(spec.out_dir / "results.csv").read()
-    except (StoreError, RunLockedError) as err:
+    except (StoreError, RunLockedError, SpecError, DatasetFolderError) as err:
         fail(str(err))
     plot = plot_eps_curves(df, spec.out_dir / "robustness.png")
-    curves = ResultStore(spec.out_dir / "cmc.csv", CMC_COLUMNS).read()
+    curves = cmc_labelled(ResultStore(spec.out_dir / "cmc.csv", CMC_COLUMNS).read(), df)
     cmc_plot = plot_cmc(curves, spec.out_dir / "cmc.png", spec.data.name)
     click.echo(summary_table(df))
     click.echo("\n" + sanity.summary(sanity.read(spec.out_dir / "sanity.csv")))
@@ -309,6 +350,8 @@ def build_spec(**o: Any) -> RunSpec:
         data=data, recipe=recipe, evaluation=evaluation, threat=ThreatSpec(surrogate, o["quantize"]),
     )  # fmt: skip
     name = o["name"] or _run_name(parts)
+    if o["name"] is not None and (not name.strip() or Path(name).name != name or name in (".", "..")):
+        raise SpecError(f"--name {name!r} must be one folder name (no '/', not '..'); use --out DIR for a path")
     out = o["out"] or Path("results") / name
     check_writable(out, "output directory")
     check_writable(o["cache_dir"], "cache directory")
@@ -347,7 +390,7 @@ def _run_name(parts: dict[str, Any]) -> str:
     """Deterministic, so rerunning the same command resumes into the same directory."""
     models_part = "-".join(m.name for m in parts["models"])[:40]
     attacks_part = "-".join(a.name for a in parts["attacks"])[:20]
-    return f"{models_part}_{attacks_part}_{content_hash(repr(sorted(parts.items())), 6)}"
+    return f"{models_part}_{attacks_part}_{content_hash(parts, 6)}"
 
 
 @main.command()

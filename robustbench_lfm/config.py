@@ -9,12 +9,14 @@ name the key and the known ones.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import click
 
 from robustbench_lfm.recipe import tomllib
+from robustbench_lfm.typecheck import conforms
 
 
 class ConfigError(ValueError):
@@ -51,6 +53,11 @@ def read_config(path: Path, command: click.Command) -> dict[str, Any]:
 
 
 def _value(path: Path, key: str, value: Any, param: click.Parameter) -> Any:
+    for v in value if isinstance(value, list) else [value]:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{path}: {key} = {v} is not a finite number")
+    if isinstance(param.type, click.types.IntParamType) and not conforms(value, int):
+        raise ConfigError(f"{path}: {key} = {value!r} must be an integer (|value| < 2^31)")
     if isinstance(value, list):
         value = ",".join(str(v) for v in value)
     if isinstance(value, dict):

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+import attacks
 import models
 from robustbench_lfm import __version__
 from robustbench_lfm.attacking import Attacker, attacked_accuracy, attacked_side, embed_images, to_model_input
@@ -67,7 +68,7 @@ _SURROGATES: dict[tuple[str, int], Attacker] = {}
 
 def run_dataset(spec: RunSpec) -> Dataset:
     """The run's dataset, loaded once per process."""
-    key = repr(spec.data.key())
+    key = content_hash(spec.data.key())
     if key not in _DATASETS:
         _DATASETS.clear()
         _DATASETS[key] = load_dataset(
@@ -222,24 +223,30 @@ def _evaluate_cell(
 
     Re-ID: rank results of the attacked side against the clean other side. Classification:
     accuracy on the (attacked) test images."""
-    extra = {"attack": "none", "objective": "", "norm": "", "steps": 0, "step_size": 0.0, "perturbed": ""}
+    task = "classification" if isinstance(data, ClassificationDataset) else "reid"
+    attack = cell.build_attack(task)
+    extra = _attack_fields(cell, attack, task)
     if isinstance(data, ClassificationDataset):
-        attack = None if cell.attack is None else cell.attack.build(seed=cell.seed)
-        if attack is not None:
-            extra = {"attack": cell.attack.name, **attack.describe(cell.eps, "classification")}
         return {"": attacked_accuracy(spec, cell, attack, net, attacker, data, device)}, extra
     qf, gf = clean.query, clean.gallery
-    if cell.attack is not None:
-        attack = cell.attack.build(seed=cell.seed)
+    if attack is not None:
         attacked = attacked_side(spec, cell, attack, net, attacker, data, device)
         qf, gf = (attacked, gf) if attack.side == "query" else (qf, attacked)
-        extra = {"attack": cell.attack.name, **attack.describe(cell.eps, "reid")}
     q, g = data.query, data.gallery
     scored = {
         label: evaluate_rank(dist, q.pids, g.pids, q.camids, g.camids, ap=spec.evaluation.ap)
         for label, dist in _distances(spec, qf, gf, clean)
     }
     return scored, extra
+
+
+def _attack_fields(cell: Cell, attack: attacks.Attack | None, task: str) -> dict[str, Any]:
+    """The CSV fields of the cell's attack: its name, label, resolved options and the schedule run."""
+    if attack is None or cell.attack is None:
+        return {"attack": "none", "attack_label": "none", "attack_params": "{}", "objective": "", "norm": "",
+                "steps": 0, "step_size": 0.0, "perturbed": ""}  # fmt: skip
+    return {"attack": cell.attack.name, "attack_label": cell.attack.label, "attack_params": cell.attack.params_json(),
+            **attack.describe(cell.eps, task)}  # fmt: skip
 
 
 def _distances(spec: RunSpec, qf: Tensor, gf: Tensor, clean: CleanFeatures) -> list[tuple[str, Tensor]]:
@@ -300,6 +307,8 @@ def _rows(
         "cell_id": cell.cell_id(spec.data, spec.recipe, spec.evaluation),
         "task": get_dataset_info(spec.data.name).task,
         "dataset": spec.data.name,
+        "data_params": spec.data.params_json(),
+        "recipe_key": spec.recipe.fingerprint(),
         "model": cell.model.label,
         "backbone": cell.model.backbone,
         "regularizer": cell.model.regularizer,

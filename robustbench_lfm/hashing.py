@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -9,8 +10,14 @@ from typing import Any
 
 
 def canonical_json(obj: Any) -> str:
-    """JSON with sorted keys and no whitespace; tuples become lists."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    """JSON with sorted keys and no whitespace; tuples become lists, dataclasses dicts, paths text."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_plain)
+
+
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    return str(obj)
 
 
 def content_hash(obj: Any, length: int = 16) -> str:

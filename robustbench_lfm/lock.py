@@ -1,9 +1,13 @@
-"""One writer per run directory: an advisory lock on RUN_DIR/.lock.
+"""One writer per run directory: an advisory lock on the run directory itself.
 
-`fcntl.flock` is released by the kernel when its process ends, however it ends (SIGKILL
-included), so a killed sweep never leaves a stale lock behind and rerunning the command resumes
-at once. A second sweep on the same directory while the first runs is refused with an error
-naming the holder, never interleaved. (POSIX only: fcntl does not exist on Windows.)
+`fcntl.flock` is taken on the directory's own file descriptor, not on a file inside it: a lock
+file can be deleted while a sweep runs, and a second sweep would then lock a new file of the
+same name and write beside the first. The directory cannot be replaced under a running sweep
+without its tables going with it. RUN_DIR/.lock only says who holds the lock, for the message.
+The kernel releases the lock when its process ends, however it ends (SIGKILL included), so a
+killed sweep never leaves a stale lock behind and rerunning the command resumes at once. A second
+sweep on the same directory while the first runs is refused with an error naming the holder,
+never interleaved. (POSIX only: fcntl does not exist on Windows.)
 """
 
 from __future__ import annotations
@@ -28,20 +32,24 @@ class RunLock:
 
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise RunLockedError(
-                f"{self.path.parent} is being written by {holder}; wait for that sweep to finish, "
+                f"{self.path.parent} is being written by {self._holder()}; wait for that sweep to finish, "
                 "or give this one another --out"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"lfm-bench pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        self.path.write_text(f"lfm-bench pid {os.getpid()} on {socket.gethostname()}")
         self._fd = fd
         return self
+
+    def _holder(self) -> str:
+        try:
+            return self.path.read_text(errors="replace").strip()[:200] or "another process"
+        except OSError:
+            return "another process"
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if self._fd is not None:

@@ -16,6 +16,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from robustbench_lfm.hashing import content_hash
+from robustbench_lfm.typecheck import check_fields
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -109,6 +112,10 @@ class TrainRecipe:
         """What identifies the recipe in checkpoint keys: every field but `source`."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "source"}
 
+    def fingerprint(self) -> str:
+        """The CSV `recipe_key`: a short hash of `key()` (two recipes with one key train alike)."""
+        return content_hash(self.key(), 12)
+
 
 def recipe_names(task: str) -> list[str]:
     """The shipped recipe names for `task` ("cpu", "paper")."""
@@ -146,6 +153,9 @@ def _from_table(raw: dict[str, Any], source: str, task: str) -> TrainRecipe:
     if not isinstance(methods, dict) or not all(isinstance(v, dict) for v in methods.values()):
         raise RecipeError(f"recipe {source}: write method overrides as [methods.NAME] tables of key = value")
     values["methods"] = tuple(sorted((m, tuple(sorted(p.items()))) for m, p in methods.items()))
+    problem = check_fields(TrainRecipe, values)
+    if problem:
+        raise RecipeError(f"recipe {source}: {problem}")
     try:
         return TrainRecipe(**{**values, "task": task, "source": source})
     except TypeError as err:

@@ -2,14 +2,19 @@
 
 Each group (robustbench_lfm/group.py) trains or loads its checkpoint and evaluates its cells;
 this process writes what comes back, so it is the run directory's only writer (under RunLock).
-Cells already in results.csv are skipped, so rerunning an interrupted command resumes it. At the
-end the sanity checks run over the table and manifest.json is completed.
+Before any work the directory is bound to the run (rundir.py: same task, data, recipe and
+evaluation) and its tables are verified (store.py). A cell is done only when every metric row
+it should have is present with a valid value and its side rows (queries.csv, and cmc.csv for
+re-ID) exist; done cells are skipped, every other cell is (re)computed and replaces whatever
+partial record it had, so rerunning an interrupted or damaged run completes it. At the end the
+sanity checks run over the table and manifest.json is completed.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -18,15 +23,17 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from robustbench_lfm import sanity
+from robustbench_lfm import rundir, sanity
 from robustbench_lfm.datasets import ClassificationDataset, Dataset
 from robustbench_lfm.environment import machine, now, package_versions
 from robustbench_lfm.executors import ExecSpec, run_tasks
 from robustbench_lfm.group import GroupResult, run_dataset, run_group
+from robustbench_lfm.identity import METRICS
 from robustbench_lfm.lock import RunLock
 from robustbench_lfm.metrics import chance_rank1
+from robustbench_lfm.rerank import RerankParams
 from robustbench_lfm.spec import Cell, ModelSpec, RunSpec
-from robustbench_lfm.store import CMC_COLUMNS, QUERY_COLUMNS, ResultStore
+from robustbench_lfm.store import CMC_COLUMNS, QUERY_COLUMNS, ResultStore, atomic_write, valid_value
 from robustbench_lfm.training import TrainingError
 
 Log = Callable[[str], None]
@@ -49,12 +56,22 @@ class Manifest:
     executor: dict[str, Any] = field(default_factory=dict)
     wall_s: float = 0.0
 
+    invocations: list[dict[str, Any]] = field(default_factory=list)
+
     def write(self, spec: RunSpec) -> None:
         """Write atomically to the run directory."""
-        path = spec.out_dir / "manifest.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2, default=str))
-        tmp.replace(path)
+        atomic_write(spec.out_dir / "manifest.json", json.dumps(asdict(self), indent=2, default=str))
+
+    def carry_over(self, spec: RunSpec) -> None:
+        """Keep the earlier sweeps into this directory: each one's spec, times and cell counts."""
+        try:
+            old = json.loads((spec.out_dir / "manifest.json").read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return
+        if isinstance(old, dict):
+            earlier = old.get("invocations") if isinstance(old.get("invocations"), list) else []
+            keep = ("spec", "started_at", "finished_at", "cells_run", "cells_skipped", "failed")
+            self.invocations = [*earlier, {k: old.get(k) for k in keep}]
 
 
 class SweepError(TrainingError):
@@ -77,14 +94,17 @@ def run_sweep(spec: RunSpec, log: Log = print, ex: ExecSpec | None = None) -> pd
     ex = ex or ExecSpec()
     with RunLock(spec.out_dir):
         start = time.perf_counter()
+        rundir.bind(spec)
+        tables = _Tables(spec)
+        done = _done_cells(spec, tables, log)  # verifies every table before any work
         manifest = Manifest(spec.to_json(), package_versions(), machine(torch.device(spec.device)))
         manifest.executor = {**asdict(ex), "folder": str(ex.folder or ""), "worker_threads": ex.worker_threads()}
+        manifest.carry_over(spec)
         manifest.write(spec)
         dataset = run_dataset(spec)
         if not spec.quiet:
             log(f"dataset {spec.data.name}:\n{dataset.summary()}")
-        tables = _Tables(spec)
-        _run_groups(spec, ex, tables, manifest)
+        _run_groups(spec, ex, tables, manifest, done)
         table = tables.results.read()
         checks = sanity.run_checks(table, tables.probes.read(), _chance(dataset))
         sanity.write(checks, spec.out_dir / "sanity.csv")
@@ -106,11 +126,45 @@ class _Tables:
         self.queries = ResultStore(spec.out_dir / "queries.csv", QUERY_COLUMNS)
 
 
-def _run_groups(spec: RunSpec, ex: ExecSpec, tables: _Tables, manifest: Manifest) -> None:
+def expected_rows(spec: RunSpec) -> set[tuple[str, str]]:
+    """The (rerank, metric) pairs every cell of `spec` records."""
+    reranks = [RerankParams().label() if on else "" for on in spec.evaluation.rerank_modes()]
+    return {(rr, m) for rr in reranks for m in METRICS[spec.recipe.task]}
+
+
+def complete_cells(rows: list[dict[str, str]], expected: set[tuple[str, str]]) -> set[str]:
+    """Cells whose rows are exactly `expected`, once each, with valid values."""
+    seen: dict[str, list[tuple[str, str]]] = {}
+    bad: set[str] = set()
+    for row in rows:
+        seen.setdefault(row["cell_id"], []).append((row["rerank"], row["metric"]))
+        if not valid_value(row["value"]):
+            bad.add(row["cell_id"])
+    return {c for c, got in seen.items() if c not in bad and len(got) == len(expected) and set(got) == expected}
+
+
+def _done_cells(spec: RunSpec, tables: _Tables, log: Log) -> dict[str, set[str]]:
+    """Per table ("results", "probes"), the cells already done; warns about recorded cells that are not."""
+    expected = expected_rows(spec)
+    results, probes = tables.results.repair().rows, tables.probes.repair().rows
+    sides = [tables.queries] + ([tables.curves] if spec.recipe.task == "reid" else [])
+    side_cells = [{r["cell_id"] for r in t.repair().rows} for t in sides]
+    complete = complete_cells(results, expected)
+    done = {c for c in complete if all(c in side for side in side_cells)}
+    redo = {r["cell_id"] for r in results} - done
+    if redo:
+        warnings.warn(
+            f"{len(redo)} recorded cell(s) in {tables.results.path} are incomplete, invalid or lack their "
+            "queries.csv / cmc.csv rows; recomputing them",
+            stacklevel=2,
+        )
+    return {"results": done, "probes": complete_cells(probes, expected)}
+
+
+def _run_groups(spec: RunSpec, ex: ExecSpec, tables: _Tables, manifest: Manifest, done: dict[str, set[str]]) -> None:
     """Run the pending (model, seed) groups on the executor and write what comes back."""
-    done = tables.results.cell_ids() | tables.probes.cell_ids()
     cells = [("results", c) for c in spec.cells()] + [("probes", c) for c in spec.probe_cells()]
-    pending = [(dest, c) for dest, c in cells if c.cell_id(spec.data, spec.recipe, spec.evaluation) not in done]
+    pending = [(dest, c) for dest, c in cells if c.cell_id(spec.data, spec.recipe, spec.evaluation) not in done[dest]]
     manifest.cells_skipped = sum(d == "results" for d, _ in cells) - sum(d == "results" for d, _ in pending)
     groups = _by_model(pending)
     bar = tqdm(total=len(pending), desc="cells", disable=spec.quiet, unit="cell")
@@ -137,9 +191,9 @@ def _record(result: GroupResult, tables: _Tables, manifest: Manifest) -> None:
             manifest.training[label] = info
     if result.failed is not None:
         manifest.failed[result.label] = result.failed
-    for name in ("queries", "curves", "probes", "results"):
+    for name in ("queries", "curves", "probes", "results"):  # results last: they record the cells as done
         if result.rows.get(name):
-            getattr(tables, name).append(result.rows[name], replace_cells=name in ("queries", "curves"))
+            getattr(tables, name).append(result.rows[name], replace_cells=True)
     manifest.cells_run += result.cells_run
     manifest.probes_run += result.probes_run
 

@@ -2,10 +2,13 @@
 
 From the result rows and the probe rows (extra cells in probes.csv, see `RunSpec.probe_cells`):
 
-* `eps0-clean`  — the attack at eps 0 reproduces the clean metrics exactly (all metrics, tolerance 0).
+* `eps0-clean`  — the attack at eps 0, run through its own code path, reproduces the clean metrics
+                  exactly (all metrics, tolerance 0).
 * `monotone`    — the attacked metric does not increase with eps (clean counts as eps 0).
 * `pgd<=fgsm`   — PGD leaves at most FGSM's metric at the same eps (same objective and side).
-* `large-eps`   — at a very large eps (64/255 L-inf, 16 L2) Rank-1 (accuracy) falls to near
+* `large-eps`   — at a very large eps (64/255 L-inf, 16 L2; the attack's schedule at the sweep's
+                  largest eps with its steps scaled up, as its steps/step_size columns in
+                  probes.csv record) Rank-1 (accuracy) falls to near
                   chance: at most chance + max(NEAR_CHANCE, 3 binomial standard deviations over
                   n_eval queries or images), chance being a random ranking's expected Rank-1
                   (1 / classes for classification).
@@ -13,6 +16,10 @@ From the result rows and the probe rows (extra cells in probes.csv, see `RunSpec
 Comparisons between attacked numbers allow SLACK_QUERIES / n_eval (a couple of queries) for the
 random starts. A failed check is a warning printed under the table and a row with passed=False in
 sanity.csv; it does not stop the run (the numbers are kept, flagged).
+
+A series is one attack configuration of one trained model across eps: every identity column but
+the schedule (robustbench_lfm.identity.SERIES), so two variants of an attack (`pgd` and
+`pgd:steps=1`) or two datasets' options are checked apart, never mixed.
 """
 
 from __future__ import annotations
@@ -23,13 +30,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from robustbench_lfm.spec import LARGE_EPS, format_eps
+from robustbench_lfm.identity import ATTACK, MODEL, RUN, SERIES, canonical, format_eps
+from robustbench_lfm.spec import LARGE_EPS
+from robustbench_lfm.store import StoreError, atomic_write
 
 HEADLINE = ("rank1", "mAP", "accuracy")
 TOP1 = ("rank1", "accuracy")  # the metric the large-eps check compares with chance
 SLACK_QUERIES = 2
 NEAR_CHANCE = 0.05
-ATTACK_KEY = ["model", "train_seed", "attack", "objective", "norm", "perturbed", "surrogate", "quantize", "rerank"]
+ATTACK_KEY = list(SERIES)
+CLEAN_KEY = [*RUN, *MODEL, "train_seed", "rerank"]  # what an attacked series shares with its clean cell
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,8 @@ def run_checks(results: pd.DataFrame, probes: pd.DataFrame, chance: float) -> li
     """Every check the rows allow; see the module docstring."""
     if results.empty:
         return []
+    results = canonical(results)
+    probes = canonical(probes) if not probes.empty else probes
     clean = results[results["attack"] == "none"]
     attacked = results[results["attack"] != "none"]
     return [
@@ -73,9 +85,7 @@ def run_checks(results: pd.DataFrame, probes: pd.DataFrame, chance: float) -> li
 def write(checks: list[Check], path: Path) -> pd.DataFrame:
     """sanity.csv (rewritten on every run) and the table as a DataFrame."""
     df = pd.DataFrame([asdict(c) for c in checks], columns=[f.name for f in fields(Check)])
-    tmp = path.with_suffix(".tmp")
-    df.to_csv(tmp, index=False)
-    tmp.replace(path)
+    atomic_write(path, df.to_csv(index=False))
     return df
 
 
@@ -83,8 +93,11 @@ def read(path: Path) -> list[Check]:
     """The checks of sanity.csv (none when the file is absent)."""
     if not path.exists():
         return []
-    df = pd.read_csv(path, keep_default_na=False)
-    return [Check(**{**r, "passed": str(r["passed"]) == "True"}) for r in df.to_dict("records")]
+    try:
+        df = pd.read_csv(path, keep_default_na=False)
+        return [Check(**{**r, "passed": str(r["passed"]) == "True"}) for r in df.to_dict("records")]
+    except (ValueError, TypeError, pd.errors.ParserError) as err:  # a damaged file: the sweep rewrites it
+        raise StoreError(f"{path} is damaged ({err}); rerun the sweep command to rewrite it") from None
 
 
 def summary(checks: list[Check]) -> str:
@@ -98,9 +111,11 @@ def _slack(n_eval: float) -> float:
     return SLACK_QUERIES / max(float(n_eval), 1.0)
 
 
-def _clean_value(clean: pd.DataFrame, model: str, seed: int, rerank: str, metric: str) -> float | None:
-    sel = clean[(clean["model"] == model) & (clean["train_seed"] == seed) & (clean["rerank"] == rerank)]
-    sel = sel[sel["metric"] == metric]
+def _clean_value(clean: pd.DataFrame, series: dict, metric: str) -> float | None:
+    """The clean value of `metric` of the trained model (and evaluation) that `series` attacks."""
+    sel = clean[clean["metric"] == metric]
+    for column in CLEAN_KEY:
+        sel = sel[sel[column] == series[column]]
     return float(sel["value"].iloc[0]) if len(sel) else None
 
 
@@ -110,13 +125,13 @@ def _eps0(clean: pd.DataFrame, zero: pd.DataFrame) -> list[Check]:
         row = dict(zip(ATTACK_KEY, key, strict=True))
         diffs = []
         for _, r in group.iterrows():
-            ref = _clean_value(clean, row["model"], row["train_seed"], row["rerank"], r["metric"])
+            ref = _clean_value(clean, row, r["metric"])
             if ref is not None:
                 diffs.append(abs(float(r["value"]) - ref))
         if diffs:
             worst = max(diffs)
             detail = "equal to clean" if worst == 0 else f"differs from clean by {worst:.3g}"
-            out.append(Check("eps0-clean", row["model"], row["train_seed"], row["attack"], 0.0, "all",
+            out.append(Check("eps0-clean", row["model"], row["train_seed"], _label(group), 0.0, "all",
                              worst, 0.0, 0.0, worst == 0, detail))  # fmt: skip
     return out
 
@@ -125,7 +140,7 @@ def _monotone(clean: pd.DataFrame, attacked: pd.DataFrame) -> list[Check]:
     out = []
     for key, group in attacked[attacked["metric"].isin(HEADLINE)].groupby([*ATTACK_KEY, "metric"], sort=False):
         row = dict(zip([*ATTACK_KEY, "metric"], key, strict=True))
-        ref = _clean_value(clean, row["model"], row["train_seed"], row["rerank"], row["metric"])
+        ref = _clean_value(clean, row, row["metric"])
         series = group.sort_values("eps")
         values = ([ref] if ref is not None else []) + series["value"].astype(float).tolist()
         eps = ([0.0] if ref is not None else []) + series["eps"].astype(float).tolist()
@@ -135,7 +150,7 @@ def _monotone(clean: pd.DataFrame, attacked: pd.DataFrame) -> list[Check]:
         rise, at = max(rises)
         tol = _slack(series["n_eval"].iloc[0])
         detail = f"rises by {100 * rise:.1f} points at {format_eps(at)}" if rise > tol else "non-increasing"
-        out.append(Check("monotone", row["model"], row["train_seed"], row["attack"], at, row["metric"],
+        out.append(Check("monotone", row["model"], row["train_seed"], _label(group), at, row["metric"],
                          rise, 0.0, tol, rise <= tol, detail))  # fmt: skip
     return out
 
@@ -143,8 +158,9 @@ def _monotone(clean: pd.DataFrame, attacked: pd.DataFrame) -> list[Check]:
 def _pgd_vs_fgsm(attacked: pd.DataFrame, probes: pd.DataFrame) -> list[Check]:
     rows = pd.concat([attacked, probes[probes["eps"] > 0]]) if not probes.empty else attacked
     rows = rows[rows["metric"].isin(HEADLINE)]
-    key = ["model", "train_seed", "objective", "perturbed", "surrogate", "quantize", "rerank", "eps", "metric"]
-    pgd = rows[rows["attack"] == "pgd"].drop_duplicates(key)
+    shared = [c for c in ATTACK if c not in ("attack", "attack_params", "norm")]
+    key = [*CLEAN_KEY, *shared, "eps", "metric"]
+    pgd = rows[rows["attack"] == "pgd"].drop_duplicates([*key, "attack_params"])
     fgsm = rows[rows["attack"] == "fgsm"].drop_duplicates(key)
     out = []
     for _, r in pgd.merge(fgsm, on=key, suffixes=("", "_fgsm")).iterrows():
@@ -152,7 +168,7 @@ def _pgd_vs_fgsm(attacked: pd.DataFrame, probes: pd.DataFrame) -> list[Check]:
         value, ref = float(r["value"]), float(r["value_fgsm"])
         detail = (f"PGD {100 * value:.1f} vs FGSM {100 * ref:.1f}" if value > ref + tol
                   else "PGD at least as strong")  # fmt: skip
-        out.append(Check("pgd<=fgsm", r["model"], int(r["train_seed"]), "pgd", float(r["eps"]), r["metric"],
+        out.append(Check("pgd<=fgsm", r["model"], int(r["train_seed"]), _label(r), float(r["eps"]), r["metric"],
                          value, ref, tol, value <= ref + tol, detail))  # fmt: skip
     return out
 
@@ -169,6 +185,14 @@ def _large_eps(probes: pd.DataFrame, chance: float) -> list[Check]:
         name = "Rank-1" if r["metric"] == "rank1" else "accuracy"
         detail = (f"{name} {100 * value:.1f} vs chance {100 * chance:.1f}: gradient masking or a broken attack?"
                   if not ok else "near chance")  # fmt: skip
-        out.append(Check("large-eps", r["model"], int(r["train_seed"]), r["attack"], float(r["eps"]), r["metric"],
+        detail += f" ({int(r['steps'])} steps of {format_eps(float(r['step_size']))})"
+        out.append(Check("large-eps", r["model"], int(r["train_seed"]), _label(r), float(r["eps"]), r["metric"],
                          value, chance, tol, ok, detail))  # fmt: skip
     return out
+
+
+def _label(rows: pd.DataFrame | pd.Series) -> str:
+    """The attack as tables name it (`pgd:steps=1`), from a series' rows or one row."""
+    row = rows.iloc[0] if isinstance(rows, pd.DataFrame) else rows
+    label = row.get("attack_label")
+    return label if isinstance(label, str) and label else str(row["attack"])

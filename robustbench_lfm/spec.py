@@ -15,12 +15,14 @@ from typing import Any
 
 import attacks
 import models
+import robustbench_lfm.methods  # noqa: F401  (registers the training methods' parameters)
 from robustbench_lfm import __version__
 from robustbench_lfm.datasets import get_dataset_info
-from robustbench_lfm.hashing import content_hash
+from robustbench_lfm.hashing import canonical_json, content_hash
+from robustbench_lfm.identity import format_eps
 from robustbench_lfm.recipe import RecipeError, TrainRecipe
 
-__all__ = ["RecipeError", "TrainRecipe"]  # re-exported: the spec is where callers meet them
+__all__ = ["RecipeError", "TrainRecipe", "format_eps"]  # re-exported: the spec is where callers meet them
 
 
 class SpecError(ValueError):
@@ -32,12 +34,12 @@ Params = tuple[tuple[str, Any], ...]
 
 def parse_scalar(text: str) -> Any:
     """'3' -> 3, '0.5' -> 0.5, '8/255' -> 0.0313..., 'true' -> True, '0.02..0.4' -> (0.02, 0.4),
-    else the string."""
+    '2..7' -> (2, 7), else the string."""
     low = text.strip().lower()
     if ".." in low:
         parts = [parse_scalar(t) for t in low.split("..")]
         if len(parts) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in parts):
-            return (float(parts[0]), float(parts[1]))
+            return (parts[0], parts[1])  # ints stay ints: images_per_visit=2..7
     if low in ("true", "false"):
         return low == "true"
     for cast in (int, float):
@@ -59,8 +61,22 @@ def parse_named(item: str) -> tuple[str, Params]:
         key, eq, value = part.partition("=")
         if not eq or not key.strip():
             raise SpecError(f"bad option {part!r} in {item!r}; write NAME:key=value,key=value")
-        params[key.strip()] = parse_scalar(value)
+        params[key.strip()] = _checked_number(parse_scalar(value), part, item)
     return name.strip(), tuple(sorted(params.items()))
+
+
+INT_LIMIT = 2**31  # options are counts, sizes and seeds: anything larger is a typo or an overflow
+
+
+def _checked_number(value: Any, part: str, item: str) -> Any:
+    """`value`, refused when it is a number that is not finite or overflows (NaN passes `< 0`)."""
+    numbers = value if isinstance(value, tuple) else (value,)
+    for v in numbers:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise SpecError(f"option {part!r} in {item!r} is not a finite number; write e.g. 0.1")
+        if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= INT_LIMIT:
+            raise SpecError(f"option {part!r} in {item!r} is out of range (|value| must be < 2^31)")
+    return value
 
 
 def split_list(text: str) -> list[str]:
@@ -82,20 +98,14 @@ def parse_eps(text: str) -> tuple[float, ...]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         try:
             value = float(Fraction(part))
-        except (ValueError, ZeroDivisionError):
-            raise SpecError(f"eps {part!r} is not a number; write e.g. 8/255 or 0.03") from None
+        except (ValueError, ZeroDivisionError, OverflowError):
+            raise SpecError(f"eps {part!r} is not a number in [0, 1]; write e.g. 8/255 or 0.03") from None
         if not 0.0 <= value <= 1.0 or math.isnan(value):
             raise SpecError(f"eps {part} = {value:.4g} is outside [0, 1]; budgets are on the pixel scale, e.g. 8/255")
         values.append(value)
     if not values:
         raise SpecError("no eps given; write e.g. --eps 2/255,4/255,8/255")
     return tuple(values)
-
-
-def format_eps(eps: float) -> str:
-    """8/255-style text for eps values on the 1/255 grid, else 4 significant digits."""
-    k = eps * 255
-    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{eps:.4g}"
 
 
 @dataclass(frozen=True)
@@ -140,14 +150,36 @@ def format_param(value: Any) -> str:
 
 @dataclass(frozen=True)
 class AttackSpec:
-    """A registered attack name with its options."""
+    """A registered attack name with its resolved options (every option, defaults filled in).
+
+    Build one with `AttackSpec.create`, which checks the options against the attack's
+    constructor: `pgd` and `pgd:steps=20` resolve alike, so they are one measurement.
+    """
 
     name: str
     options: Params = ()
 
+    @classmethod
+    def create(cls, name: str, options: dict[str, Any] | Params = ()) -> AttackSpec:
+        """The spec of attack `name` with `options` resolved against its defaults (TypeError,
+        ValueError or UnknownAttackError on a bad name, option or value)."""
+        resolved = attacks.resolve_options(attacks.get_attack_class(name), dict(options))
+        return cls(name, tuple(sorted(resolved.items())))
+
     def build(self, seed: int) -> attacks.Attack:
         """A fresh attack object with a random-start seed."""
         return attacks.create_attack(self.name, seed=seed, **dict(self.options))
+
+    @property
+    def label(self) -> str:
+        """The attack as tables name it: its name and its non-default options, `pgd:steps=1`."""
+        defaults = attacks.get_attack_class(self.name).defaults()
+        changed = [(k, v) for k, v in self.options if defaults.get(k, object()) != v]
+        return self.name + (":" + ",".join(f"{k}={format_param(v)}" for k, v in changed) if changed else "")
+
+    def params_json(self) -> str:
+        """The CSV `attack_params`: every resolved option as canonical JSON."""
+        return canonical_json(dict(self.options))
 
 
 @dataclass(frozen=True)
@@ -156,20 +188,26 @@ class DataSpec:
 
     Attributes:
         name: registry name.
-        options: the dataset's options (for folder datasets they include the image size).
+        options: the dataset's options as given (for folder datasets they include the image size).
         root: the --data-root folder, or None for generated data.
         source: fingerprint of the folder's files ("" for generated data). Checkpoint keys use it,
             not `root`, so moving a folder keeps its checkpoints and changing a file retrains.
+        resolved: every option of the dataset's config, defaults filled in (CSV `data_params`).
     """
 
     name: str
     options: Params = ()
     root: str | None = None
     source: str = ""
+    resolved: Params = ()
 
     def key(self) -> dict[str, Any]:
         """What identifies the data in checkpoint and cell keys."""
-        return {"name": self.name, "options": self.options, "source": self.source}
+        return {"name": self.name, "options": self.resolved or self.options, "source": self.source}
+
+    def params_json(self) -> str:
+        """The CSV `data_params`: every resolved option of the dataset as canonical JSON."""
+        return canonical_json(dict(self.resolved))
 
 
 @dataclass(frozen=True)
@@ -218,6 +256,15 @@ class Cell:
     eps: float
     seed: int
     threat: ThreatSpec = ThreatSpec()
+    probe_of: float | None = None  # a large-eps probe: the sweep budget whose schedule it scales
+
+    def build_attack(self, task: str) -> attacks.Attack | None:
+        """The cell's attack, seeded by the training seed; a large-eps probe runs the schedule of
+        the sweep's largest budget with its steps scaled to this eps (`Attack.rescaled`)."""
+        if self.attack is None:
+            return None
+        attack = self.attack.build(seed=self.seed)
+        return attack if self.probe_of is None else attack.rescaled(self.probe_of, self.eps, task)
 
     def train_key(self, data: DataSpec, recipe: TrainRecipe) -> str:
         """Cache key of the checkpoint this cell needs."""
@@ -241,6 +288,8 @@ class Cell:
             "eval": asdict(evaluation),
             "version": __version__,
         }
+        if self.probe_of is not None:
+            content["probe_of"] = self.probe_of
         if self.attack is not None and self.threat != ThreatSpec():
             surrogate = self.threat.surrogate
             content["threat"] = {
@@ -284,11 +333,13 @@ class RunSpec:
         """Extra cells the sanity checks need (robustbench_lfm.sanity): per model, seed and attack,
         eps 0 and a very large eps; and FGSM at the sweep's eps when PGD runs without it."""
         names = {a.name for a in self.attacks}
+        reference = max(self.eps)
         out = []
         for seed in self.seeds:
             for model in self.models:
                 for a in self.attacks:
-                    out += [Cell(model, a, e, seed, self.threat) for e in (0.0, large_eps(a))]
+                    out.append(Cell(model, a, 0.0, seed, self.threat))
+                    out.append(Cell(model, a, large_eps(a), seed, self.threat, probe_of=reference))
                     if a.name == "pgd" and "fgsm" not in names:
                         fgsm = fgsm_like(a)
                         out += [Cell(model, fgsm, e, seed, self.threat) for e in self.eps]
@@ -313,7 +364,7 @@ def large_eps(attack: AttackSpec) -> float:
 def fgsm_like(pgd: AttackSpec) -> AttackSpec:
     """FGSM with PGD's objective and side, the reference of the PGD >= FGSM check."""
     keep = {k: v for k, v in pgd.options if k in ("objective", "side")}
-    return AttackSpec("fgsm", tuple(sorted(keep.items())))
+    return AttackSpec.create("fgsm", keep)
 
 
 def resolve_model(item: str, backbone: str | None, recipe: TrainRecipe) -> ModelSpec:
@@ -329,11 +380,11 @@ def resolve_model(item: str, backbone: str | None, recipe: TrainRecipe) -> Model
         if bb not in models.list_backbones():
             raise SpecError(models.registry.unknown_name_message("backbone", bb, models.list_backbones()))
         from_recipe = recipe.method_overrides(entry.method)
-        unknown = sorted(set(from_recipe) - set(entry.method_params))
+        unknown = sorted(set(from_recipe) - set(entry.training_params()))
         if unknown:
             raise SpecError(
                 f"recipe {recipe.source}: [methods.{entry.method}] has unknown parameter(s) {', '.join(unknown)} "
-                f"(known: {', '.join(sorted(entry.method_params))})"
+                f"(known: {', '.join(sorted(entry.training_params()))})"
             )
         resolved = models.resolve_params(name, {**from_recipe, **dict(params)}, bb)
         models.create_model(name, 2, task=recipe.task, backbone=bb, **resolved)  # checks the values
@@ -354,7 +405,8 @@ def resolve_attack(item: str, task: str | None = None) -> AttackSpec:
     """Parse and check one attack item against the registry (and the dataset's task, if given)."""
     name, options = parse_named(item)
     try:
-        attack = attacks.create_attack(name, **dict(options))
+        spec = AttackSpec.create(name, options)
+        attack = spec.build(0)
         if task is not None:
             attack.check_task(task)
             attack.describe(0.0, task)  # checks the objective against the task
@@ -362,7 +414,7 @@ def resolve_attack(item: str, task: str | None = None) -> AttackSpec:
         raise SpecError(str(err)) from None
     except (TypeError, ValueError) as err:
         raise SpecError(f"attack {item!r}: {err}") from None
-    return AttackSpec(name, options)
+    return spec
 
 
 def resolve_data(item: str, root: str | Path | None, backbones: tuple[str, ...] = ()) -> DataSpec:
@@ -378,7 +430,7 @@ def resolve_data(item: str, root: str | Path | None, backbones: tuple[str, ...] 
         info = get_dataset_info(name)
         if info.sized_by_backbone and not {"height", "width"} & {k for k, _ in options}:
             options = tuple(sorted({**dict(options), **_input_size(name, backbones)}.items()))
-        info.check_options(dict(options))
+        resolved = asdict(info.check_options(dict(options)))
         if root is not None and not info.needs_root:
             raise SpecError(f"--data-root is only for datasets read from a folder, not {name!r}")
         source = info.source(root)
@@ -386,7 +438,8 @@ def resolve_data(item: str, root: str | Path | None, backbones: tuple[str, ...] 
         raise SpecError(str(err.args[0])) from None
     except (TypeError, ValueError) as err:
         raise SpecError(f"dataset {item!r}: {err}") from None
-    return DataSpec(name, options, None if root is None else str(Path(root).resolve()), source)
+    params = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in resolved.items()))
+    return DataSpec(name, options, None if root is None else str(Path(root).resolve()), source, params)
 
 
 def _input_size(dataset: str, backbones: tuple[str, ...]) -> dict[str, int]:
@@ -420,8 +473,8 @@ def parse_seeds(text: str) -> tuple[int, ...]:
         seeds = tuple(int(s) for s in text.split(",") if s.strip())
     except ValueError:
         raise SpecError(f"--seeds {text!r} must be comma-separated integers, e.g. 0,1,2") from None
-    if not seeds or min(seeds) < 0:
-        raise SpecError(f"--seeds {text!r} must list one or more non-negative integers")
+    if not seeds or min(seeds) < 0 or max(seeds) >= INT_LIMIT:
+        raise SpecError(f"--seeds {text!r} must list one or more integers in [0, 2^31)")
     return tuple(dict.fromkeys(seeds))
 
 

@@ -1,29 +1,37 @@
-"""The tidy tables of a run, appended atomically.
+"""The tidy tables of a run, appended atomically and verified before they are trusted.
 
 `results.csv` (DESIGN.md): one row per cell x metric. `cmc.csv`: one row per cell x rank k, the
 CMC curve up to rank 50 for the CMC plot. `queries.csv`: one row per cell x scored query (or test
 image): its Rank-1 hit (or correct class) and AP, which the report's standard errors and paired
-tests resample. Appending rewrites the file through a temp file and a
-rename, so a crash leaves either the old table or the new one, never half a row. The runner writes
-a cell's curve first and its results last: results.csv is the record of what is done, so an
-interrupted sweep resumes where it stopped, and a curve written twice replaces the first.
+tests resample. Appending rewrites the file through a temp file, fsync and a rename
+(`atomic_write`), so a crash leaves either the old table or the new one, never half a row.
+
+Nothing read back is trusted unchecked (`scan`): a header that is not this version's is refused
+(StoreError) before any work; a last line with no line end (a torn write, or a file cut by hand)
+and any row of the wrong width are dropped with a warning, and their cells count as not done, so a
+resumed sweep recomputes them. The runner writes a cell's side rows (queries, curve) first and its
+results last, and a cell is done only when every metric row it should have is present and holds a
+finite value in [0, 1] and its side rows exist (runner.py).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 import os
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 COLUMNS = (
-    "run_id", "cell_id", "task", "dataset", "model", "backbone", "regularizer", "model_params",
-    "train_seed", "attack", "objective", "norm", "eps", "steps", "step_size", "perturbed",
-    "surrogate", "quantize", "distance", "ap", "flip", "rerank", "metric", "value", "n_eval", "wall_s",
-    "checkpoint_sha256", "lfm_bench_version", "torch_version", "git_sha", "created_at",
+    "run_id", "cell_id", "task", "dataset", "data_params", "model", "backbone", "regularizer", "model_params",
+    "recipe_key", "train_seed", "attack", "attack_label", "attack_params", "objective", "norm", "eps", "steps",
+    "step_size", "perturbed", "surrogate", "quantize", "distance", "ap", "flip", "rerank", "metric", "value",
+    "n_eval", "wall_s", "checkpoint_sha256", "lfm_bench_version", "torch_version", "git_sha", "created_at",
 )  # fmt: skip
 
 
@@ -31,71 +39,154 @@ CMC_COLUMNS = ("cell_id", "model", "attack", "eps", "train_seed", "rerank", "ran
 QUERY_COLUMNS = ("cell_id", "rerank", "query", "hit", "ap")
 
 
-class StoreError(RuntimeError):
-    """A result file this version cannot append to; the message names the fix."""
+class StoreError(ValueError):
+    """A result file this version cannot use; the message names the fix."""
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Replace `path` by `text` at once: a temp file unique to this process, fsync, rename."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", newline="") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def check_writable(path: Path) -> None:
+    """Create `path` if needed and prove a file can be written there (OSError otherwise)."""
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / f".write-test-{os.getpid()}"
+    probe.write_text("")
+    probe.unlink()
+
+
+@dataclass
+class Scan:
+    """A table as read back: the rows that parse, and what was dropped."""
+
+    rows: list[dict[str, str]] = field(default_factory=list)
+    torn: bool = False  # the last line had no line end
+    ragged: int = 0  # rows of the wrong width
+
+    @property
+    def damaged(self) -> bool:
+        """Whether anything was dropped."""
+        return self.torn or self.ragged > 0
 
 
 class ResultStore:
-    """A tidy CSV of the run: `results.csv` (the default columns), `cmc.csv` (CMC_COLUMNS) or
-    `queries.csv` (QUERY_COLUMNS)."""
+    """A tidy CSV of the run: `results.csv` and `probes.csv` (the default columns), `cmc.csv`
+    (CMC_COLUMNS) or `queries.csv` (QUERY_COLUMNS)."""
 
     def __init__(self, path: Path, columns: tuple[str, ...] = COLUMNS) -> None:
         self.path = Path(path)
         self.columns = columns
 
-    def cell_ids(self) -> set[str]:
-        """Ids of the cells already recorded."""
+    def _text(self) -> str:
         if not self.path.exists():
-            return set()
-        with open(self.path, newline="") as fh:
-            return {row["cell_id"] for row in csv.DictReader(fh)}
+            return ""
+        try:
+            return self.path.read_text()
+        except UnicodeDecodeError:
+            raise StoreError(f"{self.path} is not a text CSV; move it away or start a new run with --out") from None
+
+    def scan(self) -> Scan:
+        """The rows that parse (StoreError when the header is not this version's)."""
+        text = self._text()
+        if not text:
+            return Scan()
+        header, _, body = text.partition("\n")
+        if header != ",".join(self.columns):
+            raise StoreError(
+                f"{self.path} has other columns than this lfm-bench writes (an older version, or not a results "
+                "table); resume it with the version that made it, or start a new run with --out"
+            )
+        torn = bool(body) and not body.endswith("\n")
+        lines = body.split("\n")[:-1]  # the empty string after the last line end, or a torn last line
+        out = Scan(torn=torn)
+        for fields in csv.reader(lines):
+            if len(fields) != len(self.columns):
+                out.ragged += 1
+                continue
+            out.rows.append(dict(zip(self.columns, fields, strict=True)))
+        return out
+
+    def repair(self) -> Scan:
+        """Scan, and when rows had to be dropped, warn and rewrite the file without them."""
+        scan = self.scan()
+        if scan.damaged:
+            what = ", ".join(
+                part for part in ("a torn last line" if scan.torn else "", f"{scan.ragged} ragged row(s)") if part
+            )
+            warnings.warn(f"{self.path}: dropped {what}; their cells will be recomputed", stacklevel=2)
+            atomic_write(self.path, _csv_text(self.columns, scan.rows, header=True))
+        return scan
+
+    def cell_ids(self) -> set[str]:
+        """Ids of the cells with at least one row that parses."""
+        return {row["cell_id"] for row in self.scan().rows}
 
     def append(self, rows: list[dict[str, Any]], replace_cells: bool = False) -> None:
         """Append rows (dicts keyed by the columns) atomically.
 
         Args:
             rows: the new rows.
-            replace_cells: first drop the rows whose cell_id is among the new rows' (cmc.csv, queries.csv).
+            replace_cells: first drop the rows whose cell_id is among the new rows' (a cell
+                recomputed because its record was incomplete).
         """
         missing = set(self.columns) - set().union(*rows) if rows else set()
         if missing:
             raise ValueError(f"rows for {self.path.name} lack columns {sorted(missing)}")
-        old = self.path.read_text() if self.path.exists() else ""
-        header = old.split("\n", 1)[0]
-        if old and header != ",".join(self.columns):
-            raise StoreError(
-                f"{self.path} has other columns than this lfm-bench writes (an older version made it); "
-                "resume it with that version, or start a new run with --out"
-            )
+        old = self._text()
         cells = {r["cell_id"] for r in rows}
-        if replace_cells and any(c in old for c in cells):  # only a resumed cell needs the parse
-            old = _without_cells(old, cells)
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=self.columns, extrasaction="raise", lineterminator="\n")
-        if not old:
-            writer.writeheader()
-        writer.writerows(rows)
-        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        with open(tmp, "w", newline="") as fh:
-            fh.write(old + buf.getvalue())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        if old and (not old.endswith("\n") or (replace_cells and any(c in old for c in cells))):
+            kept = [r for r in self.repair().rows if not (replace_cells and r["cell_id"] in cells)]
+            old = _csv_text(self.columns, kept, header=True)  # the parse only when a cell is replaced
+        elif old and old.partition("\n")[0] != ",".join(self.columns):
+            self.scan()  # raises StoreError naming the fix
+        atomic_write(
+            self.path, (old or _csv_text(self.columns, [], header=True)) + _csv_text(self.columns, rows, False)
+        )
 
     def read(self) -> pd.DataFrame:
-        """The table as a DataFrame (empty with the columns when nothing is recorded)."""
-        if not self.path.exists():
+        """The rows that parse as a DataFrame (empty with the columns when nothing is recorded)."""
+        rows = self.scan().rows
+        if not rows:
             return pd.DataFrame(columns=list(self.columns))
-        return pd.read_csv(self.path, keep_default_na=False, na_values={"value": [""], "eps": [""]})
+        text = io.StringIO(_csv_text(self.columns, rows, header=True))
+        empty_is_nan = {"value": [""], "eps": [""], "cmc": [""], "ap": [""]}
+        return pd.read_csv(text, keep_default_na=False, na_values=empty_is_nan, dtype={"rerank": str})
+
+    def read_valid(self) -> pd.DataFrame:
+        """`read`, refusing a table with a metric value that is empty, non-numeric, NaN or outside [0, 1]."""
+        df = self.read()
+        if "value" in df.columns and len(df):
+            values = pd.to_numeric(df["value"], errors="coerce")
+            bad = df[~values.between(0, 1)]
+            if len(bad):
+                cells = ", ".join(sorted(set(bad["cell_id"].astype(str)))[:5])
+                raise StoreError(
+                    f"{self.path} has {len(bad)} row(s) with no valid value (cells {cells}); rerun the sweep "
+                    "command to recompute them"
+                )
+            df = df.assign(value=values)
+        return df
 
 
-def _without_cells(text: str, cells: set[str]) -> str:
-    """CSV text without the rows of `cells` (header kept)."""
-    rows = list(csv.DictReader(io.StringIO(text)))
-    if not rows:
-        return text
+def valid_value(text: str) -> bool:
+    """Whether a CSV `value` is a finite number in [0, 1] (a metric that can be trusted)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return False
+    return math.isfinite(value) and 0.0 <= value <= 1.0
+
+
+def _csv_text(columns: tuple[str, ...], rows: list[dict[str, Any]], header: bool) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(r for r in rows if r["cell_id"] not in cells)
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="raise", lineterminator="\n")
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
     return buf.getvalue()

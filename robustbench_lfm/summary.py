@@ -13,30 +13,26 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from robustbench_lfm.spec import format_eps
+from robustbench_lfm.identity import labelled
 
 HEADLINE = {"reid": ("rank1", "mAP"), "classification": ("accuracy",)}
 LABELS = {"rank1": "Rank-1", "mAP": "mAP", "accuracy": "accuracy"}
 
 
-def condition_of(row: pd.Series) -> str:
-    """'clean' or 'pgd 8/255', with ' +rerank' for re-ranked scores."""
-    base = "clean" if row["attack"] == "none" else f"{row['attack']} {format_eps(float(row['eps']))}"
-    return base + (" +rerank" if row.get("rerank", "") else "")
-
-
 def summary_table(df: pd.DataFrame) -> str:
-    """Models as rows, clean and attack@eps as columns, headline metrics in %, mean(±std) over seeds."""
+    """Models as rows, clean and attack@eps as columns, headline metrics in %, mean ± std over seeds.
+
+    Rows and columns are the identity's labels (robustbench_lfm.identity), so two attack variants
+    or two backbones never share a cell."""
     if df.empty:
         return "(no results)"
     metrics = [m for task in df["task"].unique() for m in HEADLINE.get(task, ())]
-    df = df[df["metric"].isin(metrics)].copy()
-    df["condition"] = df.apply(condition_of, axis=1)
-    stats = df.groupby(["model", "condition", "metric"], sort=False)["value"].agg(["mean", "std", "count"])
+    df = labelled(df[df["metric"].isin(metrics)])
+    stats = df.groupby(["row", "condition", "metric"], sort=False)["value"].agg(["mean", "std", "count"])
     conditions = list(dict.fromkeys(sorted(df["condition"].unique(), key=lambda c: (c != "clean", _eps_of(df, c), c))))
     header = ["model"] + [f"{c} {LABELS[m]}" for c in conditions for m in metrics]
     lines = [header]
-    for model in dict.fromkeys(df["model"]):
+    for model in dict.fromkeys(df["row"]):
         row = [model]
         for cond in conditions:
             for m in metrics:
@@ -48,7 +44,9 @@ def summary_table(df: pd.DataFrame) -> str:
         for r in lines
     ]
     text.insert(1, "-" * len(text[0]))
-    return "\n".join(text)
+    seeds = int(stats["count"].max())
+    legend = f"(%; a±b = mean ± sample std over {seeds} training seeds)" if seeds > 1 else "(%; one training seed)"
+    return "\n".join([*text, legend])
 
 
 def _eps_of(df: pd.DataFrame, condition: str) -> float:
@@ -89,15 +87,16 @@ def plot_eps_curves(df: pd.DataFrame, path: Path) -> Path | None:
     task = df["task"].iloc[0]
     metrics = HEADLINE.get(task, ())
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.8 * len(metrics), 3.6), squeeze=False)
-    df = df.assign(rerank=df.get("rerank", ""))
+    df = labelled(df[df["metric"].isin(metrics)])
     clean = df[df["attack"] == "none"]
-    colours = model_colours(list(dict.fromkeys(df["model"])))
-    markers = dict(zip(sorted(set(df["attack"]) - {"none"}), "osD^vP*X", strict=False))
+    colours = model_colours(list(dict.fromkeys(df["row"])))
+    series = sorted(set(df.loc[df["attack"] != "none", "series"]))
+    markers = dict(zip(series, "osD^vP*X", strict=False))
     for ax, metric in zip(axes[0], metrics, strict=True):
-        for attack in sorted(set(df["attack"]) - {"none"}):
-            sub = pd.concat([clean, df[df["attack"] == attack]])
-            sub = sub[sub["metric"] == metric].groupby(["model", "rerank", "eps"])["value"].mean().reset_index()
-            for (model, rr), curve in sub.groupby(["model", "rerank"], sort=False):
+        for attack in series:
+            sub = pd.concat([clean, df[df["series"] == attack]])
+            sub = sub[sub["metric"] == metric].groupby(["row", "rerank", "eps"])["value"].mean().reset_index()
+            for (model, rr), curve in sub.groupby(["row", "rerank"], sort=False):
                 ax.plot(
                     curve["eps"] * 255,
                     100 * curve["value"],
@@ -118,23 +117,32 @@ def plot_eps_curves(df: pd.DataFrame, path: Path) -> Path | None:
     return path
 
 
+def cmc_labelled(curves: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
+    """cmc.csv rows with the `row` and `condition` labels of their cells in results.csv (the
+    condition without ' +rerank': re-ranked curves share the panel, dashed)."""
+    if curves.empty or results.empty:
+        return curves.assign(row=[], condition=[]).iloc[0:0]
+    labels = labelled(results).drop_duplicates(["cell_id", "rerank"])[["cell_id", "rerank", "row", "condition"]]
+    merged = curves.drop(columns=["model"]).merge(labels, on=["cell_id", "rerank"])
+    return merged.assign(condition=merged["condition"].str.removesuffix(" +rerank"))
+
+
 def plot_cmc(curves: pd.DataFrame, path: Path, dataset: str = "") -> Path | None:
-    """CMC curves from cmc.csv: one panel per condition (clean, each attack and eps), one curve per
-    model (mean over seeds); re-ranked curves dashed."""
+    """CMC curves from `cmc_labelled` rows: one panel per condition (clean, each attack and eps), one
+    curve per model (mean over seeds); re-ranked curves dashed."""
     if curves.empty:
         return None
-    curves = curves.assign(condition=curves.apply(lambda r: condition_of(r).removesuffix(" +rerank"), axis=1))
     conditions = sorted(curves["condition"].unique(), key=lambda c: (c != "clean", c))
     ncols = min(4, len(conditions))  # wrap: a page holds four panels across
     nrows = -(-len(conditions) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.2 * nrows), squeeze=False, sharey=True)
-    colours = model_colours(list(dict.fromkeys(curves["model"])))
+    colours = model_colours(list(dict.fromkeys(curves["row"])))
     flat = axes.flatten()
     for ax in flat[len(conditions) :]:
         ax.set_visible(False)
     for ax, cond in zip(flat, conditions, strict=False):
-        sub = curves[curves["condition"] == cond].groupby(["model", "rerank", "rank"], sort=False)["cmc"].mean()
-        for (model, rr), curve in sub.reset_index().groupby(["model", "rerank"], sort=False):
+        sub = curves[curves["condition"] == cond].groupby(["row", "rerank", "rank"], sort=False)["cmc"].mean()
+        for (model, rr), curve in sub.reset_index().groupby(["row", "rerank"], sort=False):
             ax.plot(curve["rank"], 100 * curve["cmc"], color=colours[model], linestyle="--" if rr else "-",
                     label=f"{model}{' re-ranked' if rr else ''}")  # fmt: skip
         ax.set_title(cond)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
+import torch
 from click.testing import CliRunner
+from safetensors.torch import load_file, save_file
 
 from robustbench_lfm.cli import build_spec, main, run_defaults
+from robustbench_lfm.hashing import file_sha256
 from robustbench_lfm.runner import run_sweep
 from tests.test_threats import DATA
 
@@ -45,25 +49,20 @@ def test_report_writes_tables_tests_figures_and_one_page(run_dir, tmp_path):
     assert result.exit_code == 0, result.output
     md = (tmp_path / "report.md").read_text()
     assert "| model | clean Rank-1 | clean mAP | pgd 2/255 Rank-1 | pgd 2/255 mAP |" in md
-    assert "**" in md and " ± " in md and "std over seeds" in md
+    assert "**" in md and " ± " in md and "sample std over 2 training seeds" in md
     assert md.index("| plain |") < md.index("| lfm |")  # the baseline row first
     tex = (tmp_path / "report.tex").read_text()
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex and r"\textbf{" in tex
     tests = pd.read_csv(tmp_path / "tests.csv")
-    assert set(tests["test"]) == {"mcnemar", "sign-flip"} and tests["p_value"].between(0, 1).all()
-    assert (tests["n"] == 2 * run_n_queries(run_dir)).all()  # two seeds pooled
+    assert set(tests["test"]) == {"paired-t over seeds"} and tests["p_value"].between(0, 1).all()
+    assert (tests["n"] == 2).all() and (tests["seeds"] == 2).all()  # the seed is the unit, not the query
+    assert "paired t-test over training seeds" in md
     for name in ("eps", "cmc", "scatter", "bars"):
         assert (tmp_path / f"{name}.png").stat().st_size > 5000 and (tmp_path / f"{name}.pdf").exists()
     page = (tmp_path / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 4 and 'src="' not in page.replace('src="data:', "")
     cells = pd.read_csv(tmp_path / "cells.csv")
     assert cells["se"].notna().all() and (cells["se"] > 0).any()
-
-
-def run_n_queries(run_dir):
-    results = pd.read_csv(run_dir / "results.csv", keep_default_na=False)
-    queries = pd.read_csv(run_dir / "queries.csv", keep_default_na=False)
-    return queries[queries["cell_id"] == results["cell_id"].iloc[0]].shape[0]
 
 
 def test_report_of_a_folder_without_results_says_so(tmp_path):
@@ -78,10 +77,25 @@ def test_check_passes_an_unchanged_rerun(run_dir, cache, tmp_path):
     assert "0 regressed, 0 missing" in result.output
 
 
+def _cripple_checkpoints(cache, model: str, copy_to):
+    """A copy of the cache whose `model` checkpoints are damaged in their weights but re-signed: the
+    same identity (model, recipe, data, seed), a less robust network, as a bad code change makes."""
+    shutil.copytree(cache, copy_to)
+    gen = torch.Generator().manual_seed(0)
+    for sidecar in (copy_to / "checkpoints").glob("*.json"):
+        meta = json.loads(sidecar.read_text())
+        if meta["model"]["name"] != model:
+            continue
+        weights = sidecar.with_suffix(".safetensors")
+        state = load_file(weights)
+        noisy = {k: v + v.std() * torch.randn(v.shape, generator=gen) if v.dim() == 4 else v for k, v in state.items()}
+        save_file(noisy, weights)
+        sidecar.write_text(json.dumps({**meta, "sha256": file_sha256(weights)}))
+
+
 def test_check_fails_when_a_model_is_made_less_robust_on_purpose(run_dir, cache, tmp_path):
-    recipe = tmp_path / "crippled.toml"  # same model name, but training barely moves the weights
-    recipe.write_text('task = "reid"\nlr = 1e-6\n')
-    _sweep(tmp_path / "worse", cache, seeds="0,1", recipe=str(recipe), no_baseline=True)
+    _cripple_checkpoints(cache, "lfm", tmp_path / "crippled-cache")
+    _sweep(tmp_path / "worse", tmp_path / "crippled-cache", seeds="0,1", no_baseline=True)
     base = pd.read_csv(run_dir / "results.csv", keep_default_na=False)
     base[base["model"] == "lfm"].to_csv(tmp_path / "lfm-baseline.csv", index=False)
     args = ["check", str(tmp_path / "worse"), "--baseline", str(tmp_path / "lfm-baseline.csv"), "--format", "json"]
@@ -89,7 +103,7 @@ def test_check_fails_when_a_model_is_made_less_robust_on_purpose(run_dir, cache,
     assert result.exit_code == 1
     report = json.loads(result.output)
     assert not report["passed"] and not report["missing"]
-    attacked = {r["metric"] for r in report["regressions"] if r["attack"] == "pgd"}
+    attacked = {r["metric"] for r in report["regressions"] if r["condition"].startswith("pgd ")}
     assert {"mAP", "rank10"} <= attacked  # 21 queries: too few for a Rank-1 fall to be significant
     assert all(r["change"] < -0.02 and r["p_value"] < 0.05 for r in report["regressions"])
 

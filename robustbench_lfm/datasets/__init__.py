@@ -25,6 +25,7 @@ from robustbench_lfm.datasets.base import ReIDDataset, ReIDSplit, as_float
 from robustbench_lfm.datasets.classification import ClassificationDataset, ClassSplit
 from robustbench_lfm.datasets.folders import DatasetFolderError, FolderLayout
 from robustbench_lfm.hashing import content_hash, file_sha256
+from robustbench_lfm.typecheck import check_fields
 
 Dataset = ReIDDataset | ClassificationDataset
 
@@ -75,6 +76,9 @@ class DatasetInfo:
         bad = sorted(set(options) - known)
         if bad:
             raise ValueError(f"unknown option(s) {', '.join(bad)} (known: {', '.join(sorted(known)) or 'none'})")
+        problem = check_fields(self.config_cls, options)
+        if problem:
+            raise ValueError(problem)
         return self.config_cls(**options)
 
     def source(self, root: str | Path | None) -> str:

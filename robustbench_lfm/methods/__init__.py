@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+import models
 from robustbench_lfm.methods.adversarial import AdversarialTraining
 from robustbench_lfm.methods.gwi import GroupWiseInhibition
 from robustbench_lfm.methods.mixacm import MixACM
@@ -24,6 +25,10 @@ from robustbench_lfm.recipe import TrainRecipe
 from robustbench_lfm.training import StepFn, standard_step
 
 METHODS = ("standard", "gwi", "pgd-at", "mixacm")
+
+# The method classes' signatures are the one home of their defaults; the model registry reads them.
+for _name, _cls in (("gwi", GroupWiseInhibition), ("pgd-at", AdversarialTraining), ("mixacm", MixACM)):
+    models.register_method(_name, _cls)
 
 
 def build_method(

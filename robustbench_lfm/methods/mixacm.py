@@ -62,7 +62,7 @@ class MixACM:
         alpha: float = 1.0,
         taps: int = 3,
         power: float = 2,
-        w_acm: float = 50.0,
+        w_acm: float = 10.0,
         w_kd: float = 1.0,
         tau: float = 4.0,
     ) -> None:

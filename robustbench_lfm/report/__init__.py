@@ -31,7 +31,8 @@ from robustbench_lfm.report.tables import (
     pair_tests,
     with_conditions,
 )
-from robustbench_lfm.store import CMC_COLUMNS, QUERY_COLUMNS, ResultStore
+from robustbench_lfm.store import CMC_COLUMNS, QUERY_COLUMNS, ResultStore, StoreError, check_writable
+from robustbench_lfm.summary import cmc_labelled
 
 
 class ReportError(ValueError):
@@ -53,18 +54,21 @@ def load_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataF
     results = run_dir / "results.csv"
     if not results.is_file():
         raise ReportError(f"{run_dir} has no results.csv; give the directory `lfm-bench run` wrote (e.g. results/NAME)")
-    df = ResultStore(results).read()
+    try:
+        df = ResultStore(results).read_valid()
+        queries_path = run_dir / "queries.csv"
+        queries = ResultStore(queries_path, QUERY_COLUMNS).read() if queries_path.is_file() else None
+        curves = ResultStore(run_dir / "cmc.csv", CMC_COLUMNS).read()
+    except StoreError as err:
+        raise ReportError(str(err)) from None
     if df.empty:
         raise ReportError(f"{results} holds no rows yet; run the sweep first")
-    queries_path = run_dir / "queries.csv"
-    queries = ResultStore(queries_path, QUERY_COLUMNS).read() if queries_path.is_file() else None
-    curves = ResultStore(run_dir / "cmc.csv", CMC_COLUMNS).read()
-    return with_conditions(df), queries, curves
+    return with_conditions(df), queries, cmc_labelled(curves, df)
 
 
 def default_pairs(df: pd.DataFrame, extra: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Every model against plain, then the requested pairs."""
-    models = list(dict.fromkeys(df["model"]))
+    models = list(dict.fromkeys(df["row"]))
     for a, b in extra:
         missing = [m for m in (a, b) if m not in models]
         if missing:
@@ -77,13 +81,18 @@ def build_report(run_dir: Path, out: Path | None = None, pairs: list[tuple[str, 
     """Write the report of `run_dir` (module docstring); returns the paths."""
     df, queries, curves = load_run(run_dir)
     out = out or run_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        check_writable(out)
+    except OSError as err:
+        raise ReportError(
+            f"report folder {str(out)!r} is not writable ({err.strerror}); choose another with --out"
+        ) from None
     cells = cell_errors(df, queries)
     tests = pair_tests(df, queries, default_pairs(df, list(pairs)))
     cells.drop(columns=["condition"]).to_csv(out / "cells.csv", index=False)
     tests.to_csv(out / "tests.csv", index=False)
-    title = f"{df['dataset'].iloc[0]}: {', '.join(dict.fromkeys(df['model']))}"
-    md = f"# {title}\n\n{markdown_table(cells)}\n## Paired tests (seeds pooled)\n\n{markdown_tests(tests)}"
+    title = f"{df['dataset'].iloc[0]}: {', '.join(dict.fromkeys(df['row']))}"
+    md = f"# {title}\n\n{markdown_table(cells)}\n## Paired tests\n\n{markdown_tests(tests)}"
     (out / "report.md").write_text(md)
     (out / "report.tex").write_text(latex_table(cells, f"Clean and attacked {title} (%)"))
     figures = all_figures(df, curves, out)
@@ -110,7 +119,7 @@ def _html(title: str, cells: pd.DataFrame, tests: pd.DataFrame, figures: dict[st
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{table}"
-        f"<h2>Paired tests (seeds pooled)</h2>{test_table}<h2>Figures</h2>{imgs}</body></html>"
+        f"<h2>Paired tests</h2>{test_table}<h2>Figures</h2>{imgs}</body></html>"
     )
 
 

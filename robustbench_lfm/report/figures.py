@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from robustbench_lfm.spec import format_eps
+from robustbench_lfm.identity import format_eps
 from robustbench_lfm.summary import HEADLINE, LABELS, model_colours, plot_cmc, plot_eps_curves
 
 FORMATS = (".png", ".pdf")
@@ -40,9 +40,9 @@ def _top1(df: pd.DataFrame) -> str:
 
 
 def _strongest(df: pd.DataFrame) -> pd.DataFrame:
-    """Attacked rows at each attack's largest eps, plain ranking only."""
+    """Attacked rows at each attack configuration's (series') largest eps, plain ranking only."""
     attacked = df[(df["attack"] != "none") & (df["rerank"] == "")]
-    largest = attacked.groupby("attack")["eps"].transform("max")
+    largest = attacked.groupby("series")["eps"].transform("max")
     return attacked[attacked["eps"] == largest]
 
 
@@ -50,20 +50,22 @@ def scatter(df: pd.DataFrame, stem: Path) -> list[Path]:
     """Clean against attacked top-1 metric per model, one marker per attack."""
     metric = _top1(df)
     rows = df[(df["metric"] == metric) & (df["rerank"] == "")]
-    clean = rows[rows["attack"] == "none"].groupby("model")["value"].agg(["mean", "std"])
-    attacked = _strongest(rows).groupby(["attack", "eps", "model"])["value"].agg(["mean", "std"]).reset_index()
+    clean = rows[rows["attack"] == "none"].groupby("row")["value"].agg(["mean", "std"])
+    attacked = _strongest(rows).groupby(["series", "eps", "row"])["value"].agg(["mean", "std"]).reset_index()
     fig, ax = plt.subplots(figsize=(5.2, 4.2))
-    markers = dict(zip(sorted(attacked["attack"].unique()), "osD^vP*X", strict=False))
-    colours = model_colours(list(dict.fromkeys(df["model"])))
+    markers = dict(zip(sorted(attacked["series"].unique()), "osD^vP*X", strict=False))
+    colours = model_colours(list(dict.fromkeys(df["row"])))
     for _, r in attacked.iterrows():
-        c = clean.loc[r["model"]]
+        if r["row"] not in clean.index:
+            continue
+        c = clean.loc[r["row"]]
         ax.errorbar(100 * c["mean"], 100 * r["mean"], xerr=100 * np.nan_to_num(c["std"]),
-                    yerr=100 * np.nan_to_num(r["std"]), fmt=markers[r["attack"]], color=colours[r["model"]],
-                    capsize=2, label=r["model"])  # fmt: skip
+                    yerr=100 * np.nan_to_num(r["std"]), fmt=markers.get(r["series"], "o"), color=colours[r["row"]],
+                    capsize=2, label=r["row"])  # fmt: skip
     handles = {h.get_label(): h for h in ax.get_legend_handles_labels()[0]}
     ax.legend(handles.values(), handles.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     attacks = ", ".join(
-        f"{a} {format_eps(e)} ({markers[a]})" for a, e in attacked[["attack", "eps"]].drop_duplicates().values
+        f"{a} {format_eps(e)} ({markers[a]})" for a, e in attacked[["series", "eps"]].drop_duplicates().values
     )
     ax.set_xlabel(f"clean {LABELS[metric]} (%)")
     ax.set_ylabel(f"attacked {LABELS[metric]} (%)")
@@ -76,14 +78,14 @@ def bars(df: pd.DataFrame, stem: Path) -> list[Path]:
     """Attacked top-1 metric per model, one group per attack at its largest eps."""
     metric = _top1(df)
     rows = _strongest(df[df["metric"] == metric])
-    stats = rows.groupby(["attack", "eps", "model"], sort=False)["value"].agg(["mean", "std"]).reset_index()
-    groups = list(dict.fromkeys(zip(stats["attack"], stats["eps"], strict=True)))
-    models = list(dict.fromkeys(df["model"]))
+    stats = rows.groupby(["series", "eps", "row"], sort=False)["value"].agg(["mean", "std"]).reset_index()
+    groups = list(dict.fromkeys(zip(stats["series"], stats["eps"], strict=True)))
+    models = list(dict.fromkeys(df["row"]))
     colours = model_colours(models)
     width = 0.8 / max(len(models), 1)
     fig, ax = plt.subplots(figsize=(max(4.0, 1.2 + 0.35 * len(models) * len(groups)), 3.6))
     for i, model in enumerate(models):
-        sel = [stats[(stats["attack"] == a) & (stats["eps"] == e) & (stats["model"] == model)] for a, e in groups]
+        sel = [stats[(stats["series"] == a) & (stats["eps"] == e) & (stats["row"] == model)] for a, e in groups]
         means = [100 * s["mean"].iloc[0] if len(s) else np.nan for s in sel]
         errs = [100 * np.nan_to_num(s["std"].iloc[0]) if len(s) else 0 for s in sel]
         ax.bar(

@@ -1,0 +1,110 @@
+"""The identity of a number: which result columns say how it was made, and the labels built on them.
+
+Two rows are the same measurement only when every column of `IDENTITY` is equal (DESIGN.md). The
+tables, figures, report conditions, sanity series, paired tests and the regression gate all key on
+these tuples, from this module:
+
+* `RUN`      — the task, the data and its options, the training recipe, the evaluation options;
+* `MODEL`    — the model label, backbone, regularizer and every resolved model parameter;
+* `ATTACK`   — the attack, every resolved option, and the threat (side, surrogate, quantization);
+* `SCHEDULE` — the budget and the steps and step size actually run at it;
+* `SERIES`   — an attack configuration across eps: the identity without the schedule;
+* `IDENTITY` — all of it, plus the training seed and the re-ranking mode.
+
+`labelled` adds the display labels: `row` (a model), `condition` (`clean`, `pgd:steps=1 8/255`,
+`sma:side=gallery 5/255 +rerank`) and `series` (the condition without its eps). A label is made
+injective on its key: when two keys would print alike, each gets a short hash of its key, so two
+measurements never share a table cell, a curve or a test. Reads only the CSV: no torch here.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from robustbench_lfm.hashing import content_hash
+
+RUN = ("task", "dataset", "data_params", "recipe_key", "distance", "ap", "flip")
+MODEL = ("model", "backbone", "regularizer", "model_params")
+ATTACK = ("attack", "attack_params", "objective", "norm", "perturbed", "surrogate", "quantize")
+SCHEDULE = ("eps", "steps", "step_size")
+IDENTITY = (*RUN, *MODEL, "train_seed", *ATTACK, *SCHEDULE, "rerank")
+SERIES = tuple(c for c in IDENTITY if c not in SCHEDULE)
+ROW = (*RUN, *MODEL)
+CONDITION = (*ATTACK, *SCHEDULE, "rerank")
+SERIES_CONDITION = (*ATTACK, "rerank")
+MEASUREMENT = (*IDENTITY, "metric")
+
+METRICS = {"reid": ("rank1", "rank5", "rank10", "mAP", "mINP"), "classification": ("accuracy",)}
+
+FLOATS = ("eps", "step_size")
+INTS = ("train_seed", "steps")
+
+
+def canonical(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with its identity columns in one dtype each (text, float or int), so that keys read
+    from two CSVs compare equal exactly when the written values were equal."""
+    present = [c for c in MEASUREMENT if c in df.columns]
+    casts = {c: (float if c in FLOATS else int if c in INTS else str) for c in present}
+    out = df.copy()
+    for column, kind in casts.items():
+        if kind is str:
+            out[column] = out[column].fillna("").astype(str)
+        else:
+            out[column] = pd.to_numeric(out[column], errors="raise").astype(kind)
+    return out
+
+
+def format_eps(eps: float) -> str:
+    """8/255-style text for eps values on the 1/255 grid, else 4 significant digits."""
+    k = eps * 255
+    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{eps:.4g}"
+
+
+def series_label(row: pd.Series) -> str:
+    """The attack configuration without its eps: `clean`, `pgd:steps=1`, `fgsm from plain q8`."""
+    if row["attack"] == "none":
+        return "clean"
+    label = row.get("attack_label")
+    label = label if isinstance(label, str) and label else str(row["attack"])
+    if row.get("surrogate"):
+        label += f" from {row['surrogate']}"
+    if str(row.get("quantize")) == "True":
+        label += " q8"
+    return label
+
+
+def condition_label(row: pd.Series) -> str:
+    """The one place a condition's text is built: `clean` or `pgd:steps=1 8/255`, ` +rerank` for
+    re-ranked scores."""
+    base = series_label(row)
+    if row["attack"] != "none":
+        head, _, threat = base.partition(" ")
+        base = f"{head} {format_eps(float(row['eps']))}" + (f" {threat}" if threat else "")
+    return base + (" +rerank" if row.get("rerank", "") else "")
+
+
+def _injective(labels: pd.Series, keys: pd.Series) -> pd.Series:
+    """`labels` with a short key hash appended wherever one label stands for several keys."""
+    clashing = keys.groupby(labels).transform("nunique") > 1
+    hashes = keys.map(lambda k: content_hash(k, 4))
+    return labels.where(~clashing, labels + " #" + hashes)
+
+
+def _key_text(df: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
+    present = [c for c in columns if c in df.columns]
+    return df[present].astype(str).agg("\x1f".join, axis=1) if present else pd.Series("", index=df.index)
+
+
+def labelled(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with `row`, `condition` and `series` label columns, each injective on its key."""
+    if df.empty:
+        return df.assign(row=[], condition=[], series=[])
+    rows = df["model"].astype(str)
+    if "backbone" in df.columns:  # the same label on two backbones: say which
+        several = df.groupby("model")["backbone"].transform("nunique") > 1
+        rows = rows.where(~several, rows + " (" + df["backbone"].astype(str) + ")")
+    return df.assign(
+        row=_injective(rows, _key_text(df, ROW)),
+        condition=_injective(df.apply(condition_label, axis=1), _key_text(df, CONDITION)),
+        series=_injective(df.apply(series_label, axis=1), _key_text(df, SERIES_CONDITION)),
+    )
