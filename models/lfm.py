@@ -84,13 +84,16 @@ class LocalFeatureMasking(_LFMBase):
 class LocalFeatureMaskingCode(_LFMBase):
     """LFM as the released code behaves (reference/methods.md §1.5 a-d, f generalised to any shape).
 
-    One draw u < p gates the whole batch; the first `max_samples` samples (default 8, the code's
-    constant) are masked; K channel indices are drawn with replacement and shared by them; per
-    (sample, channel slot) a Random-Erasing size (h, w) is drawn with offsets x1 ~ U{0..H-h} and
-    y1 ~ U{0..W-w} (the code's swapped ranges), and the chained slices `[y1:y1+h][x1:x1+w]` both
-    act on rows: the masked region is the full-width band of rows [y1+x1, y1+min(h, x1+w)),
-    clipped to the map, empty when x1 >= h. Slots are written in order, so a channel drawn twice
-    keeps the last slot's value where bands overlap.
+    One draw u < p gates the whole batch; `max_samples` samples of it (default 8, the code's
+    `batchsize = 8` constant) are masked, drawn at random: the released code masks the first 8
+    of each batch, but its loader shuffles (layumi's baseline, `shuffle=True`), so those are 8
+    random samples, whereas this harness's re-ID batches are P x K blocks in identity order,
+    where the first 8 would always be the first two identities. K channel indices are drawn
+    with replacement and shared by them; per (sample, channel slot) a Random-Erasing size (h, w)
+    is drawn with offsets x1 ~ U{0..H-h} and y1 ~ U{0..W-w} (the code's swapped ranges), and the
+    chained slices `[y1:y1+h][x1:x1+w]` both act on rows: the masked region is the full-width
+    band of rows [y1+x1, y1+min(h, x1+w)), clipped to the map, empty when x1 >= h. Slots are
+    written in order, so a channel drawn twice keeps the last slot's value where bands overlap.
     """
 
     def __init__(self, *args: object, max_samples: int = 8, **kwargs: object) -> None:
@@ -105,6 +108,7 @@ class LocalFeatureMaskingCode(_LFMBase):
         if self.rand(1, device=dev).item() >= self.p:
             return x
         n, k = min(self.max_samples, b), self.n_channels(c)
+        picked = self.rand(b, device=dev).argsort()[:n]  # what the first n of a shuffled batch are
         chans = (self.rand(k, device=dev) * c).long()  # with replacement, shared by the batch
         _, _, bh, bw = erasing_boxes(self, n, k, h, w, dev)
         u = self.rand(2, n, k, device=dev)
@@ -118,5 +122,5 @@ class LocalFeatureMaskingCode(_LFMBase):
         out = x.clone(memory_format=torch.preserve_format)
         for j in range(k):  # in order: the last write to a channel wins, as in the code
             band = bands[:, j, :, None]
-            out[:n, chans[j]] = torch.where(band, fill[:, j, None, None], out[:n, chans[j]])
+            out[picked, chans[j]] = torch.where(band, fill[:, j, None, None], out[picked, chans[j]])
         return out

@@ -36,8 +36,10 @@ class CheckpointCache:
             return None
         try:
             meta = json.loads(sidecar.read_text())
-        except json.JSONDecodeError:
-            warnings.warn(f"checkpoint sidecar {sidecar} is unreadable; retraining", stacklevel=2)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            meta = None
+        if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str):  # e.g. valid JSON `[]`
+            warnings.warn(f"checkpoint sidecar {sidecar} is unreadable or malformed; retraining", stacklevel=2)
             return None
         sha = file_sha256(weights)
         if sha != meta.get("sha256"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import robustbench_lfm.methods  # noqa: F401  (registers the training methods' parameters with the model registry)
 from robustbench_lfm.datasets.synthreid import SynthReIDConfig, generate
 
 TINY = {"train_ids": 12, "test_ids": 6, "distractor_ids": 2, "cameras": 3, "max_cameras": 3}

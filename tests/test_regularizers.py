@@ -1,7 +1,7 @@
 """Each regularizer's own behaviour, with statistical tolerances of about 3.5 standard errors.
 
 LFM against reference/methods.md §1.3 (per-sample gate, distinct channels, rectangles, area) and
-`lfm-code` against the released code's quirks of §1.5 (batch gate, first 8 samples, shared
+`lfm-code` against the released code's quirks of §1.5 (batch gate, 8 samples of a shuffled batch, shared
 channels drawn with replacement, full-width row bands that vanish when x1 >= h).
 """
 
@@ -77,19 +77,22 @@ def _code_masks(p: float, n_batches: int, b: int = 32, c: int = 16, h: int = 32,
     return [lfm(torch.full((b, c, h, w), BASE)) != BASE for _ in range(n_batches)]
 
 
-def test_lfm_code_gates_whole_batches_and_touches_only_the_first_samples():
+def test_lfm_code_gates_whole_batches_and_touches_at_most_eight_random_samples():
     batches = _code_masks(p=0.3, n_batches=600)
     hit = torch.tensor([m.any().item() for m in batches]).float()
     assert abs(hit.mean().item() - 0.3) < 3.5 * math.sqrt(0.3 * 0.7 / 600)
-    for m in batches:
-        assert not m[8:].any()  # the code's `batchsize = 8`
+    touched = torch.stack([m.flatten(1).any(1) for m in batches])  # (batches, 32)
+    assert touched.sum(1).max().item() <= 8  # the code's `batchsize = 8`
+    # ... drawn at random (the released loader shuffles; our P x K batches come in identity order):
+    # every position of the batch is masked sometimes, not only the first 8 (two identities of K = 4)
+    assert touched[:, 8:].any() and touched.float().mean(0).min().item() > 0
 
 
 def test_lfm_code_shares_its_channels_and_draws_them_with_replacement():
     masked = [m for m in _code_masks(p=1.0, n_batches=40) if m.any()]
     distinct = []
     for m in masked:
-        chans = m[:8].flatten(2).any(2)  # (8, C)
+        chans = m[m.flatten(1).any(1)].flatten(2).any(2)  # (masked samples, C)
         union = chans.any(0)
         assert torch.all(chans <= union)  # every sample's channels come from one shared set
         distinct.append(union.sum().item())
@@ -99,8 +102,8 @@ def test_lfm_code_shares_its_channels_and_draws_them_with_replacement():
 
 def test_lfm_code_masks_full_width_row_bands():
     for m in _code_masks(p=1.0, n_batches=20):
-        rows = m[:8].any(3)  # (8, C, H)
-        assert torch.equal(m[:8], rows[..., None].expand_as(m[:8]))  # whole rows, full width
+        rows = m.any(3)  # (B, C, H)
+        assert torch.equal(m, rows[..., None].expand_as(m))  # whole rows, full width
 
 
 def test_lfm_code_band_is_empty_when_x1_reaches_h():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,15 +166,25 @@ def load_dataset(
     cfg = info.check_options(options)
     key = content_hash({"name": name, "config": dataclasses.asdict(cfg), "source": info.source(root)})
     path = cache_dir / "datasets" / f"{name}-{key}.safetensors"
-    cached = _read_cached(path)
-    if cached is not None:
-        return _from_tensors(name, info.task, *cached)
+    dataset = _cached_dataset(path, name, info.task)
+    if dataset is not None:
+        return dataset
     dataset = info.build(cfg, root, quiet)
     _write_cached(path, dataset)
     return dataset
 
 
 SPLITS = {"reid": ("train", "query", "gallery"), "classification": ("train", "test")}
+
+
+def _cached_dataset(path: Path, name: str, task: str) -> Dataset | None:
+    """The cached dataset, or None when absent or damaged (reported, then rebuilt)."""
+    try:
+        cached = _read_cached(path)
+        return None if cached is None else _from_tensors(name, task, *cached)
+    except Exception as err:  # a damaged entry of any kind: never fatal, built again
+        warnings.warn(f"cached dataset {path} is unreadable ({err}); building it again", stacklevel=2)
+        return None
 
 
 def _read_cached(path: Path) -> tuple[dict, dict[str, str]] | None:

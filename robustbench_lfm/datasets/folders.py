@@ -135,8 +135,11 @@ def scan(folder: Path, layout: FolderLayout) -> dict[str, list[Entry]]:
 
 
 def _scan_split(folder: Path, layout: FolderLayout) -> list[Entry]:
-    entries, bad = [], []
+    entries, bad, unreadable = [], [], []
     for path in sorted(folder.glob("*.jpg")):
+        if not path.is_file():  # a directory named x.jpg, a dangling link, a symlink loop
+            unreadable.append(path.name)
+            continue
         m = _NAME.match(path.name)
         if m is None:
             bad.append(path.name)
@@ -148,13 +151,22 @@ def _scan_split(folder: Path, layout: FolderLayout) -> list[Entry]:
             bad.append(path.name)
             continue
         entries.append(Entry(path, pid, cam - 1))
+    if unreadable:
+        raise DatasetFolderError(
+            f"{folder}: {len(unreadable)} entr(y/ies) named *.jpg are not readable files: {_shown(unreadable)}; "
+            "remove them or point --data-root at a clean copy"
+        )
     if bad:
-        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        shown = _shown(bad)
         raise DatasetFolderError(
             f"{folder}: {len(bad)} file name(s) do not parse as pid_cCAMERA with camera 1..{layout.cameras}: "
             f"{shown}; {layout.expected()}"
         )
     return entries
+
+
+def _shown(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def fingerprint(root: Path, layout: FolderLayout) -> str:
@@ -163,7 +175,10 @@ def fingerprint(root: Path, layout: FolderLayout) -> str:
     stats = []
     for d in SPLIT_DIRS.values():
         for path in sorted((folder / d).glob("*.jpg")):
-            st = path.stat()
+            try:
+                st = path.stat()
+            except OSError as err:  # a symlink loop or a dangling link
+                raise DatasetFolderError(f"{path} cannot be read ({err.strerror}); remove it") from None
             stats.append((f"{d}/{path.name}", st.st_size, st.st_mtime_ns))
     return content_hash(stats)
 
@@ -177,20 +192,35 @@ class _Images(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        with Image.open(self.paths[i]) as img:
-            rgb = img.convert("RGB").resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
-        return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, bool]:
+        """The image, and whether it decoded (a broken file is reported by `read_images`)."""
+        try:
+            with Image.open(self.paths[i]) as img:
+                rgb = img.convert("RGB").resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
+        except (OSError, ValueError, Image.DecompressionBombError):  # zero bytes, truncated, not an image
+            return torch.zeros(3, *self.size, dtype=torch.uint8), False
+        return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1), True
 
 
 def read_images(paths: list[Path], size: tuple[int, int], workers: int, quiet: bool = True) -> torch.Tensor:
-    """uint8 (N, 3, height, width) images, decoded in parallel by `workers` processes."""
+    """uint8 (N, 3, height, width) images, decoded in parallel by `workers` processes.
+
+    Raises:
+        DatasetFolderError: some files do not decode (named, with the fix); nothing is cached.
+    """
     loader = DataLoader(_Images(paths, size), batch_size=64, num_workers=workers)
     out = torch.empty(len(paths), 3, *size, dtype=torch.uint8)
+    broken: list[str] = []
     done = 0
-    for batch in tqdm(loader, desc="decode", unit="batch", disable=quiet, leave=False):
+    for batch, ok in tqdm(loader, desc="decode", unit="batch", disable=quiet, leave=False):
         out[done : done + len(batch)] = batch
+        broken += [str(paths[done + i]) for i in (~ok).nonzero().flatten().tolist()]
         done += len(batch)
+    if broken:
+        raise DatasetFolderError(
+            f"{len(broken)} image(s) cannot be decoded (empty, truncated or not images): {_shown(broken)}; "
+            "replace or remove them"
+        )
     return out
 
 

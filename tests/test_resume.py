@@ -1,0 +1,123 @@
+"""Resume verifies what it reads: damaged tables are repaired by recomputing, never trusted; the
+lock holds when its file is deleted; a malformed cache entry is rebuilt, never fatal."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from robustbench_lfm.cli import main
+from robustbench_lfm.lock import RunLock, RunLockedError
+from tests.conftest import TINY_CLI
+
+KEY = ["cell_id", "rerank", "metric"]
+
+
+def _args(out, cache):
+    return ["run", "--models", "lfm", "--attacks", "pgd:steps=2,fgsm", "--dataset", TINY_CLI, "--epochs", "1",
+            "--eps", "8/255", "-q", "--out", str(out), "--cache-dir", str(cache)]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run: the numbers every repaired run must reproduce."""
+    out, cache = tmp_path_factory.mktemp("ref") / "run", tmp_path_factory.mktemp("cache")
+    result = CliRunner().invoke(main, _args(out, cache))
+    assert result.exit_code == 0, result.output
+    return out, cache
+
+
+def _values(run):
+    df = pd.read_csv(run / "results.csv", keep_default_na=False)
+    return df.set_index(KEY)["value"].sort_index()
+
+
+def _copy(reference, tmp_path):
+    import shutil
+
+    out, cache = reference
+    shutil.copytree(out, tmp_path / "run")
+    return tmp_path / "run", cache
+
+
+def _rerun(run, cache):
+    result = CliRunner().invoke(main, _args(run, cache))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_a_torn_last_line_is_dropped_and_its_cell_recomputed(reference, tmp_path):
+    run, cache = _copy(reference, tmp_path)
+    text = (run / "results.csv").read_text()
+    (run / "results.csv").write_text(text[: len(text) - 40])  # cut inside the last row
+    with pytest.warns(UserWarning, match="torn last line"):
+        _rerun(run, cache)
+    pd.testing.assert_series_equal(_values(run), _values(reference[0]))
+
+
+def test_a_cell_with_some_of_its_metrics_is_recomputed(reference, tmp_path):
+    run, cache = _copy(reference, tmp_path)
+    df = pd.read_csv(run / "results.csv", keep_default_na=False)
+    victim = df["cell_id"].iloc[-1]
+    drop = df[(df["cell_id"] == victim) & df["metric"].isin(["rank5", "rank10", "mINP"])].index
+    df.drop(index=drop).to_csv(run / "results.csv", index=False)
+    with pytest.warns(UserWarning, match="1 recorded cell"):
+        _rerun(run, cache)
+    pd.testing.assert_series_equal(_values(run), _values(reference[0]))
+
+
+def test_a_nan_value_is_not_a_done_cell(reference, tmp_path):
+    run, cache = _copy(reference, tmp_path)
+    df = pd.read_csv(run / "results.csv", keep_default_na=False)
+    df["value"] = df["value"].astype(object)
+    df.loc[df.index[0], "value"] = "nan"
+    df.to_csv(run / "results.csv", index=False)
+    with pytest.warns(UserWarning, match="1 recorded cell"):
+        _rerun(run, cache)
+    pd.testing.assert_series_equal(_values(run), _values(reference[0]))
+
+
+@pytest.mark.parametrize("side", ["queries.csv", "cmc.csv"])
+def test_a_deleted_side_table_is_rebuilt(reference, tmp_path, side):
+    run, cache = _copy(reference, tmp_path)
+    (run / side).unlink()
+    with pytest.warns(UserWarning, match="lack their queries.csv / cmc.csv rows"):
+        _rerun(run, cache)
+    rebuilt = pd.read_csv(run / side, keep_default_na=False).sort_values(list(pd.read_csv(run / side).columns))
+    original = pd.read_csv(reference[0] / side, keep_default_na=False).sort_values(list(rebuilt.columns))
+    pd.testing.assert_frame_equal(rebuilt.reset_index(drop=True), original.reset_index(drop=True))
+
+
+def test_a_wrong_header_is_refused_before_any_work(reference, tmp_path):
+    run, cache = _copy(reference, tmp_path)
+    text = (run / "results.csv").read_text()
+    (run / "results.csv").write_text(text.replace("attack_params", "attack_opts", 1))
+    before = (run / "manifest.json").read_text()
+    result = CliRunner().invoke(main, _args(run, cache))
+    assert result.exit_code == 2 and "other columns than this lfm-bench writes" in result.output
+    assert (run / "manifest.json").read_text() == before  # refused before the sweep started
+
+
+def test_the_lock_holds_when_its_file_is_deleted(tmp_path):
+    with RunLock(tmp_path / "run"):
+        (tmp_path / "run" / ".lock").unlink()
+        with pytest.raises(RunLockedError):
+            RunLock(tmp_path / "run").__enter__()
+
+
+@pytest.mark.parametrize("content", ["[]", "{}", '{"sha256": 3}', "not json"])
+def test_a_malformed_checkpoint_sidecar_is_reported_and_retrained(reference, tmp_path, content):
+    import shutil
+
+    out, cache = reference
+    shutil.copytree(cache, tmp_path / "cache")
+    for sidecar in (tmp_path / "cache" / "checkpoints").glob("*.json"):
+        sidecar.write_text(content)
+    with pytest.warns(UserWarning, match="malformed; retraining"):
+        result = CliRunner().invoke(main, _args(tmp_path / "run", tmp_path / "cache"))
+    assert result.exit_code == 0, result.output
+    pd.testing.assert_series_equal(_values(tmp_path / "run"), _values(out))  # retrained identically
+    assert json.loads(next((tmp_path / "cache" / "checkpoints").glob("*.json")).read_text())["sha256"]
