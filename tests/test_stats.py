@@ -5,10 +5,20 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats as sp
 
-from robustbench_lfm.stats import binomial_se, bootstrap_se, mcnemar, paired_test, sign_flip, two_proportion_p
+from robustbench_lfm.report.tables import _pair_test
+from robustbench_lfm.stats import (
+    binomial_se,
+    bootstrap_se,
+    mcnemar,
+    paired_test,
+    seed_t_test,
+    sign_flip,
+    two_proportion_p,
+)
 
 
 def test_bootstrap_se_matches_the_analytic_standard_error_of_a_mean():
@@ -47,3 +57,44 @@ def test_two_proportion_p_is_small_only_for_a_real_fall():
     assert two_proportion_p(0.8, 500, 0.6, 500) < 1e-6
     assert two_proportion_p(0.8, 500, 0.79, 500) > 0.3
     assert two_proportion_p(0.6, 500, 0.8, 500) > 0.99  # a rise is no regression
+
+
+def _identical_methods_trial(rng: np.random.Generator, seeds: int, queries: int, spread: float) -> pd.DataFrame:
+    """Per-query Rank-1 hits of two runs of one method: each seed's network has its own accuracy
+    (the method's 0.5 plus a seed effect of std `spread`), queries are Bernoulli draws of it."""
+    rows = []
+    for seed in range(seeds):
+        p_a, p_b = np.clip(0.5 + spread * rng.standard_normal(2), 0.01, 0.99)
+        hits_a, hits_b = rng.random(queries) < p_a, rng.random(queries) < p_b
+        rows.append(pd.DataFrame({"train_seed": seed, "query": np.arange(queries), "hit_a": hits_a, "hit_b": hits_b}))
+    return pd.concat(rows).assign(ap_a=lambda d: d["hit_a"] * 1.0, ap_b=lambda d: d["hit_b"] * 1.0)
+
+
+def test_the_seed_level_test_keeps_its_level_on_identical_methods_and_pooling_does_not():
+    """Two identical methods, 3 seeds, 500 queries, 3 points of seed spread (the case that made
+    pooled McNemar reject 28% of the time): the report's test rejects near 5%."""
+    rng = np.random.default_rng(0)
+    trials = 600
+    seed_level, pooled = [], []
+    for _ in range(trials):
+        both = _identical_methods_trial(rng, seeds=3, queries=500, spread=0.03)
+        _, p, n, seeds, test = _pair_test(both, "rank1")
+        assert test == "paired-t over seeds" and n == 3 and seeds == 3
+        seed_level.append(p < 0.05)
+        pooled.append(mcnemar(both["hit_a"].to_numpy(), both["hit_b"].to_numpy()).p_value < 0.05)
+    rate, bound = np.mean(seed_level), 3.5 * math.sqrt(0.05 * 0.95 / trials)
+    assert abs(rate - 0.05) < bound, rate
+    assert np.mean(pooled) > 0.15  # what pooling (seed, query) pairs did
+
+
+def test_one_seed_is_labelled_a_comparison_of_two_checkpoints():
+    both = _identical_methods_trial(np.random.default_rng(1), seeds=1, queries=200, spread=0.0)
+    *_, seeds, test = _pair_test(both, "rank1")
+    assert seeds == 1 and test == "mcnemar over queries (one seed: two checkpoints)"
+
+
+def test_the_seed_t_test_matches_scipy():
+    a, b = np.array([0.52, 0.55, 0.49, 0.51]), np.array([0.50, 0.51, 0.50, 0.47])
+    assert seed_t_test(a, b).p_value == pytest.approx(sp.ttest_rel(a, b).pvalue)
+    with pytest.raises(ValueError, match="at least two seeds"):
+        seed_t_test(a[:1], b[:1])

@@ -1,0 +1,101 @@
+"""Probes measure what they claim, attacks work in the scored geometry, and every attack's options
+come from its constructor (one home for each default)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import attacks
+import models
+from robustbench_lfm.spec import AttackSpec, Cell, SpecError, resolve_attack
+
+
+class Scaled(nn.Module):
+    """A fixed linear embedding times `scale`: cosine geometry ignores the scale, euclidean does not."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.proj = nn.Linear(3 * 8 * 4, 6, bias=False)
+        torch.nn.init.normal_(self.proj.weight, generator=torch.Generator().manual_seed(0))
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.proj(x.flatten(1))
+
+
+@pytest.mark.parametrize("name", ["sma", "fna", "metric-ifgsm", "odfa"])
+def test_the_large_eps_probe_scales_the_schedule_the_sweep_runs(name):
+    spec = AttackSpec.create(name)
+    reference, large = 8 / 255, 64 / 255
+    steps, alpha = spec.build(0).schedule_for(reference, "reid")
+    probe = Cell(None, spec, large, 0, probe_of=reference).build_attack("reid")  # type: ignore[arg-type]
+    fields = probe.describe(large, "reid")
+    assert fields["steps"] == steps and fields["step_size"] == pytest.approx(alpha * large / reference)
+    assert fields["steps"] * fields["step_size"] >= large  # it can reach the edge of the ball it claims
+
+
+def test_eps_zero_runs_the_attack_itself(monkeypatch):
+    calls = []
+    real = attacks.create_attack("pgd").perturb
+
+    def counted(p):
+        calls.append(p.eps)
+        return real(p)
+
+    attack = attacks.create_attack("pgd", steps=2)
+    monkeypatch.setattr(attack, "perturb", counted)
+    x = torch.rand(2, 3, 8, 4)
+    out = attack(Scaled(1.0), x, attacks.AttackContext("reid"), eps=0.0)
+    assert calls == [0.0] and torch.equal(out, x)
+
+
+def test_metric_objectives_follow_the_scored_distance():
+    x = torch.rand(4, 3, 8, 4)
+    delta = 0.05 * torch.randn(4, 3, 8, 4, generator=torch.Generator().manual_seed(1))
+    values = {}
+    for distance in ("cosine", "euclidean"):
+        objective = attacks.resolve_objective("sma", "reid")
+        for scale in (1.0, 10.0):
+            net = Scaled(scale)
+            state = objective.prepare(net, x, attacks.AttackContext("reid", distance=distance))
+            values[distance, scale] = objective.per_sample(net, x + delta, state)
+            if distance == "euclidean":  # the squared L2 distance between raw embeddings, as ranked
+                expected = (net(x + delta) - net(x)).pow(2).sum(1)
+                assert torch.allclose(values[distance, scale], expected, rtol=1e-4)
+    assert torch.allclose(values["cosine", 1.0], values["cosine", 10.0], rtol=1e-4)  # scale-free
+    assert torch.allclose(values["euclidean", 10.0], 100 * values["euclidean", 1.0], rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", attacks.list_attacks())
+def test_every_attack_resolves_its_options_from_its_constructor(name):
+    defaults = attacks.get_attack_class(name).defaults()
+    assert "seed" not in defaults
+    spec = AttackSpec.create(name)
+    assert dict(spec.options) == defaults and spec.label == name  # all defaults: the bare name
+    attacks.create_attack(name, **defaults)  # every resolved option is one the constructor takes
+    with pytest.raises(SpecError, match=rf"{name} has no option\(s\) bogus \(it takes: "):
+        resolve_attack(f"{name}:bogus=1")
+    with pytest.raises(SpecError, match="not an option; it follows the training seed"):
+        resolve_attack(f"{name}:seed=3")
+
+
+def test_an_option_written_at_its_default_is_the_same_measurement():
+    assert AttackSpec.create("pgd", {"steps": None}) == AttackSpec.create("pgd")
+    assert AttackSpec.create("sma", {"side": "query"}).label == "sma"
+    assert AttackSpec.create("sma", {"side": "gallery"}).label == "sma:side=gallery"
+
+
+@pytest.mark.parametrize("name", models.list_models())
+def test_every_default_is_written_once(name):
+    """An entry repeats no default of its regularizer's or method's signature (lfm-code's and
+    MixACM's included): the class signature is the one home of a default."""
+    entry = models.get_model_entry(name)
+    if entry.regularizer != "none":
+        signature = models.signature_defaults(models.registry.get_regularizer(entry.regularizer))
+        assert not {k for k, v in entry.params.items() if signature.get(k, object()) == v}
+    method = models.method_defaults(entry.method)
+    assert not {k for k, v in entry.method_params.items() if method.get(k, object()) == v}
+    for key, value in method.items():
+        assert entry.defaults()[key] == value
