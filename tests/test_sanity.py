@@ -12,12 +12,16 @@ from robustbench_lfm.metrics import chance_rank1, evaluate_rank
 N = 100  # queries: the comparisons' slack is 2 / N
 
 
-def row(attack, eps, metric, value, model="m", objective="sma"):
+def row(attack, eps, metric, value, model="m", objective="sma", options="{}"):
+    clean = attack == "none"
     return {
-        "model": model, "train_seed": 0, "attack": attack, "objective": "" if attack == "none" else objective,
-        "norm": "" if attack == "none" else "linf", "perturbed": "" if attack == "none" else "query",
-        "surrogate": "", "quantize": False, "rerank": "", "eps": eps, "metric": metric,
-        "value": value, "n_eval": N,
+        "task": "reid", "dataset": "synthreid", "data_params": "{}", "recipe_key": "r", "distance": "cosine",
+        "ap": "plain", "flip": False, "backbone": "resnet-mini", "regularizer": "none", "model_params": "{}",
+        "model": model, "train_seed": 0, "attack": attack, "attack_label": attack,
+        "attack_params": "{}" if clean else options, "objective": "" if clean else objective,
+        "norm": "" if clean else "linf", "perturbed": "" if clean else "query", "steps": 0 if clean else 20,
+        "step_size": 0.0 if clean else eps / 4, "surrogate": "", "quantize": False, "rerank": "", "eps": eps,
+        "metric": metric, "value": value, "n_eval": N,
     }  # fmt: skip
 
 
@@ -44,6 +48,18 @@ def test_healthy_rows_pass_every_check():
     failed, checks = failures(*healthy())
     assert not failed
     assert {c.check for c in checks} == {"eps0-clean", "monotone", "pgd<=fgsm", "large-eps"}
+
+
+def test_two_variants_of_an_attack_are_two_series():
+    """PGD-1 is weaker than PGD-20: checked as one series, 50% at 4/255 then 60% at 8/255 would read
+    as a rise with eps; as two series each is non-increasing."""
+    results, probes = healthy()
+    weak = '{"steps": 1}'
+    results += [row("pgd", 4 / 255, m, 0.7, options=weak) for m in ("rank1", "mAP")]
+    results += [row("pgd", 8 / 255, m, 0.6, options=weak) for m in ("rank1", "mAP")]
+    failed, checks = failures(results, probes)
+    assert "monotone" not in failed
+    assert len([c for c in checks if c.check == "monotone"]) == 4  # (pgd, pgd:steps=1) x (rank1, mAP)
 
 
 def test_metric_rising_with_eps_is_flagged():
