@@ -156,21 +156,22 @@ class ResultStore:
             return pd.DataFrame(columns=list(self.columns))
         text = io.StringIO(_csv_text(self.columns, rows, header=True))
         empty_is_nan = {"value": [""], "eps": [""], "cmc": [""], "ap": [""]}
-        return pd.read_csv(text, keep_default_na=False, na_values=empty_is_nan, dtype={"rerank": str})
+        df = pd.read_csv(text, keep_default_na=False, na_values=empty_is_nan, dtype={"rerank": str})
+        if "value" in df.columns:  # a value that is not a number reads as NaN: never a valid metric
+            df["value"] = pd.to_numeric(df["value"], errors="coerce")
+        return df
 
     def read_valid(self) -> pd.DataFrame:
         """`read`, refusing a table with a metric value that is empty, non-numeric, NaN or outside [0, 1]."""
         df = self.read()
         if "value" in df.columns and len(df):
-            values = pd.to_numeric(df["value"], errors="coerce")
-            bad = df[~values.between(0, 1)]
+            bad = df[~df["value"].between(0, 1)]
             if len(bad):
                 cells = ", ".join(sorted(set(bad["cell_id"].astype(str)))[:5])
                 raise StoreError(
                     f"{self.path} has {len(bad)} row(s) with no valid value (cells {cells}); rerun the sweep "
                     "command to recompute them"
                 )
-            df = df.assign(value=values)
         return df
 
 

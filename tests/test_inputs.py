@@ -137,3 +137,28 @@ def test_report_refuses_invalid_values_and_an_unwritable_folder(tmp_path):
     table.assign(value="nan").to_csv(tmp_path / "run" / "results.csv", index=False)
     result = CliRunner().invoke(main, ["report", str(tmp_path / "run")])
     assert result.exit_code == 2 and "no valid value" in result.output and "rerun the sweep" in result.output
+
+
+def test_report_refuses_a_damaged_or_incomplete_table(tmp_path):
+    args = ["run", "--models", "plain", "--no-baseline", "--attacks", "fgsm", "--dataset", TINY_CLI, "--epochs", "1",
+            "--eps", "8/255", "-q", "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c")]  # fmt: skip
+    assert CliRunner().invoke(main, args).exit_code == 0
+    path = tmp_path / "run" / "results.csv"
+    table = pd.read_csv(path, keep_default_na=False, dtype=str)
+    table[table["metric"] != "rank5"].to_csv(path, index=False)
+    result = CliRunner().invoke(main, ["report", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "2 incomplete cell(s)" in result.output
+    path.write_text(table.to_csv(index=False)[:-30])
+    result = CliRunner().invoke(main, ["report", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "is damaged" in result.output
+
+
+def test_a_sweep_that_records_a_nan_metric_exits_1(tmp_path, monkeypatch):
+    from robustbench_lfm.metrics import RankResult
+
+    real = RankResult.as_metrics
+    monkeypatch.setattr(RankResult, "as_metrics", lambda self: {**real(self), "mAP": float("nan")})
+    args = ["run", "--models", "plain", "--no-baseline", "--attacks", "fgsm", "--dataset", TINY_CLI, "--epochs", "1",
+            "--eps", "8/255", "-q", "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c")]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "recorded no valid value" in result.output

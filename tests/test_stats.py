@@ -71,8 +71,8 @@ def _identical_methods_trial(rng: np.random.Generator, seeds: int, queries: int,
 
 
 def test_the_seed_level_test_keeps_its_level_on_identical_methods_and_pooling_does_not():
-    """Two identical methods, 3 seeds, 500 queries, 3 points of seed spread (the case that made
-    pooled McNemar reject 28% of the time): the report's test rejects near 5%."""
+    """Two identical methods, 3 seeds, 500 queries, 3 points of seed spread (where pooled
+    McNemar rejects about a fifth of the time): the report's test rejects near 5%."""
     rng = np.random.default_rng(0)
     trials = 600
     seed_level, pooled = [], []

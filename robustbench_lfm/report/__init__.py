@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from robustbench_lfm.identity import METRICS
 from robustbench_lfm.report.figures import all_figures
 from robustbench_lfm.report.tables import (
     BASELINE,
@@ -55,6 +56,10 @@ def load_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataF
     if not results.is_file():
         raise ReportError(f"{run_dir} has no results.csv; give the directory `lfm-bench run` wrote (e.g. results/NAME)")
     try:
+        if ResultStore(results).scan().damaged:
+            raise StoreError(
+                f"{results} is damaged (a torn last line or ragged rows); rerun the sweep command to repair it"
+            )
         df = ResultStore(results).read_valid()
         queries_path = run_dir / "queries.csv"
         queries = ResultStore(queries_path, QUERY_COLUMNS).read() if queries_path.is_file() else None
@@ -63,7 +68,23 @@ def load_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataF
         raise ReportError(str(err)) from None
     if df.empty:
         raise ReportError(f"{results} holds no rows yet; run the sweep first")
+    incomplete = incomplete_cells(df)
+    if incomplete:
+        raise ReportError(
+            f"{results} has {len(incomplete)} incomplete cell(s) ({', '.join(sorted(incomplete)[:3])}): some of their "
+            "metric rows are missing; rerun the sweep command to recompute them"
+        )
     return with_conditions(df), queries, cmc_labelled(curves, df)
+
+
+def incomplete_cells(df: pd.DataFrame) -> set[str]:
+    """Cells lacking some of the rows their task records: every metric for every re-ranking mode."""
+    out: set[str] = set()
+    for task, rows in df.groupby("task"):
+        expected = {(rr, m) for rr in rows["rerank"].unique() for m in METRICS.get(str(task), ())}
+        got = rows.groupby("cell_id").apply(lambda g: set(zip(g["rerank"], g["metric"], strict=True)))
+        out |= {cell for cell, pairs in got.items() if pairs != expected}
+    return out
 
 
 def default_pairs(df: pd.DataFrame, extra: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -95,7 +95,9 @@ def bars(df: pd.DataFrame, stem: Path) -> list[Path]:
     ax.set_ylabel(f"attacked {LABELS[metric]} (%)")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    ax.set_title(f"{df['dataset'].iloc[0]}: {LABELS[metric]} under attack (mean ± std over seeds)", fontsize=9)
+    seeds = df["train_seed"].nunique()
+    spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed, no error bars"
+    ax.set_title(f"{df['dataset'].iloc[0]}: {LABELS[metric]} under attack ({spread})", fontsize=9)
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, stem)
 
