@@ -57,29 +57,19 @@ def test_the_entry_point_keeps_the_contract(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"),
+    ("flag", "text", "expected"),
     [
-        ("batch_size = 1e400\n", "batch_size = inf is not a finite number"),
-        ("batch_size = 2.5\n", "batch_size = 2.5 must be an integer"),
-        ("eps = nan\n", "eps = nan is not a finite number"),
+        ("--config", "batch_size = 1e400\n", "batch_size = inf is not a finite number"),
+        ("--config", "batch_size = 2.5\n", "batch_size = 2.5 must be an integer"),
+        ("--config", "eps = nan\n", "eps = nan is not a finite number"),
+        ("--recipe", 'task = "reid"\nmilestones = "abc"\n', "milestones = 'abc' must be tuple[int, ...]"),
+        ("--recipe", 'task = "reid"\nlr = nan\n', "lr = nan must be float"),
+        ("--recipe", 'task = "reid"\nepochs = 1e400\n', "epochs = inf must be int"),
     ],
 )
-def test_bad_config_values_are_one_line(text, expected, tmp_path):
-    (tmp_path / "c.toml").write_text(text)
-    _one_error_line(_in_process("run", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path / "o")), expected)
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ('task = "reid"\nmilestones = "abc"\n', "milestones = 'abc' must be tuple[int, ...]"),
-        ('task = "reid"\nlr = nan\n', "lr = nan must be float"),
-        ('task = "reid"\nepochs = 1e400\n', "epochs = inf must be int"),
-    ],
-)
-def test_bad_recipe_values_are_one_line(text, expected, tmp_path):
-    (tmp_path / "r.toml").write_text(text)
-    _one_error_line(_in_process("run", "--recipe", str(tmp_path / "r.toml"), "--out", str(tmp_path / "o")), expected)
+def test_bad_config_and_recipe_values_are_one_line(flag, text, expected, tmp_path):
+    (tmp_path / "f.toml").write_text(text)
+    _one_error_line(_in_process("run", flag, str(tmp_path / "f.toml"), "--out", str(tmp_path / "o")), expected)
 
 
 @pytest.mark.parametrize("damage", ["zero-byte", "garbage", "directory", "symlink-loop"])
