@@ -29,6 +29,7 @@ class FGSM(TorchattacksBackend, IterativeAttack):
         side: re-ID side perturbed, `query` or `gallery`.
         random_start: `None` = only when the objective needs it; True/False to force.
         step_size: absolute step (pixel scale); `None` = eps, or 1.25 eps with a random start.
+        geometry: a metric objective's geometry, `cosine` or `euclidean`; `None` = the scored one.
         backend: `native` or `torchattacks`.
         seed: generator seed for the random start.
     """
@@ -39,12 +40,14 @@ class FGSM(TorchattacksBackend, IterativeAttack):
         side: str | None = None,
         random_start: bool | None = None,
         step_size: float | None = None,
+        geometry: str | None = None,
         backend: str = "native",
         seed: int = 0,
     ) -> None:
         super().__init__(
-            objective, "linf", side, steps=1, step_size=step_size, random_start=random_start, seed=seed, backend=backend
-        )
+            objective, "linf", side, steps=1, step_size=step_size, random_start=random_start, geometry=geometry,
+            seed=seed, backend=backend,
+        )  # fmt: skip
 
     def default_schedule(self, eps: float, started: bool) -> tuple[int, float]:
         return 1, 1.25 * eps if started else eps

@@ -12,6 +12,7 @@ with the highest objective. Units: eps and alpha on the [0, 1] pixel scale.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from typing import Any, ClassVar
 
@@ -19,7 +20,7 @@ import torch
 from torch import Tensor
 
 from attacks.base import Attack, Problem, gradient, project, random_start
-from attacks.objectives import Objective, resolve_objective
+from attacks.objectives import DISTANCES, Objective, resolve_objective
 
 
 class IterativeAttack(Attack):
@@ -35,6 +36,8 @@ class IterativeAttack(Attack):
         random_start: start from a random point of the ball; `None` = when the objective needs it.
         momentum: MI-FGSM decay mu (0 = plain steps).
         restarts: independent runs, the strongest kept per image.
+        geometry: the embedding geometry a metric objective works in, `cosine` or `euclidean`;
+            `None` = the distance the ranking scores (the context's, i.e. the run's --distance).
         seed: generator seed for the random starts.
     """
 
@@ -52,9 +55,13 @@ class IterativeAttack(Attack):
         random_start: bool | None = None,
         momentum: float | None = None,
         restarts: int = 1,
+        geometry: str | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(objective, norm, side, seed)
+        if geometry not in (None, *DISTANCES):
+            raise ValueError(f"{self.name}: geometry={geometry!r} is not one of {', '.join(DISTANCES)}")
+        self.geometry = geometry
         if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
             raise ValueError(f"{self.name}: steps={steps} must be an integer >= 1")
         if step_size is not None and not step_size > 0:
@@ -115,6 +122,8 @@ class IterativeAttack(Attack):
         return objective.needs_random_start if self.random_start is None else self.random_start
 
     def perturb(self, p: Problem) -> Tensor:
+        if self.geometry is not None:  # an explicit geometry overrides the scored one
+            p = dataclasses.replace(p, context=dataclasses.replace(p.context, distance=self.geometry))
         state = p.objective.prepare(p.model, p.x, p.context)
         best = self.ascend(p, state)
         if self.restarts == 1:

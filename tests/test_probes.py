@@ -99,3 +99,18 @@ def test_every_default_is_written_once(name):
     assert not {k for k, v in entry.method_params.items() if method.get(k, object()) == v}
     for key, value in method.items():
         assert entry.defaults()[key] == value
+
+
+@pytest.mark.parametrize(("name", "options"), [("sma", {"steps": 2}), ("pgd", {"steps": 2}), ("fgsm", {})])
+def test_an_explicit_geometry_overrides_the_scored_one(name, options):
+    x, net = torch.rand(4, 3, 8, 4), Scaled(10.0)
+    fixed = attacks.create_attack(name, geometry="cosine", **options)
+    follows = attacks.create_attack(name, **options)
+    on_cosine = follows(net, x, attacks.AttackContext("reid", distance="cosine"), eps=8 / 255)
+    assert torch.equal(fixed(net, x, attacks.AttackContext("reid", distance="euclidean"), eps=8 / 255), on_cosine)
+    assert not torch.equal(follows(net, x, attacks.AttackContext("reid", distance="euclidean"), eps=8 / 255), on_cosine)
+
+
+def test_an_unknown_geometry_is_refused():
+    with pytest.raises(ValueError, match="geometry='l1' is not one of cosine, euclidean"):
+        attacks.create_attack("sma", geometry="l1")
