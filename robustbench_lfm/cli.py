@@ -261,10 +261,12 @@ def _apply_config(ctx: click.Context, param: click.Parameter, value: str | None)
 def run(**opts: Any) -> None:
     """Train (or reuse cached) models and evaluate them clean and under attack.
 
-    Writes results.csv, cmc.csv, probes.csv, sanity.csv, manifest.json, robustness.png and cmc.png
-    to the run directory and prints a table of Rank-1 / mAP in % with the sanity checks under it.
-    Rerunning the same command resumes an interrupted sweep. Real datasets: --dataset market1501
-    --data-root DIR (or dukemtmc).
+    Writes results.csv, cmc.csv, probes.csv, sanity.csv, manifest.json, fingerprint.json,
+    robustness.png and cmc.png to the run directory and prints a table of Rank-1 / mAP in % with
+    the sanity checks under it. Rerunning the same command resumes an interrupted sweep,
+    recomputing any cell whose record is incomplete; a run directory refuses a run with another
+    dataset, recipe or evaluation (more models, attacks, eps or seeds may join it). Real
+    datasets: --dataset market1501 --data-root DIR (or dukemtmc).
     """
     executor = {k: opts.pop(k) for k in EXECUTOR_OPTIONS}
     spec = _guard(lambda: build_spec(**opts))
@@ -451,9 +453,12 @@ def report(run_dir: Path, out: Path | None, pairs: tuple[str, ...]) -> None:
 def check(run_dir: Path, baseline: Path, tolerance: float, alpha: float, fmt: str) -> None:
     """Compare RUN_DIR/results.csv with a baseline table; exit 1 on a robustness regression.
 
-    A metric regressed when it fell by more than --tolerance and the fall is significant at
-    --alpha (two-proportion test for Rank-k and accuracy; the run's bootstrap error for mAP).
-    A baseline cell missing from the run also fails. Exit 0 when all is well.
+    Measurements match on their full identity (data and its options, recipe, evaluation, model
+    and its parameters, seed, attack and every option, eps, steps). A metric regressed when it
+    fell by more than --tolerance and the fall is significant at --alpha (two-proportion test for
+    Rank-k and accuracy; the run's bootstrap error for mAP). A baseline measurement missing from
+    the run, or a run value that is empty or NaN, also fails (exit 1). An empty, header-only,
+    ragged or non-numeric baseline is bad input (exit 2). Exit 0 when all is well.
     """
     from robustbench_lfm.check import CheckError, compare
 
