@@ -224,7 +224,7 @@ def _tex(text: str) -> str:
 def markdown_tests(tests: pd.DataFrame) -> str:
     """The paired tests as a Markdown table."""
     if tests.empty:
-        return "(no per-query outcomes: queries.csv is missing, so no paired tests)\n"
+        return "(no paired tests: the run has no second model to compare, or no queries.csv)\n"
     lines = ["| condition | metric | A | B | A - B (points) | p | n | seeds | test |", "|" + " --- |" * 9]
     for _, t in tests.iterrows():
         lines.append(
