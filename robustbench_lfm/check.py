@@ -110,8 +110,11 @@ def read_table(path: Path, role: str) -> pd.DataFrame:
     store = ResultStore(path)
     try:
         scan = store.scan()
-    except StoreError as err:
-        raise CheckError(f"{role}: {err}") from None
+    except StoreError:  # other columns, or not text
+        raise CheckError(
+            f"{role} {path} is not a results.csv this lfm-bench version writes (other columns, or not text); "
+            "regenerate it with `lfm-bench run`"
+        ) from None
     if not path.read_bytes().strip():
         raise CheckError(f"{role} {path} is empty; give a results.csv written by `lfm-bench run`")
     if scan.damaged:
