@@ -29,7 +29,7 @@ DATA = "synthreid:train_ids=16,test_ids=8,distractor_ids=2,cameras=3,max_cameras
 ARGS = ["run", "--models", "lfm", "--attacks", "pgd:steps=5,sma:side=gallery", "--eps", "4/255,8/255",
         "--seeds", "0,1", "--dataset", DATA, "--epochs", "2", "-q"]  # fmt: skip
 TABLES = ("results.csv", "queries.csv", "cmc.csv", "probes.csv")
-VOLATILE = ("wall_s", "created_at", "run_id")
+VOLATILE = ("wall_s", "created_at", "run_id", "git_sha")  # when and where, not what was measured
 
 
 def command(out: Path, cache: Path) -> list[str]:
