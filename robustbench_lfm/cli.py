@@ -233,7 +233,7 @@ def _apply_config(ctx: click.Context, param: click.Parameter, value: str | None)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option(
     "--batch-size",
-    type=int,
+    type=click.IntRange(1, 2**31 - 1),
     default=256,
     show_default=True,
     help="Evaluation and attack batch size.",
@@ -246,9 +246,15 @@ def _apply_config(ctx: click.Context, param: click.Parameter, value: str | None)
     help="Where (model, seed) groups run: this machine, a dask cluster, or Slurm via submitit.",
 )
 @click.option(
-    "--jobs", type=int, default=1, show_default=True, help="Parallel workers (processes, dask workers, array)."
+    "--jobs",
+    type=click.IntRange(1, 100_000),
+    default=1,
+    show_default=True,
+    help="Parallel workers (processes, dask workers, array).",
 )
-@click.option("--threads", type=int, default=None, help="Torch threads per worker (default: cores / jobs).")
+@click.option(
+    "--threads", type=click.IntRange(1, 4096), default=None, help="Torch threads per worker (default: cores / jobs)."
+)
 @click.option("--scheduler", default=None, help="dask scheduler address, e.g. tcp://10.0.0.5:8786 (default: local).")
 @click.option(
     "--cluster",

@@ -82,7 +82,9 @@ def test_submitit_local_cluster_gives_the_same_csv(reference, tmp_path):
     ("args", "message"),
     [
         (["--scheduler", "tcp://127.0.0.1:1"], "--scheduler is for --executor dask"),
-        (["--jobs", "0"], "must be >= 1"),
+        (["--jobs", "0"], "'--jobs': 0 is not in the range 1<=x<=100000"),
+        (["--jobs", "99999999999999999999"], "is not in the range"),  # was an OverflowError (exit 3)
+        (["--threads", "0"], "'--threads': 0 is not in the range"),
     ],
 )
 def test_inconsistent_executor_options_are_refused(args, message, tmp_path):

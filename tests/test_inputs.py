@@ -45,6 +45,7 @@ def _one_error_line(proc, expected: str, status: int = 2) -> None:
         (["--name", "/abs/path"], "must be one folder name"),
         (["--name", "../../x"], "must be one folder name"),
         (["--batch-size", "x"], "'x' is not a valid integer"),
+        (["--batch-size", "0"], "'--batch-size': 0 is not in the range"),
         (["--bogus"], "No such option"),
     ],
 )
