@@ -277,8 +277,6 @@ def run(**opts: Any) -> None:
     executor = {k: opts.pop(k) for k in EXECUTOR_OPTIONS}
     spec = _guard(lambda: build_spec(**opts))
     ex = _guard(lambda: _exec_spec(spec, **executor))
-    import pandas as pd
-
     from robustbench_lfm import sanity
     from robustbench_lfm.lock import RunLockedError
     from robustbench_lfm.runner import SweepError, run_sweep
@@ -303,7 +301,7 @@ def run(**opts: Any) -> None:
     click.echo(f"\n{len(df)} rows in {spec.out_dir / 'results.csv'}; plots {plots}; {took:.1f} s")
     if failure is not None:
         fail(str(failure), status=1)
-    invalid = df[~pd.to_numeric(df["value"], errors="coerce").between(0, 1)] if len(df) else df
+    invalid = df[~df["value"].between(0, 1)] if len(df) else df  # the store reads a non-number as NaN
     if len(invalid):  # a NaN metric (e.g. a model whose embeddings are NaN) is a failed cell, never a pass
         cells = ", ".join(sorted({f"{r['model']} {r['attack_label']}" for _, r in invalid.iterrows()}))
         fail(f"{invalid['cell_id'].nunique()} cell(s) recorded no valid value ({cells}); rerun to recompute", 1)

@@ -151,7 +151,9 @@ class ResultStore:
 
     def read(self) -> pd.DataFrame:
         """The rows that parse as a DataFrame (empty with the columns when nothing is recorded)."""
-        rows = self.scan().rows
+        return self._frame(self.scan().rows)
+
+    def _frame(self, rows: list[dict[str, str]]) -> pd.DataFrame:
         if not rows:
             return pd.DataFrame(columns=list(self.columns))
         text = io.StringIO(_csv_text(self.columns, rows, header=True))
@@ -162,8 +164,12 @@ class ResultStore:
         return df
 
     def read_valid(self) -> pd.DataFrame:
-        """`read`, refusing a table with a metric value that is empty, non-numeric, NaN or outside [0, 1]."""
-        df = self.read()
+        """`read`, refusing a damaged table (a torn last line, ragged rows) and a metric value that is
+        empty, non-numeric, NaN or outside [0, 1]."""
+        scan = self.scan()
+        if scan.damaged:
+            raise StoreError(f"{self.path} is damaged (a torn last line or ragged rows); rerun the sweep to repair it")
+        df = self._frame(scan.rows)
         if "value" in df.columns and len(df):
             bad = df[~df["value"].between(0, 1)]
             if len(bad):

@@ -58,23 +58,21 @@ def test_a_torn_last_line_is_dropped_and_its_cell_recomputed(reference, tmp_path
     pd.testing.assert_series_equal(_values(run), _values(reference[0]))
 
 
-def test_a_cell_with_some_of_its_metrics_is_recomputed(reference, tmp_path):
-    run, cache = _copy(reference, tmp_path)
-    df = pd.read_csv(run / "results.csv", keep_default_na=False)
+def _drop_three_metrics(df):
     victim = df["cell_id"].iloc[-1]
-    drop = df[(df["cell_id"] == victim) & df["metric"].isin(["rank5", "rank10", "mINP"])].index
-    df.drop(index=drop).to_csv(run / "results.csv", index=False)
-    with pytest.warns(UserWarning, match="1 recorded cell"):
-        _rerun(run, cache)
-    pd.testing.assert_series_equal(_values(run), _values(reference[0]))
+    return df.drop(index=df[(df["cell_id"] == victim) & df["metric"].isin(["rank5", "rank10", "mINP"])].index)
 
 
-def test_a_nan_value_is_not_a_done_cell(reference, tmp_path):
-    run, cache = _copy(reference, tmp_path)
-    df = pd.read_csv(run / "results.csv", keep_default_na=False)
+def _one_nan_value(df):
     df["value"] = df["value"].astype(object)
     df.loc[df.index[0], "value"] = "nan"
-    df.to_csv(run / "results.csv", index=False)
+    return df
+
+
+@pytest.mark.parametrize("damage", [_drop_three_metrics, _one_nan_value], ids=["2-of-5-metrics", "nan-value"])
+def test_an_incomplete_or_invalid_cell_is_recomputed(reference, tmp_path, damage):
+    run, cache = _copy(reference, tmp_path)
+    damage(pd.read_csv(run / "results.csv", keep_default_na=False)).to_csv(run / "results.csv", index=False)
     with pytest.warns(UserWarning, match="1 recorded cell"):
         _rerun(run, cache)
     pd.testing.assert_series_equal(_values(run), _values(reference[0]))

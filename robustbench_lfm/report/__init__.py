@@ -56,10 +56,6 @@ def load_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataF
     if not results.is_file():
         raise ReportError(f"{run_dir} has no results.csv; give the directory `lfm-bench run` wrote (e.g. results/NAME)")
     try:
-        if ResultStore(results).scan().damaged:
-            raise StoreError(
-                f"{results} is damaged (a torn last line or ragged rows); rerun the sweep command to repair it"
-            )
         df = ResultStore(results).read_valid()
         queries_path = run_dir / "queries.csv"
         queries = ResultStore(queries_path, QUERY_COLUMNS).read() if queries_path.is_file() else None
