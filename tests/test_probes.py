@@ -114,3 +114,16 @@ def test_an_explicit_geometry_overrides_the_scored_one(name, options):
 def test_an_unknown_geometry_is_refused():
     with pytest.raises(ValueError, match="geometry='l1' is not one of cosine, euclidean"):
         attacks.create_attack("sma", geometry="l1")
+
+
+def test_two_geometries_are_two_measurements():
+    """The option reaches attack_params (the CSV, the gate's key), the label and the cell id."""
+    from robustbench_lfm.recipe import TrainRecipe
+    from robustbench_lfm.spec import DataSpec, EvalSpec, resolve_model
+
+    scored, cosine = resolve_attack("sma"), resolve_attack("sma:geometry=cosine")
+    assert scored.params_json() != cosine.params_json()
+    assert (scored.label, cosine.label) == ("sma", "sma:geometry=cosine")
+    model, data, recipe = resolve_model("plain", None, TrainRecipe()), DataSpec("synthreid"), TrainRecipe()
+    ids = {Cell(model, a, 8 / 255, 0).cell_id(data, recipe, EvalSpec()) for a in (scored, cosine)}
+    assert len(ids) == 2
