@@ -22,7 +22,6 @@ the whole (C, H, W) perturbation of one image, e.g. 0.5 on CIFAR-10.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks.objectives import AttackContext, Objective, resolve_objective
+from lfm_registry import signature_defaults
 
 NORMS = ("linf", "l2")
 SIDES = ("query", "gallery")
@@ -116,17 +116,7 @@ class Attack:
         `seed` is left out (the harness sets it from the training seed). `class_defaults` then
         fills in what a class fixes in class attributes (the side, a metric attack's objective).
         """
-        out: dict[str, Any] = {}
-        for klass in cls.__mro__:
-            init = klass.__dict__.get("__init__")
-            if init is None:
-                continue
-            params = inspect.signature(init).parameters.values()
-            for prm in params:
-                if prm.default is not inspect.Parameter.empty and prm.name != "seed":
-                    out.setdefault(prm.name, prm.default)
-            if not any(prm.kind in (prm.VAR_KEYWORD, prm.VAR_POSITIONAL) for prm in params):
-                break
+        out = signature_defaults(cls, ("seed",))
         return {**out, **cls.class_defaults(out)}
 
     @classmethod

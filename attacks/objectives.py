@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attacks.registry import UnknownAttackError, did_you_mean
+from lfm_registry import Registry
 
 Task = Literal["reid", "classification"]
 
@@ -227,10 +227,9 @@ class CrossEntropy(Objective):
         return F.cross_entropy(model(x_adv).float(), state, reduction="none")
 
 
-OBJECTIVES: dict[str, type[Objective]] = {
-    cls.name: cls
-    for cls in (SelfMetric, FurthestNegative, SameIdentityPush, OppositeDirection, CrossEntropy)  # type: ignore[type-abstract]
-}
+OBJECTIVES: Registry[type[Objective]] = Registry("objective")
+for _cls in (SelfMetric, FurthestNegative, SameIdentityPush, OppositeDirection, CrossEntropy):
+    OBJECTIVES.add(_cls.name, _cls, __name__)
 DEFAULT_OBJECTIVE: dict[str, str] = {"reid": "sma", "classification": "ce"}
 
 
@@ -239,8 +238,6 @@ def resolve_objective(name: str, task: Task) -> Objective:
     if task not in DEFAULT_OBJECTIVE:
         raise ValueError(f"unknown task {task!r} (known: {', '.join(DEFAULT_OBJECTIVE)})")
     key = DEFAULT_OBJECTIVE[task] if name == "auto" else name
-    if key not in OBJECTIVES:
-        raise UnknownAttackError(did_you_mean("objective", key, list(OBJECTIVES)))
     objective = OBJECTIVES[key]()
     if task not in objective.tasks:
         raise ValueError(f"objective {key!r} does not apply to the {task} task")

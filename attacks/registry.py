@@ -1,42 +1,31 @@
 """The attack registry: names are public API (CLI, config files, CSV).
 
 `@register_attack("pgd")` on an `Attack` subclass adds it; `create_attack(name, **options)` builds
-one (no model needed); `list_attacks()` lists the names.
+one (no model needed); `list_attacks()` lists the names; `ATTACKS.source(name)` says which module
+registered it.
 """
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-T = TypeVar("T")
+from lfm_registry import Registry, UnknownNameError, did_you_mean
 
-_ATTACKS: dict[str, type] = {}
+__all__ = ["ATTACKS", "UnknownAttackError", "create_attack", "did_you_mean", "get_attack_class", "list_attacks"]
 
+T = TypeVar("T", bound=type)
 
-class UnknownAttackError(KeyError):
-    """An unknown attack or objective name; the message lists known names and close matches."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
+UnknownAttackError = UnknownNameError  # an unknown attack or objective name (the older name)
+ATTACKS: Registry[type] = Registry("attack")
 
 
-def did_you_mean(kind: str, name: str, known: list[str]) -> str:
-    """One-line message for an unknown name, with close matches."""
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    return f"unknown {kind} {name!r}{hint} (known: {', '.join(sorted(known))})"
+def register_attack(name: str) -> Callable[[T], T]:
+    """Class decorator registering an attack under `name`; a duplicate name raises DuplicateNameError."""
 
-
-def register_attack(name: str) -> Callable[[type[T]], type[T]]:
-    """Class decorator registering an attack under `name`; a duplicate name raises ValueError."""
-
-    def wrap(cls: type[T]) -> type[T]:
-        if name in _ATTACKS:
-            raise ValueError(f"attack {name!r} is already registered")
+    def wrap(cls: T) -> T:
         cls.name = name  # type: ignore[attr-defined]
-        _ATTACKS[name] = cls
+        ATTACKS.add(name, cls, cls.__module__)
         return cls
 
     return wrap
@@ -44,9 +33,7 @@ def register_attack(name: str) -> Callable[[type[T]], type[T]]:
 
 def get_attack_class(name: str) -> type:
     """The class registered as `name`; UnknownAttackError lists close matches."""
-    if name not in _ATTACKS:
-        raise UnknownAttackError(did_you_mean("attack", name, list(_ATTACKS)))
-    return _ATTACKS[name]
+    return ATTACKS[name]
 
 
 def create_attack(name: str, **options: Any) -> Any:
@@ -56,4 +43,4 @@ def create_attack(name: str, **options: Any) -> Any:
 
 def list_attacks() -> list[str]:
     """Registered attack names, sorted."""
-    return sorted(_ATTACKS)
+    return ATTACKS.names()

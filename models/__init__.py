@@ -12,8 +12,8 @@ from models.registry import (
     list_backbones,
     list_models,
     method_defaults,
+    method_parameters,
     register_method,
-    signature_defaults,
 )
 from models.zoo import TASKS, create_model, resolve_params
 
@@ -31,7 +31,7 @@ __all__ = [
     "list_backbones",
     "list_models",
     "method_defaults",
+    "method_parameters",
     "register_method",
     "resolve_params",
-    "signature_defaults",
 ]

@@ -151,21 +151,21 @@ RESNET18_STRIDES = (1, 2, 2, 2)
 RESNET50_STRIDES = (1, 2, 2, 1)
 
 
-@register_backbone("resnet-mini", input_size=(128, 64), strides=RESNET_MINI_STRIDES)
+@register_backbone("resnet-mini", input_size=(128, 64))
 def resnet_mini(strides: tuple[int, ...] = RESNET_MINI_STRIDES) -> ResNetBackbone:
     """CPU-sized ResNet: 3x3/2 stem, one basic block per stage, widths 32/64/96/128, last stride 1."""
     stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
     return ResNetBackbone(BasicBlock, stem, False, (32, 64, 96, 128), (1, 1, 1, 1), strides)
 
 
-@register_backbone("resnet18", input_size=(256, 128), strides=RESNET18_STRIDES)
+@register_backbone("resnet18", input_size=(256, 128))
 def resnet18(strides: tuple[int, ...] = RESNET18_STRIDES) -> ResNetBackbone:
     """ResNet-18 with the CIFAR stem (3x3 stride 1, no max-pool), randomly initialised."""
     stem = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
     return ResNetBackbone(BasicBlock, stem, False, (64, 128, 256, 512), (2, 2, 2, 2), strides)
 
 
-@register_backbone("resnet50", input_size=(256, 128), strides=RESNET50_STRIDES)
+@register_backbone("resnet50", input_size=(256, 128))
 def resnet50(strides: tuple[int, ...] = RESNET50_STRIDES) -> ResNetBackbone:
     """ResNet-50 with last stride 1 (strong re-ID baseline), randomly initialised."""
     stem = nn.Conv2d(3, 64, 7, 2, 3, bias=False)

@@ -7,27 +7,15 @@ regularizer defaults (`p=0.3`) or the backbone (`backbone="resnet50"`).
 
 from __future__ import annotations
 
-import difflib
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
+from lfm_registry import Registry, UnknownNameError, calling_module, did_you_mean, signature_defaults
 
-class UnknownNameError(KeyError):
-    """A registry lookup failed; the message lists the known names and close matches."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
-    """One-line message for an unknown registry name, with a did-you-mean."""
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    return f"unknown {kind} {name!r}{hint} (known: {', '.join(sorted(known))})"
+__all__ = ["UnknownNameError", "did_you_mean"]
 
 
 @dataclass(frozen=True)
@@ -73,7 +61,7 @@ class ModelEntry:
         """The regularizer's parameters: its class signature's defaults, then the entry's."""
         if self.regularizer == "none":
             return dict(self.params)
-        return {**signature_defaults(get_regularizer(self.regularizer)), **self.params}
+        return {**method_parameters(get_regularizer(self.regularizer)), **self.params}
 
     def training_params(self) -> dict[str, Any]:
         """The training method's parameters: its class signature's defaults, then the entry's."""
@@ -84,74 +72,77 @@ class ModelEntry:
         return {**self.regularizer_params(), **self.arch, **self.training_params()}
 
 
-_MODELS: dict[str, ModelEntry] = {}
-_BACKBONES: dict[str, Callable[..., nn.Module]] = {}
-_INPUT_SIZES: dict[str, tuple[int, int]] = {}
-_STRIDES: dict[str, tuple[int, ...]] = {}
-_REGULARIZERS: dict[str, Callable[..., nn.Module]] = {}
-_METHODS: dict[str, dict[str, Any]] = {"standard": {}}
 NOT_PARAMETERS = ("self", "seed", "recipe", "device", "teacher_model")  # set by the harness, not by users
 
 
-def signature_defaults(cls: Callable[..., Any]) -> dict[str, Any]:
-    """Keyword defaults of a class's constructor (or a function), including those it passes on
-    to its base through `**kwargs` (lfm-code takes LFM's), less what the harness sets (seed, ...)."""
-    out: dict[str, Any] = {}
-    for klass in getattr(cls, "__mro__", (cls,)):
-        init = klass.__dict__.get("__init__") if isinstance(klass, type) else klass
-        if init is None:
-            continue
-        params = inspect.signature(init).parameters.values()
-        for p in params:
-            if p.default is not inspect.Parameter.empty and p.name not in NOT_PARAMETERS:
-                out.setdefault(p.name, p.default)
-        if not any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in params):
-            break
-    return out
+@dataclass(frozen=True)
+class Backbone:
+    """A registered backbone: its factory (`strides` -> module; the signature's default is the
+    backbone's default stride of each residual stage) and the (height, width) in pixels that
+    re-ID images read from a dataset folder are resized to."""
+
+    factory: Callable[..., nn.Module]
+    input_size: tuple[int, int]
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        """The default stride of each residual stage (the factory's `strides` default)."""
+        return tuple(signature_defaults(self.factory)["strides"])
+
+
+MODELS: Registry[ModelEntry] = Registry("model")
+BACKBONES: Registry[Backbone] = Registry("backbone")
+REGULARIZERS: Registry[Callable[..., nn.Module]] = Registry("regularizer")
+METHODS: Registry[Callable[..., Any]] = Registry("training method")
+
+
+class StandardTraining:
+    """The standard method: the task loss alone; no parameters (the harness runs its step)."""
+
+
+METHODS.add("standard", StandardTraining)
+
+
+def method_parameters(obj: Callable[..., Any]) -> dict[str, Any]:
+    """A regularizer's or training method's user parameters: its signature's defaults, less what
+    the harness sets (seed, recipe, device, the teacher model)."""
+    return signature_defaults(obj, NOT_PARAMETERS)
 
 
 def register_method(name: str, cls: Callable[..., Any]) -> None:
-    """Register a training method's parameters (the defaults of `cls`'s signature) under `name`."""
-    _add(_METHODS, "training method", name, signature_defaults(cls))
+    """Register a training method class (its signature's defaults are its parameters) as `name`."""
+    METHODS.add(name, cls, cls.__module__)
 
 
 def method_defaults(name: str) -> dict[str, Any]:
     """The parameters of training method `name` with their defaults."""
-    if name not in _METHODS:
+    if name not in METHODS:
         raise UnknownNameError(
-            f"training method {name!r} is not registered (known: {', '.join(sorted(_METHODS))}); "
-            "importing robustbench_lfm.methods registers the harness's methods"
+            did_you_mean("training method", name, METHODS.names())
+            + "; importing robustbench_lfm.methods registers the harness's methods"
         )
-    return dict(_METHODS[name])
-
-
-def _add(table: dict, kind: str, name: str, value: Any) -> None:
-    if name in table:
-        raise ValueError(f"{kind} {name!r} is already registered")
-    table[name] = value
+    return method_parameters(METHODS[name])
 
 
 def register_model(entry: ModelEntry) -> ModelEntry:
-    """Register a model name; a duplicate name raises ValueError."""
-    _add(_MODELS, "model", entry.name, entry)
-    return entry
+    """Register a model name; a duplicate name raises DuplicateNameError (a ValueError)."""
+    return MODELS.add(entry.name, entry, calling_module())
 
 
 def register_backbone(
-    name: str, input_size: tuple[int, int], strides: tuple[int, ...]
+    name: str, input_size: tuple[int, int]
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator registering a backbone factory under `name`.
 
     Args:
         name: the registry name.
         input_size: (height, width) in pixels that re-ID images read from a dataset folder are resized to.
-        strides: the default stride of each residual stage (the factory's `strides` argument).
     """
 
     def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _add(_BACKBONES, "backbone", name, factory)
-        _INPUT_SIZES[name] = input_size
-        _STRIDES[name] = strides
+        if "strides" not in signature_defaults(factory):
+            raise TypeError(f"backbone {name!r}: its factory needs a `strides` argument with a default")
+        BACKBONES.add(name, Backbone(factory, input_size), factory.__module__)
         return factory
 
     return wrap
@@ -159,52 +150,39 @@ def register_backbone(
 
 def register_regularizer(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Decorator registering a regularizer module class under `name`."""
-
-    def wrap(cls: type[nn.Module]) -> type[nn.Module]:
-        _add(_REGULARIZERS, "regularizer", name, cls)
-        return cls
-
-    return wrap
-
-
-def _lookup(table: dict, kind: str, name: str) -> Any:
-    if name not in table:
-        raise UnknownNameError(unknown_name_message(kind, name, list(table)))
-    return table[name]
+    return REGULARIZERS.register(name)
 
 
 def get_model_entry(name: str) -> ModelEntry:
     """The entry registered as `name`; UnknownNameError lists close matches."""
-    return _lookup(_MODELS, "model", name)
+    return MODELS[name]
 
 
 def get_backbone(name: str) -> Callable[..., nn.Module]:
     """The backbone factory registered as `name`."""
-    return _lookup(_BACKBONES, "backbone", name)
+    return BACKBONES[name].factory
 
 
 def get_input_size(backbone: str) -> tuple[int, int]:
     """(height, width) in pixels the backbone `backbone` expects from real (folder) datasets."""
-    _lookup(_BACKBONES, "backbone", backbone)
-    return _INPUT_SIZES[backbone]
+    return BACKBONES[backbone].input_size
 
 
 def get_default_strides(backbone: str) -> tuple[int, ...]:
     """The default stride of each residual stage of `backbone`."""
-    _lookup(_BACKBONES, "backbone", backbone)
-    return _STRIDES[backbone]
+    return BACKBONES[backbone].strides
 
 
 def get_regularizer(name: str) -> Callable[..., nn.Module]:
     """The regularizer class registered as `name`."""
-    return _lookup(_REGULARIZERS, "regularizer", name)
+    return REGULARIZERS[name]
 
 
 def list_models() -> list[str]:
     """Registered model names, sorted."""
-    return sorted(_MODELS)
+    return MODELS.names()
 
 
 def list_backbones() -> list[str]:
     """Registered backbone names, sorted."""
-    return sorted(_BACKBONES)
+    return BACKBONES.names()

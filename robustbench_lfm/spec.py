@@ -377,8 +377,7 @@ def resolve_model(item: str, backbone: str | None, recipe: TrainRecipe) -> Model
     try:
         entry = models.get_model_entry(name)
         bb = backbone or entry.backbone or recipe.backbone
-        if bb not in models.list_backbones():
-            raise SpecError(models.registry.unknown_name_message("backbone", bb, models.list_backbones()))
+        models.registry.BACKBONES[bb]  # UnknownNameError with a did-you-mean
         from_recipe = recipe.method_overrides(entry.method)
         unknown = sorted(set(from_recipe) - set(entry.training_params()))
         if unknown:

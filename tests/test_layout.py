@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 import attacks
+import lfm_registry
 import models
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("module", [models, attacks])
+@pytest.mark.parametrize("module", [models, attacks, lfm_registry])
 def test_generic_top_level_names_resolve_inside_this_project(module):
     assert Path(module.__file__).resolve().is_relative_to(ROOT)
 
@@ -31,12 +32,16 @@ def _imports(package: str) -> set[str]:
 
 @pytest.mark.parametrize(
     ("package", "forbidden"),
-    [("models", {"robustbench_lfm", "attacks"}), ("attacks", {"robustbench_lfm", "models"})],
+    [
+        ("models", {"robustbench_lfm", "attacks"}),
+        ("attacks", {"robustbench_lfm", "models"}),
+        ("lfm_registry", {"robustbench_lfm", "attacks", "models", "torch"}),  # below all three, torch-free
+    ],
 )
 def test_leaf_libraries_do_not_import_the_harness_or_each_other(package, forbidden):
     assert not (_imports(package) & forbidden)
 
 
-@pytest.mark.parametrize("package", ["models", "attacks", "robustbench_lfm"])
+@pytest.mark.parametrize("package", ["models", "attacks", "robustbench_lfm", "lfm_registry"])
 def test_no_module_imports_torchvision(package):
     assert "torchvision" not in _imports(package)

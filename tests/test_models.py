@@ -187,11 +187,6 @@ def test_unknown_model_suggests_close_names():
         models.create_model("lfn", 10)
 
 
-def test_duplicate_registration_raises():
-    with pytest.raises(ValueError, match="already registered"):
-        models.registry.register_model(models.ModelEntry("lfm", "lfm"))
-
-
 def test_flip_averaged_embedding_is_mirror_invariant_and_refuses_training():
     torch.manual_seed(0)
     net = models.FlipAveraged(models.create_model("plain", 4)).eval()

@@ -93,7 +93,7 @@ def test_every_default_is_written_once(name):
     MixACM's included): the class signature is the one home of a default."""
     entry = models.get_model_entry(name)
     if entry.regularizer != "none":
-        signature = models.signature_defaults(models.registry.get_regularizer(entry.regularizer))
+        signature = models.method_parameters(models.registry.get_regularizer(entry.regularizer))
         assert not {k for k, v in entry.params.items() if signature.get(k, object()) == v}
     method = models.method_defaults(entry.method)
     assert not {k for k, v in entry.method_params.items() if method.get(k, object()) == v}

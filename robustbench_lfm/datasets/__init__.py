@@ -21,6 +21,7 @@ from typing import Any
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from lfm_registry import Registry, calling_module
 from robustbench_lfm.datasets import classification, folders, synthreid
 from robustbench_lfm.datasets.base import ReIDDataset, ReIDSplit, as_float
 from robustbench_lfm.datasets.classification import ClassificationDataset, ClassSplit
@@ -42,6 +43,7 @@ __all__ = [
     "as_float",
     "get_dataset_info",
     "load_dataset",
+    "register_dataset",
 ]
 
 
@@ -104,31 +106,39 @@ def _folder_dataset(layout: FolderLayout, counts: str) -> DatasetInfo:
     )
 
 
-DATASETS: dict[str, DatasetInfo] = {
-    "synthreid": DatasetInfo(
+DATASETS: Registry[DatasetInfo] = Registry("dataset")
+
+
+def register_dataset(info: DatasetInfo) -> DatasetInfo:
+    """Register a dataset under `info.name`; a name registered twice raises DuplicateNameError."""
+    return DATASETS.add(info.name, info, calling_module())
+
+
+for _info in (
+    DatasetInfo(
         "synthreid",
         "reid",
         "procedural pedestrians, 6 cameras, 120 train / 75 test ids + 40 distractors, 64x32 (embedded default)",
         synthreid.SynthReIDConfig,
         lambda cfg, root, quiet: synthreid.generate(cfg),
     ),
-    "market1501": _folder_dataset(folders.MARKET1501, "751 train / 750 test ids, 6 cameras"),
-    "dukemtmc": _folder_dataset(folders.DUKEMTMC, "702 train / 702 test ids + 408 distractor ids, 8 cameras"),
-    "synthcls": DatasetInfo(
+    _folder_dataset(folders.MARKET1501, "751 train / 750 test ids, 6 cameras"),
+    _folder_dataset(folders.DUKEMTMC, "702 train / 702 test ids + 408 distractor ids, 8 cameras"),
+    DatasetInfo(
         "synthcls",
         "classification",
         "procedural shapes, 10 classes, 2000 train / 500 test, 32x32 (generated classification default)",
         classification.SynthClsConfig,
         lambda cfg, root, quiet: classification.generate_synthcls(cfg),
     ),
-    "digits": DatasetInfo(
+    DatasetInfo(
         "digits",
         "classification",
         "real handwritten digits shipped with scikit-learn, 10 classes, 1343 train / 454 test, upsampled to 32x32",
         classification.DigitsConfig,
         lambda cfg, root, quiet: classification.load_digits(cfg),
     ),
-    "cifar10": DatasetInfo(
+    DatasetInfo(
         "cifar10",
         "classification",
         "CIFAR-10 from --data-root (python pickle batches), 50000 train / 10000 test, 32x32",
@@ -137,13 +147,12 @@ DATASETS: dict[str, DatasetInfo] = {
         classification.cifar_fingerprint,
         classification.cifar_expected(),
     ),
-}
+):
+    register_dataset(_info)
 
 
 def get_dataset_info(name: str) -> DatasetInfo:
-    """The registered dataset `name`; KeyError lists the known names."""
-    if name not in DATASETS:
-        raise KeyError(f"unknown dataset {name!r} (known: {', '.join(sorted(DATASETS))})")
+    """The registered dataset `name`; UnknownNameError (a KeyError) lists close matches."""
     return DATASETS[name]
 
 

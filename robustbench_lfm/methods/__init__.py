@@ -12,6 +12,7 @@ returns a step function `(model, optimizer, x, y) -> loss` that the training loo
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -23,8 +24,6 @@ from robustbench_lfm.methods.gwi import GroupWiseInhibition
 from robustbench_lfm.methods.mixacm import MixACM
 from robustbench_lfm.recipe import TrainRecipe
 from robustbench_lfm.training import StepFn, standard_step
-
-METHODS = ("standard", "gwi", "pgd-at", "mixacm")
 
 # The method classes' signatures are the one home of their defaults; the model registry reads them.
 for _name, _cls in (("gwi", GroupWiseInhibition), ("pgd-at", AdversarialTraining), ("mixacm", MixACM)):
@@ -41,22 +40,24 @@ def build_method(
 ) -> StepFn:
     """The step function of training method `name` with the model's resolved `params`.
 
+    Every registered method is a class called as `cls(recipe, seed, device, **its parameters)`,
+    plus `teacher_model=` when its constructor takes one; `standard` is the task loss alone.
+
     Args:
         name: a method name (`ModelEntry.method`).
         params: the model's resolved parameters; the method takes the ones it declares.
         recipe: the training recipe (task, label smoothing, ...).
         seed: the training seed; the method's own random draws come from it.
         device: where the model trains.
-        teacher: MixACM's trained teacher (eval mode); None for the other methods.
+        teacher: the trained teacher (eval mode) of a method that distils one (MixACM); else None.
     """
-    if name == "standard":
+    cls = models.registry.METHODS[name]
+    if cls is models.registry.StandardTraining:
         return standard_step(recipe)
-    if name == "gwi":
-        return GroupWiseInhibition(recipe, seed, device, **params)
-    if name == "pgd-at":
-        return AdversarialTraining(recipe, seed, device, **params)
-    if name == "mixacm":
+    declared = models.method_defaults(name)
+    kwargs: dict[str, Any] = {k: v for k, v in params.items() if k in declared}
+    if "teacher_model" in inspect.signature(cls).parameters:
         if teacher is None:
-            raise ValueError("mixacm needs its trained teacher model")
-        return MixACM(recipe, seed, device, teacher, **{k: v for k, v in params.items() if k != "teacher"})
-    raise ValueError(f"unknown training method {name!r} (known: {', '.join(METHODS)})")
+            raise ValueError(f"{name} needs its trained teacher model")
+        kwargs["teacher_model"] = teacher
+    return cls(recipe, seed, device, **kwargs)

@@ -58,7 +58,7 @@ class MixACM:
         recipe: TrainRecipe,
         seed: int,
         device: torch.device,
-        teacher: nn.Module,
+        teacher_model: nn.Module,
         alpha: float = 1.0,
         taps: int = 3,
         power: float = 2,
@@ -68,7 +68,7 @@ class MixACM:
     ) -> None:
         if not alpha > 0 or not 1 <= taps <= 4 or not power > 0 or w_acm < 0 or w_kd < 0 or not tau > 0:
             raise ValueError("mixacm: need alpha > 0, 1 <= taps <= 4, power > 0, w_acm >= 0, w_kd >= 0, tau > 0")
-        self.recipe, self.teacher = recipe, teacher.eval()
+        self.recipe, self.teacher = recipe, teacher_model.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.taps = STAGES[4 - int(taps) :]
