@@ -8,12 +8,15 @@ a version bump but a PGD-1 run never stands in for a PGD-20 baseline. A matched 
 *regressed* when it fell by more than `tolerance` (absolute, a fraction: 0.02 = 2 points) **and**
 the fall is significant at `alpha`:
 
+The metrics compared, and which test each gets, are the `gated` entries of the metric table
+(robustbench_lfm.metric_table; the direction is its `higher_is_better`):
+
 * proportions (Rank-k, accuracy): one-sided two-proportion z-test over n_eval queries or images;
-* mAP: one-sided z-test of the fall against the combined bootstrap standard error over queries,
-  sqrt(SE_run^2 + SE_baseline^2), from the run's queries.csv and the one beside the baseline
-  file (when it has none, SE_baseline is bounded by sqrt(m (1 - m) / n), the largest standard
-  error a mean of n values in [0, 1] with mean m can have); without the run's queries.csv
-  the tolerance alone decides.
+* means of per-query scores (mAP): one-sided z-test of the fall against the combined bootstrap
+  standard error over queries, sqrt(SE_run^2 + SE_baseline^2), from the run's queries.csv and
+  the one beside the baseline file (when it has none, SE_baseline is bounded by
+  sqrt(m (1 - m) / n), the largest standard error a mean of n values in [0, 1] with mean m can
+  have); without the run's queries.csv the tolerance alone decides.
 
 mINP is not gated (no per-query record, so no test). The gate fails closed: a baseline
 measurement with no match in the run is *missing*, and a matched run value that is empty, NaN
@@ -31,13 +34,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from robustbench_lfm import metric_table
 from robustbench_lfm.identity import MEASUREMENT, canonical, labelled
 from robustbench_lfm.stats import binomial_se, bootstrap_se, two_proportion_p
 from robustbench_lfm.store import COLUMNS, QUERY_COLUMNS, ResultStore, StoreError, valid_value
 
 KEY = list(MEASUREMENT)
-PROPORTIONS = ("rank1", "rank5", "rank10", "accuracy")
-GATED = (*PROPORTIONS, "mAP")  # mINP has no per-query record, hence no test: it is not gated
 
 
 class CheckError(ValueError):
@@ -136,9 +138,10 @@ def read_table(path: Path, role: str) -> pd.DataFrame:
 def _baseline(path: Path) -> pd.DataFrame:
     """The baseline's gated rows: at least one, each with a valid value and a positive n_eval."""
     base = read_table(path, "baseline")
-    base = base[base["metric"].isin(GATED)]
+    gated = metric_table.all_names(gated=True)
+    base = base[base["metric"].isin(gated)]
     if base.empty:
-        raise CheckError(f"baseline {path} holds no gated metric ({', '.join(GATED)}); give a results.csv with rows")
+        raise CheckError(f"baseline {path} holds no gated metric ({', '.join(gated)}); give a results.csv with rows")
     n_eval = pd.to_numeric(base["n_eval"], errors="coerce")
     bad = ~base["value"].map(valid_value) | ~(n_eval >= 1)
     if bad.any():
@@ -170,7 +173,7 @@ def compare(run_dir: Path, baseline: Path, tolerance: float = 0.02, alpha: float
     matched = merged[merged["_merge"] == "both"]
     ok = (matched["value"].map(valid_value) & (pd.to_numeric(matched["n_eval"], errors="coerce") >= 1)).astype(bool)
     invalid, found = matched.loc[~ok], matched.loc[ok].assign(value=lambda d: d["value"].astype(float))
-    unmatched = len(current[current["metric"].isin(GATED)]) - len(matched)
+    unmatched = len(current[current["metric"].isin(metric_table.all_names(gated=True))]) - len(matched)
     ses = _query_errors(run_dir / "queries.csv", found, "cell_id")
     base_ses = _query_errors(baseline.with_name("queries.csv"), found, "cell_id_base")
     regressions = []
@@ -189,10 +192,13 @@ def compare(run_dir: Path, baseline: Path, tolerance: float = 0.02, alpha: float
 
 def _judge(r: pd.Series, condition: str, se: float, tolerance: float, alpha: float) -> Finding:
     base, value = float(r["value_base"]), float(r["value"])
-    fall = base - value
-    if r["metric"] in PROPORTIONS:
-        p = two_proportion_p(base, int(r["n_eval_base"]), value, int(r["n_eval"]))
-    elif math.isfinite(se) and se > 0:  # mAP
+    metric = metric_table.get_metric(r["metric"])
+    fall = metric.sign * (base - value)
+    if metric.proportion:
+        before, after = (base, int(r["n_eval_base"])), (value, int(r["n_eval"]))
+        first, second = (before, after) if metric.higher_is_better else (after, before)
+        p = two_proportion_p(*first, *second)  # how likely the second lies this far below the first
+    elif math.isfinite(se) and se > 0:  # a mean of per-query scores (mAP)
         p = 0.5 * math.erfc(fall / se / math.sqrt(2))
     else:
         p = math.nan  # no queries.csv: the tolerance alone decides
@@ -202,17 +208,20 @@ def _judge(r: pd.Series, condition: str, se: float, tolerance: float, alpha: flo
 
 
 def _query_errors(path: Path, rows: pd.DataFrame, id_column: str) -> dict[tuple[str, str, str], float]:
-    """Bootstrap SE of each matched cell's mAP from a queries.csv ({} when there is none)."""
+    """Bootstrap SE of each matched cell's per-query metrics (mAP) from a queries.csv ({} when
+    there is none); proportions need none (their test is over counts)."""
     if not path.is_file():
         return {}
     try:
         queries = ResultStore(path, QUERY_COLUMNS).read()
     except StoreError as err:
         raise CheckError(str(err)) from None
-    maps = rows[rows["metric"] == "mAP"]
-    wanted = set(zip(maps[id_column], maps["rerank"], strict=True))
-    return {
-        (cell, rerank, "mAP"): bootstrap_se(g["ap"].to_numpy(dtype=float))
-        for (cell, rerank), g in queries.groupby(["cell_id", "rerank"])
-        if (cell, rerank) in wanted
-    }
+    scored = [m for m in metric_table.METRICS.values() if m.gated and not m.proportion and m.query_column]
+    out = {}
+    for metric in scored:
+        rows_of = rows[rows["metric"] == metric.name]
+        wanted = set(zip(rows_of[id_column], rows_of["rerank"], strict=True))
+        for (cell, rerank), g in queries.groupby(["cell_id", "rerank"]):
+            if (cell, rerank) in wanted:
+                out[(cell, rerank, metric.name)] = bootstrap_se(g[metric.query_column].to_numpy(dtype=float))
+    return out

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 import attacks
 import models
-from robustbench_lfm import __version__
+from robustbench_lfm import __version__, metric_table
 from robustbench_lfm.attacking import Attacker, attacked_accuracy, attacked_side, embed_images, to_model_input
 from robustbench_lfm.cache import CheckpointCache
 from robustbench_lfm.datasets import ClassificationDataset, Dataset, ReIDDataset, get_dataset_info, load_dataset
@@ -284,13 +284,25 @@ def _curve_rows(
 
 
 def _query_rows(spec: RunSpec, cell: Cell, results: dict[str, RankResult | AccuracyResult]) -> list[dict[str, Any]]:
-    """queries.csv rows: each scored query's (or test image's) hit and AP, per re-ranking mode."""
+    """queries.csv rows: each scored query's (or test image's) outcome in every per-query column of
+    the metric table, per re-ranking mode; a column no metric of the task fills stays empty."""
     cell_id = cell.cell_id(spec.data, spec.recipe, spec.evaluation)
-    return [
-        {"cell_id": cell_id, "rerank": label, "query": i, "hit": hit, "ap": "" if math.isnan(ap) else round(ap, 6)}
-        for label, result in results.items()
-        for i, hit, ap in result.per_query()
-    ]
+    task = get_dataset_info(spec.data.name).task
+    empty = dict.fromkeys(metric_table.query_columns(), "")
+    rows = []
+    for label, result in results.items():
+        columns = metric_table.per_query_all(task, result)
+        for j, i in enumerate(result.query_index()):
+            outcomes = {c: _outcome(v[j]) for c, v in columns.items()}
+            rows.append({"cell_id": cell_id, "rerank": label, "query": i, **empty, **outcomes})
+    return rows
+
+
+def _outcome(value: float) -> int | float | str:
+    """A per-query outcome as queries.csv writes it: 0/1 as an int, a score to 6 digits, NaN empty."""
+    if isinstance(value, int):
+        return value
+    return "" if math.isnan(value) else round(float(value), 6)
 
 
 def _rows(

@@ -34,8 +34,6 @@ CONDITION = (*ATTACK, *SCHEDULE, "rerank")
 SERIES_CONDITION = (*ATTACK, "rerank")
 MEASUREMENT = (*IDENTITY, "metric")
 
-METRICS = {"reid": ("rank1", "rank5", "rank10", "mAP", "mINP"), "classification": ("accuracy",)}
-
 FLOATS = ("eps", "step_size")
 INTS = ("train_seed", "steps")
 

@@ -26,7 +26,6 @@ processed in chunks so memory stays bounded at any gallery size.
 
 from __future__ import annotations
 
-import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
@@ -35,6 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from robustbench_lfm import metric_table
 
 DISTANCES = ("cosine", "euclidean")
 AP_FORMULAS = ("plain", "trapezoid")
@@ -66,21 +67,13 @@ class RankResult:
     first_match: Tensor
     ap: Tensor
 
-    def per_query(self) -> list[tuple[int, int, float]]:
-        """(query index, Rank-1 hit 0/1, AP) of each valid query: what reports bootstrap and pair."""
-        index = self.valid.nonzero().flatten().tolist()
-        hits = (self.first_match == 1).int().tolist()
-        return list(zip(index, hits, self.ap.tolist(), strict=True))
+    def query_index(self) -> list[int]:
+        """The index of each valid query: the rows of its per-query record (queries.csv)."""
+        return self.valid.nonzero().flatten().tolist()
 
     def as_metrics(self) -> dict[str, float]:
-        """The CSV metrics: rank1, rank5, rank10, mAP, mINP (fractions in [0, 1])."""
-        return {
-            "rank1": self.cmc_at(1),
-            "rank5": self.cmc_at(5),
-            "rank10": self.cmc_at(10),
-            "mAP": self.mAP,
-            "mINP": self.mINP,
-        }
+        """The CSV metrics of the re-ID task (robustbench_lfm.metric_table), fractions in [0, 1]."""
+        return metric_table.compute_all("reid", self)
 
     def cmc_at(self, k: int) -> float:
         """CMC(k); past the end of the curve every valid query has been matched, so it stays at 1."""
@@ -283,10 +276,10 @@ class AccuracyResult:
         """Fraction of test images classified correctly."""
         return float(self.correct.float().mean()) if len(self.correct) else 0.0
 
-    def per_query(self) -> list[tuple[int, int, float]]:
-        """(test image index, correct 0/1, NaN: no AP) of every test image."""
-        return [(i, int(c), math.nan) for i, c in enumerate(self.correct.tolist())]
+    def query_index(self) -> list[int]:
+        """The index of every test image: the rows of its per-query record (queries.csv)."""
+        return list(range(len(self.correct)))
 
     def as_metrics(self) -> dict[str, float]:
-        """The CSV metrics: accuracy (a fraction in [0, 1])."""
-        return {"accuracy": self.accuracy}
+        """The CSV metrics of the classification task (robustbench_lfm.metric_table)."""
+        return metric_table.compute_all("classification", self)

@@ -23,12 +23,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from robustbench_lfm import rundir, sanity
+from robustbench_lfm import metric_table, rundir, sanity
 from robustbench_lfm.datasets import ClassificationDataset, Dataset
 from robustbench_lfm.environment import machine, now, package_versions
 from robustbench_lfm.executors import ExecSpec, run_tasks
 from robustbench_lfm.group import GroupResult, run_dataset, run_group
-from robustbench_lfm.identity import METRICS
 from robustbench_lfm.lock import RunLock
 from robustbench_lfm.metrics import chance_rank1
 from robustbench_lfm.rerank import RerankParams
@@ -129,7 +128,7 @@ class _Tables:
 def expected_rows(spec: RunSpec) -> set[tuple[str, str]]:
     """The (rerank, metric) pairs every cell of `spec` records."""
     reranks = [RerankParams().label() if on else "" for on in spec.evaluation.rerank_modes()]
-    return {(rr, m) for rr in reranks for m in METRICS[spec.recipe.task]}
+    return {(rr, m) for rr in reranks for m in metric_table.names(spec.recipe.task)}
 
 
 def complete_cells(rows: list[dict[str, str]], expected: set[tuple[str, str]]) -> set[str]:

@@ -30,12 +30,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from robustbench_lfm import metric_table
 from robustbench_lfm.identity import ATTACK, MODEL, RUN, SERIES, canonical, format_eps
 from robustbench_lfm.spec import LARGE_EPS
 from robustbench_lfm.store import StoreError, atomic_write
 
-HEADLINE = ("rank1", "mAP", "accuracy")
-TOP1 = ("rank1", "accuracy")  # the metric the large-eps check compares with chance
 SLACK_QUERIES = 2
 NEAR_CHANCE = 0.05
 ATTACK_KEY = list(SERIES)
@@ -138,11 +137,13 @@ def _eps0(clean: pd.DataFrame, zero: pd.DataFrame) -> list[Check]:
 
 def _monotone(clean: pd.DataFrame, attacked: pd.DataFrame) -> list[Check]:
     out = []
-    for key, group in attacked[attacked["metric"].isin(HEADLINE)].groupby([*ATTACK_KEY, "metric"], sort=False):
+    headline = attacked[attacked["metric"].isin(metric_table.all_names(headline=True))]
+    for key, group in headline.groupby([*ATTACK_KEY, "metric"], sort=False):
         row = dict(zip([*ATTACK_KEY, "metric"], key, strict=True))
         ref = _clean_value(clean, row, row["metric"])
         series = group.sort_values("eps")
-        values = ([ref] if ref is not None else []) + series["value"].astype(float).tolist()
+        sign = metric_table.get_metric(row["metric"]).sign  # a rise of a lower-is-better metric is a fall
+        values = [sign * v for v in ([ref] if ref is not None else []) + series["value"].astype(float).tolist()]
         eps = ([0.0] if ref is not None else []) + series["eps"].astype(float).tolist()
         if len(values) < 2:
             continue
@@ -157,7 +158,7 @@ def _monotone(clean: pd.DataFrame, attacked: pd.DataFrame) -> list[Check]:
 
 def _pgd_vs_fgsm(attacked: pd.DataFrame, probes: pd.DataFrame) -> list[Check]:
     rows = pd.concat([attacked, probes[probes["eps"] > 0]]) if not probes.empty else attacked
-    rows = rows[rows["metric"].isin(HEADLINE)]
+    rows = rows[rows["metric"].isin(metric_table.all_names(headline=True))]
     shared = [c for c in ATTACK if c not in ("attack", "attack_params", "norm")]
     key = [*CLEAN_KEY, *shared, "eps", "metric"]
     pgd = rows[rows["attack"] == "pgd"].drop_duplicates([*key, "attack_params"])
@@ -166,23 +167,24 @@ def _pgd_vs_fgsm(attacked: pd.DataFrame, probes: pd.DataFrame) -> list[Check]:
     for _, r in pgd.merge(fgsm, on=key, suffixes=("", "_fgsm")).iterrows():
         tol = _slack(r["n_eval"])
         value, ref = float(r["value"]), float(r["value_fgsm"])
-        detail = (f"PGD {100 * value:.1f} vs FGSM {100 * ref:.1f}" if value > ref + tol
-                  else "PGD at least as strong")  # fmt: skip
+        weaker = metric_table.get_metric(r["metric"]).sign * (value - ref) > tol
+        detail = f"PGD {100 * value:.1f} vs FGSM {100 * ref:.1f}" if weaker else "PGD at least as strong"
         out.append(Check("pgd<=fgsm", r["model"], int(r["train_seed"]), _label(r), float(r["eps"]), r["metric"],
-                         value, ref, tol, value <= ref + tol, detail))  # fmt: skip
+                         value, ref, tol, not weaker, detail))  # fmt: skip
     return out
 
 
 def _large_eps(probes: pd.DataFrame, chance: float) -> list[Check]:
     if probes.empty:
         return []
-    large = probes[probes["metric"].isin(TOP1) & probes["eps"].astype(float).isin(list(LARGE_EPS.values()))]
+    top1 = metric_table.all_names(chance=True)
+    large = probes[probes["metric"].isin(top1) & probes["eps"].astype(float).isin(list(LARGE_EPS.values()))]
     out = []
     for _, r in large.iterrows():
         value = float(r["value"])
         tol = max(NEAR_CHANCE, 3 * math.sqrt(chance * (1 - chance) / max(float(r["n_eval"]), 1.0)))
         ok = value <= chance + tol
-        name = "Rank-1" if r["metric"] == "rank1" else "accuracy"
+        name = metric_table.label(r["metric"])
         detail = (f"{name} {100 * value:.1f} vs chance {100 * chance:.1f}: gradient masking or a broken attack?"
                   if not ok else "near chance")  # fmt: skip
         detail += f" ({int(r['steps'])} steps of {format_eps(float(r['step_size']))})"

@@ -2,7 +2,8 @@
 
 `results.csv` (DESIGN.md): one row per cell x metric. `cmc.csv`: one row per cell x rank k, the
 CMC curve up to rank 50 for the CMC plot. `queries.csv`: one row per cell x scored query (or test
-image): its Rank-1 hit (or correct class) and AP, which the report's standard errors and paired
+image): its outcome in each per-query column of the metric table (robustbench_lfm.metric_table:
+the Rank-1 hit or correct class, the AP), which the report's standard errors and paired
 tests resample. Appending rewrites the file through a temp file, fsync and a rename
 (`atomic_write`), so a crash leaves either the old table or the new one, never half a row.
 
@@ -27,6 +28,8 @@ from typing import Any
 
 import pandas as pd
 
+from robustbench_lfm import metric_table
+
 COLUMNS = (
     "run_id", "cell_id", "task", "dataset", "data_params", "model", "backbone", "regularizer", "model_params",
     "recipe_key", "train_seed", "attack", "attack_label", "attack_params", "objective", "norm", "eps", "steps",
@@ -36,7 +39,7 @@ COLUMNS = (
 
 
 CMC_COLUMNS = ("cell_id", "model", "attack", "eps", "train_seed", "rerank", "rank", "cmc")
-QUERY_COLUMNS = ("cell_id", "rerank", "query", "hit", "ap")
+QUERY_COLUMNS = ("cell_id", "rerank", "query", *metric_table.query_columns())
 
 
 class StoreError(ValueError):
@@ -157,7 +160,7 @@ class ResultStore:
         if not rows:
             return pd.DataFrame(columns=list(self.columns))
         text = io.StringIO(_csv_text(self.columns, rows, header=True))
-        empty_is_nan = {"value": [""], "eps": [""], "cmc": [""], "ap": [""]}
+        empty_is_nan = {c: [""] for c in ("value", "eps", "cmc", *metric_table.query_columns())}
         df = pd.read_csv(text, keep_default_na=False, na_values=empty_is_nan, dtype={"rerank": str})
         if "value" in df.columns:  # a value that is not a number reads as NaN: never a valid metric
             df["value"] = pd.to_numeric(df["value"], errors="coerce")

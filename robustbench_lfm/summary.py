@@ -13,10 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from robustbench_lfm import metric_table
 from robustbench_lfm.identity import labelled
-
-HEADLINE = {"reid": ("rank1", "mAP"), "classification": ("accuracy",)}
-LABELS = {"rank1": "Rank-1", "mAP": "mAP", "accuracy": "accuracy"}
 
 
 def summary_table(df: pd.DataFrame) -> str:
@@ -26,11 +24,11 @@ def summary_table(df: pd.DataFrame) -> str:
     or two backbones never share a cell."""
     if df.empty:
         return "(no results)"
-    metrics = [m for task in df["task"].unique() for m in HEADLINE.get(task, ())]
+    metrics = metric_table.headline_names(list(df["task"].unique()))
     df = labelled(df[df["metric"].isin(metrics)])
     stats = df.groupby(["row", "condition", "metric"], sort=False)["value"].agg(["mean", "std", "count"])
     conditions = list(dict.fromkeys(sorted(df["condition"].unique(), key=lambda c: (c != "clean", _eps_of(df, c), c))))
-    header = ["model"] + [f"{c} {LABELS[m]}" for c in conditions for m in metrics]
+    header = ["model"] + [f"{c} {metric_table.label(m)}" for c in conditions for m in metrics]
     lines = [header]
     for model in dict.fromkeys(df["row"]):
         row = [model]
@@ -85,7 +83,7 @@ def plot_eps_curves(df: pd.DataFrame, path: Path) -> Path | None:
     if df.empty:
         return None
     task = df["task"].iloc[0]
-    metrics = HEADLINE.get(task, ())
+    metrics = metric_table.names(task, headline=True)
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.8 * len(metrics), 3.6), squeeze=False)
     df = labelled(df[df["metric"].isin(metrics)])
     clean = df[df["attack"] == "none"]
@@ -106,7 +104,7 @@ def plot_eps_curves(df: pd.DataFrame, path: Path) -> Path | None:
                     label=f"{model} ({attack}{', re-ranked' if rr else ''})",
                 )
         ax.set_xlabel(f"eps (x 255; {_norms(df)})")
-        ax.set_ylabel(f"{LABELS[metric]} (%)")
+        ax.set_ylabel(f"{metric_table.label(metric)} (%)")
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))

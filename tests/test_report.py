@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import shutil
 
 import pandas as pd
@@ -11,8 +13,10 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
+from robustbench_lfm import metric_table
 from robustbench_lfm.cli import build_spec, main, run_defaults
 from robustbench_lfm.hashing import file_sha256
+from robustbench_lfm.report.tables import html_table, latex_table, markdown_table
 from robustbench_lfm.runner import run_sweep
 from tests.test_threats import DATA
 
@@ -47,7 +51,7 @@ def test_queries_csv_reproduces_every_headline_metric(run_dir):
 def test_report_writes_tables_tests_figures_and_one_page(run_dir, tmp_path):
     result = CliRunner().invoke(main, ["report", str(run_dir), "--out", str(tmp_path), "--pair", "lfm,plain"])
     assert result.exit_code == 0, result.output
-    md = (tmp_path / "report.md").read_text()
+    md = re.sub(" +", " ", (tmp_path / "report.md").read_text())  # tabulate pads columns
     assert "| model | clean Rank-1 | clean mAP | pgd 2/255 Rank-1 | pgd 2/255 mAP |" in md
     assert "**" in md and " ± " in md and "sample std over 2 training seeds" in md
     assert md.index("| plain |") < md.index("| lfm |")  # the baseline row first
@@ -138,3 +142,58 @@ def test_bad_config_files_name_the_key(tmp_path):
     bad.write_text("epsilon = 3\n")
     result = CliRunner().invoke(main, ["run", "--config", str(bad)])
     assert result.exit_code == 2 and "unknown key 'epsilon'" in result.output
+
+
+@pytest.fixture
+def rank20():
+    """Rank-20 added to the metric table as one entry, for one test."""
+    entry = metric_table.Metric("rank20", "Rank-20", "reid", lambda r: r.cmc_at(20), proportion=True,
+                                headline=True, gated=True)  # fmt: skip
+    metric_table.register_metric(entry)
+    yield entry
+    metric_table.METRICS.remove("rank20")
+
+
+def test_a_metric_added_as_one_entry_reaches_the_csv_the_report_and_the_gate(run_dir, cache, rank20, tmp_path):
+    out = tmp_path / "with-rank20"
+    _sweep(out, cache, seeds="0")  # the checkpoints are cached: only the evaluation reruns
+    results = pd.read_csv(out / "results.csv", keep_default_na=False)
+    r20, r10 = (results[results["metric"] == m].set_index(["cell_id", "rerank"])["value"] for m in ("rank20", "rank10"))
+    assert len(r20) == len(r10) > 0 and (r20 >= r10).all()  # CMC is non-decreasing in k
+    report = CliRunner().invoke(main, ["report", str(out), "--out", str(tmp_path / "rep")])
+    assert report.exit_code == 0, report.output
+    assert "clean Rank-20" in (tmp_path / "rep" / "report.md").read_text()
+    assert "Rank-20" in (tmp_path / "rep" / "report.tex").read_text()
+    worse = tmp_path / "worse"
+    shutil.copytree(out, worse)
+    lowered = results.assign(value=results["value"].where(results["metric"] != "rank20", 0.0))
+    lowered.to_csv(worse / "results.csv", index=False)
+    gate = CliRunner().invoke(main, ["check", str(worse), "--baseline", str(out / "results.csv")])
+    assert gate.exit_code == 1 and "REGRESSED" in gate.output
+    regressed = [line for line in gate.output.splitlines() if line.startswith("REGRESSED")]
+    assert regressed and all(line.split(":")[0].endswith("rank20") for line in regressed)
+
+
+def _cells(model: str, condition: str) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"row": [model, "plain"], "condition": [condition] * 2, "metric": ["rank1"] * 2, "value": [0.5, 0.4],
+         "se": [0.01, 0.02], "eps": [0.0, 0.0], "task": ["reid"] * 2}
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("model", "condition"), [("a_b&c%", "clean"), ("lfm:area=0.1..0.2", "pgd:steps=1 8/255"),
+                                                  ("x|y*z#{$}~^\\", "clean")])  # fmt: skip
+def test_every_table_format_renders_any_model_name(model, condition):
+    md = markdown_table(_cells(model, condition))
+    row = next(line for line in md.splitlines() if "50.0" in line)
+    cells = re.split(r"(?<!\\)\|", row)[1:-1]  # a name's own pipe is escaped: not a column separator
+    assert len(cells) == 3 and cells[1].strip().startswith("**50.0")  # model, clean Rank-1, clean mAP
+    assert re.sub(r"\\(.)", r"\1", cells[0].strip()) == model
+    tex = latex_table(_cells(model, condition), "caption & 100%")
+    body = next(line for line in tex.splitlines() if "50.0" in line)
+    name = body.split(" & ")[0]
+    assert not re.search(r"(?<!\\)[&%$#_{}]", name.replace(r"\textbackslash{}", "").replace(r"\textasciitilde{}", "")
+                         .replace(r"\textasciicircum{}", ""))  # fmt: skip
+    assert r"\toprule" in tex and r"\textbf{50.0" in tex and r"caption \& 100\%" in tex
+    page = html_table(_cells(model, condition))
+    assert html.escape(model) in page and "font-weight: bold" in page

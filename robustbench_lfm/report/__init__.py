@@ -21,11 +21,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from robustbench_lfm.identity import METRICS
+from robustbench_lfm import metric_table
 from robustbench_lfm.report.figures import all_figures
 from robustbench_lfm.report.tables import (
     BASELINE,
     cell_errors,
+    html_table,
+    html_tests,
     latex_table,
     markdown_table,
     markdown_tests,
@@ -77,7 +79,7 @@ def incomplete_cells(df: pd.DataFrame) -> set[str]:
     """Cells lacking some of the rows their task records: every metric for every re-ranking mode."""
     out: set[str] = set()
     for task, rows in df.groupby("task"):
-        expected = {(rr, m) for rr in rows["rerank"].unique() for m in METRICS.get(str(task), ())}
+        expected = {(rr, m) for rr in rows["rerank"].unique() for m in metric_table.names(str(task))}
         got = rows.groupby("cell_id").apply(lambda g: set(zip(g["rerank"], g["metric"], strict=True)))
         out |= {cell for cell, pairs in got.items() if pairs != expected}
     return out
@@ -119,8 +121,8 @@ def build_report(run_dir: Path, out: Path | None = None, pairs: list[tuple[str, 
 
 def _html(title: str, cells: pd.DataFrame, tests: pd.DataFrame, figures: dict[str, list[Path]]) -> str:
     """One page: both tables as HTML and every PNG embedded, no external files."""
-    table = _md_to_html(markdown_table(cells))
-    test_table = _md_to_html(markdown_tests(tests))
+    table = html_table(cells)
+    test_table = html_tests(tests)
     imgs = "".join(
         f'<figure><img alt="{name}" src="data:image/png;base64,'
         f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{name}</figcaption></figure>'
@@ -138,19 +140,3 @@ def _html(title: str, cells: pd.DataFrame, tests: pd.DataFrame, figures: dict[st
         f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{table}"
         f"<h2>Paired tests</h2>{test_table}<h2>Figures</h2>{imgs}</body></html>"
     )
-
-
-def _md_to_html(md: str) -> str:
-    """A Markdown pipe table (plus trailing text) as HTML, bold kept."""
-    rows, text = [], []
-    for line in md.strip().splitlines():
-        if line.startswith("|") and "---" not in line:
-            rows.append([html.escape(c.strip()) for c in line.strip("|").split("|")])
-        elif not line.startswith("|") and line.strip():
-            text.append(html.escape(line))
-    if not rows:
-        return "<p>" + " ".join(text) + "</p>"
-    cells = [[c.replace("**", "<b>", 1).replace("**", "</b>", 1) for c in r] for r in rows]
-    head = "".join(f"<th>{c}</th>" for c in cells[0])
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in cells[1:])
-    return f"<table><tr>{head}</tr>{body}</table><p>{' '.join(text)}</p>"

@@ -20,8 +20,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from robustbench_lfm import metric_table
 from robustbench_lfm.identity import format_eps
-from robustbench_lfm.summary import HEADLINE, LABELS, model_colours, plot_cmc, plot_eps_curves
+from robustbench_lfm.summary import model_colours, plot_cmc, plot_eps_curves
 
 FORMATS = (".png", ".pdf")
 
@@ -36,7 +37,7 @@ def _save(fig: plt.Figure, stem: Path) -> list[Path]:
 
 
 def _top1(df: pd.DataFrame) -> str:
-    return HEADLINE[df["task"].iloc[0]][0]
+    return metric_table.names(str(df["task"].iloc[0]), headline=True)[0]
 
 
 def _strongest(df: pd.DataFrame) -> pd.DataFrame:
@@ -67,8 +68,8 @@ def scatter(df: pd.DataFrame, stem: Path) -> list[Path]:
     attacks = ", ".join(
         f"{a} {format_eps(e)} ({markers[a]})" for a, e in attacked[["series", "eps"]].drop_duplicates().values
     )
-    ax.set_xlabel(f"clean {LABELS[metric]} (%)")
-    ax.set_ylabel(f"attacked {LABELS[metric]} (%)")
+    ax.set_xlabel(f"clean {metric_table.label(metric)} (%)")
+    ax.set_ylabel(f"attacked {metric_table.label(metric)} (%)")
     ax.set_title(f"{df['dataset'].iloc[0]}: clean vs robust\n{attacks}", fontsize=9)
     ax.grid(alpha=0.3)
     return _save(fig, stem)
@@ -92,12 +93,12 @@ def bars(df: pd.DataFrame, stem: Path) -> list[Path]:
             np.arange(len(groups)) + i * width, means, width, yerr=errs, capsize=2, label=model, color=colours[model]
         )
     ax.set_xticks(np.arange(len(groups)) + width * (len(models) - 1) / 2, [f"{a} {format_eps(e)}" for a, e in groups])
-    ax.set_ylabel(f"attacked {LABELS[metric]} (%)")
+    ax.set_ylabel(f"attacked {metric_table.label(metric)} (%)")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     seeds = df["train_seed"].nunique()
     spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed, no error bars"
-    ax.set_title(f"{df['dataset'].iloc[0]}: {LABELS[metric]} under attack ({spread})", fontsize=9)
+    ax.set_title(f"{df['dataset'].iloc[0]}: {metric_table.label(metric)} under attack ({spread})", fontsize=9)
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, stem)
 

@@ -1,5 +1,10 @@
 """The numbers of a report: per-cell standard errors, seed aggregates, paired tests, and the
-Markdown / LaTeX (booktabs) tables that show them.
+tables that show them.
+
+Each table is built once as a formatted DataFrame (`formatted_table`, `tests_frame`: plain-text
+cells, a bold mask, a legend) and rendered by pandas: Markdown (`DataFrame.to_markdown`), LaTeX
+(booktabs, every special character escaped) and HTML (`Styler`), so a model named `a_b&c%` or a
+condition `lfm:area=0.1..0.2` prints the same everywhere.
 
 A *condition* is a column group: `clean`, or an attack with its non-default options at an eps
 (`pgd:steps=1 8/255`), with ` +rerank` for re-ranked scores; a *row* is a model. Both are the
@@ -9,21 +14,22 @@ condition for one headline metric (Rank-1 and mAP for re-ID, accuracy for classi
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from robustbench_lfm import metric_table
 from robustbench_lfm.identity import labelled
 from robustbench_lfm.stats import binomial_se, bootstrap_se, paired_test, seed_t_test
-from robustbench_lfm.summary import HEADLINE, LABELS
 
 BASELINE = "plain"
 
 
 def headline_metrics(df: pd.DataFrame) -> list[str]:
     """The headline metrics of the tasks in `df`, in display order."""
-    return [m for task in dict.fromkeys(df["task"]) for m in HEADLINE.get(task, ())]
+    return metric_table.headline_names(list(dict.fromkeys(df["task"])))
 
 
 def with_conditions(df: pd.DataFrame) -> pd.DataFrame:
@@ -40,19 +46,21 @@ def ordered_conditions(df: pd.DataFrame) -> list[str]:
 def cell_errors(df: pd.DataFrame, queries: pd.DataFrame | None) -> pd.DataFrame:
     """One row per (cell, rerank, headline metric): its value and standard error.
 
-    Rank-1 and mAP: bootstrap over the cell's queries (needs queries.csv; NaN without it).
-    Accuracy: binomial over the test images.
+    A proportion (Rank-k, accuracy): binomial over the n_eval queries or test images. A mean of
+    per-query scores (mAP): bootstrap over the cell's queries (needs queries.csv; NaN without it).
     """
     rows = df[df["metric"].isin(headline_metrics(df))].copy()
     grouped = {} if queries is None else dict(list(queries.groupby(["cell_id", "rerank"])))
     errors = []
     for _, r in rows.iterrows():
-        if r["metric"] == "accuracy":
-            errors.append(binomial_se(float(r["value"]), int(r["n_eval"])))
-            continue
+        metric = metric_table.get_metric(r["metric"])
         outcomes = grouped.get((r["cell_id"], r["rerank"]))
-        column = "hit" if r["metric"] == "rank1" else "ap"
-        errors.append(np.nan if outcomes is None else bootstrap_se(outcomes[column].to_numpy(dtype=float)))
+        if metric.proportion:
+            errors.append(binomial_se(float(r["value"]), int(r["n_eval"])))
+        elif outcomes is None or not metric.query_column:
+            errors.append(np.nan)
+        else:
+            errors.append(bootstrap_se(outcomes[metric.query_column].to_numpy(dtype=float)))
     return rows.assign(se=errors)
 
 
@@ -102,13 +110,15 @@ def pair_tests(df: pd.DataFrame, queries: pd.DataFrame | None, pairs: list[tuple
             if both.empty:
                 continue
             for metric in headline_metrics(df):
-                rows.append([condition, metric, a, b, *_pair_test(both, metric)])
+                if metric_table.get_metric(metric).query_column:  # a paired test needs per-query outcomes
+                    rows.append([condition, metric, a, b, *_pair_test(both, metric)])
     return pd.DataFrame(rows, columns=TEST_COLUMNS)
 
 
 def _pair_test(both: pd.DataFrame, metric: str) -> list:
     """[diff, p_value, n, seeds, test] of the paired outcomes `both` (columns *_a, *_b)."""
-    column, binary = ("ap", False) if metric == "mAP" else ("hit", True)
+    entry = metric_table.get_metric(metric)
+    column, binary = entry.query_column, entry.proportion
     seeds = both["train_seed"].nunique()
     if seeds >= 2:
         means = both.groupby("train_seed")[[f"{column}_a", f"{column}_b"]].mean()
@@ -124,8 +134,9 @@ def _columns(cells: pd.DataFrame) -> list[tuple[str, str]]:
 
 
 def _best(agg: dict, models: list[str], col: tuple[str, str]) -> set[str]:
-    """The models with the column's highest mean (ties all bold)."""
-    scores = {m: round(agg[(m, *col)].mean, 6) for m in models if (m, *col) in agg}
+    """The models with the column's best mean (ties all bold)."""
+    sign = metric_table.get_metric(col[1]).sign
+    scores = {m: round(sign * agg[(m, *col)].mean, 6) for m in models if (m, *col) in agg}
     top = max(scores.values(), default=None)
     return {m for m, v in scores.items() if v == top}
 
@@ -141,18 +152,15 @@ def _mixed(agg: dict) -> bool:
     return len({c.n_seeds > 1 for c in agg.values()}) > 1
 
 
-def _fmt(cell: TableCell | None, bold: bool, latex: bool, mark: bool = False) -> str:
+def _fmt(cell: TableCell | None, mark: bool) -> str:
+    """One cell as plain text: `85.3 ± 1.2 (+2.1)`, `†` for a one-seed cell in a mixed table."""
     if cell is None:
         return "-"
-    pm = r"\,$\pm$\," if latex else " ± "
-    text = f"{100 * cell.mean:.1f}{pm}{100 * cell.spread:.1f}" if np.isfinite(cell.spread) else f"{100 * cell.mean:.1f}"
+    text = f"{100 * cell.mean:.1f} ± {100 * cell.spread:.1f}" if np.isfinite(cell.spread) else f"{100 * cell.mean:.1f}"
     if mark and cell.n_seeds == 1 and np.isfinite(cell.spread):
-        text += r"$^\dagger$" if latex else "†"
-    if bold:
-        text = rf"\textbf{{{text}}}" if latex else f"**{text}**"
+        text += "†"
     if np.isfinite(cell.delta) and abs(cell.delta) >= 0.0005:  # shown to 0.1 points
-        delta = f"{100 * cell.delta:+.1f}"
-        text += rf" {{\scriptsize({delta})}}" if latex else f" ({delta})"
+        text += f" ({100 * cell.delta:+.1f})"
     return text
 
 
@@ -173,68 +181,144 @@ def _legend(agg: dict) -> str:
     return f"{spread}; in parentheses the change against `{BASELINE}` in points; best of each column in bold"
 
 
+@dataclass(frozen=True)
+class FormattedTable:
+    """A table ready to render: plain-text cells, which of them are bold, and the legend.
+
+    Attributes:
+        text: rows = models, columns = (condition, metric label) pairs; cells as `_fmt` writes them.
+        bold: the same shape; True where a cell is its column's best.
+        legend: what every ± and parenthesis means.
+    """
+
+    text: pd.DataFrame
+    bold: pd.DataFrame
+    legend: str
+
+
+def formatted_table(cells: pd.DataFrame) -> FormattedTable:
+    """Models as rows, condition x headline metric as columns, in % (the one table every format renders)."""
+    agg, cols = aggregate(cells), _columns(cells)
+    models, mark = _models(cells), _mixed(agg)
+    best = {col: _best(agg, models, col) for col in cols}
+    columns = pd.MultiIndex.from_tuples([(c, metric_table.label(m)) for c, m in cols], names=["condition", "metric"])
+    index = pd.Index(models, name="model")
+    text = pd.DataFrame([[_fmt(agg.get((m, *col)), mark) for col in cols] for m in models], index, columns)
+    bold = pd.DataFrame([[m in best[col] for col in cols] for m in models], index, columns)
+    return FormattedTable(text, bold, _legend(agg))
+
+
+def _md_escape(text: object) -> str:
+    """`text` safe in a Markdown table cell: pipes and backslashes escaped, emphasis characters too."""
+    out = str(text).replace("\\", "\\\\")
+    for ch in "|*_`":
+        out = out.replace(ch, "\\" + ch)
+    return out
+
+
+def _markdown(text: pd.DataFrame, bold: pd.DataFrame | None = None) -> str:
+    """A text DataFrame as a GitHub Markdown table (pandas `to_markdown`), every name escaped."""
+    cells = text.map(_md_escape)
+    if bold is not None:
+        cells = cells.where(~bold, "**" + cells + "**")
+    headers = [" ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in text.columns]
+    frame = cells.set_axis([_md_escape(h) for h in headers], axis=1)
+    if text.index.name:
+        frame = frame.reset_index(names=text.index.name).assign(**{text.index.name: text.index.map(_md_escape)})
+    return str(frame.to_markdown(index=False, disable_numparse=True, stralign="left"))
+
+
 def markdown_table(cells: pd.DataFrame) -> str:
     """Models as rows, condition x metric as columns, in %."""
-    agg, cols = aggregate(cells), _columns(cells)
-    models = _models(cells)
-    head = "| model | " + " | ".join(f"{c} {LABELS[m]}" for c, m in cols) + " |"
-    lines = [head, "|" + " --- |" * (len(cols) + 1)]
-    best = {col: _best(agg, models, col) for col in cols}
-    for model in models:
-        row = [_fmt(agg.get((model, *col)), model in best[col], latex=False, mark=_mixed(agg)) for col in cols]
-        lines.append(f"| {model} | " + " | ".join(row) + " |")
-    return "\n".join(lines) + f"\n\n{_legend(agg)}.\n"
-
-
-def latex_table(cells: pd.DataFrame, caption: str) -> str:
-    """The same table as booktabs LaTeX (needs \\usepackage{booktabs})."""
-    agg, cols = aggregate(cells), _columns(cells)
-    models = _models(cells)
-    best = {col: _best(agg, models, col) for col in cols}
-    conds = list(dict.fromkeys(c for c, _ in cols))
-    n_metrics = len(headline_metrics(cells))
-    lines = [
-        r"\begin{table}[t]",
-        r"\centering\small",
-        rf"\caption{{{_tex(caption)} ({_tex(_legend(agg)).replace('`', '')}).}}",
-        r"\begin{tabular}{l" + "r" * len(cols) + "}",
-        r"\toprule",
-        " & ".join(["", *(rf"\multicolumn{{{n_metrics}}}{{c}}{{{_tex(c)}}}" for c in conds)]) + r" \\",
-        "".join(rf"\cmidrule(lr){{{2 + i * n_metrics}-{1 + (i + 1) * n_metrics}}}" for i in range(len(conds))),
-        " & ".join(["model", *(LABELS[m] for _, m in cols)]) + r" \\",
-        r"\midrule",
-    ]
-    for model in models:
-        row = [_fmt(agg.get((model, *col)), model in best[col], latex=True, mark=_mixed(agg)) for col in cols]
-        lines.append(" & ".join([_tex(model), *row]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
+    table = formatted_table(cells)
+    return _markdown(table.text, table.bold) + f"\n\n{table.legend}.\n"
 
 
 TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$",
-               "†": r"$^\dagger$"}  # fmt: skip
+               "†": r"$^\dagger$", "`": ""}  # fmt: skip
 
 
 def _tex(text: str) -> str:
-    """`text` with every LaTeX special character escaped (a model named `a_b&c%` renders)."""
+    """`text` with every LaTeX special character escaped (captions; cells go through pandas' escaping)."""
     return "".join(TEX_ESCAPES.get(ch, ch) for ch in text)
+
+
+def _tex_symbols(text: str) -> str:
+    """A cell pandas has escaped, with the two non-ASCII symbols of `_fmt` in math mode."""
+    return text.replace(" ± ", r"\,$\pm$\,").replace("†", r"$^\dagger$")
+
+
+def latex_table(cells: pd.DataFrame, caption: str) -> str:
+    """The same table as booktabs LaTeX (needs \\usepackage{booktabs}), rendered by pandas' Styler."""
+    table = formatted_table(cells)
+    styler = (
+        table.text.style.format(_tex_symbols, escape="latex")
+        .format_index(escape="latex", axis=0)
+        .format_index(escape="latex", axis=1)
+        .apply(lambda _: table.bold.replace({True: "textbf:--rwrap;", False: ""}), axis=None)
+        .hide(axis="index", names=True)
+        .hide(axis="columns", names=True)
+    )
+    return styler.to_latex(
+        hrules=True,
+        multicol_align="c",
+        position="t",
+        column_format="l" + "r" * table.text.shape[1],
+        caption=f"{_tex(caption)} ({_tex(table.legend)}).",
+        position_float="centering",
+    )
+
+
+def html_table(cells: pd.DataFrame) -> str:
+    """The same table as HTML (pandas' Styler), names escaped, best cells bold, legend below."""
+    table = formatted_table(cells)
+    styler = (
+        table.text.style.format(escape="html")
+        .format_index(escape="html", axis=0)
+        .format_index(escape="html", axis=1)
+        .apply(lambda _: table.bold.replace({True: "font-weight: bold", False: ""}), axis=None)
+        .hide(axis="columns", names=True)
+    )
+    return styler.to_html() + f"<p>{html.escape(table.legend)}.</p>"
+
+
+TESTS_NOTE = (
+    "Two-sided p. With two or more seeds the test is a paired t-test over training seeds (n = seeds): "
+    "it asks whether the methods differ beyond seed-to-seed spread. With one seed it compares two trained "
+    "checkpoints over the same queries (n = queries: McNemar for Rank-1 and accuracy, sign-flip for AP) "
+    "and says nothing about training variation."
+)
+NO_TESTS = "(no paired tests: the run has no second model to compare, or no queries.csv)"
+
+
+def tests_frame(tests: pd.DataFrame) -> pd.DataFrame:
+    """The paired tests as a text DataFrame (one per test; what every format renders)."""
+    return pd.DataFrame(
+        {
+            "condition": tests["condition"],
+            "metric": tests["metric"].map(metric_table.label),
+            "A": tests["a"],
+            "B": tests["b"],
+            "A - B (points)": (100 * tests["diff"].astype(float)).map("{:+.1f}".format),
+            "p": tests["p_value"].astype(float).map("{:.3g}".format),
+            "n": tests["n"].astype(str),
+            "seeds": tests["seeds"].astype(str),
+            "test": tests["test"],
+        }
+    ).astype(str)
 
 
 def markdown_tests(tests: pd.DataFrame) -> str:
     """The paired tests as a Markdown table."""
     if tests.empty:
-        return "(no paired tests: the run has no second model to compare, or no queries.csv)\n"
-    lines = ["| condition | metric | A | B | A - B (points) | p | n | seeds | test |", "|" + " --- |" * 9]
-    for _, t in tests.iterrows():
-        lines.append(
-            f"| {t['condition']} | {LABELS[t['metric']]} | {t['a']} | {t['b']} | {100 * t['diff']:+.1f} | "
-            f"{t['p_value']:.3g} | {t['n']} | {t['seeds']} | {t['test']} |"
-        )
-    note = (
-        "Two-sided p. With two or more seeds the test is a paired t-test over training seeds (n = seeds): "
-        "it asks whether the methods differ beyond seed-to-seed spread. With one seed it compares two trained "
-        "checkpoints over the same queries (n = queries: McNemar for Rank-1 and accuracy, sign-flip for AP) "
-        "and says nothing about training variation."
-    )
-    return "\n".join(lines) + f"\n\n{note}\n"
+        return NO_TESTS + "\n"
+    return _markdown(tests_frame(tests)) + f"\n\n{TESTS_NOTE}\n"
+
+
+def html_tests(tests: pd.DataFrame) -> str:
+    """The paired tests as HTML (pandas' Styler)."""
+    if tests.empty:
+        return f"<p>{html.escape(NO_TESTS)}</p>"
+    styler = tests_frame(tests).style.format(escape="html").hide(axis="index")
+    return styler.to_html() + f"<p>{html.escape(TESTS_NOTE)}</p>"
