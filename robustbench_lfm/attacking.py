@@ -16,7 +16,6 @@ evaluated on the very same images.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from torch import Tensor, nn
 
 import attacks
 from robustbench_lfm.datasets import ClassificationDataset, ReIDDataset, as_float
+from robustbench_lfm.files import read_sidecar, write_verified
 from robustbench_lfm.hashing import content_hash
 from robustbench_lfm.metrics import AccuracyResult
 from robustbench_lfm.spec import Cell, RunSpec
@@ -136,19 +136,17 @@ def _stored_batches(
     images = _read_stored(path)
     if images is None:
         images = torch.cat([b.cpu() for b in _adversarial_batches(spec, cell, attack, attacker, data, device)])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")  # unique per process: workers share the cache
-        save_file({"images": images.contiguous()}, str(tmp))
-        os.replace(tmp, path)
+        stored = {"images": images.contiguous()}
+        write_verified(path, lambda tmp: save_file(stored, str(tmp)), {"surrogate": attacker.key})
     for chunk in torch.split(images, spec.batch_size):
         yield chunk.to(device).contiguous(memory_format=torch.channels_last)
 
 
 def _read_stored(path: Path) -> Tensor | None:
     """Stored adversarial images, or None (with a warning when the file is damaged: recrafted)."""
-    if not path.exists():
-        return None
     try:
+        if read_sidecar(path) is None:
+            return None
         return load_file(path)["images"]
     except Exception as err:  # truncated, not safetensors, or another layout: craft them again
         warnings.warn(f"stored adversarial images {path} are unreadable ({err}); crafting them again", stacklevel=2)

@@ -25,6 +25,7 @@ import attacks
 import models
 from robustbench_lfm.datasets import DATASETS, DatasetFolderError, get_dataset_info
 from robustbench_lfm.environment import resolve_device
+from robustbench_lfm.files import atomic_write
 from robustbench_lfm.hashing import content_hash
 from robustbench_lfm.recipe import RecipeError, load_recipe, recipe_names
 from robustbench_lfm.spec import (
@@ -60,7 +61,7 @@ def internal_error(err: BaseException) -> NoReturn:
     """Exit 3 with one line naming a file that holds the traceback (never the traceback itself)."""
     path = Path(tempfile.gettempdir()) / f"lfm-bench-traceback-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
     try:
-        path.write_text("".join(traceback.format_exception(err)))
+        atomic_write(path, "".join(traceback.format_exception(err)))
         where = f"the traceback is in {path}"
     except OSError:
         where = "the traceback could not be saved"

@@ -10,14 +10,20 @@ from typing import Any
 
 
 def canonical_json(obj: Any) -> str:
-    """JSON with sorted keys and no whitespace; tuples become lists, dataclasses dicts, paths text."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_plain)
+    """JSON with sorted keys and no whitespace; tuples become lists, dataclasses dicts, paths their
+    POSIX text. Any other object is a TypeError: its `str`/`repr` may change between runs (a memory
+    address) or between versions, so it never makes a key."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_plain, allow_nan=False)
 
 
 def _plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-    return str(obj)
+    if isinstance(obj, Path):
+        return obj.as_posix()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"{type(obj).__name__} has no canonical JSON form; give its fields as plain values")
 
 
 def content_hash(obj: Any, length: int = 16) -> str:

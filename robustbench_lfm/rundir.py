@@ -15,9 +15,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from robustbench_lfm.files import atomic_write
 from robustbench_lfm.hashing import canonical_json
 from robustbench_lfm.spec import RunSpec, SpecError
-from robustbench_lfm.store import atomic_write
 
 FINGERPRINT = "fingerprint.json"
 FORMAT = 1

@@ -27,12 +27,13 @@ from robustbench_lfm import metric_table, rundir, sanity
 from robustbench_lfm.datasets import ClassificationDataset, Dataset
 from robustbench_lfm.environment import machine, now, package_versions
 from robustbench_lfm.executors import ExecSpec, run_tasks
+from robustbench_lfm.files import atomic_write
 from robustbench_lfm.group import GroupResult, run_dataset, run_group
 from robustbench_lfm.lock import RunLock
 from robustbench_lfm.metrics import chance_rank1
 from robustbench_lfm.rerank import RerankParams
 from robustbench_lfm.spec import Cell, ModelSpec, RunSpec
-from robustbench_lfm.store import CMC_COLUMNS, QUERY_COLUMNS, ResultStore, atomic_write, valid_value
+from robustbench_lfm.store import CMC_COLUMNS, QUERY_COLUMNS, ResultStore, valid_value
 from robustbench_lfm.training import TrainingError
 
 Log = Callable[[str], None]

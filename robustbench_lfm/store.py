@@ -5,7 +5,7 @@ CMC curve up to rank 50 for the CMC plot. `queries.csv`: one row per cell x scor
 image): its outcome in each per-query column of the metric table (robustbench_lfm.metric_table:
 the Rank-1 hit or correct class, the AP), which the report's standard errors and paired
 tests resample. Appending rewrites the file through a temp file, fsync and a rename
-(`atomic_write`), so a crash leaves either the old table or the new one, never half a row.
+(robustbench_lfm.files.atomic_write), so a crash leaves either the old table or the new one, never half a row.
 
 Nothing read back is trusted unchecked (`scan`): a header that is not this version's is refused
 (StoreError) before any work; a last line with no line end (a torn write, or a file cut by hand)
@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 
 from robustbench_lfm import metric_table
+from robustbench_lfm.files import atomic_write
 
 COLUMNS = (
     "run_id", "cell_id", "task", "dataset", "data_params", "model", "backbone", "regularizer", "model_params",
@@ -44,16 +45,6 @@ QUERY_COLUMNS = ("cell_id", "rerank", "query", *metric_table.query_columns())
 
 class StoreError(ValueError):
     """A result file this version cannot use; the message names the fix."""
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Replace `path` by `text` at once: a temp file unique to this process, fsync, rename."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def check_writable(path: Path) -> None:

@@ -6,14 +6,17 @@ Both read only the tidy CSV (as a DataFrame), so they work with no checkpoint an
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.figure import Figure
 
 from robustbench_lfm import metric_table
+from robustbench_lfm.files import atomic_path
 from robustbench_lfm.identity import labelled
 
 
@@ -57,6 +60,12 @@ def _cell(stats: pd.DataFrame, key: tuple[str, str, str]) -> str:
         return "-"
     mean, std, count = stats.loc[key]
     return f"{100 * mean:.1f}" + (f"±{100 * std:.1f}" if count > 1 else "")
+
+
+def save_figure(fig: Figure, path: Path, **options: Any) -> None:
+    """`fig.savefig` through an atomic temp file (the format named by `path`'s suffix)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip("."), **options)
 
 
 def model_colours(models: list[str]) -> dict[str, tuple]:
@@ -110,7 +119,7 @@ def plot_eps_curves(df: pd.DataFrame, path: Path) -> Path | None:
     axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(f"{df['dataset'].iloc[0]}: clean (eps 0) and attacked {_sides(df)}")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 
@@ -155,6 +164,6 @@ def plot_cmc(curves: pd.DataFrame, path: Path, dataset: str = "") -> Path | None
     fig.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 0.95))
     fig.suptitle(f"{dataset}: CMC, clean and attacked".strip(": "))
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    save_figure(fig, path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path

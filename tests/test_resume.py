@@ -114,7 +114,7 @@ def test_a_malformed_checkpoint_sidecar_is_reported_and_retrained(reference, tmp
     shutil.copytree(cache, tmp_path / "cache")
     for sidecar in (tmp_path / "cache" / "checkpoints").glob("*.json"):
         sidecar.write_text(content)
-    with pytest.warns(UserWarning, match="malformed; retraining"):
+    with pytest.warns(UserWarning, match="unreadable or of another format; retraining"):
         result = CliRunner().invoke(main, _args(tmp_path / "run", tmp_path / "cache"))
     assert result.exit_code == 0, result.output
     pd.testing.assert_series_equal(_values(tmp_path / "run"), _values(out))  # retrained identically

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +25,8 @@ from robustbench_lfm.datasets import classification, folders, synthreid
 from robustbench_lfm.datasets.base import ReIDDataset, ReIDSplit, as_float
 from robustbench_lfm.datasets.classification import ClassificationDataset, ClassSplit
 from robustbench_lfm.datasets.folders import DatasetFolderError, FolderLayout
-from robustbench_lfm.hashing import content_hash, file_sha256
+from robustbench_lfm.files import read_sidecar, write_verified
+from robustbench_lfm.hashing import content_hash
 from robustbench_lfm.typecheck import check_fields
 
 Dataset = ReIDDataset | ClassificationDataset
@@ -197,8 +197,7 @@ def _cached_dataset(path: Path, name: str, task: str) -> Dataset | None:
 
 
 def _read_cached(path: Path) -> tuple[dict, dict[str, str]] | None:
-    sidecar = path.with_suffix(".sha256")
-    if not path.exists() or not sidecar.exists() or sidecar.read_text().strip() != file_sha256(path):
+    if read_sidecar(path) is None:  # UnverifiedFileError when changed, cut or without its sidecar
         return None
     with safe_open(path, "pt") as f:
         metadata = f.metadata() or {}
@@ -216,10 +215,7 @@ def _write_cached(path: Path, dataset: Dataset) -> None:
     metadata = {"name": dataset.name, "format": json.dumps(2)}
     if task == "classification":
         metadata["classes"] = json.dumps(list(dataset.classes))
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file(tensors, tmp, metadata=metadata)
-    os.replace(tmp, path)
-    path.with_suffix(".sha256").write_text(file_sha256(path))
+    write_verified(path, lambda tmp: save_file(tensors, tmp, metadata=metadata), {"dataset": dataset.name})
 
 
 def _from_tensors(name: str, task: str, t: dict, metadata: dict[str, str]) -> Dataset:

@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from robustbench_lfm import metric_table
+from robustbench_lfm.files import atomic_write
 from robustbench_lfm.report.figures import all_figures
 from robustbench_lfm.report.tables import (
     BASELINE,
@@ -108,14 +109,14 @@ def build_report(run_dir: Path, out: Path | None = None, pairs: list[tuple[str, 
         ) from None
     cells = cell_errors(df, queries)
     tests = pair_tests(df, queries, default_pairs(df, list(pairs)))
-    cells.drop(columns=["condition"]).to_csv(out / "cells.csv", index=False)
-    tests.to_csv(out / "tests.csv", index=False)
+    atomic_write(out / "cells.csv", cells.drop(columns=["condition"]).to_csv(index=False))
+    atomic_write(out / "tests.csv", tests.to_csv(index=False))
     title = f"{df['dataset'].iloc[0]}: {', '.join(dict.fromkeys(df['row']))}"
     md = f"# {title}\n\n{markdown_table(cells)}\n## Paired tests\n\n{markdown_tests(tests)}"
-    (out / "report.md").write_text(md)
-    (out / "report.tex").write_text(latex_table(cells, f"Clean and attacked {title} (%)"))
+    atomic_write(out / "report.md", md)
+    atomic_write(out / "report.tex", latex_table(cells, f"Clean and attacked {title} (%)"))
     figures = all_figures(df, curves, out)
-    (out / "report.html").write_text(_html(title, cells, tests, figures))
+    atomic_write(out / "report.html", _html(title, cells, tests, figures))
     return Report(out / "report.md", out / "report.tex", out / "report.html", figures)
 
 

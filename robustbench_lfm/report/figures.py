@@ -22,7 +22,7 @@ import pandas as pd
 
 from robustbench_lfm import metric_table
 from robustbench_lfm.identity import format_eps
-from robustbench_lfm.summary import model_colours, plot_cmc, plot_eps_curves
+from robustbench_lfm.summary import model_colours, plot_cmc, plot_eps_curves, save_figure
 
 FORMATS = (".png", ".pdf")
 
@@ -30,7 +30,7 @@ FORMATS = (".png", ".pdf")
 def _save(fig: plt.Figure, stem: Path) -> list[Path]:
     paths = []
     for suffix in FORMATS:
-        fig.savefig(stem.with_suffix(suffix), dpi=150, bbox_inches="tight")
+        save_figure(fig, stem.with_suffix(suffix), dpi=150, bbox_inches="tight")
         paths.append(stem.with_suffix(suffix))
     plt.close(fig)
     return paths

@@ -1,0 +1,102 @@
+"""Every file lfm-bench writes: atomic replacement, and one sidecar format for cached artefacts.
+
+`atomic_write` and `atomic_path` write to a temp file in the target's folder whose name is unique
+to the process and the call (pid and random digits: workers share the cache), flush and fsync it,
+then rename it over the target, so a reader or a crash sees the old file or the new one, never
+half of one. A temp file left by a killed process is never read (it has another name).
+
+Cached artefacts (checkpoints, decoded datasets, stored adversarial images) carry a JSON sidecar
+beside them, `<stem>.json`: `{"format": 1, "sha256": <the file's sha256>, ...what made it}`. The
+artefact is renamed into place first and its sidecar last, so a crash between the two leaves a
+file with no sidecar, which `read_sidecar` refuses like a changed or truncated one: what cannot
+be verified is rebuilt, never trusted. Reads no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from robustbench_lfm.hashing import file_sha256
+
+SIDECAR_FORMAT = 1
+
+
+class UnverifiedFileError(ValueError):
+    """A cached artefact whose sidecar is missing, unreadable or names another sha256."""
+
+
+def _temp_name(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temp path for a writer that needs a file name (safetensors, matplotlib); on a clean exit
+    the file is fsynced and renamed over `path`, on an error removed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_name(path)
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Replace `path` by `data` (text is written as UTF-8, line ends untouched) at once."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def sidecar_path(path: Path) -> Path:
+    """Where the sidecar of the artefact `path` lives: `<stem>.json` beside it."""
+    return path.with_suffix(".json")
+
+
+def write_verified(path: Path, write: Callable[[Path], None], meta: dict[str, Any]) -> str:
+    """Write an artefact through `write(temp_path)`, then its sidecar; returns the file's sha256."""
+    with atomic_path(path) as tmp:
+        write(tmp)
+        sha = file_sha256(tmp)
+    record = {**meta, "format": SIDECAR_FORMAT, "sha256": sha}
+    atomic_write(sidecar_path(path), json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+    return sha
+
+
+def read_sidecar(path: Path) -> dict[str, Any] | None:
+    """The sidecar of the artefact `path` once its sha256 matches the file; None when the artefact
+    does not exist.
+
+    Raises:
+        UnverifiedFileError: the sidecar is missing, unreadable, of another format, or names another
+            sha256 (the file changed or was cut); the message says which.
+    """
+    if not path.exists():
+        return None
+    sidecar = sidecar_path(path)
+    try:
+        meta = json.loads(sidecar.read_text())
+    except FileNotFoundError:
+        raise UnverifiedFileError(f"{path} has no sidecar {sidecar.name}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT or not isinstance(meta.get("sha256"), str):
+        raise UnverifiedFileError(f"the sidecar {sidecar} is unreadable or of another format")
+    if file_sha256(path) != meta["sha256"]:
+        raise UnverifiedFileError(f"{path} fails its sha256 check (the file changed or was cut)")
+    return meta
