@@ -9,6 +9,7 @@ reaches the terminal (`LfmBench.main`).
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -21,34 +22,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-import attacks
-import models
-from robustbench_lfm.datasets import DATASETS, DatasetFolderError, get_dataset_info
-from robustbench_lfm.environment import resolve_device
 from robustbench_lfm.files import atomic_write
-from robustbench_lfm.hashing import content_hash
-from robustbench_lfm.recipe import RecipeError, load_recipe, recipe_names
-from robustbench_lfm.spec import (
-    EvalSpec,
-    RunSpec,
-    SpecError,
-    ThreatSpec,
-    check_writable,
-    format_eps,
-    format_param,
-    parse_eps,
-    parse_seeds,
-    resolve_attack,
-    resolve_data,
-    resolve_model,
-    split_list,
-    unique,
-)
+from robustbench_lfm.parsing import SpecError, format_eps, format_param
 
 if TYPE_CHECKING:
-    from robustbench_lfm.executors import ExecSpec
+    import pandas as pd
 
-DEFAULT_CACHE = Path(os.environ.get("LFM_BENCH_CACHE", Path.home() / ".cache" / "lfm-bench"))
+    from robustbench_lfm.executors import ExecSpec
+    from robustbench_lfm.spec import RunSpec
 
 
 def fail(message: str, status: int = 2) -> NoReturn:
@@ -227,9 +208,8 @@ def _apply_config(ctx: click.Context, param: click.Parameter, value: str | None)
 @click.option(
     "--cache-dir",
     type=click.Path(path_type=Path),
-    default=DEFAULT_CACHE,
-    show_default=True,
-    help="Checkpoints and generated data ($LFM_BENCH_CACHE).",
+    default=None,
+    help="Checkpoints and generated data (default $LFM_BENCH_CACHE, else ~/.cache/lfm-bench).",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option(
@@ -265,7 +245,16 @@ def _apply_config(ctx: click.Context, param: click.Parameter, value: str | None)
 )
 @click.option("--no-baseline", is_flag=True, help="Do not add the `plain` baseline model.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or dataset summary.")
-def run(**opts: Any) -> None:
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: print the summary (every headline cell, the sanity checks, the files) as one JSON object; "
+    "progress lines go to stderr.",
+)
+def run(fmt: str, **opts: Any) -> None:
     """Train (or reuse cached) models and evaluate them clean and under attack.
 
     Writes results.csv, cmc.csv, probes.csv, sanity.csv, manifest.json, fingerprint.json,
@@ -275,31 +264,14 @@ def run(**opts: Any) -> None:
     dataset, recipe or evaluation (more models, attacks, eps or seeds may join it). Real
     datasets: --dataset market1501 --data-root DIR (or dukemtmc).
     """
+    from robustbench_lfm.spec import build_spec
+
     executor = {k: opts.pop(k) for k in EXECUTOR_OPTIONS}
     spec = _guard(lambda: build_spec(**opts))
     ex = _guard(lambda: _exec_spec(spec, **executor))
-    from robustbench_lfm import sanity
-    from robustbench_lfm.lock import RunLockedError
-    from robustbench_lfm.runner import SweepError, run_sweep
-    from robustbench_lfm.store import CMC_COLUMNS, ResultStore, StoreError
-    from robustbench_lfm.summary import cmc_labelled, plot_cmc, plot_eps_curves, summary_table
-
     start = time.perf_counter()
-    failure = None
-    try:
-        df = run_sweep(spec, log=click.echo, ex=ex)
-    except SweepError as err:  # the other models' cells are done: show them, then fail
-        failure, df = err, ResultStore(spec.out_dir / "results.csv").read()
-    except (StoreError, RunLockedError, SpecError, DatasetFolderError) as err:
-        fail(str(err))
-    plot = plot_eps_curves(df, spec.out_dir / "robustness.png")
-    curves = cmc_labelled(ResultStore(spec.out_dir / "cmc.csv", CMC_COLUMNS).read(), df)
-    cmc_plot = plot_cmc(curves, spec.out_dir / "cmc.png", spec.data.name)
-    click.echo(summary_table(df))
-    click.echo("\n" + sanity.summary(sanity.read(spec.out_dir / "sanity.csv")))
-    took = time.perf_counter() - start
-    plots = ", ".join(str(p) for p in (plot, cmc_plot) if p is not None) or "none"
-    click.echo(f"\n{len(df)} rows in {spec.out_dir / 'results.csv'}; plots {plots}; {took:.1f} s")
+    df, failure = _sweep(spec, ex, log=(lambda line: click.echo(line, err=True)) if fmt == "json" else click.echo)
+    _print_summary(spec, df, failure, fmt, time.perf_counter() - start)
     if failure is not None:
         fail(str(failure), status=1)
     invalid = df[~df["value"].between(0, 1)] if len(df) else df  # the store reads a non-number as NaN
@@ -308,7 +280,43 @@ def run(**opts: Any) -> None:
         fail(f"{invalid['cell_id'].nunique()} cell(s) recorded no valid value ({cells}); rerun to recompute", 1)
 
 
+def _sweep(spec: RunSpec, ex: ExecSpec, log: Callable[[str], None]) -> tuple[pd.DataFrame, Exception | None]:
+    """Run the sweep: (its results, the failure of some model's cells or None); bad input exits 2."""
+    from robustbench_lfm.datasets import DatasetFolderError
+    from robustbench_lfm.lock import RunLockedError
+    from robustbench_lfm.runner import SweepError, run_sweep
+    from robustbench_lfm.store import ResultStore, StoreError
+
+    try:
+        return run_sweep(spec, log=log, ex=ex), None
+    except SweepError as err:  # the other models' cells are done: show them, then fail
+        return ResultStore(spec.out_dir / "results.csv").read(), err
+    except (StoreError, RunLockedError, SpecError, DatasetFolderError) as err:
+        fail(str(err))
+
+
+def _print_summary(spec: RunSpec, df: pd.DataFrame, failure: Exception | None, fmt: str, took: float) -> None:
+    """The plots, then the table and sanity checks (text) or the summary object (json)."""
+    from robustbench_lfm import sanity
+    from robustbench_lfm.store import CMC_COLUMNS, ResultStore
+    from robustbench_lfm.summary import cmc_labelled, plot_cmc, plot_eps_curves, summary_json, summary_table
+
+    plot = plot_eps_curves(df, spec.out_dir / "robustness.png")
+    curves = cmc_labelled(ResultStore(spec.out_dir / "cmc.csv", CMC_COLUMNS).read(), df)
+    cmc_plot = plot_cmc(curves, spec.out_dir / "cmc.png", spec.data.name)
+    checks = sanity.read(spec.out_dir / "sanity.csv")
+    plots = [str(p) for p in (plot, cmc_plot) if p is not None]
+    if fmt == "json":
+        click.echo(json.dumps(summary_json(df, checks, spec.out_dir, plots, took, failure), indent=2))
+        return
+    click.echo(summary_table(df))
+    click.echo("\n" + sanity.summary(checks))
+    click.echo(f"\n{len(df)} rows in {spec.out_dir / 'results.csv'}; plots {', '.join(plots) or 'none'}; {took:.1f} s")
+
+
 def _guard(build: Callable[[], Any]) -> Any:
+    from robustbench_lfm.recipe import RecipeError
+
     try:
         return build()
     except (SpecError, RecipeError) as err:
@@ -332,78 +340,7 @@ EXECUTOR_OPTIONS = ("executor", "jobs", "threads", "scheduler", "cluster")
 
 def run_defaults() -> dict[str, Any]:
     """The `run` command's option defaults, keyed as `build_spec` takes them (for in-process callers)."""
-    return {p.name: p.default for p in run.params if p.expose_value and p.name not in EXECUTOR_OPTIONS}
-
-
-def build_spec(**o: Any) -> RunSpec:
-    """Resolve CLI options into a validated RunSpec (SpecError on bad input)."""
-    task = _dataset_task(o["dataset"])
-    recipe = load_recipe(o["recipe"], task)
-    recipe = recipe if o["epochs"] is None else recipe.scaled_to(o["epochs"])
-    names = unique(split_list(o["models_"]))
-    if not o["no_baseline"] and not any(n.split(":")[0] == "plain" for n in names):
-        names.insert(0, "plain")
-    model_specs = tuple(resolve_model(n, o["backbone"], recipe) for n in names)
-    surrogate = None if o["surrogate"] is None else resolve_model(o["surrogate"], o["backbone"], recipe)
-    attack_specs = tuple(resolve_attack(a, task) for a in unique(split_list(o["attacks_"])))
-    if not model_specs or not attack_specs:
-        raise SpecError("give at least one model (--models) and one attack (--attacks)")
-    _check_norms(attack_specs)
-    if o["batch_size"] < 1:
-        raise SpecError(f"--batch-size {o['batch_size']} must be >= 1")
-    try:
-        device = str(resolve_device(o["device"]))
-    except (ValueError, RuntimeError) as err:
-        raise SpecError(str(err)) from None
-    all_models = model_specs + ((surrogate,) if surrogate else ())
-    data = resolve_data(o["dataset"], o["data_root"], tuple(unique([m.backbone for m in all_models])))
-    evaluation = EvalSpec(o["distance"], o["ap"], o["flip"], o["rerank"])
-    parts = dict(
-        models=model_specs, attacks=attack_specs, eps=parse_eps(o["eps"]), seeds=parse_seeds(o["seeds"]),
-        data=data, recipe=recipe, evaluation=evaluation, threat=ThreatSpec(surrogate, o["quantize"]),
-    )  # fmt: skip
-    name = o["name"] or _run_name(parts)
-    if o["name"] is not None and (not name.strip() or Path(name).name != name or name in (".", "..")):
-        raise SpecError(f"--name {name!r} must be one folder name (no '/', not '..'); use --out DIR for a path")
-    out = o["out"] or Path("results") / name
-    check_writable(out, "output directory")
-    check_writable(o["cache_dir"], "cache directory")
-    return RunSpec(
-        **parts,
-        out_dir=out,
-        cache_dir=o["cache_dir"],
-        device=device,
-        batch_size=o["batch_size"],
-        quiet=o["quiet"],
-    )
-
-
-def _check_norms(attack_specs: tuple) -> None:
-    """One --eps grid cannot suit two norms: an L2 budget is the norm of the whole perturbation
-    (e.g. 0.5), an L-inf one a per-pixel bound (e.g. 8/255)."""
-    by_norm: dict[str, list[str]] = {}
-    for a in attack_specs:
-        by_norm.setdefault(a.build(0).norm, []).append(a.name)
-    if len(by_norm) > 1:
-        listed = "; ".join(f"{norm}: {', '.join(names)}" for norm, names in sorted(by_norm.items()))
-        raise SpecError(
-            f"the attacks mix norms ({listed}) under one --eps grid; run each norm separately with its own "
-            "budgets, e.g. --attacks pgd --eps 8/255 and --attacks pgd-l2 --eps 0.5,1"
-        )
-
-
-def _dataset_task(item: str) -> str:
-    try:
-        return get_dataset_info(item.partition(":")[0].strip()).task
-    except KeyError as err:
-        raise SpecError(str(err.args[0])) from None
-
-
-def _run_name(parts: dict[str, Any]) -> str:
-    """Deterministic, so rerunning the same command resumes into the same directory."""
-    models_part = "-".join(m.name for m in parts["models"])[:40]
-    attacks_part = "-".join(a.name for a in parts["attacks"])[:20]
-    return f"{models_part}_{attacks_part}_{content_hash(parts, 6)}"
+    return {p.name: p.default for p in run.params if p.expose_value and p.name not in (*EXECUTOR_OPTIONS, "fmt")}
 
 
 @main.command()
@@ -416,7 +353,8 @@ def _run_name(parts: dict[str, Any]) -> str:
     help="Also test model A against model B on the same queries, e.g. --pair lfm,dropout (repeatable); "
     "every model is tested against plain.",
 )
-def report(run_dir: Path, out: Path | None, pairs: tuple[str, ...]) -> None:
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors (the files are still written).")
+def report(run_dir: Path, out: Path | None, pairs: tuple[str, ...], quiet: bool) -> None:
     """Write Markdown and LaTeX tables, paired tests, figures (PNG, PDF) and one HTML page for RUN_DIR.
 
     Reads only the run's CSVs: works with no checkpoint and no GPU.
@@ -433,6 +371,8 @@ def report(run_dir: Path, out: Path | None, pairs: tuple[str, ...]) -> None:
         written = build_report(run_dir, out, parsed)
     except ReportError as err:
         fail(str(err))
+    if quiet:
+        return
     click.echo(written.markdown.read_text())
     figures = ", ".join(sorted(written.figures))
     click.echo(f"wrote {written.markdown}, {written.latex}, {written.html}; figures ({figures}) as PNG and PDF")
@@ -455,7 +395,13 @@ def report(run_dir: Path, out: Path | None, pairs: tuple[str, ...]) -> None:
 )
 @click.option("--alpha", type=float, default=0.05, show_default=True, help="Significance level of the one-sided test.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def check(run_dir: Path, baseline: Path, tolerance: float, alpha: float, fmt: str) -> None:
+@click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    help="Print only what failed (regressed, missing, invalid); nothing when the gate passes.",
+)
+def check(run_dir: Path, baseline: Path, tolerance: float, alpha: float, fmt: str, quiet: bool) -> None:
     """Compare RUN_DIR/results.csv with a baseline table; exit 1 on a robustness regression.
 
     Measurements match on their full identity (data and its options, recipe, evaluation, model
@@ -471,7 +417,16 @@ def check(run_dir: Path, baseline: Path, tolerance: float, alpha: float, fmt: st
         result = compare(run_dir, baseline, tolerance, alpha)
     except CheckError as err:
         fail(str(err))
-    click.echo(result.to_json() if fmt == "json" else result.to_text())
+    if fmt == "json":
+        click.echo(result.to_json())
+    elif quiet:
+        failed = [
+            line for line in result.to_text().splitlines() if line.startswith(("REGRESSED", "MISSING", "INVALID"))
+        ]
+        if failed:
+            click.echo("\n".join(failed))
+    else:
+        click.echo(result.to_text())
     sys.exit(0 if result.passed else 1)
 
 
@@ -481,26 +436,85 @@ def _show(key: str, value: Any) -> str:
 
 
 @main.command(name="ls")
-def ls() -> None:
-    """List registered models (with their parameters), attacks, datasets and recipes."""
-    click.echo("models (NAME:key=value overrides a parameter):")
-    for name in models.list_models():
-        entry = models.get_model_entry(name)
-        click.echo(f"  {name:<16} {entry.description}")
-        params = ", ".join(f"{k}={_show(k, v)}" for k, v in entry.defaults().items())
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one object of every registry (names, parameters with defaults, descriptions, sources).",
+)
+@click.option(
+    "--quiet", "-q", is_flag=True, help="Names only, one per line, prefixed by their kind (model lfm, attack pgd, ...)."
+)
+def ls(fmt: str, quiet: bool) -> None:
+    """List registered models (with their parameters), attacks, datasets, metrics and recipes.
+
+    Loads the model and attack libraries (torch): their registries are filled by importing them.
+    """
+    listing = registry_listing()
+    if fmt == "json":
+        click.echo(json.dumps(listing, indent=2, default=str))
+    elif quiet:
+        for kind, entries in listing.items():
+            click.echo("\n".join(f"{kind.rstrip('s')} {name}" for name in entries))
+    else:
+        click.echo(_listing_text(listing))
+
+
+def registry_listing() -> dict[str, dict[str, dict[str, Any]]]:
+    """Every registry as plain values: kind -> name -> {description, parameters, source, ...}."""
+    import attacks
+    import models
+    import robustbench_lfm.methods  # noqa: F401  (registers the training methods' parameters)
+    from robustbench_lfm import metric_table
+    from robustbench_lfm.datasets import DATASETS
+    from robustbench_lfm.recipe import recipe_names
+
+    model_reg, attack_reg = models.registry.MODELS, attacks.registry.ATTACKS
+    return {
+        "models": {n: {"description": e.description, "parameters": e.defaults(), "source": model_reg.source(n)}
+                   for n, e in model_reg.items()},
+        "backbones": {n: {"input_size": list(b.input_size), "strides": list(b.strides),
+                          "source": models.registry.BACKBONES.source(n)} for n, b in models.registry.BACKBONES.items()},
+        "attacks": {n: {"description": _first_line(sys.modules[c.__module__].__doc__), "tasks": list(c.tasks),
+                        "parameters": c.defaults(), "source": attack_reg.source(n)} for n, c in attack_reg.items()},
+        "datasets": {n: {"description": d.description, "task": d.task, "source": DATASETS.source(n)}
+                     for n, d in DATASETS.items()},
+        "metrics": {n: {"label": m.label, "task": m.task, "headline": m.headline, "gated": m.gated,
+                        "source": metric_table.METRICS.source(n)} for n, m in metric_table.METRICS.items()},
+        "recipes": {task: {"names": recipe_names(task)} for task in models.TASKS},
+    }  # fmt: skip
+
+
+def _first_line(doc: str | None) -> str:
+    return (doc or "").strip().splitlines()[0] if (doc or "").strip() else ""
+
+
+def _outside(source: str) -> str:
+    """` [from MODULE]` for an entry registered outside lfm-bench, else nothing."""
+    return "" if source.split(".")[0] in ("models", "attacks", "robustbench_lfm") else f" [from {source}]"
+
+
+def _listing_text(listing: dict[str, dict[str, dict[str, Any]]]) -> str:
+    lines = ["models (NAME:key=value overrides a parameter):"]
+    for name, m in listing["models"].items():
+        lines.append(f"  {name:<16} {m['description']}{_outside(m['source'])}")
+        params = ", ".join(f"{k}={_show(k, v)}" for k, v in m["parameters"].items())
         if params:
-            click.echo(f"  {'':<16}   {params}")
-    click.echo(f"backbones: {', '.join(models.list_backbones())}")
-    click.echo("attacks:")
-    for name in attacks.list_attacks():
-        cls = attacks.get_attack_class(name)
-        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
-        click.echo(f"  {name:<14} [{'/'.join(cls.tasks)}] {doc}")
-        options = ", ".join(f"{k}={'default' if v is None else _show(k, v)}" for k, v in cls.defaults().items())
-        click.echo(f"  {'':<14}   {options}")
-    click.echo("datasets:")
-    for name, info in DATASETS.items():
-        click.echo(f"  {name:<12} ({info.task}) {info.description}")
-    click.echo("recipes (--recipe):")
-    for task in models.TASKS:
-        click.echo(f"  {task}: {', '.join(recipe_names(task))}")
+            lines.append(f"  {'':<16}   {params}")
+    lines.append(f"backbones: {', '.join(listing['backbones'])}")
+    lines.append("attacks:")
+    for name, a in listing["attacks"].items():
+        lines.append(f"  {name:<14} [{'/'.join(a['tasks'])}] {a['description']}{_outside(a['source'])}")
+        options = ", ".join(f"{k}={'default' if v is None else _show(k, v)}" for k, v in a["parameters"].items())
+        lines.append(f"  {'':<14}   {options}")
+    lines.append("datasets:")
+    lines += [
+        f"  {name:<12} ({d['task']}) {d['description']}{_outside(d['source'])}"
+        for name, d in listing["datasets"].items()
+    ]
+    lines.append("metrics: " + ", ".join(f"{n} ({m['task']})" for n, m in listing["metrics"].items()))
+    lines.append("recipes (--recipe):")
+    lines += [f"  {task}: {', '.join(r['names'])}" for task, r in listing["recipes"].items()]
+    return "\n".join(lines)

@@ -63,6 +63,20 @@ def atomic_write(path: Path, data: str | bytes) -> None:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
+def default_cache_dir() -> Path:
+    """The cache folder when none is given: $LFM_BENCH_CACHE, else ~/.cache/lfm-bench (read at
+    each call, so a test or a script that sets the variable is obeyed)."""
+    return Path(os.environ.get("LFM_BENCH_CACHE") or Path.home() / ".cache" / "lfm-bench")
+
+
+def check_writable(path: Path) -> None:
+    """Create the folder `path` if needed and prove a file can be written there (OSError otherwise)."""
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / f".write-test-{os.getpid()}-{secrets.token_hex(4)}"
+    probe.write_text("")
+    probe.unlink()
+
+
 def sidecar_path(path: Path) -> Path:
     """Where the sidecar of the artefact `path` lives: `<stem>.json` beside it."""
     return path.with_suffix(".json")

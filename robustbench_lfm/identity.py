@@ -22,6 +22,9 @@ from __future__ import annotations
 import pandas as pd
 
 from robustbench_lfm.hashing import content_hash
+from robustbench_lfm.parsing import format_eps
+
+__all__ = ["format_eps"]  # re-exported: labels and tables meet it here
 
 RUN = ("task", "dataset", "data_params", "recipe_key", "distance", "ap", "flip")
 MODEL = ("model", "backbone", "regularizer", "model_params")
@@ -33,6 +36,8 @@ ROW = (*RUN, *MODEL)
 CONDITION = (*ATTACK, *SCHEDULE, "rerank")
 SERIES_CONDITION = (*ATTACK, "rerank")
 MEASUREMENT = (*IDENTITY, "metric")
+
+LARGE_EPS = {"linf": 64 / 255, "l2": 16.0}  # the probes' budget per norm: far past any sweep's eps
 
 FLOATS = ("eps", "step_size")
 INTS = ("train_seed", "steps")
@@ -50,12 +55,6 @@ def canonical(df: pd.DataFrame) -> pd.DataFrame:
         else:
             out[column] = pd.to_numeric(out[column], errors="raise").astype(kind)
     return out
-
-
-def format_eps(eps: float) -> str:
-    """8/255-style text for eps values on the 1/255 grid, else 4 significant digits."""
-    k = eps * 255
-    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{eps:.4g}"
 
 
 def series_label(row: pd.Series) -> str:

@@ -32,8 +32,7 @@ import pandas as pd
 
 from robustbench_lfm import metric_table
 from robustbench_lfm.files import atomic_write
-from robustbench_lfm.identity import ATTACK, MODEL, RUN, SERIES, canonical, format_eps
-from robustbench_lfm.spec import LARGE_EPS
+from robustbench_lfm.identity import ATTACK, LARGE_EPS, MODEL, RUN, SERIES, canonical, format_eps
 from robustbench_lfm.store import StoreError
 
 SLACK_QUERIES = 2

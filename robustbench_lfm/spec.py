@@ -6,106 +6,46 @@ the problem and the fix. Registry names are the same strings in the CLI, config 
 
 from __future__ import annotations
 
-import math
-import os
 from dataclasses import asdict, dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import attacks
 import models
 import robustbench_lfm.methods  # noqa: F401  (registers the training methods' parameters)
-from robustbench_lfm import __version__
+from robustbench_lfm import __version__, environment, files
 from robustbench_lfm.datasets import get_dataset_info
 from robustbench_lfm.hashing import canonical_json, content_hash
-from robustbench_lfm.identity import format_eps
-from robustbench_lfm.recipe import RecipeError, TrainRecipe
+from robustbench_lfm.identity import LARGE_EPS, format_eps
+from robustbench_lfm.parsing import (
+    INT_LIMIT,
+    Params,
+    SpecError,
+    format_param,
+    parse_eps,
+    parse_named,
+    parse_scalar,
+    parse_seeds,
+    split_list,
+    unique,
+)
+from robustbench_lfm.recipe import RecipeError, TrainRecipe, load_recipe
 
-__all__ = ["RecipeError", "TrainRecipe", "format_eps"]  # re-exported: the spec is where callers meet them
-
-
-class SpecError(ValueError):
-    """Bad user input; the message says what is wrong and how to fix it."""
-
-
-Params = tuple[tuple[str, Any], ...]
-
-
-def parse_scalar(text: str) -> Any:
-    """'3' -> 3, '0.5' -> 0.5, '8/255' -> 0.0313..., 'true' -> True, '0.02..0.4' -> (0.02, 0.4),
-    '2..7' -> (2, 7), else the string."""
-    low = text.strip().lower()
-    if ".." in low:
-        parts = [parse_scalar(t) for t in low.split("..")]
-        if len(parts) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in parts):
-            return (parts[0], parts[1])  # ints stay ints: images_per_visit=2..7
-    if low in ("true", "false"):
-        return low == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    try:
-        return float(Fraction(text))
-    except (ValueError, ZeroDivisionError):
-        return text.strip()
-
-
-def parse_named(item: str) -> tuple[str, Params]:
-    """'lfm:p=0.3,channels=0.25' -> ('lfm', (('channels', 0.25), ('p', 0.3)))."""
-    name, _, rest = item.strip().partition(":")
-    params: dict[str, Any] = {}
-    for part in filter(None, (p.strip() for p in rest.split(","))):
-        key, eq, value = part.partition("=")
-        if not eq or not key.strip():
-            raise SpecError(f"bad option {part!r} in {item!r}; write NAME:key=value,key=value")
-        params[key.strip()] = _checked_number(parse_scalar(value), part, item)
-    return name.strip(), tuple(sorted(params.items()))
-
-
-INT_LIMIT = 2**31  # options are counts, sizes and seeds: anything larger is a typo or an overflow
-
-
-def _checked_number(value: Any, part: str, item: str) -> Any:
-    """`value`, refused when it is a number that is not finite or overflows (NaN passes `< 0`)."""
-    numbers = value if isinstance(value, tuple) else (value,)
-    for v in numbers:
-        if isinstance(v, float) and not math.isfinite(v):
-            raise SpecError(f"option {part!r} in {item!r} is not a finite number; write e.g. 0.1")
-        if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= INT_LIMIT:
-            raise SpecError(f"option {part!r} in {item!r} is out of range (|value| must be < 2^31)")
-    return value
-
-
-def split_list(text: str) -> list[str]:
-    """Split a comma list of names, keeping 'name:k=v,k=v' groups together ('+' also separates)."""
-    items: list[str] = []
-    for part in (p.strip() for p in text.replace("+", ",").split(",")):
-        if not part:
-            continue
-        if "=" in part and ":" not in part and items:
-            items[-1] += "," + part  # a further option of the previous name
-        else:
-            items.append(part)
-    return items
-
-
-def parse_eps(text: str) -> tuple[float, ...]:
-    """'2/255,4/255,8/255' -> floats on the pixel scale; each must lie in [0, 1]."""
-    values = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        try:
-            value = float(Fraction(part))
-        except (ValueError, ZeroDivisionError, OverflowError):
-            raise SpecError(f"eps {part!r} is not a number in [0, 1]; write e.g. 8/255 or 0.03") from None
-        if not 0.0 <= value <= 1.0 or math.isnan(value):
-            raise SpecError(f"eps {part} = {value:.4g} is outside [0, 1]; budgets are on the pixel scale, e.g. 8/255")
-        values.append(value)
-    if not values:
-        raise SpecError("no eps given; write e.g. --eps 2/255,4/255,8/255")
-    return tuple(values)
+__all__ = [  # re-exported: the spec is where callers meet them
+    "INT_LIMIT",
+    "Params",
+    "RecipeError",
+    "SpecError",
+    "TrainRecipe",
+    "format_eps",
+    "format_param",
+    "parse_eps",
+    "parse_named",
+    "parse_scalar",
+    "parse_seeds",
+    "split_list",
+    "unique",
+]
 
 
 @dataclass(frozen=True)
@@ -141,11 +81,6 @@ class ModelSpec:
     def overrides(self) -> dict[str, Any]:
         """Keyword arguments for `models.create_model`."""
         return {"backbone": self.backbone, **dict(self.resolved)}
-
-
-def format_param(value: Any) -> str:
-    """A parameter value as the command line takes it: (0.02, 0.4) -> '0.02..0.4'."""
-    return f"{value[0]}..{value[1]}" if isinstance(value, tuple) else str(value)
 
 
 @dataclass(frozen=True)
@@ -353,9 +288,6 @@ class RunSpec:
         return d
 
 
-LARGE_EPS = {"linf": 64 / 255, "l2": 16.0}
-
-
 def large_eps(attack: AttackSpec) -> float:
     """The 'very large' budget of the sanity check in the attack's norm: 64/255 L-inf, 16 L2."""
     return LARGE_EPS[attack.build(0).norm]
@@ -456,27 +388,82 @@ def _input_size(dataset: str, backbones: tuple[str, ...]) -> dict[str, int]:
 def check_writable(path: Path, what: str) -> None:
     """Create `path` if needed and prove it is writable, or raise SpecError naming the fix."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
+        files.check_writable(path)
     except OSError as err:
         raise SpecError(
             f"{what} {str(path)!r} is not writable ({err.strerror}); choose another with --out / --cache-dir"
         ) from None
 
 
-def parse_seeds(text: str) -> tuple[int, ...]:
-    """'0,1,2' -> (0, 1, 2); seeds are non-negative integers."""
+def build_spec(**o: Any) -> RunSpec:
+    """Resolve the `run` command's options (keyed as its parameters: `models_`, `attacks_`, `eps`,
+    `cache_dir`, ...) into a validated RunSpec (SpecError on bad input). A `cache_dir` of None is
+    the default cache (`files.default_cache_dir`, read now, not at import)."""
+    task = _dataset_task(o["dataset"])
+    recipe = load_recipe(o["recipe"], task)
+    recipe = recipe if o["epochs"] is None else recipe.scaled_to(o["epochs"])
+    names = unique(split_list(o["models_"]))
+    if not o["no_baseline"] and not any(n.split(":")[0] == "plain" for n in names):
+        names.insert(0, "plain")
+    model_specs = tuple(resolve_model(n, o["backbone"], recipe) for n in names)
+    surrogate = None if o["surrogate"] is None else resolve_model(o["surrogate"], o["backbone"], recipe)
+    attack_specs = tuple(resolve_attack(a, task) for a in unique(split_list(o["attacks_"])))
+    if not model_specs or not attack_specs:
+        raise SpecError("give at least one model (--models) and one attack (--attacks)")
+    check_norms(attack_specs)
+    if o["batch_size"] < 1:
+        raise SpecError(f"--batch-size {o['batch_size']} must be >= 1")
     try:
-        seeds = tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise SpecError(f"--seeds {text!r} must be comma-separated integers, e.g. 0,1,2") from None
-    if not seeds or min(seeds) < 0 or max(seeds) >= INT_LIMIT:
-        raise SpecError(f"--seeds {text!r} must list one or more integers in [0, 2^31)")
-    return tuple(dict.fromkeys(seeds))
+        device = str(environment.resolve_device(o["device"]))
+    except (ValueError, RuntimeError) as err:
+        raise SpecError(str(err)) from None
+    all_models = model_specs + ((surrogate,) if surrogate else ())
+    data = resolve_data(o["dataset"], o["data_root"], tuple(unique([m.backbone for m in all_models])))
+    evaluation = EvalSpec(o["distance"], o["ap"], o["flip"], o["rerank"])
+    parts = dict(
+        models=model_specs, attacks=attack_specs, eps=parse_eps(o["eps"]), seeds=parse_seeds(o["seeds"]),
+        data=data, recipe=recipe, evaluation=evaluation, threat=ThreatSpec(surrogate, o["quantize"]),
+    )  # fmt: skip
+    name = o["name"] or _run_name(parts)
+    if o["name"] is not None and (not name.strip() or Path(name).name != name or name in (".", "..")):
+        raise SpecError(f"--name {name!r} must be one folder name (no '/', not '..'); use --out DIR for a path")
+    out = o["out"] or Path("results") / name
+    cache_dir = Path(o["cache_dir"]) if o["cache_dir"] is not None else files.default_cache_dir()
+    check_writable(out, "output directory")
+    check_writable(cache_dir, "cache directory")
+    return RunSpec(
+        **parts,
+        out_dir=out,
+        cache_dir=cache_dir,
+        device=device,
+        batch_size=o["batch_size"],
+        quiet=o["quiet"],
+    )
 
 
-def unique(items: list[str]) -> list[str]:
-    """Items in order without repeats."""
-    return list(dict.fromkeys(items))
+def check_norms(attack_specs: tuple) -> None:
+    """One --eps grid cannot suit two norms: an L2 budget is the norm of the whole perturbation
+    (e.g. 0.5), an L-inf one a per-pixel bound (e.g. 8/255)."""
+    by_norm: dict[str, list[str]] = {}
+    for a in attack_specs:
+        by_norm.setdefault(a.build(0).norm, []).append(a.name)
+    if len(by_norm) > 1:
+        listed = "; ".join(f"{norm}: {', '.join(names)}" for norm, names in sorted(by_norm.items()))
+        raise SpecError(
+            f"the attacks mix norms ({listed}) under one --eps grid; run each norm separately with its own "
+            "budgets, e.g. --attacks pgd --eps 8/255 and --attacks pgd-l2 --eps 0.5,1"
+        )
+
+
+def _dataset_task(item: str) -> str:
+    try:
+        return get_dataset_info(item.partition(":")[0].strip()).task
+    except KeyError as err:
+        raise SpecError(str(err.args[0])) from None
+
+
+def _run_name(parts: dict[str, Any]) -> str:
+    """Deterministic, so rerunning the same command resumes into the same directory."""
+    models_part = "-".join(m.name for m in parts["models"])[:40]
+    attacks_part = "-".join(a.name for a in parts["attacks"])[:20]
+    return f"{models_part}_{attacks_part}_{content_hash(parts, 6)}"

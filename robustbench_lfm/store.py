@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,14 +44,6 @@ QUERY_COLUMNS = ("cell_id", "rerank", "query", *metric_table.query_columns())
 
 class StoreError(ValueError):
     """A result file this version cannot use; the message names the fix."""
-
-
-def check_writable(path: Path) -> None:
-    """Create `path` if needed and prove a file can be written there (OSError otherwise)."""
-    path.mkdir(parents=True, exist_ok=True)
-    probe = path / f".write-test-{os.getpid()}"
-    probe.write_text("")
-    probe.unlink()
 
 
 @dataclass

@@ -5,6 +5,7 @@ Both read only the tidy CSV (as a DataFrame), so they work with no checkpoint an
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,31 @@ def summary_table(df: pd.DataFrame) -> str:
     seeds = int(stats["count"].max())
     legend = f"(%; a±b = mean ± sample std over {seeds} training seeds)" if seeds > 1 else "(%; one training seed)"
     return "\n".join([*text, legend])
+
+
+def summary_json(
+    df: pd.DataFrame, checks: list[Any], out_dir: Path, plots: list[str], seconds: float, failure: Exception | None
+) -> dict[str, Any]:
+    """What `run --format json` prints: each headline cell (model, condition, metric, mean and
+    sample std over seeds as fractions, seeds), the sanity checks, the files written, the failure."""
+    cells: list[dict[str, Any]] = []
+    if not df.empty:
+        named = labelled(df[df["metric"].isin(metric_table.headline_names(list(df["task"].unique())))])
+        stats = named.groupby(["row", "condition", "metric"], sort=False)["value"].agg(["mean", "std", "count"])
+        for (row, condition, metric), s in stats.iterrows():
+            std = float(s["std"]) if int(s["count"]) > 1 else None
+            cells.append({"model": row, "condition": condition, "metric": metric, "mean": float(s["mean"]),
+                          "std": std, "seeds": int(s["count"])})  # fmt: skip
+    return {
+        "passed": failure is None and bool(df["value"].between(0, 1).all()) if len(df) else failure is None,
+        "cells": cells,
+        "sanity": [{**asdict(c)} for c in checks],
+        "results": str(out_dir / "results.csv"),
+        "rows": len(df),
+        "plots": plots,
+        "seconds": round(seconds, 1),
+        "failure": None if failure is None else str(failure),
+    }
 
 
 def _eps_of(df: pd.DataFrame, condition: str) -> float:

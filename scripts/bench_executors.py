@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from robustbench_lfm.cli import build_spec, run_defaults
+from robustbench_lfm.cli import run_defaults
 from robustbench_lfm.executors import ExecSpec
 from robustbench_lfm.runner import run_sweep
+from robustbench_lfm.spec import build_spec
 
 
 def one_run(root: Path, jobs: int, dataset: str) -> tuple[float, pd.Series]:

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 import models
 from robustbench_lfm.cache import CheckpointCache
-from robustbench_lfm.cli import build_spec, main, run_defaults
+from robustbench_lfm.cli import main, run_defaults
 from robustbench_lfm.datasets import DatasetFolderError, load_dataset
 from robustbench_lfm.datasets.classification import (
     CIFAR_FILES,
@@ -27,6 +27,7 @@ from robustbench_lfm.datasets.classification import (
     load_digits,
 )
 from robustbench_lfm.runner import run_sweep
+from robustbench_lfm.spec import build_spec
 
 SMALL = "digits:test_fraction=0.1"  # 180 test images: enough to see learning, quick to attack
 TINY_CLS = "synthcls:train_per_class=8,test_per_class=3"  # for the plumbing tests

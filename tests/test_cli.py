@@ -184,3 +184,79 @@ def test_ls_lists_models_attacks_and_datasets():
     assert all(name in proc.stdout for name in ("pgd", "fgsm", "synthreid", "digits", "cifar10", "resnet18"))
     assert "area=0.02..0.4" in proc.stdout and "eps=8/255" in proc.stdout  # parameters as the CLI takes them
     assert "classification: cpu, paper" in proc.stdout
+
+
+def test_ls_json_lists_every_registry_with_defaults_and_sources():
+    proc = lfm_bench("ls", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    listing = json.loads(proc.stdout)
+    assert set(listing["models"]) == set(models.list_models())
+    assert listing["models"]["lfm"]["parameters"]["p"] == 0.15 and listing["models"]["lfm"]["source"] == "models.zoo"
+    assert listing["attacks"]["pgd"]["source"] == "attacks.pgd" and "steps" in listing["attacks"]["pgd"]["parameters"]
+    assert listing["metrics"]["mAP"]["gated"] and not listing["metrics"]["mINP"]["gated"]
+    quiet = lfm_bench("ls", "--quiet").stdout.splitlines()
+    assert "model lfm" in quiet and "attack pgd" in quiet and "dataset digits" in quiet
+
+
+def test_run_json_prints_one_object_and_resumes_silently(finished_run):
+    out, _, args, _ = finished_run
+    proc = lfm_bench(*args, "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)  # stdout is the JSON alone: progress lines go to stderr
+    assert summary["passed"] and summary["results"] == str(out / "results.csv")
+    df = pd.read_csv(out / "results.csv")
+    clean = df[(df["attack"] == "none") & (df["metric"] == "rank1") & (df["model"] == "lfm")]["value"].mean()
+    cell = next(c for c in summary["cells"] if (c["model"], c["condition"], c["metric"]) == ("lfm", "clean", "rank1"))
+    assert cell["mean"] == pytest.approx(clean) and cell["seeds"] == 1 and cell["std"] is None
+    assert {c["check"] for c in summary["sanity"]} >= {"eps0-clean", "monotone"}
+
+
+def test_report_and_check_quiet_print_nothing_on_success(finished_run, tmp_path):
+    out, _, _, _ = finished_run
+    report = lfm_bench("report", str(out), "--out", str(tmp_path / "rep"), "--quiet")
+    assert report.returncode == 0 and report.stdout == "" and (tmp_path / "rep" / "report.md").exists()
+    gate = lfm_bench("check", str(out), "--baseline", str(out / "results.csv"), "--quiet")
+    assert gate.returncode == 0 and gate.stdout == ""
+
+
+PROBE = """
+import sys
+from robustbench_lfm.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as done:
+    print("STATUS", done.code, "TORCH", "torch" in sys.modules, "TORCHATTACKS", "torchattacks" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["--help"], ["run", "--help"], ["check", "--help"], ["report", "--help"], ["ls", "--help"], ["report", "REPORT"],
+     ["check", "RUN", "--baseline", "BASELINE"], ["nonsense"]],
+)  # fmt: skip
+def test_commands_that_read_csvs_never_import_torch(finished_run, tmp_path, command):
+    out, _, _, _ = finished_run
+    command = [c.replace("REPORT", str(out)).replace("RUN", str(out)) for c in command]
+    command = [c.replace("BASELINE", str(out / "results.csv")) for c in command]
+    if command[0] == "report" and "--help" not in command:
+        command += ["--out", str(tmp_path / "rep"), "--quiet"]
+    proc = subprocess.run([sys.executable, "-c", PROBE, *command], capture_output=True, text=True)
+    status = proc.stdout.split("STATUS")[-1].split()
+    assert status[0] == ("2" if command == ["nonsense"] else "0"), proc.stdout + proc.stderr
+    assert status[2] == "False" and status[4] == "False", command
+
+
+def test_a_click_usage_error_is_one_error_line_and_status_2():
+    proc = lfm_bench("run", "--jobs", "many")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("lfm-bench: error: ") and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_the_default_cache_is_read_when_a_run_starts_not_at_import(tmp_path, monkeypatch):
+    from robustbench_lfm.files import default_cache_dir
+
+    monkeypatch.setenv("LFM_BENCH_CACHE", str(tmp_path / "elsewhere"))
+    assert default_cache_dir() == tmp_path / "elsewhere"
+    monkeypatch.delenv("LFM_BENCH_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "lfm-bench"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from robustbench_lfm.cli import build_spec, run_defaults
+from robustbench_lfm.cli import run_defaults
 from robustbench_lfm.runner import run_sweep
+from robustbench_lfm.spec import build_spec
 
 # Small enough to train in seconds, learnable enough (clean mAP about 24%) that attacks show.
 DATA = "synthreid:train_ids=20,test_ids=8,distractor_ids=2,cameras=3,max_cameras=3,occlusion_p=0,noise_std=0.01"

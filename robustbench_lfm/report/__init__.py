@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from robustbench_lfm import metric_table
-from robustbench_lfm.files import atomic_write
+from robustbench_lfm.files import atomic_write, check_writable
 from robustbench_lfm.report.figures import all_figures
 from robustbench_lfm.report.tables import (
     BASELINE,
@@ -35,7 +35,7 @@ from robustbench_lfm.report.tables import (
     pair_tests,
     with_conditions,
 )
-from robustbench_lfm.store import CMC_COLUMNS, QUERY_COLUMNS, ResultStore, StoreError, check_writable
+from robustbench_lfm.store import CMC_COLUMNS, QUERY_COLUMNS, ResultStore, StoreError
 from robustbench_lfm.summary import cmc_labelled
 
 
