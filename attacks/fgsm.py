@@ -15,13 +15,13 @@ from typing import Any
 import torchattacks
 from torch import nn
 
+from attacks.backends import choose_backend
 from attacks.iterative import IterativeAttack
 from attacks.registry import register_attack
-from attacks.wrapped import TorchattacksBackend
 
 
 @register_attack("fgsm")
-class FGSM(TorchattacksBackend, IterativeAttack):
+class FGSM(IterativeAttack):
     """One signed-gradient step; see the module docstring for the defaults.
 
     Args:
@@ -46,8 +46,9 @@ class FGSM(TorchattacksBackend, IterativeAttack):
     ) -> None:
         super().__init__(
             objective, "linf", side, steps=1, step_size=step_size, random_start=random_start, geometry=geometry,
-            seed=seed, backend=backend,
+            seed=seed,
         )  # fmt: skip
+        self.backend = choose_backend(self, backend)
 
     def default_schedule(self, eps: float, started: bool) -> tuple[int, float]:
         return 1, 1.25 * eps if started else eps

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from attacks.backends import NATIVE, Backend
 from attacks.base import Attack, Problem, gradient, project, random_start
 from attacks.objectives import DISTANCES, Objective, resolve_objective
 
@@ -43,6 +44,7 @@ class IterativeAttack(Attack):
 
     default_momentum: ClassVar[float] = 0.0
     default_random_start: ClassVar[bool | None] = None
+    backend: Backend = NATIVE  # an attack that torchattacks implements may choose another
 
     def __init__(
         self,
@@ -122,6 +124,10 @@ class IterativeAttack(Attack):
         return objective.needs_random_start if self.random_start is None else self.random_start
 
     def perturb(self, p: Problem) -> Tensor:
+        return self.backend.perturb(self, p)
+
+    def search(self, p: Problem) -> Tensor:
+        """Our search: `ascend`, once per restart, each image keeping its strongest run."""
         if self.geometry is not None:  # an explicit geometry overrides the scored one
             p = dataclasses.replace(p, context=dataclasses.replace(p.context, distance=self.geometry))
         state = p.objective.prepare(p.model, p.x, p.context)

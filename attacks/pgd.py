@@ -10,20 +10,26 @@ on, 1 restart. The objective is `auto`: SMA for re-ID, cross-entropy for classif
 
 from __future__ import annotations
 
+from typing import Any
+
 import torchattacks
 from torch import nn
 
+from attacks.backends import choose_backend
 from attacks.iterative import IterativeAttack
 from attacks.registry import register_attack
-from attacks.wrapped import TorchattacksBackend
 
 
 @register_attack("pgd")
-class PGD(TorchattacksBackend, IterativeAttack):
+class PGD(IterativeAttack):
     """Iterated signed-gradient steps with projection; options as `IterativeAttack`, plus
     `backend` (`native` or `torchattacks`)."""
 
     default_random_start = True
+
+    def __init__(self, *args: Any, backend: str = "native", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.backend = choose_backend(self, backend)
 
     def default_schedule(self, eps: float, started: bool) -> tuple[int, float]:
         return 20, eps / 4

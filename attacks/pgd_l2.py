@@ -15,22 +15,23 @@ from typing import Any
 import torchattacks
 from torch import nn
 
+from attacks.backends import choose_backend
 from attacks.iterative import IterativeAttack, l2_step
 from attacks.registry import register_attack
-from attacks.wrapped import TorchattacksBackend
 
 
 @register_attack("pgd-l2")
-class PGDL2(TorchattacksBackend, IterativeAttack):
+class PGDL2(IterativeAttack):
     """Normalized-gradient steps with L2 projection; options as `IterativeAttack` (norm fixed to l2),
     plus `backend`."""
 
     default_random_start = True
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, backend: str = "native", **kwargs: Any) -> None:
         if kwargs.setdefault("norm", "l2") != "l2":
             raise ValueError("pgd-l2: the norm is l2 (use pgd for linf)")
         super().__init__(*args, **kwargs)
+        self.backend = choose_backend(self, backend)
 
     @classmethod
     def class_defaults(cls, signature: dict[str, Any]) -> dict[str, Any]:

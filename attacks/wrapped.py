@@ -13,12 +13,11 @@ These attacks read logits and labels, so they run on classification models only.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor, nn
 
+from attacks.backends import run_torchattacks
 from attacks.base import Attack, Problem
 
 
@@ -59,50 +58,3 @@ class TorchattacksAttack(Attack):
     def ta_norm(self) -> str:
         """torchattacks' spelling of the norm."""
         return {"linf": "Linf", "l2": "L2"}[self.norm]
-
-
-def run_torchattacks(build: Callable[[int, int], Any], p: Problem) -> Tensor:
-    """Build a torchattacks attack with `build(seed, n_classes)` and run it on p's images and labels.
-
-    The seed comes from p's generator; torchattacks' global-RNG draws happen inside `fork_rng`.
-    """
-    assert p.context.labels is not None
-    seed = int(torch.randint(2**31 - 1, (1,), generator=p.generator, device=p.generator.device))
-    with torch.no_grad():
-        n_classes = int(p.model(p.x[:1]).shape[1])
-    with torch.random.fork_rng(devices=[p.x.device] if p.x.device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        attack = build(seed, n_classes)
-        attack.set_device(p.x.device)
-        return attack(p.x, p.context.labels.to(p.x.device))
-
-
-class TorchattacksBackend:
-    """Mixin for our attacks that torchattacks also implements (fgsm, pgd, pgd-l2).
-
-    `backend=torchattacks` runs torchattacks' version instead of ours, for cross-checks and the
-    overhead benchmark; it covers classification with the cross-entropy, one restart, no momentum.
-
-    Args:
-        backend: `native` (ours, every task and objective) or `torchattacks`.
-    """
-
-    def __init__(self, *args: Any, backend: str = "native", **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if backend not in ("native", "torchattacks"):
-            raise ValueError(f"backend={backend!r} is not one of native, torchattacks")
-        plain = self.objective in ("auto", "ce") and self.restarts == 1 and not self.momentum  # type: ignore[attr-defined]
-        if backend == "torchattacks" and not plain:
-            raise ValueError("backend=torchattacks supports the cross-entropy objective, 1 restart, no momentum")
-        self.backend = backend
-
-    def torchattacks_attack(self, model: nn.Module, eps: float) -> Any:
-        """The equivalent torchattacks attack at eps."""
-        raise NotImplementedError
-
-    def perturb(self, p: Problem) -> Tensor:
-        if self.backend == "native":
-            return super().perturb(p)  # type: ignore[misc]
-        if p.context.task != "classification" or p.context.labels is None:
-            raise ValueError("backend=torchattacks runs on classification models with labels only")
-        return run_torchattacks(lambda seed, n: self.torchattacks_attack(p.model, p.eps), p)

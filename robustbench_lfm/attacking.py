@@ -26,10 +26,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 import attacks
-from robustbench_lfm.datasets import ClassificationDataset, ReIDDataset, as_float
+from robustbench_lfm.datasets import ClassificationDataset, Dataset, ReIDDataset, as_float
 from robustbench_lfm.files import read_sidecar, write_verified
 from robustbench_lfm.hashing import content_hash
-from robustbench_lfm.metrics import AccuracyResult
+from robustbench_lfm.metrics import AccuracyResult, pairwise_distance
 from robustbench_lfm.spec import Cell, RunSpec
 
 
@@ -48,6 +48,38 @@ class Attacker:
     key: str = ""
 
 
+@dataclass
+class CleanFeatures:
+    """Clean query and gallery embeddings of one trained model."""
+
+    query: Tensor
+    gallery: Tensor
+    _gallery_gallery: Tensor | None = None
+
+    def gallery_distances(self, metric: str) -> Tensor:
+        """Gallery x gallery distances for re-ranking: the gallery stays clean, so computed once."""
+        if self._gallery_gallery is None:
+            self._gallery_gallery = pairwise_distance(self.gallery, self.gallery, metric)
+        return self._gallery_gallery
+
+
+@dataclass(frozen=True)
+class EvalContext:
+    """What every cell of one trained model shares: the run, its data and device, the evaluated
+    model (`target`), the model that crafts the adversarial images and the target's clean features.
+
+    Attributes:
+        clean: the target's clean query and gallery embeddings (re-ID); None for classification.
+    """
+
+    spec: RunSpec
+    data: Dataset
+    device: torch.device
+    target: nn.Module
+    attacker: Attacker
+    clean: CleanFeatures | None = None
+
+
 def to_model_input(images: Tensor, device: torch.device) -> Tensor:
     """uint8 images to float [0, 1] on `device`, in the channels-last layout the models run in."""
     return as_float(images).to(device).contiguous(memory_format=torch.channels_last)
@@ -59,21 +91,15 @@ def embed_images(net: nn.Module, images: Tensor) -> Tensor:
         return net(images).float().cpu()
 
 
-def attacked_accuracy(
-    spec: RunSpec,
-    cell: Cell,
-    attack: attacks.Attack | None,
-    target: nn.Module,
-    attacker: Attacker,
-    data: ClassificationDataset,
-    device: torch.device,
-) -> AccuracyResult:
+def attacked_accuracy(ctx: EvalContext, cell: Cell, attack: attacks.Attack | None) -> AccuracyResult:
     """Which test images the target classifies correctly, clean (`attack` None) or attacked.
 
-    Adversarial images are crafted on `attacker.net` (the target itself, or the surrogate), batch by
-    batch, from a generator seeded by the cell's seed, so a transfer attack gives every target the
-    same images.
+    Adversarial images are crafted on `ctx.attacker.net` (the target itself, or the surrogate),
+    batch by batch, from a generator seeded by the cell's seed, so a transfer attack gives every
+    target the same images.
     """
+    spec, data, device, attacker = ctx.spec, ctx.data, ctx.device, ctx.attacker
+    assert isinstance(data, ClassificationDataset)
     gen = torch.Generator(device).manual_seed(cell.seed)
     correct = []
     for images, labels in zip(
@@ -86,32 +112,24 @@ def attacked_accuracy(
             if spec.threat.quantize:
                 x = attacks.quantize(x, to_model_input(images, device), cell.eps, attack.norm)
         with torch.inference_mode():
-            correct.append((target(x).argmax(1) == y).cpu())
+            correct.append((ctx.target(x).argmax(1) == y).cpu())
     return AccuracyResult(torch.cat(correct))
 
 
-def attacked_side(
-    spec: RunSpec,
-    cell: Cell,
-    attack: attacks.Attack,
-    target: nn.Module,
-    attacker: Attacker,
-    data: ReIDDataset,
-    device: torch.device,
-) -> Tensor:
+def attacked_side(ctx: EvalContext, cell: Cell, attack: attacks.Attack) -> Tensor:
     """The target's embeddings of the perturbed side (query or gallery) under the cell's attack."""
     batches = (
-        _adversarial_batches(spec, cell, attack, attacker, data, device)
-        if not attacker.key or cell.eps == 0  # eps 0 returns the clean images: nothing to store
-        else _stored_batches(spec, cell, attack, attacker, data, device)
+        _adversarial_batches(ctx, cell, attack)
+        if not ctx.attacker.key or cell.eps == 0  # eps 0 returns the clean images: nothing to store
+        else _stored_batches(ctx, cell, attack)
     )
-    return torch.cat([embed_images(target, x_adv) for x_adv in batches])
+    return torch.cat([embed_images(ctx.target, x_adv) for x_adv in batches])
 
 
-def _adversarial_batches(
-    spec: RunSpec, cell: Cell, attack: attacks.Attack, attacker: Attacker, data: ReIDDataset, device: torch.device
-) -> Iterator[Tensor]:
+def _adversarial_batches(ctx: EvalContext, cell: Cell, attack: attacks.Attack) -> Iterator[Tensor]:
     """Adversarial images of the perturbed side, batch by batch, crafted on the attacker."""
+    spec, data, device, attacker = ctx.spec, ctx.data, ctx.device, ctx.attacker
+    assert isinstance(data, ReIDDataset)
     split = data.query if attack.side == "query" else data.gallery
     guides = attacks.Guides(attacker.query_features, data.query.pids)
     gen = torch.Generator(device).manual_seed(cell.seed)
@@ -128,18 +146,16 @@ def _adversarial_batches(
         yield x_adv
 
 
-def _stored_batches(
-    spec: RunSpec, cell: Cell, attack: attacks.Attack, attacker: Attacker, data: ReIDDataset, device: torch.device
-) -> Iterator[Tensor]:
+def _stored_batches(ctx: EvalContext, cell: Cell, attack: attacks.Attack) -> Iterator[Tensor]:
     """The surrogate's adversarial images, crafted on first use and read back from the cache."""
-    path = _stored_path(spec, cell, attacker)
+    path = _stored_path(ctx.spec, cell, ctx.attacker)
     images = _read_stored(path)
     if images is None:
-        images = torch.cat([b.cpu() for b in _adversarial_batches(spec, cell, attack, attacker, data, device)])
+        images = torch.cat([b.cpu() for b in _adversarial_batches(ctx, cell, attack)])
         stored = {"images": images.contiguous()}
-        write_verified(path, lambda tmp: save_file(stored, str(tmp)), {"surrogate": attacker.key})
-    for chunk in torch.split(images, spec.batch_size):
-        yield chunk.to(device).contiguous(memory_format=torch.channels_last)
+        write_verified(path, lambda tmp: save_file(stored, str(tmp)), {"surrogate": ctx.attacker.key})
+    for chunk in torch.split(images, ctx.spec.batch_size):
+        yield chunk.to(ctx.device).contiguous(memory_format=torch.channels_last)
 
 
 def _read_stored(path: Path) -> Tensor | None:

@@ -22,7 +22,15 @@ from tqdm.auto import tqdm
 import attacks
 import models
 from robustbench_lfm import __version__, metric_table
-from robustbench_lfm.attacking import Attacker, attacked_accuracy, attacked_side, embed_images, to_model_input
+from robustbench_lfm.attacking import (
+    Attacker,
+    CleanFeatures,
+    EvalContext,
+    attacked_accuracy,
+    attacked_side,
+    embed_images,
+    to_model_input,
+)
 from robustbench_lfm.cache import CheckpointCache
 from robustbench_lfm.datasets import ClassificationDataset, Dataset, ReIDDataset, get_dataset_info, load_dataset
 from robustbench_lfm.environment import git_sha, now
@@ -34,19 +42,15 @@ from robustbench_lfm.spec import Cell, ModelSpec, RunSpec
 from robustbench_lfm.training import TrainingError, train_model
 
 
-@dataclass
-class CleanFeatures:
-    """Clean query and gallery embeddings of one trained model."""
+@dataclass(frozen=True)
+class TrainedModel:
+    """A trained (or verified cached) model, its checkpoint's sha256, and what training did:
+    `training` maps `model@seedN` to its key, whether it was cached and its timings, for this
+    model and every model trained on the way (a MixACM teacher)."""
 
-    query: Tensor
-    gallery: Tensor
-    _gallery_gallery: Tensor | None = None
-
-    def gallery_distances(self, metric: str) -> Tensor:
-        """Gallery x gallery distances for re-ranking: the gallery stays clean, so computed once."""
-        if self._gallery_gallery is None:
-            self._gallery_gallery = pairwise_distance(self.gallery, self.gallery, metric)
-        return self._gallery_gallery
+    net: nn.Module
+    sha256: str
+    training: dict[str, dict[str, Any]]
 
 
 @dataclass
@@ -63,7 +67,7 @@ class GroupResult:
 
 
 _DATASETS: dict[str, Dataset] = {}  # per process: a worker loads the dataset once
-_SURROGATES: dict[tuple[str, int], Attacker] = {}
+_SURROGATES: dict[tuple[str, int], tuple[Attacker, dict[str, dict[str, Any]]]] = {}
 
 
 def run_dataset(spec: RunSpec) -> Dataset:
@@ -81,19 +85,21 @@ def run_group(spec: RunSpec, model_spec: ModelSpec, seed: int, cells: list[tuple
     """Worker: train or load one model and evaluate its cells; writes only the checkpoint cache."""
     device = torch.device(spec.device)
     dataset = run_dataset(spec)
-    training: dict[str, Any] = {}
     label = f"{model_spec.label}@seed{seed}"
     try:
-        net, sha = _trained_model(spec, model_spec, seed, dataset, device, training)
+        trained = _trained_model(spec, model_spec, seed, dataset, device)
     except TrainingError as err:
-        return GroupResult(label, {}, training, str(err), skipped=len(cells))
-    net = models.FlipAveraged(net).eval() if spec.evaluation.flip else net
+        return GroupResult(label, {}, {}, str(err), skipped=len(cells))
+    net = models.FlipAveraged(trained.net).eval() if spec.evaluation.flip else trained.net
     clean = _clean_features(spec, net, dataset, device)
-    attacker = _attacker(spec, seed, net, clean, dataset, device, training)
+    attacker, surrogate_training = _attacker(spec, seed, net, clean, dataset, device)
+    ctx = EvalContext(spec, dataset, device, net, attacker, clean)
+    training = {**trained.training, **surrogate_training}
     out = GroupResult(label, {"queries": [], "curves": [], "probes": [], "results": []}, training)
+    sha = trained.sha256
     for dest, cell in cells:
         t0 = time.perf_counter()
-        results, extra = _evaluate_cell(spec, cell, net, clean, attacker, dataset, device)
+        results, extra = _evaluate_cell(ctx, cell)
         if dest == "results":
             out.rows["queries"] += _query_rows(spec, cell, results)
             if isinstance(dataset, ReIDDataset):
@@ -111,53 +117,45 @@ def n_eval(data: Dataset) -> int:
 
 
 def _attacker(
-    spec: RunSpec,
-    seed: int,
-    net: nn.Module,
-    clean: CleanFeatures | None,
-    data: Dataset,
-    device: torch.device,
-    training: dict[str, Any],
-) -> Attacker:
-    """The target itself (white-box) or the seed's surrogate, loaded once per seed and process."""
+    spec: RunSpec, seed: int, net: nn.Module, clean: CleanFeatures | None, data: Dataset, device: torch.device
+) -> tuple[Attacker, dict[str, dict[str, Any]]]:
+    """The target itself (white-box) or the seed's surrogate, loaded once per seed and process,
+    with the surrogate's training record."""
     surrogate = spec.threat.surrogate
     if surrogate is None:
-        return Attacker(net, clean.query if clean is not None else torch.empty(0))
-    memo = (Cell(surrogate, None, 0.0, seed).train_key(spec.data, spec.recipe), seed)
-    if memo not in _SURROGATES:
-        s_net, _ = _trained_model(spec, surrogate, seed, data, device, training)
-        s_net = models.FlipAveraged(s_net).eval() if spec.evaluation.flip else s_net
-        key = Cell(surrogate, None, 0.0, seed).train_key(spec.data, spec.recipe)
-        guides = _embed(s_net, data.query.images, spec.batch_size, device) if clean is not None else torch.empty(0)
-        _SURROGATES[memo] = Attacker(s_net, guides, key)
-    return _SURROGATES[memo]
+        return Attacker(net, clean.query if clean is not None else torch.empty(0)), {}
+    key = Cell(surrogate, None, 0.0, seed).train_key(spec.data, spec.recipe)
+    if (key, seed) not in _SURROGATES:
+        trained = _trained_model(spec, surrogate, seed, data, device)
+        s_net = models.FlipAveraged(trained.net).eval() if spec.evaluation.flip else trained.net
+        guides = torch.empty(0)
+        if isinstance(data, ReIDDataset):
+            guides = _embed(s_net, data.query.images, spec.batch_size, device)
+        _SURROGATES[(key, seed)] = (Attacker(s_net, guides, key), trained.training)
+    return _SURROGATES[(key, seed)]
 
 
 def _trained_model(
-    spec: RunSpec,
-    model_spec: ModelSpec,
-    seed: int,
-    data: Dataset,
-    device: torch.device,
-    training: dict[str, Any],
-) -> tuple[nn.Module, str]:
+    spec: RunSpec, model_spec: ModelSpec, seed: int, data: Dataset, device: torch.device
+) -> TrainedModel:
     """The model trained on `data` with `seed`, from the cache when a verified checkpoint exists.
 
     A MixACM student's teacher is trained (or loaded) first; the student's checkpoint key is the
     cell's train key plus the teacher checkpoint's sha256, so a retrained teacher retrains it.
     """
     key = Cell(model_spec, None, 0.0, seed).train_key(spec.data, spec.recipe)
-    teacher = None
+    teacher, training = None, {}
     if model_spec.teacher is not None:
-        teacher, teacher_sha = _trained_model(spec, model_spec.teacher, seed, data, device, training)
-        key = content_hash({"train": key, "teacher_sha256": teacher_sha})
+        taught_by = _trained_model(spec, model_spec.teacher, seed, data, device)
+        teacher, training = taught_by.net, dict(taught_by.training)
+        key = content_hash({"train": key, "teacher_sha256": taught_by.sha256})
     cache = CheckpointCache(spec.cache_dir)
     net = _new_model(spec, model_spec, seed, data)
     meta = cache.load(key, net)
     label = f"{model_spec.label}@seed{seed}"
     if meta is not None:
         training[label] = {"key": key, "cached": True, "train_s": meta.get("train_s")}
-        return net.to(device).to(memory_format=torch.channels_last).eval(), meta["sha256"]
+        return TrainedModel(net.to(device).to(memory_format=torch.channels_last).eval(), meta["sha256"], training)
     bar = tqdm(total=spec.recipe.epochs, desc=f"train {label}", disable=spec.quiet, leave=False, unit="epoch")
     method = build_method(model_spec.method, dict(model_spec.resolved), spec.recipe, seed, device, teacher)
     stats = train_model(
@@ -180,7 +178,7 @@ def _trained_model(
     meta = {**info, "model": asdict(model_spec), "data": asdict(spec.data), "recipe": asdict(spec.recipe), "seed": seed}
     sha = cache.save(key, net, meta)
     training[label] = info
-    return net.eval(), sha
+    return TrainedModel(net.eval(), sha, training)
 
 
 def _new_model(spec: RunSpec, model_spec: ModelSpec, seed: int, data: Dataset) -> nn.Module:
@@ -210,32 +208,25 @@ def _clean_features(spec: RunSpec, net: nn.Module, data: Dataset, device: torch.
     )
 
 
-def _evaluate_cell(
-    spec: RunSpec,
-    cell: Cell,
-    net: nn.Module,
-    clean: CleanFeatures | None,
-    attacker: Attacker,
-    data: Dataset,
-    device: torch.device,
-) -> tuple[dict[str, RankResult | AccuracyResult], dict[str, Any]]:
+def _evaluate_cell(ctx: EvalContext, cell: Cell) -> tuple[dict[str, RankResult | AccuracyResult], dict[str, Any]]:
     """Results of one cell keyed by the CSV `rerank` value ("" = off), and the cell's attack fields.
 
     Re-ID: rank results of the attacked side against the clean other side. Classification:
     accuracy on the (attacked) test images."""
+    data, clean = ctx.data, ctx.clean
     task = "classification" if isinstance(data, ClassificationDataset) else "reid"
     attack = cell.build_attack(task)
     extra = _attack_fields(cell, attack, task)
-    if isinstance(data, ClassificationDataset):
-        return {"": attacked_accuracy(spec, cell, attack, net, attacker, data, device)}, extra
+    if isinstance(data, ClassificationDataset) or clean is None:
+        return {"": attacked_accuracy(ctx, cell, attack)}, extra
     qf, gf = clean.query, clean.gallery
     if attack is not None:
-        attacked = attacked_side(spec, cell, attack, net, attacker, data, device)
+        attacked = attacked_side(ctx, cell, attack)
         qf, gf = (attacked, gf) if attack.side == "query" else (qf, attacked)
     q, g = data.query, data.gallery
-    scored = {
-        label: evaluate_rank(dist, q.pids, g.pids, q.camids, g.camids, ap=spec.evaluation.ap)
-        for label, dist in _distances(spec, qf, gf, clean)
+    scored: dict[str, RankResult | AccuracyResult] = {
+        label: evaluate_rank(dist, q.pids, g.pids, q.camids, g.camids, ap=ctx.spec.evaluation.ap)
+        for label, dist in _distances(ctx.spec, qf, gf, clean)
     }
     return scored, extra
 

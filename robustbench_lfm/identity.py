@@ -80,6 +80,12 @@ def condition_label(row: pd.Series) -> str:
     return base + (" +rerank" if row.get("rerank", "") else "")
 
 
+def ordered_conditions(df: pd.DataFrame) -> list[str]:
+    """The `condition` labels of labelled rows in display order: clean first, then by eps and text."""
+    eps = pd.to_numeric(df["eps"], errors="coerce").groupby(df["condition"]).first()
+    return sorted(eps.index, key=lambda c: (c != "clean", float(eps[c]), c))
+
+
 def _injective(labels: pd.Series, keys: pd.Series) -> pd.Series:
     """`labels` with a short key hash appended wherever one label stands for several keys."""
     clashing = keys.groupby(labels).transform("nunique") > 1

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from robustbench_lfm import metric_table
 from robustbench_lfm.files import atomic_path
-from robustbench_lfm.identity import labelled
+from robustbench_lfm.identity import labelled, ordered_conditions
 
 
 def summary_table(df: pd.DataFrame) -> str:
@@ -31,7 +31,7 @@ def summary_table(df: pd.DataFrame) -> str:
     metrics = metric_table.headline_names(list(df["task"].unique()))
     df = labelled(df[df["metric"].isin(metrics)])
     stats = df.groupby(["row", "condition", "metric"], sort=False)["value"].agg(["mean", "std", "count"])
-    conditions = list(dict.fromkeys(sorted(df["condition"].unique(), key=lambda c: (c != "clean", _eps_of(df, c), c))))
+    conditions = ordered_conditions(df)
     header = ["model"] + [f"{c} {metric_table.label(m)}" for c in conditions for m in metrics]
     lines = [header]
     for model in dict.fromkeys(df["row"]):
@@ -74,11 +74,6 @@ def summary_json(
         "seconds": round(seconds, 1),
         "failure": None if failure is None else str(failure),
     }
-
-
-def _eps_of(df: pd.DataFrame, condition: str) -> float:
-    sel = df.loc[df["condition"] == condition, "eps"]
-    return float(sel.iloc[0]) if len(sel) else 0.0
 
 
 def _cell(stats: pd.DataFrame, key: tuple[str, str, str]) -> str:
@@ -165,7 +160,7 @@ def plot_cmc(curves: pd.DataFrame, path: Path, dataset: str = "") -> Path | None
     curve per model (mean over seeds); re-ranked curves dashed."""
     if curves.empty:
         return None
-    conditions = sorted(curves["condition"].unique(), key=lambda c: (c != "clean", c))
+    conditions = ordered_conditions(curves)
     ncols = min(4, len(conditions))  # wrap: a page holds four panels across
     nrows = -(-len(conditions) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.2 * nrows), squeeze=False, sharey=True)

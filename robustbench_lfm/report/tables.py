@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from robustbench_lfm import metric_table
-from robustbench_lfm.identity import labelled
+from robustbench_lfm.identity import labelled, ordered_conditions
 from robustbench_lfm.stats import binomial_se, bootstrap_se, paired_test, seed_t_test
 
 BASELINE = "plain"
@@ -35,12 +35,6 @@ def headline_metrics(df: pd.DataFrame) -> list[str]:
 def with_conditions(df: pd.DataFrame) -> pd.DataFrame:
     """`df` with its `row`, `condition` and `series` labels (robustbench_lfm.identity)."""
     return labelled(df)
-
-
-def ordered_conditions(df: pd.DataFrame) -> list[str]:
-    """Clean first, then by eps and name."""
-    eps = df.groupby("condition")["eps"].first()
-    return sorted(eps.index, key=lambda c: (c != "clean", float(eps[c]), c))
 
 
 def cell_errors(df: pd.DataFrame, queries: pd.DataFrame | None) -> pd.DataFrame:
