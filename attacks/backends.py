@@ -24,7 +24,6 @@ from attacks.base import Problem
 class Searcher(Protocol):
     """What a backend needs of an attack: our search, and torchattacks' equivalent at eps."""
 
-    name: str
     objective: str
     restarts: int
     momentum: float

@@ -1,4 +1,4 @@
-"""FNA: Furthest-Negative Attack (Bouniot et al., CVPRW 2020; reference/reid.md D2).
+"""FNA: Furthest-Negative Attack (Bouniot et al., CVPRW 2020).
 
 Threat model: white-box, queries perturbed, L-inf (default) or L2; the attacker knows the query
 set and its identities (the guides). Maximizes

@@ -126,6 +126,10 @@ class IterativeAttack(Attack):
     def perturb(self, p: Problem) -> Tensor:
         return self.backend.perturb(self, p)
 
+    def torchattacks_attack(self, model: torch.nn.Module, eps: float) -> Any:
+        """The torchattacks attack that does what this one does, for `backend=torchattacks`."""
+        raise ValueError(f"{self.name} has no torchattacks equivalent; use backend=native")
+
     def search(self, p: Problem) -> Tensor:
         """Our search: `ascend`, once per restart, each image keeping its strongest run."""
         if self.geometry is not None:  # an explicit geometry overrides the scored one

@@ -1,4 +1,4 @@
-"""Metric-MI-FGSM (Bai et al., TPAMI 2020; momentum from Dong et al., CVPR 2018; reference/reid.md D1).
+"""Metric-MI-FGSM (Bai et al., TPAMI 2020; momentum from Dong et al., CVPR 2018).
 
 Threat model and objective as metric-ifgsm: the gallery is perturbed, pushed away from the
 same-identity queries. Each step accumulates G = mu G + g / mean|g| (per image) and steps on

@@ -8,30 +8,33 @@ registered it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from lfm_registry import Registry, UnknownNameError, did_you_mean
 
+if TYPE_CHECKING:
+    from attacks.base import Attack
+
 __all__ = ["ATTACKS", "UnknownAttackError", "create_attack", "did_you_mean", "get_attack_class", "list_attacks"]
 
-T = TypeVar("T", bound=type)
+T = TypeVar("T", bound="type[Attack]")
 
 UnknownAttackError = UnknownNameError  # an unknown attack or objective name (the older name)
-ATTACKS: Registry[type] = Registry("attack")
+ATTACKS: Registry[type[Attack]] = Registry("attack")
 
 
 def register_attack(name: str) -> Callable[[T], T]:
     """Class decorator registering an attack under `name`; a duplicate name raises DuplicateNameError."""
 
     def wrap(cls: T) -> T:
-        cls.name = name  # type: ignore[attr-defined]
+        cls.name = name
         ATTACKS.add(name, cls, cls.__module__)
         return cls
 
     return wrap
 
 
-def get_attack_class(name: str) -> type:
+def get_attack_class(name: str) -> type[Attack]:
     """The class registered as `name`; UnknownAttackError lists close matches."""
     return ATTACKS[name]
 

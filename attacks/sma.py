@@ -1,4 +1,4 @@
-"""SMA: Self Metric Attack (Bouniot et al., CVPRW 2020; reference/reid.md D2).
+"""SMA: Self Metric Attack (Bouniot et al., CVPRW 2020).
 
 "Vulnerability of Person Re-Identification Models to Metric Adversarial Attacks".
 

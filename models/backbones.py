@@ -122,7 +122,9 @@ def _init_weights(module: nn.Module) -> None:
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
     for m in module.modules():
         if isinstance(m, (BasicBlock, Bottleneck)):
-            nn.init.zeros_(m.body[-1].weight)
+            last_bn = m.body[-1]
+            assert isinstance(last_bn, nn.BatchNorm2d)
+            nn.init.zeros_(last_bn.weight)
 
 
 def parse_strides(strides: str | int | tuple[int, ...] | None, default: tuple[int, ...]) -> tuple[int, ...]:

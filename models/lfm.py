@@ -17,6 +17,8 @@ pooling, `at=layer1` after the first stage).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -96,7 +98,7 @@ class LocalFeatureMaskingCode(_LFMBase):
     written in order, so a channel drawn twice keeps the last slot's value where bands overlap.
     """
 
-    def __init__(self, *args: object, max_samples: int = 8, **kwargs: object) -> None:
+    def __init__(self, *args: Any, max_samples: int = 8, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if max_samples < 1:
             raise ValueError(f"lfm-code: max_samples={max_samples} must be >= 1")

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.backbones import ResNetBackbone
 from models.regularizers import SITES, Regularizer
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -33,9 +34,12 @@ TRUNK_SITES = SITES[:-1]  # every site but "head"
 class SiteNet(nn.Module):
     """Normalization, optional upsampling and a backbone, with a regularizer slot at every site."""
 
+    mean: Tensor
+    std: Tensor
+
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: ResNetBackbone,
         regularizer: Regularizer | None,
         mean: tuple[float, ...],
         std: tuple[float, ...],
@@ -98,7 +102,7 @@ class ReIDNet(SiteNet):
 
     task = "reid"
 
-    def __init__(self, backbone: nn.Module, num_classes: int, regularizer: Regularizer | None, upsample: int = 1):
+    def __init__(self, backbone: ResNetBackbone, num_classes: int, regularizer: Regularizer | None, upsample: int = 1):
         super().__init__(backbone, regularizer, IMAGENET_MEAN, IMAGENET_STD, upsample)
         if num_classes < 2:
             raise ValueError(f"ReIDNet needs num_classes >= 2 training identities, got {num_classes}")
@@ -126,7 +130,7 @@ class ClassifierNet(SiteNet):
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: ResNetBackbone,
         num_classes: int,
         regularizer: Regularizer | None,
         mean: tuple[float, ...],

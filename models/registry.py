@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from lfm_registry import Registry, UnknownNameError, calling_module, did_you_mean, signature_defaults
+
+if TYPE_CHECKING:
+    from models.backbones import ResNetBackbone
 
 __all__ = ["UnknownNameError", "did_you_mean"]
 
@@ -81,7 +84,7 @@ class Backbone:
     backbone's default stride of each residual stage) and the (height, width) in pixels that
     re-ID images read from a dataset folder are resized to."""
 
-    factory: Callable[..., nn.Module]
+    factory: Callable[..., ResNetBackbone]
     input_size: tuple[int, int]
 
     @property
@@ -131,7 +134,7 @@ def register_model(entry: ModelEntry) -> ModelEntry:
 
 def register_backbone(
     name: str, input_size: tuple[int, int]
-) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+) -> Callable[[Callable[..., ResNetBackbone]], Callable[..., ResNetBackbone]]:
     """Decorator registering a backbone factory under `name`.
 
     Args:
@@ -139,7 +142,7 @@ def register_backbone(
         input_size: (height, width) in pixels that re-ID images read from a dataset folder are resized to.
     """
 
-    def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    def wrap(factory: Callable[..., ResNetBackbone]) -> Callable[..., ResNetBackbone]:
         if "strides" not in signature_defaults(factory):
             raise TypeError(f"backbone {name!r}: its factory needs a `strides` argument with a default")
         BACKBONES.add(name, Backbone(factory, input_size), factory.__module__)
@@ -150,7 +153,12 @@ def register_backbone(
 
 def register_regularizer(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Decorator registering a regularizer module class under `name`."""
-    return REGULARIZERS.register(name)
+
+    def wrap(cls: type[nn.Module]) -> type[nn.Module]:
+        REGULARIZERS.add(name, cls, cls.__module__)
+        return cls
+
+    return wrap
 
 
 def get_model_entry(name: str) -> ModelEntry:
@@ -158,7 +166,7 @@ def get_model_entry(name: str) -> ModelEntry:
     return MODELS[name]
 
 
-def get_backbone(name: str) -> Callable[..., nn.Module]:
+def get_backbone(name: str) -> Callable[..., ResNetBackbone]:
     """The backbone factory registered as `name`."""
     return BACKBONES[name].factory
 

@@ -15,7 +15,7 @@ Random Erasing, and the Random-Erasing box sampler that LFM shares.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -212,21 +212,36 @@ def check_box_ranges(owner: str, area: Range, aspect: float | Range) -> tuple[Ra
         area: (low, high) fraction of the map's area.
         aspect: r1, meaning ratios h/w in [r1, 1/r1] (the Random-Erasing convention), or (low, high).
     """
-    area = tuple(area) if isinstance(area, (tuple, list)) else (area,)
-    if len(area) != 2 or not 0.0 < area[0] <= area[1] < 1.0:
+    bounds: tuple[float, ...] = tuple(area) if isinstance(area, (tuple, list)) else (area,)
+    if len(bounds) != 2 or not 0.0 < bounds[0] <= bounds[1] < 1.0:
         raise ValueError(f"{owner}: area={area} must be low..high with 0 < low <= high < 1, e.g. 0.02..0.4")
-    ratios = (aspect, 1.0 / aspect) if isinstance(aspect, (int, float)) and aspect > 0 else tuple(aspect)
+    ratios: tuple[float, ...]
+    if isinstance(aspect, (int, float)):
+        ratios = (aspect, 1.0 / aspect) if aspect > 0 else (aspect,)
+    else:
+        ratios = tuple(aspect)
     if isinstance(aspect, (int, float)) and not 0.0 < aspect <= 1.0:
         raise ValueError(f"{owner}: aspect={aspect} must lie in (0, 1] (ratios span aspect..1/aspect)")
     if len(ratios) != 2 or not 0.0 < ratios[0] <= ratios[1]:
         raise ValueError(f"{owner}: aspect={aspect} must be r1 in (0, 1] or low..high with 0 < low <= high")
-    return (float(area[0]), float(area[1])), (float(ratios[0]), float(ratios[1]))
+    return (float(bounds[0]), float(bounds[1])), (float(ratios[0]), float(ratios[1]))
 
 
 MAX_TRIES = 100
 
 
-def erasing_boxes(reg: Regularizer, n: int, k: int, h: int, w: int, dev: torch.device) -> tuple[Tensor, ...]:
+class BoxSampler(Protocol):
+    """A regularizer that erases Random-Erasing boxes: its area and aspect ranges and its RNG."""
+
+    area: Range
+    aspect_range: Range
+
+    def rand(self, *shape: int, device: torch.device) -> Tensor: ...
+
+
+def erasing_boxes(
+    reg: BoxSampler, n: int, k: int, h: int, w: int, dev: torch.device
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Random-Erasing boxes (reference/methods.md §1.3 step 3) for n x k slots: (y0, x0, bh, bw),
     each (n, k). Area s ~ U(reg.area) of H x W, aspect r ~ U(reg.aspect_range),
     h = round(sqrt(sHWr)), w = round(sqrt(sHW/r)), accepted when h < H and w < W; all MAX_TRIES

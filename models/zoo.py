@@ -14,6 +14,7 @@ from models import lfm as _lfm  # noqa: F401  (registers lfm, lfm-code)
 from models.nets import ClassifierNet, ReIDNet, SiteNet
 from models.registry import ModelEntry, get_backbone, get_default_strides, get_model_entry, get_regularizer
 from models.registry import register_model as _register
+from models.regularizers import Regularizer
 
 DEFAULT_BACKBONE = "resnet-mini"
 TASKS = ("reid", "classification")
@@ -73,11 +74,12 @@ def create_model(
     params = resolve_params(name, overrides, backbone_name)
     factory = get_backbone(backbone_name)
     backbone = factory(_backbones.parse_strides(params.get("strides"), get_default_strides(backbone_name)))
-    regularizer = None
+    regularizer: Regularizer | None = None
     if entry.regularizer != "none":
-        regularizer = get_regularizer(entry.regularizer)(
-            seed=seed, **{k: params[k] for k in entry.regularizer_params()}
-        )
+        made = get_regularizer(entry.regularizer)(seed=seed, **{k: params[k] for k in entry.regularizer_params()})
+        if not isinstance(made, Regularizer):
+            raise TypeError(f"regularizer {entry.regularizer!r} is not a models.regularizers.Regularizer")
+        regularizer = made
     upsample = int(params.get("upsample", 1))
     if task == "reid":
         return ReIDNet(backbone, num_classes, regularizer, upsample)

@@ -217,11 +217,11 @@ def _query_errors(path: Path, rows: pd.DataFrame, id_column: str) -> dict[tuple[
     except StoreError as err:
         raise CheckError(str(err)) from None
     scored = [m for m in metric_table.METRICS.values() if m.gated and not m.proportion and m.query_column]
-    out = {}
+    out: dict[tuple[str, str, str], float] = {}
     for metric in scored:
         rows_of = rows[rows["metric"] == metric.name]
         wanted = set(zip(rows_of[id_column], rows_of["rerank"], strict=True))
         for (cell, rerank), g in queries.groupby(["cell_id", "rerank"]):
             if (cell, rerank) in wanted:
-                out[(cell, rerank, metric.name)] = bootstrap_se(g[metric.query_column].to_numpy(dtype=float))
+                out[(str(cell), str(rerank), metric.name)] = bootstrap_se(g[metric.query_column].to_numpy(dtype=float))
     return out

@@ -56,15 +56,16 @@ def _warning_line(message: Warning | str, *args: Any, **kwargs: Any) -> str:
 class LfmBench(click.Group):
     """The command group, with the exit-status contract of the module docstring."""
 
-    def main(self, *args: Any, **kwargs: Any) -> NoReturn:  # type: ignore[override]
+    def main(self, *args: Any, **kwargs: Any) -> NoReturn:
         kwargs["standalone_mode"] = False
-        warnings.formatwarning = _warning_line  # type: ignore[assignment]
+        warnings.formatwarning = _warning_line
         try:
             status = super().main(*args, **kwargs)
         except click.exceptions.Exit as done:
             sys.exit(done.exit_code)
         except click.ClickException as err:
-            where = f" (see `{err.ctx.command_path} --help`)" if getattr(err, "ctx", None) else ""
+            ctx = getattr(err, "ctx", None)
+            where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
             fail(f"{err.format_message()}{where}")
         except (click.Abort, KeyboardInterrupt):
             fail("interrupted; rerun the same command to resume", status=130)

@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 
 def option_names(command: click.Command) -> dict[str, click.Parameter]:
     """Long option name without dashes ("data_root") -> the parameter."""
-    names = {}
+    names: dict[str, click.Parameter] = {}
     for param in command.params:
         if isinstance(param, click.Option) and param.expose_value:
             for opt in param.opts:

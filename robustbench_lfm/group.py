@@ -36,7 +36,7 @@ from robustbench_lfm.datasets import ClassificationDataset, Dataset, ReIDDataset
 from robustbench_lfm.environment import git_sha, now
 from robustbench_lfm.hashing import content_hash
 from robustbench_lfm.methods import build_method
-from robustbench_lfm.metrics import AccuracyResult, RankResult, evaluate_rank, pairwise_distance
+from robustbench_lfm.metrics import AP_FORMULAS, AccuracyResult, APFormula, RankResult, evaluate_rank, pairwise_distance
 from robustbench_lfm.rerank import RerankParams, rerank
 from robustbench_lfm.spec import Cell, ModelSpec, RunSpec
 from robustbench_lfm.training import TrainingError, train_model
@@ -103,7 +103,8 @@ def run_group(spec: RunSpec, model_spec: ModelSpec, seed: int, cells: list[tuple
         if dest == "results":
             out.rows["queries"] += _query_rows(spec, cell, results)
             if isinstance(dataset, ReIDDataset):
-                out.rows["curves"] += _curve_rows(spec, cell, results, extra)
+                ranked = {k: v for k, v in results.items() if isinstance(v, RankResult)}
+                out.rows["curves"] += _curve_rows(spec, cell, ranked, extra)
             out.cells_run += 1
         else:
             out.probes_run += 1
@@ -155,8 +156,14 @@ def _trained_model(
     label = f"{model_spec.label}@seed{seed}"
     if meta is not None:
         training[label] = {"key": key, "cached": True, "train_s": meta.get("train_s")}
-        return TrainedModel(net.to(device).to(memory_format=torch.channels_last).eval(), meta["sha256"], training)
+        net = net.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in torch's stub
+        return TrainedModel(net.eval(), meta["sha256"], training)
     bar = tqdm(total=spec.recipe.epochs, desc=f"train {label}", disable=spec.quiet, leave=False, unit="epoch")
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}")
+
     method = build_method(model_spec.method, dict(model_spec.resolved), spec.recipe, seed, device, teacher)
     stats = train_model(
         net,
@@ -165,7 +172,7 @@ def _trained_model(
         seed,
         device,
         method,
-        on_epoch=lambda e, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")),
+        on_epoch=on_epoch,
     )
     bar.close()
     info = {
@@ -225,10 +232,17 @@ def _evaluate_cell(ctx: EvalContext, cell: Cell) -> tuple[dict[str, RankResult |
         qf, gf = (attacked, gf) if attack.side == "query" else (qf, attacked)
     q, g = data.query, data.gallery
     scored: dict[str, RankResult | AccuracyResult] = {
-        label: evaluate_rank(dist, q.pids, g.pids, q.camids, g.camids, ap=ctx.spec.evaluation.ap)
+        label: evaluate_rank(dist, q.pids, g.pids, q.camids, g.camids, ap=_ap_formula(ctx.spec.evaluation.ap))
         for label, dist in _distances(ctx.spec, qf, gf, clean)
     }
     return scored, extra
+
+
+def _ap_formula(name: str) -> APFormula:
+    """The run's AP formula as the evaluator types it (the spec has checked the name)."""
+    if name not in AP_FORMULAS:
+        raise ValueError(f"unknown AP formula {name!r} (known: {', '.join(AP_FORMULAS)})")
+    return "plain" if name == "plain" else "trapezoid"
 
 
 def _attack_fields(cell: Cell, attack: attacks.Attack | None, task: str) -> dict[str, Any]:

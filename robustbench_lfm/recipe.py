@@ -148,7 +148,7 @@ def _from_table(raw: dict[str, Any], source: str, task: str) -> TrainRecipe:
         raise RecipeError(f"recipe {source}: unknown field(s) {', '.join(unknown)} (known: {', '.join(fields)})")
     if raw.get("task", task) != task:
         raise RecipeError(f"recipe {source} is for task {raw.get('task')!r}, but the dataset's task is {task!r}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k != "methods"}
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k != "methods"}
     methods = raw.get("methods", {})
     if not isinstance(methods, dict) or not all(isinstance(v, dict) for v in methods.values()):
         raise RecipeError(f"recipe {source}: write method overrides as [methods.NAME] tables of key = value")

@@ -69,7 +69,8 @@ class Manifest:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             return
         if isinstance(old, dict):
-            earlier = old.get("invocations") if isinstance(old.get("invocations"), list) else []
+            recorded = old.get("invocations")
+            earlier: list[Any] = recorded if isinstance(recorded, list) else []
             keep = ("spec", "started_at", "finished_at", "cells_run", "cells_skipped", "failed")
             self.invocations = [*earlier, {k: old.get(k) for k in keep}]
 
@@ -168,7 +169,9 @@ def _run_groups(spec: RunSpec, ex: ExecSpec, tables: _Tables, manifest: Manifest
     manifest.cells_skipped = sum(d == "results" for d, _ in cells) - sum(d == "results" for d, _ in pending)
     groups = _by_model(pending)
     bar = tqdm(total=len(pending), desc="cells", disable=spec.quiet, unit="cell")
-    first = [(spec, m, seed, []) for m, seed in _prerequisites(spec, groups)]
+    first: list[tuple[RunSpec, ModelSpec, int, list[tuple[str, Cell]]]] = [
+        (spec, m, seed, []) for m, seed in _prerequisites(spec, groups)
+    ]
     for tasks in (first, [(spec, m, seed, group) for (m, seed), group in groups.items()]):
         for result in run_tasks(ex, run_group, tasks):
             _record(result, tables, manifest)

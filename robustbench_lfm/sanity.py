@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -94,7 +95,8 @@ def read(path: Path) -> list[Check]:
         return []
     try:
         df = pd.read_csv(path, keep_default_na=False)
-        return [Check(**{**r, "passed": str(r["passed"]) == "True"}) for r in df.to_dict("records")]
+        records = [{str(k): v for k, v in r.items()} for r in df.to_dict("records")]
+        return [Check(**{**r, "passed": str(r["passed"]) == "True"}) for r in records]
     except (ValueError, TypeError, pd.errors.ParserError) as err:  # a damaged file: the sweep rewrites it
         raise StoreError(f"{path} is damaged ({err}); rerun the sweep command to rewrite it") from None
 
@@ -121,7 +123,7 @@ def _clean_value(clean: pd.DataFrame, series: dict, metric: str) -> float | None
 def _eps0(clean: pd.DataFrame, zero: pd.DataFrame) -> list[Check]:
     out = []
     for key, group in zero.groupby(ATTACK_KEY, sort=False):
-        row = dict(zip(ATTACK_KEY, key, strict=True))
+        row: dict[str, Any] = dict(zip(ATTACK_KEY, key, strict=True))
         diffs = []
         for _, r in group.iterrows():
             ref = _clean_value(clean, row, r["metric"])
@@ -139,7 +141,7 @@ def _monotone(clean: pd.DataFrame, attacked: pd.DataFrame) -> list[Check]:
     out = []
     headline = attacked[attacked["metric"].isin(metric_table.all_names(headline=True))]
     for key, group in headline.groupby([*ATTACK_KEY, "metric"], sort=False):
-        row = dict(zip([*ATTACK_KEY, "metric"], key, strict=True))
+        row: dict[str, Any] = dict(zip([*ATTACK_KEY, "metric"], key, strict=True))
         ref = _clean_value(clean, row, row["metric"])
         series = group.sort_values("eps")
         sign = metric_table.get_metric(row["metric"]).sign  # a rise of a lower-is-better metric is a fall

@@ -420,7 +420,7 @@ def build_spec(**o: Any) -> RunSpec:
     all_models = model_specs + ((surrogate,) if surrogate else ())
     data = resolve_data(o["dataset"], o["data_root"], tuple(unique([m.backbone for m in all_models])))
     evaluation = EvalSpec(o["distance"], o["ap"], o["flip"], o["rerank"])
-    parts = dict(
+    parts: dict[str, Any] = dict(
         models=model_specs, attacks=attack_specs, eps=parse_eps(o["eps"]), seeds=parse_seeds(o["seeds"]),
         data=data, recipe=recipe, evaluation=evaluation, threat=ThreatSpec(surrogate, o["quantize"]),
     )  # fmt: skip

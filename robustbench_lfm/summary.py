@@ -60,7 +60,8 @@ def summary_json(
     if not df.empty:
         named = labelled(df[df["metric"].isin(metric_table.headline_names(list(df["task"].unique())))])
         stats = named.groupby(["row", "condition", "metric"], sort=False)["value"].agg(["mean", "std", "count"])
-        for (row, condition, metric), s in stats.iterrows():
+        for key, s in stats.iterrows():
+            row, condition, metric = (str(k) for k in key)  # type: ignore[attr-defined]  # a 3-level index
             std = float(s["std"]) if int(s["count"]) > 1 else None
             cells.append({"model": row, "condition": condition, "metric": metric, "mean": float(s["mean"]),
                           "std": std, "seeds": int(s["count"])})  # fmt: skip
@@ -79,7 +80,7 @@ def summary_json(
 def _cell(stats: pd.DataFrame, key: tuple[str, str, str]) -> str:
     if key not in stats.index:
         return "-"
-    mean, std, count = stats.loc[key]
+    mean, std, count = stats.loc[key]  # type: ignore[index]  # a 3-level index: pandas-stubs cannot say so
     return f"{100 * mean:.1f}" + (f"±{100 * std:.1f}" if count > 1 else "")
 
 
@@ -171,7 +172,7 @@ def plot_cmc(curves: pd.DataFrame, path: Path, dataset: str = "") -> Path | None
     for ax, cond in zip(flat, conditions, strict=False):
         sub = curves[curves["condition"] == cond].groupby(["row", "rerank", "rank"], sort=False)["cmc"].mean()
         for (model, rr), curve in sub.reset_index().groupby(["row", "rerank"], sort=False):
-            ax.plot(curve["rank"], 100 * curve["cmc"], color=colours[model], linestyle="--" if rr else "-",
+            ax.plot(curve["rank"], 100 * curve["cmc"], color=colours[str(model)], linestyle="--" if rr else "-",
                     label=f"{model}{' re-ranked' if rr else ''}")  # fmt: skip
         ax.set_title(cond)
         ax.set_xlabel("rank k")

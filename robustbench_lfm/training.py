@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models import SiteNet
 from robustbench_lfm.datasets import ClassificationDataset, Dataset, as_float
 from robustbench_lfm.recipe import TrainRecipe
 
@@ -54,7 +55,8 @@ def pk_batches(labels: Tensor, p: int, k: int, g: torch.Generator) -> list[Tenso
             ident_idx = torch.cat([ident_idx, extra])
         chunks += list(torch.split(ident_idx[: len(ident_idx) // k * k], k))
     chunks = [chunks[i] for i in torch.randperm(len(chunks), generator=g)]
-    batches, pending = [], []
+    batches: list[Tensor] = []
+    pending: list[Tensor] = []
     for chunk in chunks:  # greedy grouping of P chunks with distinct identities
         if all(labels[c[0]] != labels[chunk[0]] for c in pending):
             pending.append(chunk)
@@ -143,6 +145,13 @@ StepFn = Callable[[nn.Module, torch.optim.Optimizer, Tensor, Tensor], float]
 """A training method's step: (model, optimizer, x, y) -> loss value (robustbench_lfm.methods)."""
 
 
+def site_net(model: nn.Module, method: str) -> SiteNet:
+    """`model` as the trunk-and-head network a training method taps (TypeError otherwise)."""
+    if not isinstance(model, SiteNet):
+        raise TypeError(f"{method} trains a models.SiteNet (ReIDNet or ClassifierNet), not {type(model).__name__}")
+    return model
+
+
 def standard_step(recipe: TrainRecipe) -> StepFn:
     """The standard step: the task loss on the batch, one optimizer step."""
     return lambda model, opt, x, y: optimize(opt, task_loss(model(x), y, recipe))
@@ -165,7 +174,7 @@ def train_model(
     method = method or standard_step(recipe)
     g = torch.Generator().manual_seed(seed)
     images, labels = train_split(data)
-    model.to(device).to(memory_format=torch.channels_last).train()
+    model.to(device).to(memory_format=torch.channels_last).train()  # type: ignore[call-overload]  # torch's stub lacks it
     opt = make_optimizer(model, recipe)
     start, epoch_times, loss_value = time.perf_counter(), [], math.nan
     for epoch in range(recipe.epochs):

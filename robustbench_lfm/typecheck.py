@@ -44,7 +44,7 @@ def conforms(value: Any, hint: Any) -> bool:
 
 def hint_text(hint: Any) -> str:
     """A type hint as a person writes it: 'int', 'tuple[int, int]'."""
-    return getattr(hint, "__name__", None) if isinstance(hint, type) else str(hint).replace("typing.", "")
+    return str(getattr(hint, "__name__", hint)) if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 
 def check_fields(cls: type, values: dict[str, Any]) -> str | None:

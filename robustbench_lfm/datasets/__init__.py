@@ -1,7 +1,7 @@
 """The dataset registry of the harness: re-ID and classification datasets.
 
 A dataset is loaded by name and options (`synthreid:train_ids=40`). Generated datasets are built
-from their configuration, `digits` from the copy scikit-learn ships, and folder datasets
+from their configuration, `digits` from the array lfm-bench ships (datasets/data/DIGITS.md), and folder datasets
 (`market1501`, `dukemtmc`, `cifar10`) from the folder the user names with --data-root. Either way
 the decoded uint8 splits are cached on disk under the cache directory, keyed by the hash of the
 configuration and, for a folder, of its file names, sizes and modification times (so a changed
@@ -99,7 +99,7 @@ def _folder_dataset(layout: FolderLayout, counts: str) -> DatasetInfo:
         "reid",
         f"{layout.title} from --data-root ({counts}); resized to the backbone's input size",
         folders.FolderConfig,
-        lambda cfg, root, quiet: folders.build(layout, cfg, Path(root), quiet),
+        lambda cfg, root, quiet: folders.build(layout, cfg, _required(root), quiet),
         lambda root: folders.fingerprint(root, layout),
         layout.expected(),
         sized_by_backbone=True,
@@ -134,7 +134,7 @@ for _info in (
     DatasetInfo(
         "digits",
         "classification",
-        "real handwritten digits shipped with scikit-learn, 10 classes, 1343 train / 454 test, upsampled to 32x32",
+        "real handwritten digits (UCI, shipped with lfm-bench), 10 classes, 1343 train / 454 test, upsampled to 32x32",
         classification.DigitsConfig,
         lambda cfg, root, quiet: classification.load_digits(cfg),
     ),
@@ -143,12 +143,19 @@ for _info in (
         "classification",
         "CIFAR-10 from --data-root (python pickle batches), 50000 train / 10000 test, 32x32",
         classification.Cifar10Config,
-        lambda cfg, root, quiet: classification.load_cifar10(Path(root)),
+        lambda cfg, root, quiet: classification.load_cifar10(_required(root)),
         classification.cifar_fingerprint,
         classification.cifar_expected(),
     ),
 ):
     register_dataset(_info)
+
+
+def _required(root: Path | None) -> Path:
+    """The --data-root of a folder dataset (the spec has refused a run without one)."""
+    if root is None:
+        raise DatasetFolderError("this dataset is read from a folder; give it with --data-root DIR")
+    return root
 
 
 def get_dataset_info(name: str) -> DatasetInfo:
@@ -178,7 +185,7 @@ def load_dataset(
     dataset = _cached_dataset(path, name, info.task)
     if dataset is not None:
         return dataset
-    dataset = info.build(cfg, root, quiet)
+    dataset = info.build(cfg, None if root is None else Path(root), quiet)
     _write_cached(path, dataset)
     return dataset
 
@@ -213,7 +220,7 @@ def _write_cached(path: Path, dataset: Dataset) -> None:
         for field in dataclasses.fields(part):  # not asdict: it would deep-copy every image
             tensors[f"{split}.{field.name}"] = getattr(part, field.name)
     metadata = {"name": dataset.name, "format": json.dumps(2)}
-    if task == "classification":
+    if isinstance(dataset, ClassificationDataset):
         metadata["classes"] = json.dumps(list(dataset.classes))
     write_verified(path, lambda tmp: save_file(tensors, tmp, metadata=metadata), {"dataset": dataset.name})
 
@@ -222,5 +229,5 @@ def _from_tensors(name: str, task: str, t: dict, metadata: dict[str, str]) -> Da
     if task == "reid":
         splits = {s: ReIDSplit(t[f"{s}.images"], t[f"{s}.pids"], t[f"{s}.camids"]) for s in SPLITS[task]}
         return ReIDDataset(name, **splits)
-    splits = {s: ClassSplit(t[f"{s}.images"], t[f"{s}.labels"]) for s in SPLITS[task]}
-    return ClassificationDataset(name, **splits, classes=tuple(json.loads(metadata["classes"])))
+    parts = {s: ClassSplit(t[f"{s}.images"], t[f"{s}.labels"]) for s in SPLITS[task]}
+    return ClassificationDataset(name, **parts, classes=tuple(json.loads(metadata["classes"])))

@@ -16,6 +16,7 @@ Images are uint8 (N, 3, H, W); models normalise with the train split's per-chann
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import pickle
@@ -190,15 +191,29 @@ class DigitsConfig:
             raise ValueError("digits needs size >= 8 and test_fraction in (0, 1)")
 
 
-def load_digits(cfg: DigitsConfig) -> ClassificationDataset:
-    """The scikit-learn handwritten digits, upsampled and split per class."""
-    from sklearn.datasets import load_digits as sk_digits  # bundled with scikit-learn: no download
+DIGITS_FILE = Path(__file__).with_name("data") / "digits.npz"
+# sha256 of the images' bytes then the labels' bytes: the array scikit-learn 1.9.1's load_digits() returns
+DIGITS_SHA256 = "87ff0c9e40dc7e2c0e34e7257799c2e3f3aec1a016363bb11cad869ec428a826"
 
-    raw = sk_digits()
-    x = torch.from_numpy(raw.images).float()[:, None] / 16.0  # 16 grey levels
+
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 1797 handwritten digits shipped with lfm-bench (uint8 8x8 images in 0..16, labels 0-9):
+    the UCI optical-recognition test set as scikit-learn distributes it (CC BY 4.0; see
+    robustbench_lfm/datasets/data/DIGITS.md), checked against its sha256."""
+    with np.load(DIGITS_FILE, allow_pickle=False) as arrays:
+        images, labels = arrays["images"], arrays["labels"]
+    if hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest() != DIGITS_SHA256:
+        raise ValueError(f"{DIGITS_FILE} is not the shipped digits array (sha256 differs); reinstall lfm-bench")
+    return images, labels
+
+
+def load_digits(cfg: DigitsConfig) -> ClassificationDataset:
+    """The handwritten digits (`digits_arrays`), upsampled and split per class."""
+    images_8x8, targets = digits_arrays()
+    x = torch.from_numpy(images_8x8.astype(np.float32))[:, None] / 16.0  # 16 grey levels
     x = F.interpolate(x, size=(cfg.size, cfg.size), mode="bilinear", align_corners=False)
     images = (x.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
-    labels = torch.from_numpy(raw.target).long()
+    labels = torch.from_numpy(targets.astype(np.int64))
     g = torch.Generator().manual_seed(cfg.seed)
     test = torch.zeros(len(labels), dtype=torch.bool)
     for c in range(10):

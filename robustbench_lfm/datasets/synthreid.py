@@ -349,6 +349,7 @@ def generate(cfg: SynthReIDConfig) -> ReIDDataset:
     gal = [t_img[~is_query]], [t_pid[~is_query]], [t_cam[~is_query]]
     if cfg.distractor_ids:
         d_img, d_pid, d_cam = _draw_split(g, distract_p.sort().values, ident, cam, cfg)
-        gal[0].append(d_img), gal[1].append(d_pid), gal[2].append(d_cam)
+        for parts, extra in zip(gal, (d_img, d_pid, d_cam), strict=True):
+            parts.append(extra)
     gallery = ReIDSplit(*(torch.cat(parts) for parts in gal))
     return ReIDDataset("synthreid", train, query, gallery)

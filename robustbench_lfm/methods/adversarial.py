@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 import attacks
+from attacks.objectives import Task
 from robustbench_lfm.recipe import TrainRecipe
 from robustbench_lfm.training import optimize, task_loss
 
@@ -42,7 +43,8 @@ class AdversarialTraining:
 
     def adversarial(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """The PGD version of the batch (the attack restores the model's train mode)."""
-        context = attacks.AttackContext(self.recipe.task, labels=y)
+        task: Task = "classification" if self.recipe.task == "classification" else "reid"
+        context = attacks.AttackContext(task, labels=y)
         return self.attack(model, x, context, eps=self.eps, generator=self.generator)
 
     def __call__(self, model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor) -> float:

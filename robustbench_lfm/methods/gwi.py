@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustbench_lfm.recipe import TrainRecipe
-from robustbench_lfm.training import optimize, task_loss
+from robustbench_lfm.training import optimize, site_net, task_loss
 
 KMEANS_ITERS = 50
 KMEANS_TOL = 1e-4
@@ -141,6 +141,7 @@ class GroupWiseInhibition:
 
     def tenet_step(self, model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor) -> float:
         """One TENET update (module docstring, steps 1-5) on a batch of correctly classified samples."""
+        model = site_net(model, "gwi")
         model.eval()
         with torch.no_grad():
             fmap = model.trunk(x, until=self.layer)

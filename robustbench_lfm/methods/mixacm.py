@@ -29,15 +29,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models import SiteNet
 from robustbench_lfm.recipe import TrainRecipe
-from robustbench_lfm.training import optimize
+from robustbench_lfm.training import optimize, site_net
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 
-def tapped(model: nn.Module, x: Tensor, taps: tuple[str, ...]) -> tuple[list[Tensor], Tensor]:
+def tapped(model: SiteNet, x: Tensor, taps: tuple[str, ...]) -> tuple[list[Tensor], Tensor]:
     """(outputs of the `taps` stages, final feature map) of one trunk pass."""
-    outs, fmap, after = [], x, None
+    outs: list[Tensor] = []
+    fmap, after = x, None
     for site in taps:
         fmap = model.trunk(fmap, after=after, until=site)
         outs.append(fmap)
@@ -68,7 +70,7 @@ class MixACM:
     ) -> None:
         if not alpha > 0 or not 1 <= taps <= 4 or not power > 0 or w_acm < 0 or w_kd < 0 or not tau > 0:
             raise ValueError("mixacm: need alpha > 0, 1 <= taps <= 4, power > 0, w_acm >= 0, w_kd >= 0, tau > 0")
-        self.recipe, self.teacher = recipe, teacher_model.eval()
+        self.recipe, self.teacher = recipe, site_net(teacher_model, "mixacm").eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.taps = STAGES[4 - int(taps) :]
@@ -82,17 +84,19 @@ class MixACM:
         lam = float(self.rng.beta(self.alpha, self.alpha))
         perm = torch.randperm(len(y), generator=self.generator).to(y.device)
         mixed = lam * x + (1 - lam) * x[perm]
-        s_maps, s_final = tapped(model, mixed, self.taps)
-        z_s = model.class_logits(s_final)
+        net = site_net(model, "mixacm")
+        s_maps, s_final = tapped(net, mixed, self.taps)
+        z_s = net.class_logits(s_final)
         with torch.no_grad():
             t_maps, t_final = tapped(self.teacher, mixed, self.taps)
             z_t = self.teacher.class_logits(t_final)
         if any(s.shape[1] != t.shape[1] for s, t in zip(s_maps, t_maps, strict=True)):
             raise ValueError("mixacm: teacher and student stages differ in width; give them the same backbone")
         acm = sum(
-            (channel_map(s, self.power) - channel_map(t, self.power)).pow(2).sum(1).mean()
-            for s, t in zip(s_maps, t_maps, strict=True)
-        )
+            ((channel_map(s, self.power) - channel_map(t, self.power)).pow(2).sum(1).mean()
+             for s, t in zip(s_maps, t_maps, strict=True)),
+            torch.zeros((), device=mixed.device),
+        )  # fmt: skip
         kd = F.kl_div(F.log_softmax(z_s / self.tau, 1), F.softmax(z_t / self.tau, 1), reduction="batchmean")
         ls = self.recipe.label_smoothing
         mix = lam * F.cross_entropy(z_s, y, label_smoothing=ls) + (1 - lam) * F.cross_entropy(

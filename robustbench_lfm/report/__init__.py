@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,8 +82,9 @@ def incomplete_cells(df: pd.DataFrame) -> set[str]:
     out: set[str] = set()
     for task, rows in df.groupby("task"):
         expected = {(rr, m) for rr in rows["rerank"].unique() for m in metric_table.names(str(task))}
-        got = rows.groupby("cell_id").apply(lambda g: set(zip(g["rerank"], g["metric"], strict=True)))
-        out |= {cell for cell, pairs in got.items() if pairs != expected}
+        for cell, g in rows.groupby("cell_id"):
+            if set(zip(g["rerank"], g["metric"], strict=True)) != expected:
+                out.add(str(cell))
     return out
 
 
@@ -97,7 +99,7 @@ def default_pairs(df: pd.DataFrame, extra: list[tuple[str, str]]) -> list[tuple[
     return list(dict.fromkeys(base + extra))
 
 
-def build_report(run_dir: Path, out: Path | None = None, pairs: list[tuple[str, str]] = ()) -> Report:
+def build_report(run_dir: Path, out: Path | None = None, pairs: Sequence[tuple[str, str]] = ()) -> Report:
     """Write the report of `run_dir` (module docstring); returns the paths."""
     df, queries, curves = load_run(run_dir)
     out = out or run_dir / "report"

@@ -70,10 +70,11 @@ class TableCell:
 
 def aggregate(cells: pd.DataFrame) -> dict[tuple[str, str, str], TableCell]:
     """(row, condition, metric) -> mean +- std over seeds (or +- SE for one seed), change vs plain."""
-    out = {}
+    out: dict[tuple[str, str, str], TableCell] = {}
     groups = cells.groupby(["row", "condition", "metric"], sort=False)
     means = groups["value"].mean()
-    for key, g in groups:
+    for group_key, g in groups:
+        key = (str(group_key[0]), str(group_key[1]), str(group_key[2]))
         values = g["value"].astype(float)
         spread = values.std(ddof=1) if len(values) > 1 else float(g["se"].iloc[0])
         base = means.get((BASELINE, key[1], key[2]), np.nan)
@@ -130,7 +131,8 @@ def _columns(cells: pd.DataFrame) -> list[tuple[str, str]]:
 def _best(agg: dict, models: list[str], col: tuple[str, str]) -> set[str]:
     """The models with the column's best mean (ties all bold)."""
     sign = metric_table.get_metric(col[1]).sign
-    scores = {m: round(sign * agg[(m, *col)].mean, 6) for m in models if (m, *col) in agg}
+    keys = {m: (m, col[0], col[1]) for m in models}
+    scores = {m: round(sign * agg[key].mean, 6) for m, key in keys.items() if key in agg}
     top = max(scores.values(), default=None)
     return {m for m, v in scores.items() if v == top}
 
@@ -218,7 +220,8 @@ def _markdown(text: pd.DataFrame, bold: pd.DataFrame | None = None) -> str:
     headers = [" ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in text.columns]
     frame = cells.set_axis([_md_escape(h) for h in headers], axis=1)
     if text.index.name:
-        frame = frame.reset_index(names=text.index.name).assign(**{text.index.name: text.index.map(_md_escape)})
+        name = str(text.index.name)
+        frame = frame.reset_index(names=name).assign(**{name: text.index.map(_md_escape)})
     return str(frame.to_markdown(index=False, disable_numparse=True, stralign="left"))
 
 
@@ -238,9 +241,9 @@ def _tex(text: str) -> str:
     return "".join(TEX_ESCAPES.get(ch, ch) for ch in text)
 
 
-def _tex_symbols(text: str) -> str:
+def _tex_symbols(text: object) -> str:
     """A cell pandas has escaped, with the two non-ASCII symbols of `_fmt` in math mode."""
-    return text.replace(" ± ", r"\,$\pm$\,").replace("†", r"$^\dagger$")
+    return str(text).replace(" ± ", r"\,$\pm$\,").replace("†", r"$^\dagger$")
 
 
 def latex_table(cells: pd.DataFrame, caption: str) -> str:
