@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from robustbench_lfm.cli_options import RUN_OPTIONS, format_option, quiet_option, with_options
 from robustbench_lfm.files import atomic_write
-from robustbench_lfm.parsing import SpecError, format_eps, format_param
+from robustbench_lfm.parsing import SpecError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -86,175 +87,8 @@ def main() -> None:
     """
 
 
-PRESET_DIR = Path(__file__).with_name("presets")
-
-
-def _presets() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
-
-
-def _apply_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """Eager callback of --preset and --config: the file's keys become the run's defaults, so any
-    flag given on the command line still wins."""
-    if value is None:
-        return None
-    from robustbench_lfm.config import ConfigError, read_config
-
-    path = PRESET_DIR / f"{value}.toml" if param.name == "preset" else Path(value)
-    if param.name == "preset" and not path.is_file():
-        fail(f"unknown preset {value!r} (known: {', '.join(_presets())}); or give a file with --config")
-    try:
-        defaults = read_config(path, ctx.command)
-    except ConfigError as err:
-        fail(str(err))
-    ctx.default_map = {**(ctx.default_map or {}), **defaults}
-    return value
-
-
 @main.command()
-@click.option(
-    "--preset",
-    default=None,
-    is_eager=True,
-    expose_value=False,
-    callback=_apply_config,
-    help="Run a shipped protocol: lfm-paper, rcm-cifar, robustbench-linf (robustbench_lfm/presets/).",
-)
-@click.option(
-    "--config",
-    default=None,
-    is_eager=True,
-    expose_value=False,
-    callback=_apply_config,
-    help="Run the options of a TOML file (keys are option names: models, attacks, eps, dataset, ...).",
-)
-@click.option(
-    "--models",
-    "models_",
-    default="lfm",
-    show_default=True,
-    help="Comma list of model names with options, e.g. lfm,lfm:p=0.3,lfm:at=layer1,lfm:area=0.1..0.3 "
-    "(see `lfm-bench ls`).",
-)
-@click.option(
-    "--attacks",
-    "attacks_",
-    default="pgd",
-    show_default=True,
-    help="Comma list of attack names; options as pgd:steps=20 or sma:norm=l2,side=gallery (see `lfm-bench ls`).",
-)
-@click.option(
-    "--eps",
-    default="4/255,8/255",
-    show_default=True,
-    help="Budgets on the [0, 1] pixel scale in each attack's norm (L-inf: 8/255; L2: one image's L2 norm).",
-)
-@click.option(
-    "--surrogate",
-    default=None,
-    help="Transfer attack: craft the images on this model (e.g. plain) and evaluate every model on them.",
-)
-@click.option("--quantize", is_flag=True, help="Round adversarial images to 8 bits (as saved PNGs) before evaluation.")
-@click.option("--seeds", default="0", show_default=True, help="Training seeds, e.g. 0,1,2.")
-@click.option(
-    "--dataset",
-    default="synthreid",
-    show_default=True,
-    help="Dataset name with options, e.g. synthreid:train_ids=40; classification: synthcls, digits, cifar10.",
-)
-@click.option(
-    "--data-root",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Folder holding a real dataset (market1501, dukemtmc, cifar10) in its published layout.",
-)
-@click.option(
-    "--distance",
-    type=click.Choice(["cosine", "euclidean"]),
-    default="cosine",
-    show_default=True,
-    help="Retrieval distance on the post-BNNeck embedding (euclidean = squared L2).",
-)
-@click.option(
-    "--ap",
-    type=click.Choice(["plain", "trapezoid"]),
-    default="plain",
-    show_default=True,
-    help="AP formula: plain = torchreid's; trapezoid = the official Market-1501 script's (lower).",
-)
-@click.option("--flip", is_flag=True, help="Score (and attack) the flip-averaged embedding.")
-@click.option(
-    "--rerank",
-    type=click.Choice(["off", "on", "both"]),
-    default="off",
-    show_default=True,
-    help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3); both = each cell scored both ways.",
-)
-@click.option(
-    "--recipe",
-    default="cpu",
-    show_default=True,
-    help="Training recipe for the dataset's task: cpu (CPU-sized), paper (the papers' GPU settings) "
-    "or a .toml file (copy one from robustbench_lfm/recipes/).",
-)
-@click.option("--epochs", type=int, default=None, help="Override the recipe's epochs (schedule scaled).")
-@click.option("--backbone", default=None, help="Override every model's backbone (resnet-mini, resnet18, resnet50).")
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Run directory (default results/<run-name>/).",
-)
-@click.option("--name", default=None, help="Run name (default: models, attacks and a hash of the spec).")
-@click.option(
-    "--cache-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Checkpoints and generated data (default $LFM_BENCH_CACHE, else ~/.cache/lfm-bench).",
-)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option(
-    "--batch-size",
-    type=click.IntRange(1, 2**31 - 1),
-    default=256,
-    show_default=True,
-    help="Evaluation and attack batch size.",
-)
-@click.option(
-    "--executor",
-    type=click.Choice(["local", "dask", "submitit"]),
-    default="local",
-    show_default=True,
-    help="Where (model, seed) groups run: this machine, a dask cluster, or Slurm via submitit.",
-)
-@click.option(
-    "--jobs",
-    type=click.IntRange(1, 100_000),
-    default=1,
-    show_default=True,
-    help="Parallel workers (processes, dask workers, array).",
-)
-@click.option(
-    "--threads", type=click.IntRange(1, 4096), default=None, help="Torch threads per worker (default: cores / jobs)."
-)
-@click.option("--scheduler", default=None, help="dask scheduler address, e.g. tcp://10.0.0.5:8786 (default: local).")
-@click.option(
-    "--cluster",
-    type=click.Choice(["slurm", "local", "debug"]),
-    default=None,
-    help="submitit cluster (default: Slurm when available).",
-)
-@click.option("--no-baseline", is_flag=True, help="Do not add the `plain` baseline model.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars or dataset summary.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="json: print the summary (every headline cell, the sanity checks, the files) as one JSON object; "
-    "progress lines go to stderr.",
-)
+@with_options(RUN_OPTIONS)
 def run(fmt: str, **opts: Any) -> None:
     """Train (or reuse cached) models and evaluate them clean and under attack.
 
@@ -354,7 +188,7 @@ def run_defaults() -> dict[str, Any]:
     help="Also test model A against model B on the same queries, e.g. --pair lfm,dropout (repeatable); "
     "every model is tested against plain.",
 )
-@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors (the files are still written).")
+@quiet_option("Print nothing but errors (the files are still written).")
 def report(run_dir: Path, out: Path | None, pairs: tuple[str, ...], quiet: bool) -> None:
     """Write Markdown and LaTeX tables, paired tests, figures (PNG, PDF) and one HTML page for RUN_DIR.
 
@@ -395,13 +229,8 @@ def report(run_dir: Path, out: Path | None, pairs: tuple[str, ...], quiet: bool)
     help="Largest fall that is never a regression, as a fraction (0.02 = 2 points).",
 )
 @click.option("--alpha", type=float, default=0.05, show_default=True, help="Significance level of the one-sided test.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option(
-    "--quiet",
-    "-q",
-    is_flag=True,
-    help="Print only what failed (regressed, missing, invalid); nothing when the gate passes.",
-)
+@format_option("json: the findings as one object, for dashboards.")
+@quiet_option("Print only what failed (regressed, missing, invalid); nothing on a pass.")
 def check(run_dir: Path, baseline: Path, tolerance: float, alpha: float, fmt: str, quiet: bool) -> None:
     """Compare RUN_DIR/results.csv with a baseline table; exit 1 on a robustness regression.
 
@@ -431,28 +260,16 @@ def check(run_dir: Path, baseline: Path, tolerance: float, alpha: float, fmt: st
     sys.exit(0 if result.passed else 1)
 
 
-def _show(key: str, value: Any) -> str:
-    """A parameter as it is written on the command line: 0.02..0.4, 8/255."""
-    return format_eps(value) if key in ("eps", "step_size") else format_param(value)
-
-
 @main.command(name="ls")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="json: one object of every registry (names, parameters with defaults, descriptions, sources).",
-)
-@click.option(
-    "--quiet", "-q", is_flag=True, help="Names only, one per line, prefixed by their kind (model lfm, attack pgd, ...)."
-)
+@format_option("json: one object of every registry (names, parameters with defaults, descriptions, sources).")
+@quiet_option("Names only, one per line, after their kind: model lfm, attack pgd.")
 def ls(fmt: str, quiet: bool) -> None:
     """List registered models (with their parameters), attacks, datasets, metrics and recipes.
 
     Loads the model and attack libraries (torch): their registries are filled by importing them.
     """
+    from robustbench_lfm.listing import listing_text, registry_listing
+
     listing = registry_listing()
     if fmt == "json":
         click.echo(json.dumps(listing, indent=2, default=str))
@@ -460,62 +277,4 @@ def ls(fmt: str, quiet: bool) -> None:
         for kind, entries in listing.items():
             click.echo("\n".join(f"{kind.rstrip('s')} {name}" for name in entries))
     else:
-        click.echo(_listing_text(listing))
-
-
-def registry_listing() -> dict[str, dict[str, dict[str, Any]]]:
-    """Every registry as plain values: kind -> name -> {description, parameters, source, ...}."""
-    import attacks
-    import models
-    import robustbench_lfm.methods  # noqa: F401  (registers the training methods' parameters)
-    from robustbench_lfm import metric_table
-    from robustbench_lfm.datasets import DATASETS
-    from robustbench_lfm.recipe import recipe_names
-
-    model_reg, attack_reg = models.registry.MODELS, attacks.registry.ATTACKS
-    return {
-        "models": {n: {"description": e.description, "parameters": e.defaults(), "source": model_reg.source(n)}
-                   for n, e in model_reg.items()},
-        "backbones": {n: {"input_size": list(b.input_size), "strides": list(b.strides),
-                          "source": models.registry.BACKBONES.source(n)} for n, b in models.registry.BACKBONES.items()},
-        "attacks": {n: {"description": _first_line(sys.modules[c.__module__].__doc__), "tasks": list(c.tasks),
-                        "parameters": c.defaults(), "source": attack_reg.source(n)} for n, c in attack_reg.items()},
-        "datasets": {n: {"description": d.description, "task": d.task, "source": DATASETS.source(n)}
-                     for n, d in DATASETS.items()},
-        "metrics": {n: {"label": m.label, "task": m.task, "headline": m.headline, "gated": m.gated,
-                        "source": metric_table.METRICS.source(n)} for n, m in metric_table.METRICS.items()},
-        "recipes": {task: {"names": recipe_names(task)} for task in models.TASKS},
-    }  # fmt: skip
-
-
-def _first_line(doc: str | None) -> str:
-    return (doc or "").strip().splitlines()[0] if (doc or "").strip() else ""
-
-
-def _outside(source: str) -> str:
-    """` [from MODULE]` for an entry registered outside lfm-bench, else nothing."""
-    return "" if source.split(".")[0] in ("models", "attacks", "robustbench_lfm") else f" [from {source}]"
-
-
-def _listing_text(listing: dict[str, dict[str, dict[str, Any]]]) -> str:
-    lines = ["models (NAME:key=value overrides a parameter):"]
-    for name, m in listing["models"].items():
-        lines.append(f"  {name:<16} {m['description']}{_outside(m['source'])}")
-        params = ", ".join(f"{k}={_show(k, v)}" for k, v in m["parameters"].items())
-        if params:
-            lines.append(f"  {'':<16}   {params}")
-    lines.append(f"backbones: {', '.join(listing['backbones'])}")
-    lines.append("attacks:")
-    for name, a in listing["attacks"].items():
-        lines.append(f"  {name:<14} [{'/'.join(a['tasks'])}] {a['description']}{_outside(a['source'])}")
-        options = ", ".join(f"{k}={'default' if v is None else _show(k, v)}" for k, v in a["parameters"].items())
-        lines.append(f"  {'':<14}   {options}")
-    lines.append("datasets:")
-    lines += [
-        f"  {name:<12} ({d['task']}) {d['description']}{_outside(d['source'])}"
-        for name, d in listing["datasets"].items()
-    ]
-    lines.append("metrics: " + ", ".join(f"{n} ({m['task']})" for n, m in listing["metrics"].items()))
-    lines.append("recipes (--recipe):")
-    lines += [f"  {task}: {', '.join(r['names'])}" for task, r in listing["recipes"].items()]
-    return "\n".join(lines)
+        click.echo(listing_text(listing))

@@ -158,6 +158,25 @@ def _trained_model(
         training[label] = {"key": key, "cached": True, "train_s": meta.get("train_s")}
         net = net.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in torch's stub
         return TrainedModel(net.eval(), meta["sha256"], training)
+    info = _train(spec, model_spec, seed, data, device, net, teacher)
+    meta = {**info, "key": key, "model": asdict(model_spec), "data": asdict(spec.data),
+            "recipe": asdict(spec.recipe), "seed": seed}  # fmt: skip
+    sha = cache.save(key, net, meta)
+    training[label] = {"key": key, **info}
+    return TrainedModel(net.eval(), sha, training)
+
+
+def _train(
+    spec: RunSpec,
+    model_spec: ModelSpec,
+    seed: int,
+    data: Dataset,
+    device: torch.device,
+    net: nn.Module,
+    teacher: nn.Module | None,
+) -> dict[str, Any]:
+    """Train `net` in place with the model's method; what the manifest records of it."""
+    label = f"{model_spec.label}@seed{seed}"
     bar = tqdm(total=spec.recipe.epochs, desc=f"train {label}", disable=spec.quiet, leave=False, unit="epoch")
 
     def on_epoch(epoch: int, loss: float) -> None:
@@ -165,27 +184,14 @@ def _trained_model(
         bar.set_postfix(loss=f"{loss:.3f}")
 
     method = build_method(model_spec.method, dict(model_spec.resolved), spec.recipe, seed, device, teacher)
-    stats = train_model(
-        net,
-        data,
-        spec.recipe,
-        seed,
-        device,
-        method,
-        on_epoch=on_epoch,
-    )
+    stats = train_model(net, data, spec.recipe, seed, device, method, on_epoch=on_epoch)
     bar.close()
-    info = {
-        "key": key,
+    return {
         "cached": False,
         "train_s": round(stats.total_seconds, 2),
         "epoch_s": [round(t, 3) for t in stats.epoch_seconds],
         "final_loss": stats.final_loss,
     }
-    meta = {**info, "model": asdict(model_spec), "data": asdict(spec.data), "recipe": asdict(spec.recipe), "seed": seed}
-    sha = cache.save(key, net, meta)
-    training[label] = info
-    return TrainedModel(net.eval(), sha, training)
 
 
 def _new_model(spec: RunSpec, model_spec: ModelSpec, seed: int, data: Dataset) -> nn.Module:

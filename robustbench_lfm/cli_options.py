@@ -1,0 +1,213 @@
+"""The options of `lfm-bench run`, as data, and the shared `--format` and `--quiet` options.
+
+`RUN_OPTIONS` is the list of click options of `run` in `--help` order; `with_options` applies a
+list to a command. `--preset` and `--config` are eager: their file's keys become the run's
+defaults (`apply_config`), so a flag given on the command line still wins. Torch-free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+PRESET_DIR = Path(__file__).with_name("presets")
+
+
+def presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def apply_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Eager callback of --preset and --config: the file's keys become the run's defaults, so any
+    flag given on the command line still wins."""
+    if value is None:
+        return None
+    from robustbench_lfm.cli import fail
+    from robustbench_lfm.config import ConfigError, read_config
+
+    path = PRESET_DIR / f"{value}.toml" if param.name == "preset" else Path(value)
+    if param.name == "preset" and not path.is_file():
+        fail(f"unknown preset {value!r} (known: {', '.join(presets())}); or give a file with --config")
+    try:
+        defaults = read_config(path, ctx.command)
+    except ConfigError as err:
+        fail(str(err))
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
+
+def with_options(options: list[Decorator]) -> Decorator:
+    """A decorator applying `options` so that `--help` lists them in the order given."""
+
+    def wrap(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return wrap
+
+
+def format_option(json_means: str) -> Decorator:
+    """`--format text|json`; `json_means` says what the JSON holds."""
+    return click.option(
+        "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True, help=json_means
+    )
+
+
+def quiet_option(means: str) -> Decorator:
+    """`--quiet` / `-q` with what it silences for this command."""
+    return click.option("--quiet", "-q", is_flag=True, help=means)
+
+
+RUN_OPTIONS: list[Decorator] = [
+    click.option(
+        "--preset",
+        default=None,
+        is_eager=True,
+        expose_value=False,
+        callback=apply_config,
+        help="Run a shipped protocol: lfm-paper, rcm-cifar, robustbench-linf (robustbench_lfm/presets/).",
+    ),
+    click.option(
+        "--config",
+        default=None,
+        is_eager=True,
+        expose_value=False,
+        callback=apply_config,
+        help="Run the options of a TOML file (keys are option names: models, attacks, eps, dataset, ...).",
+    ),
+    click.option(
+        "--models",
+        "models_",
+        default="lfm",
+        show_default=True,
+        help="Comma list of model names with options, e.g. lfm,lfm:p=0.3,lfm:at=layer1,lfm:area=0.1..0.3 "
+        "(see `lfm-bench ls`).",
+    ),
+    click.option(
+        "--attacks",
+        "attacks_",
+        default="pgd",
+        show_default=True,
+        help="Comma list of attack names; options as pgd:steps=20 or sma:norm=l2,side=gallery (see `lfm-bench ls`).",
+    ),
+    click.option(
+        "--eps",
+        default="4/255,8/255",
+        show_default=True,
+        help="Budgets on the [0, 1] pixel scale in each attack's norm (L-inf: 8/255; L2: one image's L2 norm).",
+    ),
+    click.option(
+        "--surrogate",
+        default=None,
+        help="Transfer attack: craft the images on this model (e.g. plain) and evaluate every model on them.",
+    ),
+    click.option(
+        "--quantize", is_flag=True, help="Round adversarial images to 8 bits (as saved PNGs) before evaluation."
+    ),
+    click.option("--seeds", default="0", show_default=True, help="Training seeds, e.g. 0,1,2."),
+    click.option(
+        "--dataset",
+        default="synthreid",
+        show_default=True,
+        help="Dataset name with options, e.g. synthreid:train_ids=40; classification: synthcls, digits, cifar10.",
+    ),
+    click.option(
+        "--data-root",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Folder holding a real dataset (market1501, dukemtmc, cifar10) in its published layout.",
+    ),
+    click.option(
+        "--distance",
+        type=click.Choice(["cosine", "euclidean"]),
+        default="cosine",
+        show_default=True,
+        help="Retrieval distance on the post-BNNeck embedding (euclidean = squared L2).",
+    ),
+    click.option(
+        "--ap",
+        type=click.Choice(["plain", "trapezoid"]),
+        default="plain",
+        show_default=True,
+        help="AP formula: plain = torchreid's; trapezoid = the official Market-1501 script's (lower).",
+    ),
+    click.option("--flip", is_flag=True, help="Score (and attack) the flip-averaged embedding."),
+    click.option(
+        "--rerank",
+        type=click.Choice(["off", "on", "both"]),
+        default="off",
+        show_default=True,
+        help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3); both = each cell scored both ways.",
+    ),
+    click.option(
+        "--recipe",
+        default="cpu",
+        show_default=True,
+        help="Training recipe for the dataset's task: cpu (CPU-sized), paper (the papers' GPU settings) "
+        "or a .toml file (copy one from robustbench_lfm/recipes/).",
+    ),
+    click.option("--epochs", type=int, default=None, help="Override the recipe's epochs (schedule scaled)."),
+    click.option("--backbone", default=None, help="Override every model's backbone (resnet-mini, resnet18, resnet50)."),
+    click.option(
+        "--out",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Run directory (default results/<run-name>/).",
+    ),
+    click.option("--name", default=None, help="Run name (default: models, attacks and a hash of the spec)."),
+    click.option(
+        "--cache-dir",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Checkpoints and generated data (default $LFM_BENCH_CACHE, else ~/.cache/lfm-bench).",
+    ),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
+    click.option(
+        "--batch-size",
+        type=click.IntRange(1, 2**31 - 1),
+        default=256,
+        show_default=True,
+        help="Evaluation and attack batch size.",
+    ),
+    click.option(
+        "--executor",
+        type=click.Choice(["local", "dask", "submitit"]),
+        default="local",
+        show_default=True,
+        help="Where (model, seed) groups run: this machine, a dask cluster, or Slurm via submitit.",
+    ),
+    click.option(
+        "--jobs",
+        type=click.IntRange(1, 100_000),
+        default=1,
+        show_default=True,
+        help="Parallel workers (processes, dask workers, array).",
+    ),
+    click.option(
+        "--threads",
+        type=click.IntRange(1, 4096),
+        default=None,
+        help="Torch threads per worker (default: cores / jobs).",
+    ),
+    click.option(
+        "--scheduler", default=None, help="dask scheduler address, e.g. tcp://10.0.0.5:8786 (default: local)."
+    ),
+    click.option(
+        "--cluster",
+        type=click.Choice(["slurm", "local", "debug"]),
+        default=None,
+        help="submitit cluster (default: Slurm when available).",
+    ),
+    click.option("--no-baseline", is_flag=True, help="Do not add the `plain` baseline model."),
+    quiet_option("No progress bars or dataset summary."),
+    format_option(
+        "json: print the summary (every headline cell, the sanity checks, the files) as one JSON object; "
+        "progress lines go to stderr."
+    ),
+]
