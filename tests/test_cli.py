@@ -9,8 +9,10 @@ import sys
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
 import models
+from robustbench_lfm.cli import main
 from robustbench_lfm.store import CMC_COLUMNS, COLUMNS
 from tests.conftest import TINY_CLI
 from tests.replica import write_market
@@ -162,9 +164,9 @@ def test_folder_dataset_takes_the_backbone_input_size(tmp_path):
     ],
 )
 def test_bad_input_is_one_clear_line_and_status_2(args, expected, tmp_path):
-    proc = lfm_bench("run", "--out", str(tmp_path / "o"), *args)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
+    result = CliRunner().invoke(main, ["run", "--out", str(tmp_path / "o"), *args])  # in process: no torch re-import
+    assert result.exit_code == 2 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lfm-bench: error:") and expected in lines[0]
 
 
@@ -187,14 +189,14 @@ def test_ls_lists_models_attacks_and_datasets():
 
 
 def test_ls_json_lists_every_registry_with_defaults_and_sources():
-    proc = lfm_bench("ls", "--format", "json")
-    assert proc.returncode == 0, proc.stderr
-    listing = json.loads(proc.stdout)
+    result = CliRunner().invoke(main, ["ls", "--format", "json"])
+    assert result.exit_code == 0, result.stderr
+    listing = json.loads(result.stdout)
     assert set(listing["models"]) == set(models.list_models())
     assert listing["models"]["lfm"]["parameters"]["p"] == 0.15 and listing["models"]["lfm"]["source"] == "models.zoo"
     assert listing["attacks"]["pgd"]["source"] == "attacks.pgd" and "steps" in listing["attacks"]["pgd"]["parameters"]
     assert listing["metrics"]["mAP"]["gated"] and not listing["metrics"]["mINP"]["gated"]
-    quiet = lfm_bench("ls", "--quiet").stdout.splitlines()
+    quiet = CliRunner().invoke(main, ["ls", "--quiet"]).stdout.splitlines()
     assert "model lfm" in quiet and "attack pgd" in quiet and "dataset digits" in quiet
 
 
