@@ -9,7 +9,8 @@ Cached artefacts (checkpoints, decoded datasets, stored adversarial images) carr
 beside them, `<stem>.json`: `{"format": 1, "sha256": <the file's sha256>, ...what made it}`. The
 artefact is renamed into place first and its sidecar last, so a crash between the two leaves a
 file with no sidecar, which `read_sidecar` refuses like a changed or truncated one: what cannot
-be verified is rebuilt, never trusted. Reads no torch.
+be verified is rebuilt, never trusted. A checkpoint sidecar written before the format was recorded
+(lfm-bench 0.1.0: the same layout, no `format` key) counts as format 1. Reads no torch.
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ def read_sidecar(path: Path) -> dict[str, Any] | None:
         raise UnverifiedFileError(f"{path} has no sidecar {sidecar.name}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         meta = None
-    if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT or not isinstance(meta.get("sha256"), str):
+    # a sidecar written before the format was recorded has the same layout: format 1
+    if not isinstance(meta, dict) or meta.get("format", 1) != SIDECAR_FORMAT or not isinstance(meta.get("sha256"), str):
         raise UnverifiedFileError(f"the sidecar {sidecar} is unreadable or of another format")
     if file_sha256(path) != meta["sha256"]:
         raise UnverifiedFileError(f"{path} fails its sha256 check (the file changed or was cut)")

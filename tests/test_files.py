@@ -15,6 +15,7 @@ from robustbench_lfm.files import (
     sidecar_path,
     write_verified,
 )
+from robustbench_lfm.hashing import file_sha256
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path):
@@ -64,23 +65,25 @@ def test_a_verified_artefact_round_trips_and_a_changed_one_is_refused(tmp_path):
         read_sidecar(art)
 
 
-@pytest.mark.parametrize("sidecar", [None, "", "[]", '{"sha256": "x"}', "not json"])
+@pytest.mark.parametrize("sidecar", [None, "", "[]", '{"sha256": "x"}', '{"format": 2, "sha256": "SHA"}', "not json"])
 def test_an_artefact_without_a_valid_sidecar_is_refused(tmp_path, sidecar):
     art = tmp_path / "images.safetensors"
     write_verified(art, lambda tmp: tmp.write_bytes(b"x"), {})
     if sidecar is None:
         sidecar_path(art).unlink()  # a kill between the artefact's rename and its sidecar's
     else:
-        sidecar_path(art).write_text(sidecar)
+        sidecar_path(art).write_text(sidecar.replace("SHA", file_sha256(art)))  # a later format: not this one's
     with pytest.raises(UnverifiedFileError):
         read_sidecar(art)
     assert read_sidecar(tmp_path / "absent.safetensors") is None
 
 
-def test_the_sidecar_records_its_format(tmp_path):
+def test_the_sidecar_records_its_format_and_an_older_sidecar_without_one_still_verifies(tmp_path):
     art = tmp_path / "d.safetensors"
     write_verified(art, lambda tmp: tmp.write_bytes(b"x"), {"dataset": "digits"})
     assert json.loads(sidecar_path(art).read_text())["format"] == 1
+    sidecar_path(art).write_text(json.dumps({"sha256": file_sha256(art)}))  # a checkpoint cached by 0.1.0
+    assert read_sidecar(art) is not None
 
 
 def test_content_keys_come_from_canonical_json_never_from_repr():
