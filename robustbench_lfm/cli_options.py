@@ -153,6 +153,13 @@ RUN_OPTIONS: list[Decorator] = [
         "or a .toml file (copy one from robustbench_lfm/recipes/).",
     ),
     click.option("--epochs", type=int, default=None, help="Override the recipe's epochs (schedule scaled)."),
+    click.option(
+        "--pretrained",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Initialise every model's backbone from this torchvision-layout ResNet state dict "
+        "(.pth read with weights_only, or .safetensors); its sha256 joins the checkpoint key and the CSV.",
+    ),
     click.option("--backbone", default=None, help="Override every model's backbone (resnet-mini, resnet18, resnet50)."),
     click.option(
         "--out",

@@ -37,6 +37,7 @@ from robustbench_lfm.environment import git_sha, now
 from robustbench_lfm.hashing import content_hash
 from robustbench_lfm.methods import build_method
 from robustbench_lfm.metrics import AP_FORMULAS, AccuracyResult, APFormula, RankResult, evaluate_rank, pairwise_distance
+from robustbench_lfm.pretrained import initialise
 from robustbench_lfm.rerank import RerankParams, rerank
 from robustbench_lfm.spec import Cell, ModelSpec, RunSpec
 from robustbench_lfm.training import TrainingError, train_model
@@ -199,10 +200,19 @@ def _new_model(spec: RunSpec, model_spec: ModelSpec, seed: int, data: Dataset) -
     torch.manual_seed(seed)  # weight initialisation
     if isinstance(data, ClassificationDataset):
         mean, std = data.normalization()
-        return models.create_model(
+        net = models.create_model(
             model_spec.name, data.num_classes, "classification", mean, std, seed=seed, **model_spec.overrides()
         )
-    return models.create_model(model_spec.name, data.num_train_ids, "reid", seed=seed, **model_spec.overrides())
+        return _initialised(spec, model_spec, net)
+    net = models.create_model(model_spec.name, data.num_train_ids, "reid", seed=seed, **model_spec.overrides())
+    return _initialised(spec, model_spec, net)
+
+
+def _initialised(spec: RunSpec, model_spec: ModelSpec, net: models.SiteNet) -> models.SiteNet:
+    """`net` with its backbone loaded from --pretrained when the model starts from it."""
+    if model_spec.pretrained and spec.pretrained is not None:
+        initialise(net.backbone, spec.pretrained, model_spec.pretrained)
+    return net
 
 
 def _embed(net: nn.Module, images: Tensor, batch_size: int, device: torch.device) -> Tensor:
@@ -336,6 +346,7 @@ def _rows(
         "backbone": cell.model.backbone,
         "regularizer": cell.model.regularizer,
         "model_params": json.dumps(dict(cell.model.resolved), sort_keys=True),
+        "pretrained_sha256": cell.model.pretrained,
         "train_seed": cell.seed,
         "eps": cell.eps,
         "surrogate": "" if cell.attack is None or cell.threat.surrogate is None else cell.threat.surrogate.label,

@@ -5,7 +5,8 @@ tables, figures, report conditions, sanity series, paired tests and the regressi
 these tuples, from this module:
 
 * `RUN`      — the task, the data and its options, the training recipe, the evaluation options;
-* `MODEL`    — the model label, backbone, regularizer and every resolved model parameter;
+* `MODEL`    — the model label, backbone, regularizer, every resolved model parameter and the
+               sha256 of the pretrained weights it started from (empty: random init);
 * `ATTACK`   — the attack, every resolved option, and the threat (side, surrogate, quantization);
 * `SCHEDULE` — the budget and the steps and step size actually run at it;
 * `SERIES`   — an attack configuration across eps: the identity without the schedule;
@@ -27,7 +28,7 @@ from robustbench_lfm.parsing import format_eps
 __all__ = ["format_eps"]  # re-exported: labels and tables meet it here
 
 RUN = ("task", "dataset", "data_params", "recipe_key", "distance", "ap", "flip")
-MODEL = ("model", "backbone", "regularizer", "model_params")
+MODEL = ("model", "backbone", "regularizer", "model_params", "pretrained_sha256")
 ATTACK = ("attack", "attack_params", "objective", "norm", "perturbed", "surrogate", "quantize")
 SCHEDULE = ("eps", "steps", "step_size")
 IDENTITY = (*RUN, *MODEL, "train_seed", *ATTACK, *SCHEDULE, "rerank")

@@ -57,6 +57,8 @@ class TrainRecipe:
         pad: pixels of zero padding before the random crop.
         flip: random horizontal flip with probability 0.5.
         methods: per training method, parameter overrides: (("gwi", (("start_iter", 100),)),).
+        init: the backbone's initialisation the recipe expects: "random", or "imagenet" (ImageNet
+            weights from a file the user gives with --pretrained; lfm-bench downloads nothing).
         source: the recipe's name or file (not part of the checkpoint key).
     """
 
@@ -80,12 +82,15 @@ class TrainRecipe:
     pad: int = 3
     flip: bool = True
     methods: tuple[tuple[str, Params], ...] = ()
+    init: str = "random"
     source: str = "reid-cpu"
 
     def __post_init__(self) -> None:
         problems = []
         if self.task not in ("reid", "classification"):
             problems.append(f"task = {self.task!r} must be 'reid' or 'classification'")
+        if self.init not in ("random", "imagenet"):
+            problems.append(f"init = {self.init!r} must be 'random' or 'imagenet'")
         if self.optimizer not in ("adam", "sgd"):
             problems.append(f"optimizer = {self.optimizer!r} must be 'adam' or 'sgd'")
         if self.epochs < 1 or self.batch_size < 2 or self.ids_per_batch < 2 or self.images_per_id < 2:
@@ -110,7 +115,10 @@ class TrainRecipe:
 
     def key(self) -> dict[str, Any]:
         """What identifies the recipe in checkpoint keys: every field but `source`."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "source"}
+        key = {k: v for k, v in dataclasses.asdict(self).items() if k != "source"}
+        if key.get("init") == "random":  # the default: keys of recipes from before the field stay as they were
+            del key["init"]
+        return key
 
     def fingerprint(self) -> str:
         """The CSV `recipe_key`: a short hash of `key()` (two recipes with one key train alike)."""

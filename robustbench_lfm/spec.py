@@ -6,6 +6,7 @@ the problem and the fix. Registry names are the same strings in the CLI, config 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import models
 import robustbench_lfm.methods  # noqa: F401  (registers the training methods' parameters)
 from robustbench_lfm import __version__, environment, files
 from robustbench_lfm.datasets import get_dataset_info
-from robustbench_lfm.hashing import canonical_json, content_hash
+from robustbench_lfm.hashing import canonical_json, content_hash, file_sha256
 from robustbench_lfm.identity import LARGE_EPS, format_eps
 from robustbench_lfm.parsing import (
     INT_LIMIT,
@@ -61,6 +62,7 @@ class ModelSpec:
         resolved: every parameter after defaults, recipe and overrides (CSV `model_params`).
         method: the training method ("standard", "gwi", "pgd-at", "mixacm").
         teacher: MixACM's teacher model, trained first; None otherwise.
+        pretrained: sha256 of the --pretrained file its backbone starts from ("" = random init).
     """
 
     name: str
@@ -70,6 +72,19 @@ class ModelSpec:
     resolved: Params = ()
     method: str = "standard"
     teacher: ModelSpec | None = None
+    pretrained: str = ""
+
+    def key(self) -> dict[str, Any]:
+        """What identifies the model in checkpoint keys: every field, `pretrained` only when set
+        (so keys of randomly initialised models stay as they were before the field)."""
+        out = asdict(self)
+        _drop_empty_pretrained(out)
+        return out
+
+    def initialised_from(self, sha256: str) -> ModelSpec:
+        """This model (and its teacher) with the backbone initialised from the file `sha256`."""
+        teacher = None if self.teacher is None else self.teacher.initialised_from(sha256)
+        return dataclasses.replace(self, pretrained=sha256, teacher=teacher)
 
     @property
     def label(self) -> str:
@@ -81,6 +96,13 @@ class ModelSpec:
     def overrides(self) -> dict[str, Any]:
         """Keyword arguments for `models.create_model`."""
         return {"backbone": self.backbone, **dict(self.resolved)}
+
+
+def _drop_empty_pretrained(model: dict[str, Any]) -> None:
+    if not model.get("pretrained"):
+        model.pop("pretrained", None)
+    if isinstance(model.get("teacher"), dict):
+        _drop_empty_pretrained(model["teacher"])
 
 
 @dataclass(frozen=True)
@@ -205,7 +227,7 @@ class Cell:
         """Cache key of the checkpoint this cell needs."""
         return content_hash(
             {
-                "model": asdict(self.model),
+                "model": self.model.key(),
                 "data": data.key(),
                 "recipe": recipe.key(),
                 "seed": self.seed,
@@ -253,6 +275,7 @@ class RunSpec:
     device: str = "cpu"
     batch_size: int = 256
     quiet: bool = False
+    pretrained: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def cells(self) -> list[Cell]:
@@ -417,6 +440,7 @@ def build_spec(**o: Any) -> RunSpec:
         device = str(environment.resolve_device(o["device"]))
     except (ValueError, RuntimeError) as err:
         raise SpecError(str(err)) from None
+    model_specs, surrogate, pretrained = _pretrained(o.get("pretrained"), recipe, model_specs, surrogate)
     all_models = model_specs + ((surrogate,) if surrogate else ())
     data = resolve_data(o["dataset"], o["data_root"], tuple(unique([m.backbone for m in all_models])))
     evaluation = EvalSpec(o["distance"], o["ap"], o["flip"], o["rerank"])
@@ -438,6 +462,7 @@ def build_spec(**o: Any) -> RunSpec:
         device=device,
         batch_size=o["batch_size"],
         quiet=o["quiet"],
+        pretrained=pretrained,
     )
 
 
@@ -467,3 +492,34 @@ def _run_name(parts: dict[str, Any]) -> str:
     models_part = "-".join(m.name for m in parts["models"])[:40]
     attacks_part = "-".join(a.name for a in parts["attacks"])[:20]
     return f"{models_part}_{attacks_part}_{content_hash(parts, 6)}"
+
+
+def _pretrained(
+    given: str | Path | None, recipe: TrainRecipe, model_specs: tuple[ModelSpec, ...], surrogate: ModelSpec | None
+) -> tuple[tuple[ModelSpec, ...], ModelSpec | None, Path | None]:
+    """The models initialised from --pretrained (checked now against every backbone), or the
+    models as they are; a recipe that expects ImageNet weights without them is refused."""
+    if given is None:
+        if recipe.init == "imagenet":
+            raise SpecError(
+                f"recipe {recipe.source} starts {recipe.backbone} from ImageNet weights: give --pretrained PATH, a "
+                f"torchvision {recipe.backbone} state dict (e.g. resnet50-0676ba61.pth or .safetensors); nothing is "
+                "downloaded"
+            )
+        return model_specs, surrogate, None
+    from models.pretrained import PretrainedError, load_torchvision
+    from robustbench_lfm.pretrained import read_state_dict
+
+    path = Path(given).expanduser().resolve()
+    try:
+        state = read_state_dict(path)
+    except PretrainedError as err:
+        raise SpecError(str(err)) from None
+    for backbone in dict.fromkeys(m.backbone for m in (*model_specs, *((surrogate,) if surrogate else ()))):
+        try:
+            load_torchvision(models.registry.get_backbone(backbone)(), state)
+        except PretrainedError as err:
+            raise SpecError(f"--pretrained {path} into {backbone}: {err}") from None
+    sha = file_sha256(path)
+    pretrained = tuple(m.initialised_from(sha) for m in model_specs)
+    return pretrained, None if surrogate is None else surrogate.initialised_from(sha), path

@@ -32,9 +32,9 @@ from robustbench_lfm.files import atomic_write
 
 COLUMNS = (
     "run_id", "cell_id", "task", "dataset", "data_params", "model", "backbone", "regularizer", "model_params",
-    "recipe_key", "train_seed", "attack", "attack_label", "attack_params", "objective", "norm", "eps", "steps",
-    "step_size", "perturbed", "surrogate", "quantize", "distance", "ap", "flip", "rerank", "metric", "value",
-    "n_eval", "wall_s", "checkpoint_sha256", "lfm_bench_version", "torch_version", "git_sha", "created_at",
+    "pretrained_sha256", "recipe_key", "train_seed", "attack", "attack_label", "attack_params", "objective", "norm",
+    "eps", "steps", "step_size", "perturbed", "surrogate", "quantize", "distance", "ap", "flip", "rerank", "metric",
+    "value", "n_eval", "wall_s", "checkpoint_sha256", "lfm_bench_version", "torch_version", "git_sha", "created_at",
 )  # fmt: skip
 
 

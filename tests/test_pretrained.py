@@ -90,3 +90,107 @@ def test_a_state_dict_that_does_not_fit_is_refused_whole(change, message):
 def test_a_resnet50_file_does_not_fit_our_cifar_stem_resnet18():
     with pytest.raises(PretrainedError, match=re.escape("misshapen: conv1.weight")):
         load_torchvision(get_backbone("resnet18")(), torchvision_resnet50_state())
+
+
+def torchvision_layout(backbone_name: str, seed: int = 1) -> dict[str, torch.Tensor]:
+    """Random weights for our `backbone_name` under torchvision's names (the map is checked on
+    ResNet-50 above against names written out from the architecture)."""
+    from models.pretrained import torchvision_key_map
+
+    net = get_backbone(backbone_name)()
+    g = torch.Generator().manual_seed(seed)
+    ours = net.state_dict()
+    state = {t: torch.rand(ours[o].shape, generator=g) if ours[o].is_floating_point() else ours[o].clone()
+             for t, o in torchvision_key_map(net).items()}  # fmt: skip
+    state["fc.weight"] = torch.zeros(10, 4)  # the ImageNet classifier: ignored
+    return state
+
+
+def _run(out, cache, *extra):
+    from click.testing import CliRunner
+
+    from robustbench_lfm.cli import main
+    from tests.test_threats import DATA
+
+    args = ["run", "--models", "lfm", "--attacks", "fgsm", "--eps", "4/255", "--dataset", DATA, "--epochs", "1",
+            "--out", str(out), "--cache-dir", str(cache), "-q", *extra]  # fmt: skip
+    return CliRunner().invoke(main, args)
+
+
+def test_lfm_and_plain_start_from_the_same_file_and_stay_apart_from_random_init(tmp_path):
+    import pandas as pd
+    from safetensors.torch import save_file
+
+    from robustbench_lfm.hashing import file_sha256
+
+    weights = tmp_path / "mini.pth"
+    torch.save(torchvision_layout("resnet-mini"), weights)
+    pretrained = _run(tmp_path / "run", tmp_path / "cache", "--pretrained", str(weights))
+    assert pretrained.exit_code == 0, pretrained.output
+    random = _run(tmp_path / "run", tmp_path / "cache")  # the same run directory: more models may join it
+    assert random.exit_code == 0, random.output
+    df = pd.read_csv(tmp_path / "run" / "results.csv", keep_default_na=False)
+    sha = file_sha256(weights)
+    assert set(df["pretrained_sha256"]) == {sha, ""} and set(df["model"]) == {"plain", "lfm"}
+    from_file = df[df["pretrained_sha256"] == sha]
+    assert set(from_file["model"]) == {"plain", "lfm"}  # both models start from the one file
+    assert df.groupby("pretrained_sha256")["checkpoint_sha256"].agg(set).map(len).min() == 2
+    clean = df[(df["attack"] == "none") & (df["metric"] == "rank1")]
+    assert len(clean) == 4 and clean["cell_id"].nunique() == 4  # two inits x two models: four cells
+    safetensors_copy = tmp_path / "mini.safetensors"
+    save_file(torchvision_layout("resnet-mini"), str(safetensors_copy))
+    assert file_sha256(safetensors_copy) != sha  # another file is another identity (same tensors or not)
+
+
+def test_the_backbone_is_loaded_before_training(tmp_path):
+    from robustbench_lfm import group
+    from robustbench_lfm.cli import run_defaults
+    from robustbench_lfm.hashing import file_sha256
+    from robustbench_lfm.spec import build_spec
+    from tests.test_threats import DATA
+
+    weights = tmp_path / "mini.pth"
+    state = torchvision_layout("resnet-mini")
+    torch.save(state, weights)
+    spec = build_spec(**{**run_defaults(), "models_": "lfm", "dataset": DATA, "out": tmp_path / "o",
+                         "cache_dir": tmp_path / "c", "pretrained": weights, "device": "cpu"})  # fmt: skip
+    model = spec.models[0]
+    assert model.pretrained == file_sha256(weights)
+    net = group._new_model(spec, model, 0, group.run_dataset(spec))
+    assert torch.equal(net.backbone.stem_conv.weight, state["conv1.weight"])
+    assert torch.equal(net.backbone.stages[1][0].shortcut[0].weight, state["layer2.0.downsample.0.weight"])
+
+
+class _Planted:
+    def __reduce__(self):
+        return (print, ("a planted pickle ran",))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("pickle", "is not a readable state dict"),
+        ("text", "is not a readable state dict"),
+        ("list", "holds no mapping of names to tensors"),
+        ("misshapen", "misshapen: conv1.weight"),
+        ("absent", "is not a file"),
+    ],
+)
+def test_a_bad_pretrained_file_is_one_line_and_status_2(tmp_path, capfd, content, message):
+    import pickle
+
+    path = tmp_path / "weights.pth"
+    if content == "pickle":
+        path.write_bytes(pickle.dumps({"conv1.weight": _Planted()}))
+    elif content == "text":
+        path.write_text("not a state dict")
+    elif content == "list":
+        torch.save([torch.zeros(1)], path)
+    elif content == "misshapen":
+        torch.save({**torchvision_layout("resnet-mini"), "conv1.weight": torch.zeros(1, 1)}, path)
+    result = _run(tmp_path / "run", tmp_path / "cache", "--pretrained", str(path))
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lfm-bench: error: ") and message in lines[0]
+    assert "a planted pickle ran" not in capfd.readouterr().out + result.output
+    assert not (tmp_path / "run" / "results.csv").exists()

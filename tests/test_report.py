@@ -131,9 +131,16 @@ def test_a_config_file_sets_defaults_and_flags_override_it(tmp_path):
     assert ctx.params["eps"] == "8/255"  # the flag wins
 
 
+def test_the_lfm_paper_preset_without_pretrained_weights_names_the_file_it_needs():
+    result = CliRunner().invoke(main, ["run", "--preset", "lfm-paper", "-q"])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "give --pretrained PATH, a torchvision resnet50 state dict" in result.stderr
+
+
 @pytest.mark.parametrize("preset", ["lfm-paper", "rcm-cifar", "robustbench-linf"])
-def test_presets_without_their_data_name_the_folder_and_layout(preset):
-    result = CliRunner().invoke(main, ["run", "--preset", preset, "-q"])
+def test_presets_without_their_data_name_the_folder_and_layout(preset, tmp_path):
+    extra = ["--pretrained", str(_resnet50_file(tmp_path))] if preset == "lfm-paper" else []
+    result = CliRunner().invoke(main, ["run", "--preset", preset, "-q", *extra])
     assert result.exit_code == 2
     assert "--data-root" in result.output and ("bounding_box_train" in result.output or "data_batch_1" in result.output)
 
@@ -198,3 +205,11 @@ def test_every_table_format_renders_any_model_name(model, condition):
     assert r"\toprule" in tex and r"\textbf{50.0" in tex and r"caption \& 100\%" in tex
     page = html_table(_cells(model, condition))
     assert html.escape(model) in page and "font-weight: bold" in page
+
+
+def _resnet50_file(tmp_path):
+    from tests.test_pretrained import torchvision_resnet50_state
+
+    path = tmp_path / "resnet50.safetensors"
+    save_file(torchvision_resnet50_state(), str(path))
+    return path

@@ -17,7 +17,7 @@ def row(attack, eps, metric, value, model="m", objective="sma", options="{}"):
     return {
         "task": "reid", "dataset": "synthreid", "data_params": "{}", "recipe_key": "r", "distance": "cosine",
         "ap": "plain", "flip": False, "backbone": "resnet-mini", "regularizer": "none", "model_params": "{}",
-        "model": model, "train_seed": 0, "attack": attack, "attack_label": attack,
+        "pretrained_sha256": "", "model": model, "train_seed": 0, "attack": attack, "attack_label": attack,
         "attack_params": "{}" if clean else options, "objective": "" if clean else objective,
         "norm": "" if clean else "linf", "perturbed": "" if clean else "query", "steps": 0 if clean else 20,
         "step_size": 0.0 if clean else eps / 4, "surrogate": "", "quantize": False, "rerank": "", "eps": eps,
