@@ -10,15 +10,23 @@ every model initialised from it and the CSV column `pretrained_sha256`.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
+import models
 from models.backbones import ResNetBackbone
 from models.pretrained import PretrainedError, load_torchvision
 from robustbench_lfm.hashing import file_sha256
+from robustbench_lfm.parsing import SpecError
+
+if TYPE_CHECKING:
+    from robustbench_lfm.recipe import TrainRecipe
+    from robustbench_lfm.spec import ModelSpec
 
 WRAPPERS = ("state_dict", "model")
 
@@ -51,6 +59,41 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
 
 def initialise(backbone: ResNetBackbone, path: Path, sha256: str) -> None:
     """Load `path` into `backbone` after checking it is still the file the run was started with."""
+    load_torchvision(backbone, _verified_state(path, sha256))
+
+
+@functools.lru_cache(maxsize=1)
+def _verified_state(path: Path, sha256: str) -> dict[str, Tensor]:
+    """The file's tensors, read and hashed once per process (every model of a worker shares them;
+    loading copies them into each backbone)."""
     if file_sha256(path) != sha256:
         raise PretrainedError(f"--pretrained {path} changed since the run started (sha256 differs); rerun the command")
-    load_torchvision(backbone, read_state_dict(path))
+    return read_state_dict(path)
+
+
+def resolve_pretrained(
+    given: str | Path | None, recipe: TrainRecipe, model_specs: tuple[ModelSpec, ...], surrogate: ModelSpec | None
+) -> tuple[tuple[ModelSpec, ...], ModelSpec | None, Path | None]:
+    """The models initialised from --pretrained (checked now against every backbone), or the
+    models as they are; a recipe that expects ImageNet weights without them is refused."""
+    if given is None:
+        if recipe.init == "imagenet":
+            raise SpecError(
+                f"recipe {recipe.source} starts {recipe.backbone} from ImageNet weights: give --pretrained PATH, a "
+                f"torchvision {recipe.backbone} state dict (e.g. resnet50-0676ba61.pth or .safetensors); nothing is "
+                "downloaded"
+            )
+        return model_specs, surrogate, None
+    path = Path(given).expanduser().resolve()
+    try:
+        state = read_state_dict(path)
+    except PretrainedError as err:
+        raise SpecError(str(err)) from None
+    for backbone in dict.fromkeys(m.backbone for m in (*model_specs, *((surrogate,) if surrogate else ()))):
+        try:
+            load_torchvision(models.registry.get_backbone(backbone)(), state)
+        except PretrainedError as err:
+            raise SpecError(f"--pretrained {path} into {backbone}: {err}") from None
+    sha = file_sha256(path)
+    pretrained = tuple(m.initialised_from(sha) for m in model_specs)
+    return pretrained, None if surrogate is None else surrogate.initialised_from(sha), path

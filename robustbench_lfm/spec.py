@@ -16,7 +16,7 @@ import models
 import robustbench_lfm.methods  # noqa: F401  (registers the training methods' parameters)
 from robustbench_lfm import __version__, environment, files
 from robustbench_lfm.datasets import get_dataset_info
-from robustbench_lfm.hashing import canonical_json, content_hash, file_sha256
+from robustbench_lfm.hashing import canonical_json, content_hash
 from robustbench_lfm.identity import LARGE_EPS, format_eps
 from robustbench_lfm.parsing import (
     INT_LIMIT,
@@ -440,7 +440,9 @@ def build_spec(**o: Any) -> RunSpec:
         device = str(environment.resolve_device(o["device"]))
     except (ValueError, RuntimeError) as err:
         raise SpecError(str(err)) from None
-    model_specs, surrogate, pretrained = _pretrained(o.get("pretrained"), recipe, model_specs, surrogate)
+    from robustbench_lfm.pretrained import resolve_pretrained  # torch-free until a run is built
+
+    model_specs, surrogate, pretrained = resolve_pretrained(o.get("pretrained"), recipe, model_specs, surrogate)
     all_models = model_specs + ((surrogate,) if surrogate else ())
     data = resolve_data(o["dataset"], o["data_root"], tuple(unique([m.backbone for m in all_models])))
     evaluation = EvalSpec(o["distance"], o["ap"], o["flip"], o["rerank"])
@@ -492,34 +494,3 @@ def _run_name(parts: dict[str, Any]) -> str:
     models_part = "-".join(m.name for m in parts["models"])[:40]
     attacks_part = "-".join(a.name for a in parts["attacks"])[:20]
     return f"{models_part}_{attacks_part}_{content_hash(parts, 6)}"
-
-
-def _pretrained(
-    given: str | Path | None, recipe: TrainRecipe, model_specs: tuple[ModelSpec, ...], surrogate: ModelSpec | None
-) -> tuple[tuple[ModelSpec, ...], ModelSpec | None, Path | None]:
-    """The models initialised from --pretrained (checked now against every backbone), or the
-    models as they are; a recipe that expects ImageNet weights without them is refused."""
-    if given is None:
-        if recipe.init == "imagenet":
-            raise SpecError(
-                f"recipe {recipe.source} starts {recipe.backbone} from ImageNet weights: give --pretrained PATH, a "
-                f"torchvision {recipe.backbone} state dict (e.g. resnet50-0676ba61.pth or .safetensors); nothing is "
-                "downloaded"
-            )
-        return model_specs, surrogate, None
-    from models.pretrained import PretrainedError, load_torchvision
-    from robustbench_lfm.pretrained import read_state_dict
-
-    path = Path(given).expanduser().resolve()
-    try:
-        state = read_state_dict(path)
-    except PretrainedError as err:
-        raise SpecError(str(err)) from None
-    for backbone in dict.fromkeys(m.backbone for m in (*model_specs, *((surrogate,) if surrogate else ()))):
-        try:
-            load_torchvision(models.registry.get_backbone(backbone)(), state)
-        except PretrainedError as err:
-            raise SpecError(f"--pretrained {path} into {backbone}: {err}") from None
-    sha = file_sha256(path)
-    pretrained = tuple(m.initialised_from(sha) for m in model_specs)
-    return pretrained, None if surrogate is None else surrogate.initialised_from(sha), path
