@@ -7,14 +7,16 @@ to our parts (`stem_conv`, `stem_post.0`, `stages.{i}.{block}.body.{k}`, `...sho
 last-stride-1 `resnet50` and RCM's stride variants take the same weights. `load_torchvision`
 refuses a state dict with any missing, unexpected or misshapen key and names them all
 (`PretrainedError`), so a ResNet-18 file never half-loads into ours (which has the CIFAR 3x3
-stem). Reads no file: the harness reads it (robustbench_lfm/pretrained.py). Imports torch only.
+stem). `load_reid_layout` does the same for whole re-ID models trained by lfm-bench, torchreid or
+fast-reid (`--models ckpt:PATH`). Reads no file: the harness reads it (robustbench_lfm/pretrained.py).
+Imports torch only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from models.backbones import BasicBlock, Bottleneck, ResNetBackbone
 
@@ -64,15 +66,30 @@ def load_torchvision(backbone: ResNetBackbone, state: Mapping[str, Tensor]) -> N
     """
     if not any(isinstance(m, (BasicBlock, Bottleneck)) for m in backbone.modules()):
         raise PretrainedError("the backbone has no residual blocks to initialise")
-    mapping = torchvision_key_map(backbone)
     given = {k: v for k, v in state.items() if not k.startswith(_IGNORED_PREFIXES)}
-    ours = backbone.state_dict()
+    mapping = torchvision_key_map(backbone)
+    mapped = {ours: given[theirs] for theirs, ours in mapping.items() if theirs in given}
     unexpected = sorted(set(given) - set(mapping))
-    missing = sorted(set(mapping) - set(given))
+    _check_fit(backbone, mapped, unexpected, "torchvision ResNet layout", {v: k for k, v in mapping.items()})
+    backbone.load_state_dict(mapped, strict=True)
+
+
+def _check_fit(
+    module: nn.Module,
+    mapped: Mapping[str, Tensor],
+    unexpected: list[str],
+    layout: str,
+    names: Mapping[str, str] | None = None,
+) -> None:
+    """PretrainedError listing what keeps `mapped` (our key -> tensor) from loading into `module`
+    strictly: keys the file lacks, keys it has that nothing takes, tensors of another shape.
+    `names` gives our keys' names in the file's layout, for the message."""
+    ours, names = module.state_dict(), names or {}
+    missing = sorted(names.get(k, k) for k in set(ours) - set(mapped))
     misshapen = sorted(
-        f"{k} {tuple(given[k].shape)} (needs {tuple(ours[mapping[k]].shape)})"
-        for k in set(given) & set(mapping)
-        if tuple(given[k].shape) != tuple(ours[mapping[k]].shape)
+        f"{names.get(k, k)} {tuple(v.shape)} (needs {tuple(ours[k].shape)})"
+        for k, v in mapped.items()
+        if k in ours and tuple(v.shape) != tuple(ours[k].shape)
     )
     problems = [
         f"{label}: {', '.join(keys[:8])}{f' and {len(keys) - 8} more' if len(keys) > 8 else ''}"
@@ -80,7 +97,88 @@ def load_torchvision(backbone: ResNetBackbone, state: Mapping[str, Tensor]) -> N
         if keys
     ]
     if problems:
-        raise PretrainedError(
-            "the state dict does not fit this backbone (torchvision ResNet layout): " + "; ".join(problems)
-        )
-    backbone.load_state_dict({mapping[k]: v for k, v in given.items()}, strict=True)
+        raise PretrainedError(f"the state dict does not fit ({layout}): " + "; ".join(problems))
+
+
+# Re-ID checkpoints of other code bases, mapped onto a `ReIDNet` (strong-baseline head).
+#
+# torchreid (KaiyangZhou/deep-person-reid, torchreid/models/resnet.py, `resnet50`): torchvision
+#   names for the trunk, `classifier.{weight,bias}` after global average pooling and no BNNeck;
+#   its test feature is the pooled vector, so the net's neck becomes the identity (exact).
+#   `fc.*` exists only in the `*_fc512` variants, whose extra embedding layer we do not build:
+#   it is refused as unexpected.
+# fast-reid (JDAI-CV/fast-reid, Baseline + build_resnet_backbone + EmbeddingHead): the trunk
+#   under `backbone.` in torchvision names, the BNNeck as `heads.bottleneck.0.*` (its eval
+#   feature, neck_feat "after"), the classifier as `heads.weight` (v1) or `heads.classifier.weight`
+#   (older), and `pixel_mean`/`pixel_std` on the 0-255 scale, which become our [0, 1] `mean`/`std`.
+# The classifier weights load for completeness (evaluation scores embeddings only); a
+#   classifier bias (torchreid) has no place in ours and is dropped.
+REID_LAYOUTS = ("lfm-bench", "torchreid", "fast-reid")
+
+
+def detect_layout(state: Mapping[str, Tensor]) -> str | None:
+    """Which of `REID_LAYOUTS` a state dict is in, from its keys (None: none of them)."""
+    if "backbone.stem_conv.weight" in state:
+        return "lfm-bench"
+    if "backbone.conv1.weight" in state and any(k.startswith("heads.") for k in state):
+        return "fast-reid"
+    if "conv1.weight" in state and "layer1.0.conv1.weight" in state:
+        return "torchreid"
+    return None
+
+
+def classifier_rows(state: Mapping[str, Tensor], layout: str) -> int | None:
+    """Number of classes (training identities) of the state dict's classifier, if it has one."""
+    for key in {"lfm-bench": ("classifier.weight", "fc.weight"), "torchreid": ("classifier.weight",),
+                "fast-reid": ("heads.weight", "heads.classifier.weight")}[layout]:  # fmt: skip
+        if key in state and state[key].dim() == 2:
+            return int(state[key].shape[0])
+    return None
+
+
+def load_reid_layout(net: nn.Module, state: Mapping[str, Tensor], layout: str) -> None:
+    """Load a re-ID state dict of `layout` into `net` (a `ReIDNet`, in place), all or nothing.
+
+    Raises:
+        PretrainedError: an unknown layout, or keys missing, unexpected or misshapen (all listed).
+    """
+    if layout == "lfm-bench":
+        _check_fit(net, dict(state), sorted(set(state) - set(net.state_dict())), "lfm-bench layout")
+        net.load_state_dict(dict(state), strict=True)
+        return
+    if layout not in REID_LAYOUTS or not isinstance(getattr(net, "neck", None), nn.Module):
+        raise PretrainedError(f"unknown re-ID layout {layout!r} (known: {', '.join(REID_LAYOUTS)})")
+    trunk, head = ("", _TORCHREID_HEAD) if layout == "torchreid" else ("backbone.", _FASTREID_HEAD)
+    if layout == "torchreid":
+        net.neck = nn.Identity()  # torchreid's test feature is the pooled vector
+    backbone = net.backbone
+    if not isinstance(backbone, ResNetBackbone):
+        raise PretrainedError("the model has no ResNet backbone to load the checkpoint's trunk into")
+    mapping = {trunk + theirs: "backbone." + ours for theirs, ours in torchvision_key_map(backbone).items()}
+    mapping.update(head)
+    mapped = {ours: _to_ours(ours, state[theirs]) for theirs, ours in mapping.items() if theirs in state}
+    if layout == "fast-reid" and "heads.classifier.weight" in state:  # the older versions' name
+        mapped.setdefault("classifier.weight", state["heads.classifier.weight"])
+    ours = net.state_dict()
+    mapped.update({k: v for k, v in ours.items() if k in ("mean", "std") and k not in mapped})
+    ignored = {"classifier.bias", "heads.classifier.weight"}
+    unexpected = sorted(set(state) - set(mapping) - ignored)
+    _check_fit(net, mapped, unexpected, f"{layout} layout", {ours: theirs for theirs, ours in mapping.items()})
+    net.load_state_dict(mapped, strict=True)
+
+
+_TORCHREID_HEAD = {"classifier.weight": "classifier.weight"}
+_FASTREID_HEAD = {
+    **{f"heads.bottleneck.0.{k}": f"neck.{k}" for k in ("weight", "bias", "running_mean", "running_var")},
+    "heads.bottleneck.0.num_batches_tracked": "neck.num_batches_tracked",
+    "heads.weight": "classifier.weight",
+    "pixel_mean": "mean",
+    "pixel_std": "std",
+}
+
+
+def _to_ours(key: str, value: Tensor) -> Tensor:
+    """fast-reid's 0-255 pixel statistics as our [0, 1] ones, shaped (1, 3, 1, 1)."""
+    if key in ("mean", "std"):
+        return (value.double() / 255.0).float().reshape(1, -1, 1, 1)
+    return value

@@ -4,3 +4,14 @@ It imports the leaf libraries `models` and `attacks`; they never import it.
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["__version__", "evaluate"]
+
+
+def __getattr__(name: str) -> object:
+    """`robustbench_lfm.evaluate`, imported on first use (it loads torch; the CLI's --help must not)."""
+    if name == "evaluate":
+        from robustbench_lfm.evaluation import evaluate
+
+        return evaluate
+    raise AttributeError(f"module 'robustbench_lfm' has no attribute {name!r}")

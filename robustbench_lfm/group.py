@@ -32,6 +32,7 @@ from robustbench_lfm.attacking import (
     to_model_input,
 )
 from robustbench_lfm.cache import CheckpointCache
+from robustbench_lfm.checkpoints import load_given
 from robustbench_lfm.datasets import ClassificationDataset, Dataset, ReIDDataset, get_dataset_info, load_dataset
 from robustbench_lfm.environment import git_sha, now
 from robustbench_lfm.hashing import content_hash
@@ -143,9 +144,15 @@ def _trained_model(
     """The model trained on `data` with `seed`, from the cache when a verified checkpoint exists.
 
     A MixACM student's teacher is trained (or loaded) first; the student's checkpoint key is the
-    cell's train key plus the teacher checkpoint's sha256, so a retrained teacher retrains it.
+    cell's train key plus the teacher checkpoint's sha256, so a retrained teacher retrains it. A
+    given model (`ckpt:`, `evaluate`) is loaded as it is; its weights' sha256 is its checkpoint's.
     """
     key = Cell(model_spec, None, 0.0, seed).train_key(spec.data, spec.recipe)
+    if model_spec.given:  # a checkpoint file or evaluate()'s module: evaluated as it is
+        info = {"key": key, "cached": True, "given": model_spec.method, "path": model_spec.path}
+        return TrainedModel(
+            load_given(model_spec, device), model_spec.weights, {f"{model_spec.label}@seed{seed}": info}
+        )
     teacher, training = None, {}
     if model_spec.teacher is not None:
         taught_by = _trained_model(spec, model_spec.teacher, seed, data, device)

@@ -31,12 +31,11 @@ if TYPE_CHECKING:
 WRAPPERS = ("state_dict", "model")
 
 
-def read_state_dict(path: Path) -> dict[str, Tensor]:
-    """The tensors of `path` by name (PretrainedError naming the problem and the fix otherwise)."""
+def read_state_dict(path: Path, what: str = "--pretrained ") -> dict[str, Tensor]:
+    """The tensors of `path` by name (PretrainedError naming the problem and the fix otherwise);
+    `what` names the option in messages (`--pretrained `, `ckpt:`)."""
     if not path.is_file():
-        raise PretrainedError(
-            f"--pretrained {path} is not a file; give a torchvision ResNet state dict (.pth or .safetensors)"
-        )
+        raise PretrainedError(f"{what}{path} is not a file; give a state dict file (.pth or .safetensors)")
     try:
         if path.suffix == ".safetensors":
             state: object = load_file(str(path))
@@ -44,7 +43,7 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # not a state dict file, or a pickle that would run code
         raise PretrainedError(
-            f"--pretrained {path} is not a readable state dict ({type(err).__name__}: "
+            f"{what}{path} is not a readable state dict ({type(err).__name__}: "
             f"{(str(err).splitlines() or [''])[0][:160]}); give a .safetensors file or a .pth of tensors only"
         ) from None
     if isinstance(state, dict):
@@ -53,7 +52,7 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
                 state = state[wrapper]
                 break
     if not isinstance(state, dict) or not state or not all(isinstance(v, Tensor) for v in state.values()):
-        raise PretrainedError(f"--pretrained {path} holds no mapping of names to tensors; give a ResNet state dict")
+        raise PretrainedError(f"{what}{path} holds no mapping of names to tensors; give a ResNet state dict")
     return {str(k).removeprefix("module."): v for k, v in state.items()}
 
 
@@ -76,8 +75,9 @@ def resolve_pretrained(
 ) -> tuple[tuple[ModelSpec, ...], ModelSpec | None, Path | None]:
     """The models initialised from --pretrained (checked now against every backbone), or the
     models as they are; a recipe that expects ImageNet weights without them is refused."""
+    trained = [m for m in (*model_specs, *((surrogate,) if surrogate else ())) if not m.given]
     if given is None:
-        if recipe.init == "imagenet":
+        if recipe.init == "imagenet" and trained:
             raise SpecError(
                 f"recipe {recipe.source} starts {recipe.backbone} from ImageNet weights: give --pretrained PATH, a "
                 f"torchvision {recipe.backbone} state dict (e.g. resnet50-0676ba61.pth or .safetensors); nothing is "
@@ -89,7 +89,7 @@ def resolve_pretrained(
         state = read_state_dict(path)
     except PretrainedError as err:
         raise SpecError(str(err)) from None
-    for backbone in dict.fromkeys(m.backbone for m in (*model_specs, *((surrogate,) if surrogate else ()))):
+    for backbone in dict.fromkeys(m.backbone for m in trained):
         try:
             load_torchvision(models.registry.get_backbone(backbone)(), state)
         except PretrainedError as err:

@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from robustbench_lfm import metric_table, rundir, sanity
+from robustbench_lfm.checkpoints import probe_given_models
 from robustbench_lfm.datasets import ClassificationDataset, Dataset
 from robustbench_lfm.environment import machine, now, package_versions
 from robustbench_lfm.executors import ExecSpec, run_tasks
@@ -90,6 +91,8 @@ def run_sweep(spec: RunSpec, log: Log = print, ex: ExecSpec | None = None) -> pd
 
     Raises:
         RunLockedError: another sweep is writing the same run directory.
+        ModelOutputError: a given model (`ckpt:`, `evaluate`) maps the dataset's images to no
+            finite (N, D) output; raised before any cell runs.
         SweepError: one or more models failed to train.
     """
     ex = ex or ExecSpec()
@@ -103,6 +106,8 @@ def run_sweep(spec: RunSpec, log: Log = print, ex: ExecSpec | None = None) -> pd
         manifest.carry_over(spec)
         manifest.write(spec)
         dataset = run_dataset(spec)
+        given = (*spec.models, *((spec.threat.surrogate,) if spec.threat.surrogate else ()))
+        probe_given_models(given, dataset, torch.device(spec.device))  # before any cell: a bad output is refused
         if not spec.quiet:
             log(f"dataset {spec.data.name}:\n{dataset.summary()}")
         _run_groups(spec, ex, tables, manifest, done)

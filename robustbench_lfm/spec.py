@@ -63,6 +63,10 @@ class ModelSpec:
         method: the training method ("standard", "gwi", "pgd-at", "mixacm").
         teacher: MixACM's teacher model, trained first; None otherwise.
         pretrained: sha256 of the --pretrained file its backbone starts from ("" = random init).
+        weights: for a model evaluated as given, not trained (method "checkpoint": `--models
+            ckpt:PATH`; "external": `robustbench_lfm.evaluate`), the sha256 of its weights.
+        base: a checkpoint's architecture: the registered model its file is loaded into.
+        path: where a checkpoint is read; not part of the identity (its sha256 is).
     """
 
     name: str
@@ -73,22 +77,36 @@ class ModelSpec:
     method: str = "standard"
     teacher: ModelSpec | None = None
     pretrained: str = ""
+    weights: str = ""
+    base: ModelSpec | None = None
+    path: str = field(default="", compare=False)
 
     def key(self) -> dict[str, Any]:
-        """What identifies the model in checkpoint keys: every field, `pretrained` only when set
-        (so keys of randomly initialised models stay as they were before the field)."""
+        """What identifies the model in checkpoint keys: every field but `path`; `pretrained`,
+        `weights` and `base` only when set (so keys of trained models stay as they were)."""
         out = asdict(self)
-        _drop_empty_pretrained(out)
+        _drop_empty(out)
         return out
 
+    @property
+    def given(self) -> bool:
+        """Evaluated as given (a checkpoint file or an in-process module), never trained here."""
+        return self.method in GIVEN_METHODS
+
     def initialised_from(self, sha256: str) -> ModelSpec:
-        """This model (and its teacher) with the backbone initialised from the file `sha256`."""
+        """This model (and its teacher) with the backbone initialised from the file `sha256`;
+        a given model is what it is."""
+        if self.given:
+            return self
         teacher = None if self.teacher is None else self.teacher.initialised_from(sha256)
         return dataclasses.replace(self, pretrained=sha256, teacher=teacher)
 
     @property
     def label(self) -> str:
-        """The display/CSV name: 'lfm' or 'lfm:p=0.3'."""
+        """The display/CSV name: 'lfm', 'lfm:p=0.3', 'ckpt:lfm@3fa91c2e' (a checkpoint: its
+        architecture and the start of its sha256), or the name given to `evaluate`."""
+        if self.method == "checkpoint" and self.base is not None:
+            return f"ckpt:{self.base.label}@{self.weights[:8]}"
         if not self.params:
             return self.name
         return self.name + ":" + ",".join(f"{k}={format_param(v)}" for k, v in self.params)
@@ -98,11 +116,17 @@ class ModelSpec:
         return {"backbone": self.backbone, **dict(self.resolved)}
 
 
-def _drop_empty_pretrained(model: dict[str, Any]) -> None:
-    if not model.get("pretrained"):
-        model.pop("pretrained", None)
-    if isinstance(model.get("teacher"), dict):
-        _drop_empty_pretrained(model["teacher"])
+GIVEN_METHODS = ("checkpoint", "external")
+
+
+def _drop_empty(model: dict[str, Any]) -> None:
+    model.pop("path", None)
+    for name in ("pretrained", "weights", "base"):
+        if not model.get(name):
+            model.pop(name, None)
+    for name in ("teacher", "base"):
+        if isinstance(model.get(name), dict):
+            _drop_empty(model[name])
 
 
 @dataclass(frozen=True)
@@ -328,6 +352,10 @@ def resolve_model(item: str, backbone: str | None, recipe: TrainRecipe) -> Model
     Parameters resolve in order: the entry's defaults, the recipe's `[methods.NAME]` overrides
     for the entry's training method, then the item's own `key=value` options.
     """
+    if item.strip().startswith(CHECKPOINT_PREFIX):
+        from robustbench_lfm.checkpoints import resolve_checkpoint  # reads the file: only when asked
+
+        return resolve_checkpoint(item, backbone, recipe)
     name, params = parse_named(item)
     try:
         entry = models.get_model_entry(name)
@@ -353,6 +381,9 @@ def resolve_model(item: str, backbone: str | None, recipe: TrainRecipe) -> Model
             raise SpecError(f"model {item!r}: a MixACM teacher must not itself be distilled; use e.g. teacher=pgd-at")
     reg = entry.regularizer if entry.regularizer != "none" else ("none" if name == "plain" else name)
     return ModelSpec(name, bb, reg, params, tuple(sorted(resolved.items())), entry.method, teacher)
+
+
+CHECKPOINT_PREFIX = "ckpt:"
 
 
 def resolve_attack(item: str, task: str | None = None) -> AttackSpec:
@@ -421,14 +452,15 @@ def check_writable(path: Path, what: str) -> None:
 def build_spec(**o: Any) -> RunSpec:
     """Resolve the `run` command's options (keyed as its parameters: `models_`, `attacks_`, `eps`,
     `cache_dir`, ...) into a validated RunSpec (SpecError on bad input). A `cache_dir` of None is
-    the default cache (`files.default_cache_dir`, read now, not at import)."""
+    the default cache (`files.default_cache_dir`, read now, not at import). `given` adds models
+    evaluated as they are (`robustbench_lfm.evaluate`)."""
     task = _dataset_task(o["dataset"])
     recipe = load_recipe(o["recipe"], task)
     recipe = recipe if o["epochs"] is None else recipe.scaled_to(o["epochs"])
     names = unique(split_list(o["models_"]))
     if not o["no_baseline"] and not any(n.split(":")[0] == "plain" for n in names):
         names.insert(0, "plain")
-    model_specs = tuple(resolve_model(n, o["backbone"], recipe) for n in names)
+    model_specs = tuple(resolve_model(n, o["backbone"], recipe) for n in names) + tuple(o.get("given", ()))
     surrogate = None if o["surrogate"] is None else resolve_model(o["surrogate"], o["backbone"], recipe)
     attack_specs = tuple(resolve_attack(a, task) for a in unique(split_list(o["attacks_"])))
     if not model_specs or not attack_specs:

@@ -1,0 +1,203 @@
+"""Models evaluated as given, never trained: `--models ckpt:PATH` and `robustbench_lfm.evaluate`.
+
+`ckpt:PATH[,model=NAME,backbone=NAME,key=value...]` reads a trained model's state dict from a
+file (safetensors, or a `.pth` read with `torch.load(weights_only=True)`, as `--pretrained`) in
+one of three layouts (models/pretrained.py): lfm-bench's own checkpoints (the cache's
+`checkpoints/<key>.safetensors`; its sidecar names the model, so `model=` is not needed),
+torchreid's and fast-reid's ResNet-50 re-ID models. `model=` (default: the sidecar's, else
+`plain`) and its `key=value` options give the architecture the file loads into; `backbone=`
+defaults to the sidecar's, else `resnet50` for torchreid and fast-reid files, else the recipe's.
+The file is read, loaded and run on a probe batch when the run is built, so a file that does
+not fit is refused before any work. Its sha256 is the model's identity: the label
+(`ckpt:lfm@3fa91c2e`), `model_params` (`weights_sha256`), `checkpoint_sha256` and so the gate.
+
+`evaluate()` registers an in-process module under its state dict's sha256 (`register_external`);
+the sweep's worker finds it there (the local executor runs in this process).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import models
+from models.pretrained import PretrainedError, classifier_rows, detect_layout, load_reid_layout
+from robustbench_lfm.datasets import ClassificationDataset, Dataset, as_float
+from robustbench_lfm.files import UnverifiedFileError, read_sidecar
+from robustbench_lfm.hashing import file_sha256
+from robustbench_lfm.parsing import SpecError, format_param, parse_named
+from robustbench_lfm.pretrained import read_state_dict
+from robustbench_lfm.recipe import TrainRecipe
+from robustbench_lfm.spec import CHECKPOINT_PREFIX, ModelSpec, resolve_model
+
+_EXTERNAL: dict[str, nn.Module] = {}  # evaluate()'s modules by state dict sha256, this process only
+
+
+class ModelOutputError(SpecError):
+    """A given model's output has the wrong shape, dtype or non-finite values."""
+
+
+def parse_checkpoint_item(item: str) -> tuple[Path, dict[str, Any]]:
+    """'ckpt:PATH,model=lfm,p=0.3' -> (PATH, {'model': 'lfm', 'p': 0.3})."""
+    rest = item.strip()[len(CHECKPOINT_PREFIX) :]
+    first, _, more = rest.partition(",")
+    first = first.strip().removeprefix("path=")
+    if not first or "=" in first:
+        raise SpecError(f"model {item!r}: write ckpt:PATH[,model=NAME,backbone=NAME] with the file first")
+    _, options = parse_named("ckpt:" + more)
+    return Path(first).expanduser().resolve(), dict(options)
+
+
+def resolve_checkpoint(item: str, backbone: str | None, recipe: TrainRecipe) -> ModelSpec:
+    """The spec of a checkpoint to evaluate, its file read, loaded and probed now (SpecError)."""
+    path, options = parse_checkpoint_item(item)
+    try:
+        state = read_state_dict(path, what="ckpt:")
+    except PretrainedError as err:
+        raise SpecError(str(err)) from None
+    layout = detect_layout(state)
+    if layout is None:
+        keys = ", ".join(sorted(state)[:5])
+        raise SpecError(
+            f"ckpt:{path} is in no known layout (lfm-bench, torchreid, fast-reid ResNet); its first keys: {keys}"
+        )
+    task = "classification" if layout == "lfm-bench" and "fc.weight" in state else "reid"
+    if task != recipe.task:
+        raise SpecError(f"ckpt:{path} holds a {task} model; the run's dataset is for {recipe.task}")
+    base = _base_model(path, layout, options, backbone, recipe)
+    net = build_checkpoint_net(base, state, layout, task)
+    probe_output(net, torch.rand(2, 3, *models.get_input_size(base.backbone)), task, f"ckpt:{path}")
+    sha = file_sha256(path)
+    resolved = tuple(sorted({**dict(base.resolved), "layout": layout, "weights_sha256": sha}.items()))
+    return ModelSpec(
+        "ckpt", base.backbone, base.regularizer, (), resolved, "checkpoint", weights=sha, base=base, path=str(path)
+    )
+
+
+def _base_model(
+    path: Path, layout: str, options: dict[str, Any], backbone: str | None, recipe: TrainRecipe
+) -> ModelSpec:
+    """The registered model the checkpoint loads into: `model=` with its options, else the one its
+    lfm-bench sidecar records, else `plain`."""
+    options = dict(options)
+    name = options.pop("model", None)
+    bb = options.pop("backbone", None) or backbone
+    recorded = _recorded_model(path) if layout == "lfm-bench" else None
+    if name is None and recorded is not None and not options:
+        return _model_from_json(recorded, bb)
+    if layout != "lfm-bench":
+        bb = bb or "resnet50"
+    elif recorded is not None:
+        bb = bb or str(recorded.get("backbone") or "")
+    label = str(name or "plain") + (
+        ":" + ",".join(f"{k}={format_param(v)}" for k, v in options.items()) if options else ""
+    )
+    return resolve_model(label, bb or None, recipe)
+
+
+def _recorded_model(path: Path) -> dict[str, Any] | None:
+    """The model an lfm-bench checkpoint's sidecar records (None without a verified sidecar)."""
+    try:
+        meta = read_sidecar(path)
+    except UnverifiedFileError as err:
+        raise SpecError(f"ckpt:{path}: {err}; give model= and backbone= or the file's own sidecar") from None
+    model = None if meta is None else meta.get("model")
+    return model if isinstance(model, dict) else None
+
+
+def _model_from_json(d: dict[str, Any], backbone: str | None) -> ModelSpec:
+    """A ModelSpec as a checkpoint sidecar recorded it (asdict), teacher dropped (not evaluated)."""
+
+    def tuples(v: Any) -> Any:
+        return tuple(tuples(x) for x in v) if isinstance(v, list) else v
+
+    try:
+        spec = ModelSpec(
+            str(d["name"]), str(backbone or d["backbone"]), str(d["regularizer"]), tuples(d.get("params", [])),
+            tuples(d.get("resolved", [])), str(d.get("method", "standard")), None, str(d.get("pretrained", "")),
+        )  # fmt: skip
+        models.get_model_entry(spec.name)
+    except (KeyError, TypeError, models.UnknownNameError) as err:
+        raise SpecError(f"the checkpoint's sidecar names a model this lfm-bench cannot build ({err})") from None
+    return spec
+
+
+def build_checkpoint_net(base: ModelSpec, state: dict[str, Tensor], layout: str, task: str) -> nn.Module:
+    """`base`'s network with the checkpoint's weights (SpecError naming the keys that do not fit)."""
+    rows = classifier_rows(state, layout) or 2
+    try:
+        net = models.create_model(base.name, rows, task, **base.overrides())
+        load_reid_layout(net, state, layout)
+    except (PretrainedError, TypeError, ValueError) as err:
+        raise SpecError(f"checkpoint into {base.label} ({base.backbone}): {err}") from None
+    return net.eval()
+
+
+def load_given(spec: ModelSpec, device: torch.device) -> nn.Module:
+    """The network of a given model on `device`, in eval mode: the checkpoint read again (and
+    checked to be the file the run was built with) or the module `evaluate` registered."""
+    if spec.method == "external":
+        if spec.weights not in _EXTERNAL:
+            raise SpecError(f"model {spec.label!r} was given to evaluate() in another process; run it with jobs=1")
+        return _EXTERNAL[spec.weights].to(device).eval()
+    assert spec.base is not None
+    path = Path(spec.path)
+    if not path.is_file() or file_sha256(path) != spec.weights:
+        raise SpecError(f"ckpt:{path} changed or vanished since the run started (sha256 differs); rerun the command")
+    state = read_state_dict(path, what="ckpt:")
+    layout = str(dict(spec.resolved)["layout"])
+    task = "classification" if "fc.weight" in state and layout == "lfm-bench" else "reid"
+    net = build_checkpoint_net(spec.base, state, layout, task).to(device)
+    return net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in torch's stub
+
+
+def state_sha256(module: nn.Module) -> str:
+    """sha256 of a module's class name and state dict (each tensor's name, dtype, shape and bytes)."""
+    digest = hashlib.sha256(type(module).__qualname__.encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def register_external(module: nn.Module, name: str) -> ModelSpec:
+    """The spec of an in-process model given to `evaluate`, registered for this process's worker."""
+    sha = state_sha256(module)
+    _EXTERNAL[sha] = module
+    return ModelSpec(name, "external", "external", (), (("weights_sha256", sha),), "external", weights=sha)
+
+
+def probe_output(net: nn.Module, images: Tensor, task: str, what: str, num_classes: int | None = None) -> None:
+    """Run `net` on a few [0, 1] images and refuse an output that is not one finite row of floats
+    per image (and, for a classifier, one logit per class)."""
+    net.eval()
+    try:
+        with torch.inference_mode():
+            out = net(images.to(next((p.device for p in net.parameters()), torch.device("cpu"))))
+    except Exception as err:  # the user's model fails on our images: say so in one line
+        raise ModelOutputError(f"{what} fails on a batch of {tuple(images.shape)} images in [0, 1]: {err}") from None
+    kind = "logits" if task == "classification" else "embeddings"
+    if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != images.shape[0]:
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ModelOutputError(f"{what} must map images (N, 3, H, W) in [0, 1] to {kind} (N, D); it returned {shape}")
+    if not out.is_floating_point() or not math.isfinite(float(out.float().abs().sum())):
+        raise ModelOutputError(f"{what} returned non-finite or non-float {kind} on clean images")
+    if num_classes is not None and task == "classification" and out.shape[1] != num_classes:
+        raise ModelOutputError(f"{what} returns {out.shape[1]} logits; the dataset has {num_classes} classes")
+
+
+def probe_given_models(specs: tuple[ModelSpec, ...], data: Dataset, device: torch.device) -> None:
+    """Check every given model on the dataset's first images before any cell runs (SpecError)."""
+    classes = data.num_classes if isinstance(data, ClassificationDataset) else None
+    images = data.test.images if isinstance(data, ClassificationDataset) else data.query.images
+    batch = as_float(images[:4])
+    task = "classification" if classes is not None else "reid"
+    for spec in specs:
+        if spec.given:
+            probe_output(load_given(spec, device), batch.to(device), task, f"model {spec.label!r}", classes)
