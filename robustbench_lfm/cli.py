@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from robustbench_lfm.cli_options import RUN_OPTIONS, format_option, quiet_option, with_options
+from robustbench_lfm.cli_options import RUN_OPTIONS, format_option, plugin_option, quiet_option, with_options
 from robustbench_lfm.files import atomic_write
 from robustbench_lfm.parsing import SpecError
 
@@ -175,7 +175,11 @@ EXECUTOR_OPTIONS = ("executor", "jobs", "threads", "scheduler", "cluster")
 
 def run_defaults() -> dict[str, Any]:
     """The `run` command's option defaults, keyed as `build_spec` takes them (for in-process callers)."""
-    return {p.name: p.default for p in run.params if p.expose_value and p.name not in (*EXECUTOR_OPTIONS, "fmt")}
+    return {
+        p.name: () if getattr(p, "multiple", False) else p.default  # a repeatable option's default is empty
+        for p in run.params
+        if p.expose_value and p.name is not None and p.name not in (*EXECUTOR_OPTIONS, "fmt")
+    }
 
 
 @main.command()
@@ -263,13 +267,17 @@ def check(run_dir: Path, baseline: Path, tolerance: float, alpha: float, fmt: st
 @main.command(name="ls")
 @format_option("json: one object of every registry (names, parameters with defaults, descriptions, sources).")
 @quiet_option("Names only, one per line, after their kind: model lfm, attack pgd.")
-def ls(fmt: str, quiet: bool) -> None:
-    """List registered models (with their parameters), attacks, datasets, metrics and recipes.
+@plugin_option()
+def ls(fmt: str, quiet: bool, plugins: tuple[str, ...]) -> None:
+    """List registered models (with their parameters), regularizers, backbones, attacks, datasets,
+    metrics and recipes; an entry from a plugin says which file or package it comes from.
 
     Loads the model and attack libraries (torch): their registries are filled by importing them.
     """
     from robustbench_lfm.listing import listing_text, registry_listing
+    from robustbench_lfm.plugins import load_plugins
 
+    _guard(lambda: load_plugins(plugins))
     listing = registry_listing()
     if fmt == "json":
         click.echo(json.dumps(listing, indent=2, default=str))

@@ -52,6 +52,17 @@ def with_options(options: list[Decorator]) -> Decorator:
     return wrap
 
 
+def plugin_option() -> Decorator:
+    """`--plugin FILE.py|MODULE` (repeatable; `plugins = [...]` in a config file)."""
+    return click.option(
+        "--plugin",
+        "plugins",
+        multiple=True,
+        help="Load outside code that registers regularizers, models, attacks or datasets: a .py file or an "
+        "importable module (repeatable). Installed `lfm_bench.plugins` entry points load always.",
+    )
+
+
 def format_option(json_means: str) -> Decorator:
     """`--format text|json`; `json_means` says what the JSON holds."""
     return click.option(
@@ -161,6 +172,7 @@ RUN_OPTIONS: list[Decorator] = [
         "(.pth read with weights_only, or .safetensors); its sha256 joins the checkpoint key and the CSV.",
     ),
     click.option("--backbone", default=None, help="Override every model's backbone (resnet-mini, resnet18, resnet50)."),
+    plugin_option(),
     click.option(
         "--out",
         type=click.Path(path_type=Path),

@@ -2,7 +2,8 @@
 
 A config is a TOML table whose keys are the `run` command's long option names (`models`,
 `attacks`, `eps`, `dataset`, `data-root`, `recipe`, `rerank`, ...; `-` or `_` alike). Lists are
-joined with commas (`eps = ["4/255", "8/255"]`). The values become the command's defaults, so a
+joined with commas (`eps = ["4/255", "8/255"]`); a repeatable option takes a list (`plugins =
+["my_regularizers.py"]`). The values become the command's defaults, so a
 flag given on the command line overrides the file. Unknown keys and wrong types are errors that
 name the key and the known ones.
 """
@@ -31,6 +32,8 @@ def option_names(command: click.Command) -> dict[str, click.Parameter]:
             for opt in param.opts:
                 if opt.startswith("--"):
                     names[opt[2:].replace("-", "_")] = param
+            if getattr(param, "multiple", False) and param.name:  # a list key: plugins = [...]
+                names[param.name] = param
     return names
 
 
@@ -58,6 +61,10 @@ def _value(path: Path, key: str, value: Any, param: click.Parameter) -> Any:
             raise ConfigError(f"{path}: {key} = {v} is not a finite number")
     if isinstance(param.type, click.types.IntParamType) and not conforms(value, int):
         raise ConfigError(f"{path}: {key} = {value!r} must be an integer (|value| < 2^31)")
+    if getattr(param, "multiple", False):  # a repeatable option takes the list as it is
+        if not conforms(value, list[str]) and not isinstance(value, str):
+            raise ConfigError(f"{path}: {key} must be a string or a list of strings")
+        return tuple(value) if isinstance(value, list) else (value,)
     if isinstance(value, list):
         value = ",".join(str(v) for v in value)
     if isinstance(value, dict):

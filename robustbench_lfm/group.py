@@ -38,6 +38,7 @@ from robustbench_lfm.environment import git_sha, now
 from robustbench_lfm.hashing import content_hash
 from robustbench_lfm.methods import build_method
 from robustbench_lfm.metrics import AP_FORMULAS, AccuracyResult, APFormula, RankResult, evaluate_rank, pairwise_distance
+from robustbench_lfm.plugins import load_plugins
 from robustbench_lfm.pretrained import initialise
 from robustbench_lfm.rerank import RerankParams, rerank
 from robustbench_lfm.spec import Cell, ModelSpec, RunSpec
@@ -85,6 +86,7 @@ def run_dataset(spec: RunSpec) -> Dataset:
 
 def run_group(spec: RunSpec, model_spec: ModelSpec, seed: int, cells: list[tuple[str, Cell]]) -> GroupResult:
     """Worker: train or load one model and evaluate its cells; writes only the checkpoint cache."""
+    load_plugins([p.ref for p in spec.plugins if p.kind != "entry-point"])  # a fresh worker process registers them
     device = torch.device(spec.device)
     dataset = run_dataset(spec)
     label = f"{model_spec.label}@seed{seed}"

@@ -26,9 +26,11 @@ def registry_listing() -> Listing:
     return {
         "models": {n: {"description": e.description, "parameters": e.defaults(), "source": model_reg.source(n)}
                    for n, e in model_reg.items()},
+        "regularizers": {n: {"source": models.registry.REGULARIZERS.source(n)}
+                         for n, _ in models.registry.REGULARIZERS.items()},
         "backbones": {n: {"input_size": list(b.input_size), "strides": list(b.strides),
                           "source": models.registry.BACKBONES.source(n)} for n, b in models.registry.BACKBONES.items()},
-        "attacks": {n: {"description": _first_line(sys.modules[c.__module__].__doc__), "tasks": list(c.tasks),
+        "attacks": {n: {"description": _attack_description(c, attack_reg.source(n)), "tasks": list(c.tasks),
                         "parameters": c.defaults(), "source": attack_reg.source(n)} for n, c in attack_reg.items()},
         "datasets": {n: {"description": d.description, "task": d.task, "source": DATASETS.source(n)}
                      for n, d in DATASETS.items()},
@@ -38,13 +40,23 @@ def registry_listing() -> Listing:
     }  # fmt: skip
 
 
+def _attack_description(cls: type, source: str) -> str:
+    """A built-in attack's module docstring (one attack per module), an outside one's class docstring."""
+    doc = cls.__doc__ if _outside(source) else sys.modules[cls.__module__].__doc__
+    return _first_line(doc)
+
+
 def _first_line(doc: str | None) -> str:
     return (doc or "").strip().splitlines()[0] if (doc or "").strip() else ""
 
 
 def _outside(source: str) -> str:
-    """` [from MODULE]` for an entry registered outside lfm-bench, else nothing."""
-    return "" if source.split(".")[0] in ("models", "attacks", "robustbench_lfm") else f" [from {source}]"
+    """` [from plugin FILE (sha256 ...)]` for an entry registered outside lfm-bench, else nothing."""
+    from robustbench_lfm.plugins import describe_source
+
+    return (
+        "" if source.split(".")[0] in ("models", "attacks", "robustbench_lfm") else f" [from {describe_source(source)}]"
+    )
 
 
 def listing_text(listing: Listing) -> str:
@@ -55,7 +67,10 @@ def listing_text(listing: Listing) -> str:
         params = ", ".join(f"{k}={_show(k, v)}" for k, v in m["parameters"].items())
         if params:
             lines.append(f"  {'':<16}   {params}")
-    lines.append(f"backbones: {', '.join(listing['backbones'])}")
+    lines.append(
+        "regularizers: " + ", ".join(f"{n}{_outside(r['source'])}" for n, r in listing["regularizers"].items())
+    )
+    lines.append("backbones: " + ", ".join(f"{n}{_outside(b['source'])}" for n, b in listing["backbones"].items()))
     lines.append("attacks:")
     for name, a in listing["attacks"].items():
         lines.append(f"  {name:<14} [{'/'.join(a['tasks'])}] {a['description']}{_outside(a['source'])}")

@@ -14,7 +14,7 @@ from typing import Any
 import attacks
 import models
 import robustbench_lfm.methods  # noqa: F401  (registers the training methods' parameters)
-from robustbench_lfm import __version__, environment, files
+from robustbench_lfm import __version__, datasets, environment, files, plugins
 from robustbench_lfm.datasets import get_dataset_info
 from robustbench_lfm.hashing import canonical_json, content_hash
 from robustbench_lfm.identity import LARGE_EPS, format_eps
@@ -248,16 +248,19 @@ class Cell:
         return attack if self.probe_of is None else attack.rescaled(self.probe_of, self.eps, task)
 
     def train_key(self, data: DataSpec, recipe: TrainRecipe) -> str:
-        """Cache key of the checkpoint this cell needs."""
-        return content_hash(
-            {
-                "model": self.model.key(),
-                "data": data.key(),
-                "recipe": recipe.key(),
-                "seed": self.seed,
-                "version": __version__,
-            }
-        )
+        """Cache key of the checkpoint this cell needs (with the plugin code its model and data
+        come from, when any does)."""
+        content: dict[str, Any] = {
+            "model": self.model.key(),
+            "data": data.key(),
+            "recipe": recipe.key(),
+            "seed": self.seed,
+            "version": __version__,
+        }
+        code = plugins.code_hash([*model_sources(self.model), datasets.DATASETS.source(data.name)])
+        if code:
+            content["code"] = code
+        return content_hash(content)
 
     def cell_id(self, data: DataSpec, recipe: TrainRecipe, evaluation: EvalSpec) -> str:
         """Short hash of everything that determines this cell's numbers."""
@@ -271,6 +274,9 @@ class Cell:
         }
         if self.probe_of is not None:
             content["probe_of"] = self.probe_of
+        code = "" if self.attack is None else plugins.code_hash(attack_sources(self.attack))
+        if code:
+            content["attack_code"] = code
         if self.attack is not None and self.threat != ThreatSpec():
             surrogate = self.threat.surrogate
             content["threat"] = {
@@ -300,6 +306,7 @@ class RunSpec:
     batch_size: int = 256
     quiet: bool = False
     pretrained: Path | None = None
+    plugins: tuple[plugins.Plugin, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def cells(self) -> list[Cell]:
@@ -333,6 +340,28 @@ class RunSpec:
         d["out_dir"], d["cache_dir"] = str(self.out_dir), str(self.cache_dir)
         d["models"] = [{**asdict(m), "label": m.label} for m in self.models]
         return d
+
+
+def model_sources(model: ModelSpec) -> list[str]:
+    """The modules that registered what builds and trains `model` (entry, regularizer, backbone,
+    training method; a checkpoint's architecture)."""
+    if model.base is not None:
+        return model_sources(model.base)
+    if model.method == "external":
+        return []
+    reg = models.registry
+    entry = reg.MODELS[model.name]
+    out = [reg.MODELS.source(model.name), reg.BACKBONES.source(model.backbone), reg.METHODS.source(model.method)]
+    return out + ([reg.REGULARIZERS.source(entry.regularizer)] if entry.regularizer != "none" else [])
+
+
+def attack_sources(attack: AttackSpec) -> list[str]:
+    """The modules that registered the attack and its objective."""
+    objective = dict(attack.options).get("objective")
+    known = isinstance(objective, str) and objective in attacks.objectives.OBJECTIVES.names()
+    return [attacks.registry.ATTACKS.source(attack.name)] + (
+        [attacks.objectives.OBJECTIVES.source(str(objective))] if known else []
+    )
 
 
 def large_eps(attack: AttackSpec) -> float:
@@ -453,7 +482,9 @@ def build_spec(**o: Any) -> RunSpec:
     """Resolve the `run` command's options (keyed as its parameters: `models_`, `attacks_`, `eps`,
     `cache_dir`, ...) into a validated RunSpec (SpecError on bad input). A `cache_dir` of None is
     the default cache (`files.default_cache_dir`, read now, not at import). `given` adds models
-    evaluated as they are (`robustbench_lfm.evaluate`)."""
+    evaluated as they are (`robustbench_lfm.evaluate`); `plugins` are loaded first (with the
+    installed entry points), so their names resolve."""
+    loaded = plugins.load_plugins(o.get("plugins") or ())  # before any name is resolved: they register names
     task = _dataset_task(o["dataset"])
     recipe = load_recipe(o["recipe"], task)
     recipe = recipe if o["epochs"] is None else recipe.scaled_to(o["epochs"])
@@ -497,6 +528,7 @@ def build_spec(**o: Any) -> RunSpec:
         batch_size=o["batch_size"],
         quiet=o["quiet"],
         pretrained=pretrained,
+        plugins=loaded,
     )
 
 
