@@ -16,7 +16,7 @@ from models.registry import get_backbone
 from robustbench_lfm.cli import main
 from robustbench_lfm.parsing import SpecError
 from robustbench_lfm.store import COLUMNS
-from tests.test_pretrained import torchvision_resnet50_state
+from tests.test_pretrained import _Planted, torchvision_resnet50_state
 from tests.test_threats import DATA
 
 
@@ -215,11 +215,6 @@ def recorded_run(tmp_path_factory):
                 str(root / "c"))  # fmt: skip
     assert kept.exit_code == 0, kept.output
     return root
-
-
-class _Planted:
-    def __reduce__(self):
-        return (print, ("a planted pickle ran",))
 
 
 @pytest.mark.parametrize(
