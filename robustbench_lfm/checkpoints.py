@@ -31,7 +31,7 @@ from robustbench_lfm.datasets import ClassificationDataset, Dataset, as_float
 from robustbench_lfm.files import UnverifiedFileError, read_sidecar
 from robustbench_lfm.hashing import file_sha256
 from robustbench_lfm.parsing import SpecError, format_param, parse_named
-from robustbench_lfm.pretrained import read_state_dict
+from robustbench_lfm.pretrained import read_state_dict, verified_state
 from robustbench_lfm.recipe import TrainRecipe
 from robustbench_lfm.spec import CHECKPOINT_PREFIX, ModelSpec, resolve_model
 
@@ -146,10 +146,10 @@ def load_given(spec: ModelSpec, device: torch.device) -> nn.Module:
             raise SpecError(f"model {spec.label!r} was given to evaluate() in another process; run it with jobs=1")
         return _EXTERNAL[spec.weights].to(device).eval()
     assert spec.base is not None
-    path = Path(spec.path)
-    if not path.is_file() or file_sha256(path) != spec.weights:
-        raise SpecError(f"ckpt:{path} changed or vanished since the run started (sha256 differs); rerun the command")
-    state = read_state_dict(path, what="ckpt:")
+    try:
+        state = verified_state(Path(spec.path), spec.weights, "ckpt:")
+    except PretrainedError as err:
+        raise SpecError(str(err)) from None
     layout = str(dict(spec.resolved)["layout"])
     task = "classification" if "fc.weight" in state and layout == "lfm-bench" else "reid"
     net = build_checkpoint_net(spec.base, state, layout, task).to(device)

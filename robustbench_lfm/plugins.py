@@ -26,11 +26,11 @@ import importlib
 import importlib.util
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
+from robustbench_lfm.hashing import file_sha256
 from robustbench_lfm.parsing import SpecError
 
 ENTRY_POINT_GROUP = "lfm_bench.plugins"
@@ -60,9 +60,6 @@ class Plugin:
     file: str = ""
     sha256: str = ""
     version: str = ""
-
-    def as_json(self) -> dict[str, str]:
-        return asdict(self)
 
     def describe(self) -> str:
         """`my_regs.py (sha256 3fa91c2e)` or `my_package 1.2 (entry point lfm)`."""
@@ -114,7 +111,7 @@ def _load_file(path: Path, ref: str) -> Plugin:
         _LOADED[name] = dataclasses.replace(_LOADED[name], ref=ref, file=str(path))
         return _LOADED[name]
     for old in [p for p in _LOADED.values() if p.kind == "file" and Path(p.file).stem == path.stem]:
-        _unregister(old)  # another version of this file (edited, or copied elsewhere) replaces it
+        unload(old)  # another version of this file (edited, or copied elsewhere) replaces it
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise PluginError(f"plugin {ref!r}: {path} cannot be imported as Python; give a .py file")
@@ -139,12 +136,7 @@ REGISTRIES = (
 
 
 def unload(plugin: Plugin) -> None:
-    """Remove every entry `plugin` registered, and forget it (tests, notebooks)."""
-    _unregister(plugin)
-
-
-def _unregister(plugin: Plugin) -> None:
-    """Remove every entry `plugin` registered, and forget it."""
+    """Remove every entry `plugin` registered, and forget it (a newer version of it, tests, notebooks)."""
     for module_name, attribute in REGISTRIES:
         registry = getattr(sys.modules.get(module_name), attribute, None)
         if registry is None:
@@ -155,8 +147,18 @@ def _unregister(plugin: Plugin) -> None:
     sys.modules.pop(plugin.module, None)
 
 
+_ENTRY_POINTS: list[Plugin] | None = None  # the group is scanned once per process
+
+
 def load_entry_points() -> list[Plugin]:
     """Every installed plugin of the `lfm_bench.plugins` group (a module, or a callable to call)."""
+    global _ENTRY_POINTS
+    if _ENTRY_POINTS is None:
+        _ENTRY_POINTS = _scan_entry_points()
+    return list(_ENTRY_POINTS)
+
+
+def _scan_entry_points() -> list[Plugin]:
     out = []
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         module_name = ep.value.split(":")[0].strip()
@@ -215,9 +217,7 @@ def _failed(ref: str, err: Exception) -> PluginError:
 
 
 def _sha256(file: str) -> str:
-    if not file or not Path(file).is_file():
-        return ""
-    return hashlib.sha256(Path(file).read_bytes()).hexdigest()
+    return file_sha256(Path(file)) if file and Path(file).is_file() else ""
 
 
 def _version(module: str) -> str:
@@ -232,8 +232,3 @@ def _version(module: str) -> str:
 
 def _identifier(stem: str) -> str:
     return "".join(c if c.isalnum() or c == "_" else "_" for c in stem) or "plugin"
-
-
-def as_json(plugins: Iterable[Plugin]) -> list[dict[str, Any]]:
-    """The plugins as the manifest lists them."""
-    return [p.as_json() for p in plugins]

@@ -58,16 +58,16 @@ def read_state_dict(path: Path, what: str = "--pretrained ") -> dict[str, Tensor
 
 def initialise(backbone: ResNetBackbone, path: Path, sha256: str) -> None:
     """Load `path` into `backbone` after checking it is still the file the run was started with."""
-    load_torchvision(backbone, _verified_state(path, sha256))
+    load_torchvision(backbone, verified_state(path, sha256))
 
 
-@functools.lru_cache(maxsize=1)
-def _verified_state(path: Path, sha256: str) -> dict[str, Tensor]:
-    """The file's tensors, read and hashed once per process (every model of a worker shares them;
-    loading copies them into each backbone)."""
-    if file_sha256(path) != sha256:
-        raise PretrainedError(f"--pretrained {path} changed since the run started (sha256 differs); rerun the command")
-    return read_state_dict(path)
+@functools.lru_cache(maxsize=2)
+def verified_state(path: Path, sha256: str, what: str = "--pretrained ") -> dict[str, Tensor]:
+    """The file's tensors after checking it is still the file `sha256` the run was built with,
+    read and hashed once per process (every model of a worker shares them; loading copies them)."""
+    if not path.is_file() or file_sha256(path) != sha256:
+        raise PretrainedError(f"{what}{path} changed or vanished since the run started (sha256 differs); rerun it")
+    return read_state_dict(path, what)
 
 
 def resolve_pretrained(
