@@ -82,10 +82,12 @@ class RankResult:
 
 def pairwise_distance(qf: Tensor, gf: Tensor, metric: str = "cosine") -> Tensor:
     """Distance matrix (n_q, n_g): `cosine` = 1 - cos, `euclidean` = squared L2 (as torchreid)."""
+    # In place on the one product matrix: at Market size a gallery x gallery matrix is 1 GB.
     if metric == "cosine":
-        return 1.0 - F.normalize(qf, dim=1) @ F.normalize(gf, dim=1).T
+        return (F.normalize(qf, dim=1) @ F.normalize(gf, dim=1).T).neg_().add_(1.0)
     if metric == "euclidean":
-        return (qf.pow(2).sum(1, keepdim=True) + gf.pow(2).sum(1)[None] - 2 * qf @ gf.T).clamp_(min=0)
+        d = (qf @ gf.T).mul_(-2)
+        return d.add_(qf.pow(2).sum(1, keepdim=True)).add_(gf.pow(2).sum(1)[None]).clamp_(min=0)
     raise ValueError(f"unknown distance {metric!r} (known: {', '.join(DISTANCES)})")
 
 

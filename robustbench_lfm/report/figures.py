@@ -64,13 +64,14 @@ def scatter(df: pd.DataFrame, stem: Path) -> list[Path]:
                     yerr=100 * np.nan_to_num(r["std"]), fmt=markers.get(r["series"], "o"), color=colours[r["row"]],
                     capsize=2, label=r["row"])  # fmt: skip
     handles = {h.get_label(): h for h in ax.get_legend_handles_labels()[0]}
-    ax.legend(
-        handles=list(handles.values()),
-        labels=[str(k) for k in handles],
-        fontsize=7,
-        loc="upper left",
-        bbox_to_anchor=(1.02, 1.0),
-    )
+    if handles:  # no model has both a clean and an attacked row: an empty plot, no legend
+        ax.legend(
+            handles=list(handles.values()),
+            labels=[str(k) for k in handles],
+            fontsize=7,
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+        )
     attacks = ", ".join(
         f"{a} {format_eps(e)} ({markers[a]})" for a, e in attacked[["series", "eps"]].drop_duplicates().values
     )
