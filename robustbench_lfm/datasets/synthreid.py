@@ -314,11 +314,33 @@ def _gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
 def _draw_split(g, pids, ident_all, cam_all, cfg) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Images of the given identities as seen by their cameras: (uint8 images, pids, camids)."""
     pid_img, cam_img = _visits(g, pids, cfg)
-    ident = {k: v[pid_img] for k, v in ident_all.items()}
-    cam = {k: v[cam_img] for k, v in cam_all.items()}
+    return render(g, pid_img, cam_img, ident_all, cam_all, cfg), pid_img, cam_img
+
+
+def identities(g: torch.Generator, n: int, cfg: SynthReIDConfig) -> dict[str, torch.Tensor]:
+    """Appearance of n identities, one row each (row i is identity i)."""
+    return _identity_attributes(g, n, cfg)
+
+
+def cameras(g: torch.Generator, cfg: SynthReIDConfig) -> dict[str, torch.Tensor]:
+    """Nuisance of each of cfg.cameras cameras, one row each."""
+    return _camera_attributes(g, cfg)
+
+
+def render(
+    g: torch.Generator,
+    identity: torch.Tensor,
+    camera: torch.Tensor,
+    ident_all: dict[str, torch.Tensor],
+    cam_all: dict[str, torch.Tensor],
+    cfg: SynthReIDConfig,
+) -> torch.Tensor:
+    """uint8 (N, 3, height, width) images of identity rows `identity` seen by 0-based cameras `camera`."""
+    ident = {k: v[identity] for k, v in ident_all.items()}
+    cam = {k: v[camera] for k, v in cam_all.items()}
     img = _render(ident, cam, g, cfg)
-    img = _camera_effects(img, cam_img, cam_all, g, cfg)
-    return (img * 255).round().to(torch.uint8), pid_img, cam_img
+    img = _camera_effects(img, camera, cam_all, g, cfg)
+    return (img * 255).round().to(torch.uint8)
 
 
 def _first_per_pid_cam(pids: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
