@@ -230,13 +230,14 @@ def quantize(x_adv: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
     clamped to x +- floor(255 eps)/255, which stays on the grid; under L2 an image whose rounded
     perturbation leaves the ball is rounded towards x instead (|delta| only shrinks).
     """
-    rounded = torch.round(x_adv * 255) / 255
+    # On the integer grid, divided by 255 once: the result is exactly the float an 8-bit image gives.
+    grid_x, rounded = torch.round(x * 255), torch.round(x_adv * 255)
     if norm == "linf":
-        k = math.floor(eps * 255 + 1e-6) / 255
-        return torch.min(torch.max(rounded, x - k), x + k).clamp_(0.0, 1.0)
-    toward_x = x + torch.trunc((x_adv - x) * 255) / 255
-    over = budget(rounded, x, norm) > eps * (1 + 1e-6)
-    return torch.where(over.view(-1, *[1] * (x.dim() - 1)), toward_x, rounded).clamp_(0.0, 1.0)
+        k = math.floor(eps * 255 + 1e-6)
+        return torch.min(torch.max(rounded, grid_x - k), grid_x + k).clamp_(0, 255) / 255
+    toward_x = grid_x + torch.trunc((x_adv - x) * 255)
+    over = budget(rounded / 255, x, norm) > eps * (1 + 1e-6)
+    return torch.where(over.view(-1, *[1] * (x.dim() - 1)), toward_x, rounded).clamp_(0, 255) / 255
 
 
 def gradient(model: nn.Module, x_adv: Tensor, objective: Objective, state: Any) -> Tensor:

@@ -10,8 +10,9 @@ clean cells (attack None) and eps 0 score the images as they are.
 
 White-box cells embed each adversarial batch at once and keep no images. Transfer cells craft
 the images once per (surrogate, attack, eps, seed) and store them in the cache directory
-(safetensors, float32, keyed by content), so every target, in this run or a later one, is
-evaluated on the very same images.
+(safetensors keyed by content: uint8 when 8-bit quantized, else the perturbation in float16; see
+`encode_adversarial`), so every target, in this run or a later one, is evaluated on the very same
+images.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from robustbench_lfm.datasets import ClassificationDataset, Dataset, ReIDDataset
 from robustbench_lfm.files import read_sidecar, write_verified
 from robustbench_lfm.hashing import content_hash
 from robustbench_lfm.metrics import AccuracyResult, pairwise_distance
+from robustbench_lfm.precision import autocast
 from robustbench_lfm.spec import Cell, RunSpec
 
 
@@ -81,14 +83,29 @@ class EvalContext:
 
 
 def to_model_input(images: Tensor, device: torch.device) -> Tensor:
-    """uint8 images to float [0, 1] on `device`, in the channels-last layout the models run in."""
-    return as_float(images).to(device).contiguous(memory_format=torch.channels_last)
+    """uint8 images to float [0, 1] on `device`, in the channels-last layout the models run in.
+
+    On a GPU the uint8 batch is copied (from pinned memory, without blocking) and converted there:
+    a quarter of the bytes a float32 copy would move."""
+    if device.type == "cuda":
+        images = images.pin_memory().to(device, non_blocking=True)
+    return as_float(images.to(device)).contiguous(memory_format=torch.channels_last)
 
 
-def embed_images(net: nn.Module, images: Tensor) -> Tensor:
-    """Embeddings of float images already on the model's device, under inference mode."""
-    with torch.inference_mode():
+def embed_images(net: nn.Module, images: Tensor, precision: str = "fp32") -> Tensor:
+    """float32 embeddings of float images already on the model's device, under inference mode,
+    computed in `precision` (robustbench_lfm/precision.py)."""
+    with torch.inference_mode(), autocast(images.device, precision):
         return net(images).float().cpu()
+
+
+def _attacked(ctx: EvalContext, attack: attacks.Attack, x: Tensor, context: attacks.AttackContext, cell: Cell,
+              gen: torch.Generator) -> Tensor:  # fmt: skip
+    """`attack` on the attacker's model in the run's attack precision, 8-bit rounded with --quantize."""
+    with autocast(x.device, ctx.spec.evaluation.attack_precision):
+        x_adv = attack(ctx.attacker.net, x, context, eps=cell.eps, generator=gen)
+    x_adv = x_adv.float()
+    return attacks.quantize(x_adv, x, cell.eps, attack.norm) if ctx.spec.threat.quantize else x_adv
 
 
 def attacked_accuracy(ctx: EvalContext, cell: Cell, attack: attacks.Attack | None) -> AccuracyResult:
@@ -98,7 +115,7 @@ def attacked_accuracy(ctx: EvalContext, cell: Cell, attack: attacks.Attack | Non
     batch by batch, from a generator seeded by the cell's seed, so a transfer attack gives every
     target the same images.
     """
-    spec, data, device, attacker = ctx.spec, ctx.data, ctx.device, ctx.attacker
+    spec, data, device = ctx.spec, ctx.data, ctx.device
     assert isinstance(data, ClassificationDataset)
     gen = torch.Generator(device).manual_seed(cell.seed)
     correct = []
@@ -107,11 +124,8 @@ def attacked_accuracy(ctx: EvalContext, cell: Cell, attack: attacks.Attack | Non
     ):
         x, y = to_model_input(images, device), labels.to(device)
         if attack is not None:
-            context = attacks.AttackContext("classification", labels=y)
-            x = attack(attacker.net, x, context, eps=cell.eps, generator=gen)
-            if spec.threat.quantize:
-                x = attacks.quantize(x, to_model_input(images, device), cell.eps, attack.norm)
-        with torch.inference_mode():
+            x = _attacked(ctx, attack, x, attacks.AttackContext("classification", labels=y), cell, gen)
+        with torch.inference_mode(), autocast(device, spec.evaluation.precision):
             correct.append((ctx.target(x).argmax(1) == y).cpu())
     return AccuracyResult(torch.cat(correct))
 
@@ -123,7 +137,7 @@ def attacked_side(ctx: EvalContext, cell: Cell, attack: attacks.Attack) -> Tenso
         if not ctx.attacker.key or cell.eps == 0  # eps 0 returns the clean images: nothing to store
         else _stored_batches(ctx, cell, attack)
     )
-    return torch.cat([embed_images(ctx.target, x_adv) for x_adv in batches])
+    return torch.cat([embed_images(ctx.target, x_adv, ctx.spec.evaluation.precision) for x_adv in batches])
 
 
 def _adversarial_batches(ctx: EvalContext, cell: Cell, attack: attacks.Attack) -> Iterator[Tensor]:
@@ -140,38 +154,77 @@ def _adversarial_batches(ctx: EvalContext, cell: Cell, attack: attacks.Attack) -
         context = attacks.AttackContext(
             "reid", labels=pids.to(device), guides=guides, distance=spec.evaluation.distance
         )
-        x_adv = attack(attacker.net, x, context, eps=cell.eps, generator=gen)
-        if spec.threat.quantize:
-            x_adv = attacks.quantize(x_adv, x, cell.eps, attack.norm)
-        yield x_adv
+        yield _attacked(ctx, attack, x, context, cell, gen)
 
 
 def _stored_batches(ctx: EvalContext, cell: Cell, attack: attacks.Attack) -> Iterator[Tensor]:
-    """The surrogate's adversarial images, crafted on first use and read back from the cache."""
+    """The surrogate's adversarial images, crafted on first use and read back from the cache; the
+    first target sees the stored (decoded) images too, so every target sees the same ones."""
     path = _stored_path(ctx.spec, cell, ctx.attacker)
-    images = _read_stored(path)
-    if images is None:
-        images = torch.cat([b.cpu() for b in _adversarial_batches(ctx, cell, attack)])
-        stored = {"images": images.contiguous()}
+    assert isinstance(ctx.data, ReIDDataset)
+    clean = (ctx.data.query if attack.side == "query" else ctx.data.gallery).images
+    stored = _read_stored(path)
+    if stored is None:
+        encoded = [
+            encode_adversarial(x_adv, x, ctx.spec.threat.quantize)
+            for x_adv, x in zip(
+                _adversarial_batches(ctx, cell, attack), torch.split(clean, ctx.spec.batch_size), strict=True
+            )
+        ]
+        stored = {k: torch.cat([e[k] for e in encoded]) for k in encoded[0]}
         write_verified(path, lambda tmp: save_file(stored, str(tmp)), {"surrogate": ctx.attacker.key})
-    for chunk in torch.split(images, ctx.spec.batch_size):
-        yield chunk.to(ctx.device).contiguous(memory_format=torch.channels_last)
+    n = ctx.spec.batch_size
+    for start in range(0, len(clean), n):
+        part = {k: v[start : start + n] for k, v in stored.items()}
+        x = to_model_input(clean[start : start + n], ctx.device)
+        yield decode_adversarial(part, x, cell.eps, attack.norm)
 
 
-def _read_stored(path: Path) -> Tensor | None:
+def encode_adversarial(x_adv: Tensor, clean: Tensor, quantized: bool) -> dict[str, Tensor]:
+    """Adversarial images in their stored form, on the CPU.
+
+    8-bit quantized images (`--quantize`) are exactly k/255 (attacks.quantize), so uint8 holds them
+    bit for bit: 1 byte per pixel. Other images are stored as their perturbation from the clean
+    uint8 image in float16: 2 bytes per pixel, float32's 4 halved. float16 rounds a value to 11
+    significant bits, so each pixel of the perturbation is off by at most 2^-11 of its size (and by
+    2^-25 below 2^-14): at most eps / 2048, e.g. 0.004/255 at eps 8/255, far below one 8-bit level.
+    """
+    x_adv = x_adv.float().cpu().contiguous()  # the NCHW layout safetensors stores
+    if quantized:
+        return {"images": torch.round(x_adv * 255).to(torch.uint8)}
+    return {"delta": (x_adv - as_float(clean)).to(torch.float16).contiguous()}
+
+
+def decode_adversarial(stored: dict[str, Tensor], x: Tensor, eps: float, norm: str) -> Tensor:
+    """The images `encode_adversarial` stored, on x's device and in channels-last layout. A float16
+    perturbation is projected back onto the budget and [0, 1] (attacks.project): the exact images
+    lie in both, so the projection keeps every bound and only moves the rounded images closer."""
+    if "images" in stored:
+        return to_model_input(stored["images"], x.device)
+    delta = stored["delta"].to(x.device, non_blocking=True).float()
+    return attacks.project(x + delta, x, eps, norm).contiguous(memory_format=torch.channels_last)
+
+
+def _read_stored(path: Path) -> dict[str, Tensor] | None:
     """Stored adversarial images, or None (with a warning when the file is damaged: recrafted)."""
     try:
         if read_sidecar(path) is None:
             return None
-        return load_file(path)["images"]
+        stored = load_file(path)
     except Exception as err:  # truncated, not safetensors, or another layout: craft them again
         warnings.warn(f"stored adversarial images {path} are unreadable ({err}); crafting them again", stacklevel=2)
         return None
+    kinds = {k: v.dtype for k, v in stored.items()}
+    if kinds not in ({"images": torch.uint8}, {"delta": torch.float16}):
+        warnings.warn(f"stored adversarial images {path} hold {sorted(stored)}; crafting them again", stacklevel=2)
+        return None
+    return stored
 
 
 def _stored_path(spec: RunSpec, cell: Cell, attacker: Attacker) -> Path:
+    """Where the images of this (surrogate, attack, eps, seed, data, evaluation) are stored: the
+    evaluation key brings flip, distance, the --n-eval subset and the precisions."""
     content = {"surrogate": attacker.key, "attack": cell.attack, "eps": cell.eps, "seed": cell.seed,
                "probe_of": cell.probe_of, "quantize": spec.threat.quantize, "data": spec.data.key(),
-               "flip": spec.evaluation.flip, "distance": spec.evaluation.distance,
-               "batch": spec.batch_size}  # fmt: skip
+               "evaluation": spec.evaluation.key(), "batch": spec.batch_size, "encoding": 2}  # fmt: skip
     return spec.cache_dir / "adversarial" / f"{content_hash(content, 16)}.safetensors"

@@ -157,6 +157,27 @@ RUN_OPTIONS: list[Decorator] = [
         help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3); both = each cell scored both ways.",
     ),
     click.option(
+        "--n-eval",
+        type=click.IntRange(0, 2**31 - 1),
+        default=0,
+        show_default=True,
+        help="Score a fixed, seeded subset of N queries (re-ID, whole gallery) or test images; 0 = all. "
+        "A quick look: the subset size is in the n_eval column and the report says so.",
+    ),
+    click.option(
+        "--precision",
+        type=click.Choice(["fp32", "bf16"]),
+        default=None,
+        help="Training and feature extraction in float32 or under bfloat16 autocast (default: the recipe's, fp32).",
+    ),
+    click.option(
+        "--attack-precision",
+        type=click.Choice(["fp32", "bf16"]),
+        default="fp32",
+        show_default=True,
+        help="The attacks' passes; bf16 rounds pixels coarser than one 1/255 step, a weaker attack.",
+    ),
+    click.option(
         "--recipe",
         default="cpu",
         show_default=True,
@@ -186,7 +207,7 @@ RUN_OPTIONS: list[Decorator] = [
         default=None,
         help="Checkpoints and generated data (default $LFM_BENCH_CACHE, else ~/.cache/lfm-bench).",
     ),
-    click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:K."),
     click.option(
         "--batch-size",
         type=click.IntRange(1, 2**31 - 1),

@@ -58,7 +58,8 @@ def evaluate(
         batch_size: images per attack and feature batch.
         cache_dir: where decoded datasets are cached (default as `lfm-bench run`).
         quiet: no progress bars.
-        **evaluation: `distance`, `ap`, `flip`, `rerank` as the `run` options of those names.
+        **evaluation: `distance`, `ap`, `flip`, `rerank`, `n_eval`, `precision`, `attack_precision`
+            as the `run` options of those names.
 
     Returns:
         The rows of results.csv (columns as in results/README.md): one per cell and metric.
@@ -97,7 +98,7 @@ def locals_of(
     from robustbench_lfm.cli import run_defaults
 
     opts = run_defaults()
-    unknown = sorted(set(evaluation) - {"distance", "ap", "flip", "rerank"})
+    unknown = sorted(set(evaluation) - {"distance", "ap", "flip", "rerank", "n_eval", "precision", "attack_precision"})
     if unknown:
         raise SpecError(f"evaluate() got unknown argument(s) {', '.join(unknown)}")
     try:

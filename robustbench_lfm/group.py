@@ -33,15 +33,22 @@ from robustbench_lfm.attacking import (
 )
 from robustbench_lfm.cache import CheckpointCache
 from robustbench_lfm.checkpoints import load_given
-from robustbench_lfm.datasets import ClassificationDataset, Dataset, ReIDDataset, get_dataset_info, load_dataset
-from robustbench_lfm.environment import git_sha, now
+from robustbench_lfm.datasets import (
+    ClassificationDataset,
+    Dataset,
+    ReIDDataset,
+    evaluated_subset,
+    get_dataset_info,
+    load_dataset,
+)
+from robustbench_lfm.environment import configure_determinism, git_sha, now
 from robustbench_lfm.hashing import content_hash
 from robustbench_lfm.methods import build_method
 from robustbench_lfm.metrics import AP_FORMULAS, AccuracyResult, APFormula, RankResult, evaluate_rank, pairwise_distance
 from robustbench_lfm.plugins import load_plugins
 from robustbench_lfm.pretrained import initialise
 from robustbench_lfm.rerank import RerankParams, rerank
-from robustbench_lfm.spec import Cell, ModelSpec, RunSpec
+from robustbench_lfm.spec import Cell, ModelSpec, RunSpec, SpecError
 from robustbench_lfm.training import TrainingError, train_model
 
 
@@ -69,18 +76,31 @@ class GroupResult:
     skipped: int = 0
 
 
-_DATASETS: dict[str, Dataset] = {}  # per process: a worker loads the dataset once
+_DATASETS: dict[str, tuple[Dataset, str]] = {}  # per process: a worker loads the dataset once
 _SURROGATES: dict[tuple[str, int], tuple[Attacker, dict[str, dict[str, Any]]]] = {}
 
 
 def run_dataset(spec: RunSpec) -> Dataset:
-    """The run's dataset, loaded once per process."""
-    key = content_hash(spec.data.key())
+    """The run's dataset, loaded once per process, with only the --n-eval subset of queries or test images."""
+    return _loaded(spec)[0]
+
+
+def eval_subset(spec: RunSpec) -> str:
+    """The CSV `eval_subset`: "" when every query (test image) is scored, else "N/M" (--n-eval)."""
+    return _loaded(spec)[1]
+
+
+def _loaded(spec: RunSpec) -> tuple[Dataset, str]:
+    key = content_hash({"data": spec.data.key(), "n_eval": spec.evaluation.n_eval})
     if key not in _DATASETS:
         _DATASETS.clear()
-        _DATASETS[key] = load_dataset(
-            spec.data.name, dict(spec.data.options), spec.cache_dir, spec.data.root, spec.quiet
-        )
+        full = load_dataset(spec.data.name, dict(spec.data.options), spec.cache_dir, spec.data.root, spec.quiet)
+        try:
+            scored = evaluated_subset(full, spec.evaluation.n_eval)
+        except ValueError as err:
+            raise SpecError(str(err)) from None
+        subset = "" if n_eval(scored) == n_eval(full) else f"{n_eval(scored)}/{n_eval(full)}"
+        _DATASETS[key] = (scored, subset)
     return _DATASETS[key]
 
 
@@ -88,15 +108,16 @@ def run_group(spec: RunSpec, model_spec: ModelSpec, seed: int, cells: list[tuple
     """Worker: train or load one model and evaluate its cells; writes only the checkpoint cache."""
     load_plugins([p.ref for p in spec.plugins if p.kind != "entry-point"])  # a fresh worker process registers them
     device = torch.device(spec.device)
+    configure_determinism(device)
     dataset = run_dataset(spec)
     label = f"{model_spec.label}@seed{seed}"
     try:
-        trained = _trained_model(spec, model_spec, seed, dataset, device)
+        trained = trained_model(spec, model_spec, seed, dataset, device)
     except TrainingError as err:
         return GroupResult(label, {}, {}, str(err), skipped=len(cells))
     net = models.FlipAveraged(trained.net).eval() if spec.evaluation.flip else trained.net
-    clean = _clean_features(spec, net, dataset, device)
-    attacker, surrogate_training = _attacker(spec, seed, net, clean, dataset, device)
+    clean = clean_features(spec, net, dataset, device)
+    attacker, surrogate_training = attacker_for(spec, seed, net, clean, dataset, device)
     ctx = EvalContext(spec, dataset, device, net, attacker, clean)
     training = {**trained.training, **surrogate_training}
     out = GroupResult(label, {"queries": [], "curves": [], "probes": [], "results": []}, training)
@@ -112,7 +133,7 @@ def run_group(spec: RunSpec, model_spec: ModelSpec, seed: int, cells: list[tuple
             out.cells_run += 1
         else:
             out.probes_run += 1
-        out.rows[dest] += _rows(spec, cell, results, extra, sha, time.perf_counter() - t0, n_eval(dataset))
+        out.rows[dest] += result_rows(spec, cell, results, extra, sha, time.perf_counter() - t0, n_eval(dataset))
     return out
 
 
@@ -121,7 +142,7 @@ def n_eval(data: Dataset) -> int:
     return len(data.test) if isinstance(data, ClassificationDataset) else len(data.query)
 
 
-def _attacker(
+def attacker_for(
     spec: RunSpec, seed: int, net: nn.Module, clean: CleanFeatures | None, data: Dataset, device: torch.device
 ) -> tuple[Attacker, dict[str, dict[str, Any]]]:
     """The target itself (white-box) or the seed's surrogate, loaded once per seed and process,
@@ -131,18 +152,16 @@ def _attacker(
         return Attacker(net, clean.query if clean is not None else torch.empty(0)), {}
     key = Cell(surrogate, None, 0.0, seed).train_key(spec.data, spec.recipe)
     if (key, seed) not in _SURROGATES:
-        trained = _trained_model(spec, surrogate, seed, data, device)
+        trained = trained_model(spec, surrogate, seed, data, device)
         s_net = models.FlipAveraged(trained.net).eval() if spec.evaluation.flip else trained.net
         guides = torch.empty(0)
         if isinstance(data, ReIDDataset):
-            guides = _embed(s_net, data.query.images, spec.batch_size, device)
+            guides = _embed(spec, s_net, data.query.images, device)
         _SURROGATES[(key, seed)] = (Attacker(s_net, guides, key), trained.training)
     return _SURROGATES[(key, seed)]
 
 
-def _trained_model(
-    spec: RunSpec, model_spec: ModelSpec, seed: int, data: Dataset, device: torch.device
-) -> TrainedModel:
+def trained_model(spec: RunSpec, model_spec: ModelSpec, seed: int, data: Dataset, device: torch.device) -> TrainedModel:
     """The model trained on `data` with `seed`, from the cache when a verified checkpoint exists.
 
     A MixACM student's teacher is trained (or loaded) first; the student's checkpoint key is the
@@ -157,7 +176,7 @@ def _trained_model(
         )
     teacher, training = None, {}
     if model_spec.teacher is not None:
-        taught_by = _trained_model(spec, model_spec.teacher, seed, data, device)
+        taught_by = trained_model(spec, model_spec.teacher, seed, data, device)
         teacher, training = taught_by.net, dict(taught_by.training)
         key = content_hash({"train": key, "teacher_sha256": taught_by.sha256})
     cache = CheckpointCache(spec.cache_dir)
@@ -224,19 +243,24 @@ def _initialised(spec: RunSpec, model_spec: ModelSpec, net: models.SiteNet) -> m
     return net
 
 
-def _embed(net: nn.Module, images: Tensor, batch_size: int, device: torch.device) -> Tensor:
-    """Embeddings of uint8 images, in batches, under inference mode."""
+def _embed(spec: RunSpec, net: nn.Module, images: Tensor, device: torch.device) -> Tensor:
+    """Embeddings of uint8 images, in batches of the run's size and its precision, under inference mode."""
     net.eval()
-    return torch.cat([embed_images(net, to_model_input(chunk, device)) for chunk in torch.split(images, batch_size)])
+    return torch.cat(
+        [
+            embed_images(net, to_model_input(chunk, device), spec.evaluation.precision)
+            for chunk in torch.split(images, spec.batch_size)
+        ]
+    )
 
 
-def _clean_features(spec: RunSpec, net: nn.Module, data: Dataset, device: torch.device) -> CleanFeatures | None:
+def clean_features(spec: RunSpec, net: nn.Module, data: Dataset, device: torch.device) -> CleanFeatures | None:
     """Clean query and gallery embeddings (re-ID); None for classification."""
     if isinstance(data, ClassificationDataset):
         return None
     return CleanFeatures(
-        _embed(net, data.query.images, spec.batch_size, device),
-        _embed(net, data.gallery.images, spec.batch_size, device),
+        _embed(spec, net, data.query.images, device),
+        _embed(spec, net, data.gallery.images, device),
     )
 
 
@@ -248,19 +272,26 @@ def _evaluate_cell(ctx: EvalContext, cell: Cell) -> tuple[dict[str, RankResult |
     data, clean = ctx.data, ctx.clean
     task = "classification" if isinstance(data, ClassificationDataset) else "reid"
     attack = cell.build_attack(task)
-    extra = _attack_fields(cell, attack, task)
+    extra = attack_fields(cell, attack, task)
     if isinstance(data, ClassificationDataset) or clean is None:
         return {"": attacked_accuracy(ctx, cell, attack)}, extra
     qf, gf = clean.query, clean.gallery
     if attack is not None:
         attacked = attacked_side(ctx, cell, attack)
         qf, gf = (attacked, gf) if attack.side == "query" else (qf, attacked)
+    return dict(rank_results(ctx.spec, data, qf, gf, clean)), extra
+
+
+def rank_results(
+    spec: RunSpec, data: ReIDDataset, qf: Tensor, gf: Tensor, clean: CleanFeatures
+) -> dict[str, RankResult]:
+    """Market-1501 scores of query features `qf` against gallery features `gf`, per re-ranking mode
+    of the run (keyed by the CSV `rerank` value, "" = off)."""
     q, g = data.query, data.gallery
-    scored: dict[str, RankResult | AccuracyResult] = {
-        label: evaluate_rank(dist, q.pids, g.pids, q.camids, g.camids, ap=_ap_formula(ctx.spec.evaluation.ap))
-        for label, dist in _distances(ctx.spec, qf, gf, clean)
+    return {
+        label: evaluate_rank(dist, q.pids, g.pids, q.camids, g.camids, ap=_ap_formula(spec.evaluation.ap))
+        for label, dist in _distances(spec, qf, gf, clean)
     }
-    return scored, extra
 
 
 def _ap_formula(name: str) -> APFormula:
@@ -270,7 +301,7 @@ def _ap_formula(name: str) -> APFormula:
     return "plain" if name == "plain" else "trapezoid"
 
 
-def _attack_fields(cell: Cell, attack: attacks.Attack | None, task: str) -> dict[str, Any]:
+def attack_fields(cell: Cell, attack: attacks.Attack | None, task: str) -> dict[str, Any]:
     """The CSV fields of the cell's attack: its name, label, resolved options and the schedule run."""
     if attack is None or cell.attack is None:
         return {"attack": "none", "attack_label": "none", "attack_params": "{}", "objective": "", "norm": "",
@@ -335,7 +366,7 @@ def _outcome(value: float) -> int | float | str:
     return "" if math.isnan(value) else round(float(value), 6)
 
 
-def _rows(
+def result_rows(
     spec: RunSpec,
     cell: Cell,
     results: dict[str, RankResult | AccuracyResult],
@@ -363,7 +394,10 @@ def _rows(
         "distance": spec.evaluation.distance,
         "ap": spec.evaluation.ap,
         "flip": spec.evaluation.flip,
+        "precision": spec.evaluation.precision,
+        "attack_precision": spec.evaluation.attack_precision if cell.attack is not None else "",
         "n_eval": n_eval,
+        "eval_subset": eval_subset(spec),
         "wall_s": round(wall, 3),
         "checkpoint_sha256": sha,
         "lfm_bench_version": __version__,

@@ -4,10 +4,12 @@ Two rows are the same measurement only when every column of `IDENTITY` is equal 
 tables, figures, report conditions, sanity series, paired tests and the regression gate all key on
 these tuples, from this module:
 
-* `RUN`      — the task, the data and its options, the training recipe, the evaluation options;
+* `RUN`      — the task, the data and its options, the training recipe, the evaluation options
+               (with the feature precision and `eval_subset`, the --n-eval subset scored);
 * `MODEL`    — the model label, backbone, regularizer, every resolved model parameter and the
                sha256 of the pretrained weights it started from (empty: random init);
-* `ATTACK`   — the attack, every resolved option, and the threat (side, surrogate, quantization);
+* `ATTACK`   — the attack, every resolved option, the threat (side, surrogate, quantization) and
+               the precision the attack ran in;
 * `SCHEDULE` — the budget and the steps and step size actually run at it;
 * `SERIES`   — an attack configuration across eps: the identity without the schedule;
 * `IDENTITY` — all of it, plus the training seed and the re-ranking mode.
@@ -27,9 +29,9 @@ from robustbench_lfm.parsing import format_eps
 
 __all__ = ["format_eps"]  # re-exported: labels and tables meet it here
 
-RUN = ("task", "dataset", "data_params", "recipe_key", "distance", "ap", "flip")
+RUN = ("task", "dataset", "data_params", "recipe_key", "distance", "ap", "flip", "precision", "eval_subset")
 MODEL = ("model", "backbone", "regularizer", "model_params", "pretrained_sha256")
-ATTACK = ("attack", "attack_params", "objective", "norm", "perturbed", "surrogate", "quantize")
+ATTACK = ("attack", "attack_params", "objective", "norm", "perturbed", "surrogate", "quantize", "attack_precision")
 SCHEDULE = ("eps", "steps", "step_size")
 IDENTITY = (*RUN, *MODEL, "train_seed", *ATTACK, *SCHEDULE, "rerank")
 SERIES = tuple(c for c in IDENTITY if c not in SCHEDULE)
@@ -112,3 +114,13 @@ def labelled(df: pd.DataFrame) -> pd.DataFrame:
         condition=_injective(df.apply(condition_label, axis=1), _key_text(df, CONDITION)),
         series=_injective(df.apply(series_label, axis=1), _key_text(df, SERIES_CONDITION)),
     )
+
+
+def subset_note(df: pd.DataFrame) -> str:
+    """ "" when every number scores the whole query set (test set); else which ones come from a
+    seeded --n-eval subset, as `; scored on a seeded subset (--n-eval) of 500/3368 queries`."""
+    subsets = sorted({str(v) for v in df.get("eval_subset", pd.Series(dtype=str)).fillna("") if str(v)})
+    if not subsets:
+        return ""
+    what = "test images" if str(df["task"].iloc[0]) == "classification" else "queries"
+    return f"; scored on a seeded subset (--n-eval) of {', '.join(subsets)} {what}, not the whole set"

@@ -59,6 +59,8 @@ class TrainRecipe:
         methods: per training method, parameter overrides: (("gwi", (("start_iter", 100),)),).
         init: the backbone's initialisation the recipe expects: "random", or "imagenet" (ImageNet
             weights from a file the user gives with --pretrained; lfm-bench downloads nothing).
+        precision: "fp32", or "bf16" to train under bfloat16 autocast (robustbench_lfm/precision.py);
+            --precision sets it.
         source: the recipe's name or file (not part of the checkpoint key).
     """
 
@@ -83,6 +85,7 @@ class TrainRecipe:
     flip: bool = True
     methods: tuple[tuple[str, Params], ...] = ()
     init: str = "random"
+    precision: str = "fp32"
     source: str = "reid-cpu"
 
     def __post_init__(self) -> None:
@@ -91,6 +94,8 @@ class TrainRecipe:
             problems.append(f"task = {self.task!r} must be 'reid' or 'classification'")
         if self.init not in ("random", "imagenet"):
             problems.append(f"init = {self.init!r} must be 'random' or 'imagenet'")
+        if self.precision not in ("fp32", "bf16"):
+            problems.append(f"precision = {self.precision!r} must be 'fp32' or 'bf16'")
         if self.optimizer not in ("adam", "sgd"):
             problems.append(f"optimizer = {self.optimizer!r} must be 'adam' or 'sgd'")
         if self.epochs < 1 or self.batch_size < 2 or self.ids_per_batch < 2 or self.images_per_id < 2:
@@ -116,8 +121,9 @@ class TrainRecipe:
     def key(self) -> dict[str, Any]:
         """What identifies the recipe in checkpoint keys: every field but `source`."""
         key = {k: v for k, v in dataclasses.asdict(self).items() if k != "source"}
-        if key.get("init") == "random":  # the default: keys of recipes from before the field stay as they were
-            del key["init"]
+        for name, default in (("init", "random"), ("precision", "fp32")):
+            if key.get(name) == default:  # the default: keys of recipes from before the field stay as they were
+                del key[name]
         return key
 
     def fingerprint(self) -> str:

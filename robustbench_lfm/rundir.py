@@ -11,7 +11,6 @@ that holds results but no readable fingerprint cannot be verified, so it is refu
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ def fingerprint(spec: RunSpec) -> dict[str, Any]:
         "data_params": dict(spec.data.resolved),
         "data_source": spec.data.source,
         "recipe": spec.recipe.key(),
-        "evaluation": asdict(spec.evaluation),
+        "evaluation": spec.evaluation.key(),
     }
     return json.loads(canonical_json(content))
 
@@ -81,8 +80,13 @@ def first_difference(old: Any, new: Any, where: str = "") -> str | None:
                 return found
         return None
     if old != new:
-        return f"{where} (there: {json.dumps(old)}, this run: {json.dumps(new)})"
+        return f"{where} (there: {_shown(old)}, this run: {_shown(new)})"
     return None
+
+
+def _shown(value: Any) -> str:
+    """A fingerprint value in a message; an absent key is an option left at its default."""
+    return "the default" if value is None else json.dumps(value)
 
 
 def read_fingerprint(run_dir: Path) -> dict[str, Any] | None:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from robustbench_lfm import metric_table, rundir, sanity
 from robustbench_lfm.checkpoints import probe_given_models
 from robustbench_lfm.datasets import ClassificationDataset, Dataset
-from robustbench_lfm.environment import machine, now, package_versions
+from robustbench_lfm.environment import configure_determinism, machine, now, package_versions
 from robustbench_lfm.executors import ExecSpec, run_tasks
 from robustbench_lfm.files import atomic_write
 from robustbench_lfm.group import GroupResult, run_dataset, run_group
@@ -101,6 +101,7 @@ def run_sweep(spec: RunSpec, log: Log = print, ex: ExecSpec | None = None) -> pd
         rundir.bind(spec)
         tables = _Tables(spec)
         done = _done_cells(spec, tables, log)  # verifies every table before any work
+        configure_determinism(torch.device(spec.device))  # before machine() records it; each worker sets it too
         manifest = Manifest(spec.to_json(), package_versions(), machine(torch.device(spec.device)))
         manifest.executor = {**asdict(ex), "folder": str(ex.folder or ""), "worker_threads": ex.worker_threads()}
         manifest.carry_over(spec)

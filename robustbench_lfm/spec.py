@@ -30,6 +30,7 @@ from robustbench_lfm.parsing import (
     split_list,
     unique,
 )
+from robustbench_lfm.precision import check as check_precision
 from robustbench_lfm.recipe import RecipeError, TrainRecipe, load_recipe
 
 __all__ = [  # re-exported: the spec is where callers meet them
@@ -202,12 +203,37 @@ class EvalSpec:
             see the same averaged model.
         rerank: "off", "on" (k-reciprocal re-ranking, Zhong et al. CVPR 2017, k1=20, k2=6,
             lambda=0.3) or "both" (each cell scored both ways from the same features).
+        n_eval: score a fixed subset of this many queries (re-ID; the gallery stays whole) or test
+            images (classification), drawn once by a generator seeded with 0; 0 = all of them.
+        precision: "fp32" or "bf16" (autocast) for clean and attacked feature extraction.
+        attack_precision: "fp32" or "bf16" for the attacks' forward and backward passes.
     """
 
     distance: str = "cosine"
     ap: str = "plain"
     flip: bool = False
     rerank: str = "off"
+    n_eval: int = 0
+    precision: str = "fp32"
+    attack_precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n_eval, bool) or not isinstance(self.n_eval, int) or self.n_eval < 0:
+            raise SpecError(f"--n-eval {self.n_eval!r} must be a whole number >= 0 (0 = every query or test image)")
+        for value, what in ((self.precision, "--precision"), (self.attack_precision, "--attack-precision")):
+            try:
+                check_precision(value, what)
+            except ValueError as err:
+                raise SpecError(str(err)) from None
+
+    def key(self) -> dict[str, Any]:
+        """What identifies the evaluation in cell ids and the run's fingerprint: every field, the
+        ones added since the first format left out at their defaults (so earlier keys stand)."""
+        key = asdict(self)
+        for name, default in (("n_eval", 0), ("precision", "fp32"), ("attack_precision", "fp32")):
+            if key[name] == default:
+                del key[name]
+        return key
 
     def rerank_modes(self) -> tuple[bool, ...]:
         """The re-ranking settings each cell is scored with."""
@@ -269,7 +295,7 @@ class Cell:
             "train": self.train_key(data, recipe),
             "attack": attack,
             "eps": self.eps,
-            "eval": asdict(evaluation),
+            "eval": evaluation.key(),
             "version": __version__,
         }
         if self.probe_of is not None:
@@ -508,7 +534,11 @@ def build_spec(**o: Any) -> RunSpec:
     model_specs, surrogate, pretrained = resolve_pretrained(o.get("pretrained"), recipe, model_specs, surrogate)
     all_models = model_specs + ((surrogate,) if surrogate else ())
     data = resolve_data(o["dataset"], o["data_root"], tuple(unique([m.backbone for m in all_models])))
-    evaluation = EvalSpec(o["distance"], o["ap"], o["flip"], o["rerank"])
+    evaluation = EvalSpec(
+        o["distance"], o["ap"], o["flip"], o["rerank"], o["n_eval"], o["precision"] or "fp32", o["attack_precision"]
+    )
+    if o["precision"] is not None:  # training too: the recipe's own setting gives way to the flag
+        recipe = dataclasses.replace(recipe, precision=o["precision"])
     parts: dict[str, Any] = dict(
         models=model_specs, attacks=attack_specs, eps=parse_eps(o["eps"]), seeds=parse_seeds(o["seeds"]),
         data=data, recipe=recipe, evaluation=evaluation, threat=ThreatSpec(surrogate, o["quantize"]),

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from robustbench_lfm import metric_table
 from robustbench_lfm.files import atomic_path
-from robustbench_lfm.identity import labelled, ordered_conditions
+from robustbench_lfm.identity import labelled, ordered_conditions, subset_note
 
 
 def summary_table(df: pd.DataFrame) -> str:
@@ -48,7 +48,7 @@ def summary_table(df: pd.DataFrame) -> str:
     text.insert(1, "-" * len(text[0]))
     seeds = int(stats["count"].max())
     legend = f"(%; a±b = mean ± sample std over {seeds} training seeds)" if seeds > 1 else "(%; one training seed)"
-    return "\n".join([*text, legend])
+    return "\n".join([*text, legend[:-1] + subset_note(df) + ")"])
 
 
 def summary_json(

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from models import SiteNet
 from robustbench_lfm.datasets import ClassificationDataset, Dataset, as_float
+from robustbench_lfm.precision import autocast
 from robustbench_lfm.recipe import TrainRecipe
 
 
@@ -187,7 +188,8 @@ def train_model(
         for step, idx in enumerate(batches):
             x = augment(as_float(images[idx]), recipe.pad, recipe.flip, g)
             x = x.to(device).contiguous(memory_format=torch.channels_last)
-            loss = method(model, opt, x, labels[idx].to(device))
+            with autocast(device, recipe.precision):
+                loss = method(model, opt, x, labels[idx].to(device))
             if not math.isfinite(loss):
                 raise TrainingError(
                     f"training loss became {loss} at epoch {epoch + 1}, step {step + 1}; lower the recipe's lr "

@@ -118,7 +118,8 @@ def test_market1501_folder_run_with_every_evaluation_option(tmp_path):
     assert set(df["ap"]) == {"trapezoid"} and set(df["flip"]) == {True} and set(df["distance"]) == {"euclidean"}
     assert len(df) == 2 * 2 * 5  # (clean, fgsm) x (plain, re-ranked) x 5 metrics
     spec = json.loads((out / "manifest.json").read_text())["spec"]
-    assert spec["evaluation"] == {"distance": "euclidean", "ap": "trapezoid", "flip": True, "rerank": "both"}
+    assert spec["evaluation"] == {"distance": "euclidean", "ap": "trapezoid", "flip": True, "rerank": "both",
+                                  "n_eval": 0, "precision": "fp32", "attack_precision": "fp32"}  # fmt: skip
     assert spec["data"]["root"] == str((tmp_path / "data").resolve()) and spec["data"]["source"]
     assert "+rerank" in proc.stdout
 

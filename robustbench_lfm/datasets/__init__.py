@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -41,6 +42,7 @@ __all__ = [
     "ReIDDataset",
     "ReIDSplit",
     "as_float",
+    "evaluated_subset",
     "get_dataset_info",
     "load_dataset",
     "register_dataset",
@@ -231,3 +233,28 @@ def _from_tensors(name: str, task: str, t: dict, metadata: dict[str, str]) -> Da
         return ReIDDataset(name, **splits)
     parts = {s: ClassSplit(t[f"{s}.images"], t[f"{s}.labels"]) for s in SPLITS[task]}
     return ClassificationDataset(name, **parts, classes=tuple(json.loads(metadata["classes"])))
+
+
+def evaluated_subset(data: Dataset, n_eval: int) -> Dataset:
+    """`data` scored on a fixed subset of `n_eval` queries (re-ID; train and gallery kept whole) or
+    test images (classification); 0 = all of them, `data` itself.
+
+    The subset is the first `n_eval` of one permutation drawn by a generator seeded with 0 (not
+    the training seed: every model and seed is scored on the same images), kept in split order,
+    as RobustBench's `n_examples` takes the first images of a fixed list.
+
+    Raises:
+        ValueError: `n_eval` exceeds the split (the message names its size).
+    """
+    split: ReIDSplit | ClassSplit = data.query if isinstance(data, ReIDDataset) else data.test
+    what = "queries" if isinstance(data, ReIDDataset) else "test images"
+    if n_eval in (0, len(split)):
+        return data
+    if n_eval > len(split):
+        raise ValueError(f"--n-eval {n_eval} exceeds the {len(split)} {what} of {data.name}; give at most {len(split)}")
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(0))
+    keep = order[:n_eval].sort().values
+    if isinstance(data, ReIDDataset):
+        q = data.query
+        return dataclasses.replace(data, query=ReIDSplit(q.images[keep], q.pids[keep], q.camids[keep]))
+    return dataclasses.replace(data, test=ClassSplit(data.test.images[keep], data.test.labels[keep]))

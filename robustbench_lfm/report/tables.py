@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from robustbench_lfm import metric_table
-from robustbench_lfm.identity import labelled, ordered_conditions
+from robustbench_lfm.identity import labelled, ordered_conditions, subset_note
 from robustbench_lfm.stats import binomial_se, bootstrap_se, paired_test, seed_t_test
 
 BASELINE = "plain"
@@ -201,7 +201,7 @@ def formatted_table(cells: pd.DataFrame) -> FormattedTable:
     index = pd.Index(models, name="model")
     text = pd.DataFrame([[_fmt(agg.get((m, *col)), mark) for col in cols] for m in models], index, columns)
     bold = pd.DataFrame([[m in best[col] for col in cols] for m in models], index, columns)
-    return FormattedTable(text, bold, _legend(agg))
+    return FormattedTable(text, bold, _legend(agg) + subset_note(cells))
 
 
 def _md_escape(text: object) -> str:
