@@ -39,6 +39,7 @@ from robustbench_lfm.datasets import evaluated_subset, load_dataset
 from robustbench_lfm.report import build_report
 from robustbench_lfm.spec import Cell, RunSpec, build_spec
 from robustbench_lfm.store import ResultStore
+from robustbench_lfm.training import epoch_batches
 
 ONE_EPOCH = 'task = "reid"\nbackbone = "resnet-mini"\nepochs = 1\nwarmup_epochs = 0\nmilestones = []\n'
 
@@ -140,8 +141,6 @@ def run(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
 
 def _epoch_images(spec: RunSpec, data: Any) -> int:
     """Images one P x K epoch trains on (each batch is P ids x K images)."""
-    from robustbench_lfm.training import epoch_batches
-
     return sum(len(b) for b in epoch_batches(data, data.train_labels(), spec.recipe, torch.Generator().manual_seed(0)))
 
 
