@@ -116,11 +116,22 @@ def labelled(df: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _subsets(df: pd.DataFrame) -> list[str]:
+    """The `eval_subset` values of `df` that name a subset (`N/M`), sorted."""
+    return sorted({str(v) for v in df.get("eval_subset", pd.Series(dtype=str)).fillna("") if str(v)})
+
+
 def subset_note(df: pd.DataFrame) -> str:
     """ "" when every number scores the whole query set (test set); else which ones come from a
     seeded --n-eval subset, as `; scored on a seeded subset (--n-eval) of 500/3368 queries`."""
-    subsets = sorted({str(v) for v in df.get("eval_subset", pd.Series(dtype=str)).fillna("") if str(v)})
+    subsets = _subsets(df)
     if not subsets:
         return ""
     what = "test images" if str(df["task"].iloc[0]) == "classification" else "queries"
     return f"; scored on a seeded subset (--n-eval) of {', '.join(subsets)} {what}, not the whole set"
+
+
+def subset_title(df: pd.DataFrame) -> str:
+    """` (--n-eval subset 100/277)` for a figure title when the numbers come from a subset, else ""."""
+    subsets = _subsets(df)
+    return f" (--n-eval subset {', '.join(subsets)})" if subsets else ""

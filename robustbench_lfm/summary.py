@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from robustbench_lfm import metric_table
 from robustbench_lfm.files import atomic_path
-from robustbench_lfm.identity import labelled, ordered_conditions, subset_note
+from robustbench_lfm.identity import labelled, ordered_conditions, subset_note, subset_title
 
 
 def summary_table(df: pd.DataFrame) -> str:
@@ -139,7 +139,7 @@ def plot_eps_curves(df: pd.DataFrame, path: Path) -> Path | None:
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    fig.suptitle(f"{df['dataset'].iloc[0]}: clean (eps 0) and attacked {_sides(df)}")
+    fig.suptitle(f"{df['dataset'].iloc[0]}: clean (eps 0) and attacked {_sides(df)}{subset_title(df)}")
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
     plt.close(fig)

@@ -24,6 +24,7 @@ from robustbench_lfm.report import build_report
 from robustbench_lfm.rerank import _normalised_transpose
 from robustbench_lfm.runner import run_sweep
 from robustbench_lfm.spec import EvalSpec, SpecError, build_spec
+from robustbench_lfm.summary import summary_table
 
 DATA = "synthreid:train_ids=20,test_ids=8,distractor_ids=2,cameras=3,max_cameras=3,occlusion_p=0,noise_std=0.01"
 
@@ -133,6 +134,7 @@ def test_n_eval_scores_a_fixed_subset_and_stays_apart_end_to_end(cache, tmp_path
     assert gate.missing and not gate.passed  # a subset never stands in for the full set
     report = build_report(tmp_path / "sub")
     assert "seeded subset (--n-eval) of 5/" in report.markdown.read_text()
+    assert "seeded subset (--n-eval) of 5/" in summary_table(sub) and "subset" not in summary_table(full)
 
 
 def test_n_eval_on_classification_and_out_of_range(cache, tmp_path):

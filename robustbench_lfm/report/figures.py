@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from robustbench_lfm import metric_table
-from robustbench_lfm.identity import format_eps
+from robustbench_lfm.identity import format_eps, subset_title
 from robustbench_lfm.summary import model_colours, plot_cmc, plot_eps_curves, save_figure
 
 FORMATS = (".png", ".pdf")
@@ -77,7 +77,7 @@ def scatter(df: pd.DataFrame, stem: Path) -> list[Path]:
     )
     ax.set_xlabel(f"clean {metric_table.label(metric)} (%)")
     ax.set_ylabel(f"attacked {metric_table.label(metric)} (%)")
-    ax.set_title(f"{df['dataset'].iloc[0]}: clean vs robust\n{attacks}", fontsize=9)
+    ax.set_title(f"{df['dataset'].iloc[0]}: clean vs robust{subset_title(df)}\n{attacks}", fontsize=9)
     ax.grid(alpha=0.3)
     return _save(fig, stem)
 
@@ -105,7 +105,8 @@ def bars(df: pd.DataFrame, stem: Path) -> list[Path]:
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     seeds = df["train_seed"].nunique()
     spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed, no error bars"
-    ax.set_title(f"{df['dataset'].iloc[0]}: {metric_table.label(metric)} under attack ({spread})", fontsize=9)
+    title = f"{df['dataset'].iloc[0]}: {metric_table.label(metric)} under attack ({spread}){subset_title(df)}"
+    ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, stem)
 
