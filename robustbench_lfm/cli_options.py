@@ -165,6 +165,22 @@ RUN_OPTIONS: list[Decorator] = [
         "A quick look: the subset size is in the n_eval column and the report says so.",
     ),
     click.option(
+        "--train-fraction",
+        type=float,
+        default=1.0,
+        show_default=True,
+        help="Train on this share of the training split, in (0, 1]: a fixed draw (seed 0), stratified "
+        "by identity or class (the low-data regime; CSV train_fraction).",
+    ),
+    click.option(
+        "--train-by",
+        type=click.Choice(["images", "ids"]),
+        default="images",
+        show_default=True,
+        help="images: that share of every identity's (class's) images; ids: that share of the re-ID "
+        "identities, all their images.",
+    ),
+    click.option(
         "--precision",
         type=click.Choice(["fp32", "bf16"]),
         default=None,

@@ -40,6 +40,7 @@ from robustbench_lfm.datasets import (
     evaluated_subset,
     get_dataset_info,
     load_dataset,
+    training_subset,
 )
 from robustbench_lfm.environment import configure_determinism, git_sha, now
 from robustbench_lfm.hashing import content_hash
@@ -95,6 +96,7 @@ def _loaded(spec: RunSpec) -> tuple[Dataset, str]:
     if key not in _DATASETS:
         _DATASETS.clear()
         full = load_dataset(spec.data.name, dict(spec.data.options), spec.cache_dir, spec.data.root, spec.quiet)
+        full = training_subset(full, spec.data.train_fraction, spec.data.train_by)
         try:
             scored = evaluated_subset(full, spec.evaluation.n_eval)
         except ValueError as err:
@@ -381,6 +383,7 @@ def result_rows(
         "task": get_dataset_info(spec.data.name).task,
         "dataset": spec.data.name,
         "data_params": spec.data.params_json(),
+        "train_fraction": spec.data.train_subset(),
         "recipe_key": spec.recipe.fingerprint(),
         "model": cell.model.label,
         "backbone": cell.model.backbone,

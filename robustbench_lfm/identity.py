@@ -4,7 +4,7 @@ Two rows are the same measurement only when every column of `IDENTITY` is equal 
 tables, figures, report conditions, sanity series, paired tests and the regression gate all key on
 these tuples, from this module:
 
-* `RUN`      — the task, the data and its options, the training recipe, the evaluation options
+* `RUN`      — the task, the data and its options, the training share, the training recipe, the evaluation options
                (with the feature precision and `eval_subset`, the --n-eval subset scored);
 * `MODEL`    — the model label, backbone, regularizer, every resolved model parameter and the
                sha256 of the pretrained weights it started from (empty: random init);
@@ -29,7 +29,18 @@ from robustbench_lfm.parsing import format_eps
 
 __all__ = ["format_eps"]  # re-exported: labels and tables meet it here
 
-RUN = ("task", "dataset", "data_params", "recipe_key", "distance", "ap", "flip", "precision", "eval_subset")
+RUN = (
+    "task",
+    "dataset",
+    "data_params",
+    "train_fraction",
+    "recipe_key",
+    "distance",
+    "ap",
+    "flip",
+    "precision",
+    "eval_subset",
+)
 MODEL = ("model", "backbone", "regularizer", "model_params", "pretrained_sha256")
 ATTACK = ("attack", "attack_params", "objective", "norm", "perturbed", "surrogate", "quantize", "attack_precision")
 SCHEDULE = ("eps", "steps", "step_size")

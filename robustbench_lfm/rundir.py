@@ -37,6 +37,8 @@ def fingerprint(spec: RunSpec) -> dict[str, Any]:
         "recipe": spec.recipe.key(),
         "evaluation": spec.evaluation.key(),
     }
+    if spec.data.train_fraction != 1:  # absent at 1, so fingerprints from before it stand
+        content["train_fraction"] = spec.data.train_subset()
     return json.loads(canonical_json(content))
 
 

@@ -175,6 +175,9 @@ class DataSpec:
         source: fingerprint of the folder's files ("" for generated data). Checkpoint keys use it,
             not `root`, so moving a folder keeps its checkpoints and changing a file retrains.
         resolved: every option of the dataset's config, defaults filled in (CSV `data_params`).
+        train_fraction: the share of the training split models train on (--train-fraction), in (0, 1].
+        train_by: how the share is drawn: "images" (that share of every identity's or class's
+            images) or "ids" (re-ID: that share of the identities, with all their images).
     """
 
     name: str
@@ -182,10 +185,27 @@ class DataSpec:
     root: str | None = None
     source: str = ""
     resolved: Params = ()
+    train_fraction: float = 1.0
+    train_by: str = "images"
+
+    def __post_init__(self) -> None:
+        f = self.train_fraction
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
+            raise SpecError(f"--train-fraction {f!r} must be a number in (0, 1], e.g. 0.1 (1 = the whole split)")
+        if self.train_by not in ("images", "ids"):
+            raise SpecError(f"--train-by {self.train_by!r} must be 'images' or 'ids'")
 
     def key(self) -> dict[str, Any]:
-        """What identifies the data in checkpoint and cell keys."""
-        return {"name": self.name, "options": self.resolved or self.options, "source": self.source}
+        """What identifies the data in checkpoint and cell keys (the training share only when not 1,
+        so keys from before it stand)."""
+        key = {"name": self.name, "options": self.resolved or self.options, "source": self.source}
+        if self.train_fraction != 1:
+            key["train"] = self.train_subset()
+        return key
+
+    def train_subset(self) -> str:
+        """The CSV `train_fraction`: "" for the whole training split, else `0.1 images` or `0.1 ids`."""
+        return "" if self.train_fraction == 1 else f"{float(self.train_fraction):g} {self.train_by}"
 
     def params_json(self) -> str:
         """The CSV `data_params`: every resolved option of the dataset as canonical JSON."""
@@ -534,6 +554,9 @@ def build_spec(**o: Any) -> RunSpec:
     model_specs, surrogate, pretrained = resolve_pretrained(o.get("pretrained"), recipe, model_specs, surrogate)
     all_models = model_specs + ((surrogate,) if surrogate else ())
     data = resolve_data(o["dataset"], o["data_root"], tuple(unique([m.backbone for m in all_models])))
+    data = dataclasses.replace(data, train_fraction=o["train_fraction"], train_by=o["train_by"])
+    if data.train_by == "ids" and task != "reid":
+        raise SpecError("--train-by ids draws re-ID identities; a classification run takes --train-by images")
     evaluation = EvalSpec(
         o["distance"], o["ap"], o["flip"], o["rerank"], o["n_eval"], o["precision"] or "fp32", o["attack_precision"]
     )

@@ -21,7 +21,7 @@ def row(attack, eps, metric, value, model="m", objective="sma", options="{}"):
         "attack_params": "{}" if clean else options, "objective": "" if clean else objective,
         "norm": "" if clean else "linf", "perturbed": "" if clean else "query", "steps": 0 if clean else 20,
         "step_size": 0.0 if clean else eps / 4, "surrogate": "", "quantize": False, "rerank": "", "eps": eps,
-        "metric": metric, "value": value, "n_eval": N, "precision": "fp32", "eval_subset": "",
+        "metric": metric, "value": value, "n_eval": N, "precision": "fp32", "eval_subset": "", "train_fraction": "",
         "attack_precision": "" if clean else "fp32",
     }  # fmt: skip
 

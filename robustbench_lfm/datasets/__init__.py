@@ -46,6 +46,7 @@ __all__ = [
     "get_dataset_info",
     "load_dataset",
     "register_dataset",
+    "training_subset",
 ]
 
 
@@ -258,3 +259,32 @@ def evaluated_subset(data: Dataset, n_eval: int) -> Dataset:
         q = data.query
         return dataclasses.replace(data, query=ReIDSplit(q.images[keep], q.pids[keep], q.camids[keep]))
     return dataclasses.replace(data, test=ClassSplit(data.test.images[keep], data.test.labels[keep]))
+
+
+def training_subset(data: Dataset, fraction: float, by: str = "images") -> Dataset:
+    """`data` with a fixed, stratified share of its training split (the low-data regime); 1 = `data`.
+
+    `by="images"` keeps round(fraction x n) (at least 1) of each identity's (re-ID) or class's
+    (classification) images; `by="ids"` keeps round(fraction x identities) (at least 2) re-ID
+    identities with all their images. The draw uses a generator seeded with 0, not the training
+    seed, so every model and seed trains on the same images. Query, gallery and test stay whole.
+    """
+    if fraction == 1:
+        return data
+    g = torch.Generator().manual_seed(0)
+    labels = data.train.labels if isinstance(data, ClassificationDataset) else data.train.pids
+    groups = torch.unique(labels)
+    if by == "ids":
+        chosen = groups[torch.randperm(len(groups), generator=g)[: max(2, round(fraction * len(groups)))]]
+        keep = torch.isin(labels, chosen)
+    else:
+        keep = torch.zeros(len(labels), dtype=torch.bool)
+        for group in groups.tolist():
+            members = (labels == group).nonzero().flatten()
+            picked = members[torch.randperm(len(members), generator=g)[: max(1, round(fraction * len(members)))]]
+            keep[picked] = True
+    index = keep.nonzero().flatten()
+    if isinstance(data, ClassificationDataset):
+        return dataclasses.replace(data, train=ClassSplit(data.train.images[index], data.train.labels[index]))
+    t = data.train
+    return dataclasses.replace(data, train=ReIDSplit(t.images[index], t.pids[index], t.camids[index]))
