@@ -81,7 +81,21 @@ def _shortcut(cin: int, cout: int, stride: int) -> nn.Module:
     return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
 
 
-class ResNetBackbone(nn.Module):
+class SplitBackbone(nn.Module):
+    """What every backbone exposes (module docstring): `stem_conv`, `stem_post`, four `stages`,
+    `out_channels` and its `strides` (one digit per down-sampling stage)."""
+
+    stem_conv: nn.Module
+    stem_post: nn.Module
+    stages: nn.Sequential
+    out_channels: int
+    strides: tuple[int, ...]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.stages(self.stem_post(self.stem_conv(x)))
+
+
+class ResNetBackbone(SplitBackbone):
     """A ResNet split into stem conv, stem post-processing and residual stages."""
 
     def __init__(
@@ -111,9 +125,6 @@ class ResNetBackbone(nn.Module):
         self.out_channels = cin
         _init_weights(self)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.stages(self.stem_post(self.stem_conv(x)))
-
 
 def _init_weights(module: nn.Module) -> None:
     """Kaiming-normal convolutions; the last BN of each residual body starts at zero (Goyal et al.)."""
@@ -141,7 +152,8 @@ def parse_strides(strides: str | int | tuple[int, ...] | None, default: tuple[in
 
 
 def rcm_strides(default: tuple[int, ...]) -> tuple[int, ...]:
-    """RCM's stride setting (reference/methods.md §2.3): the first stride-2 stage gets stride 1."""
+    """RCM's stride setting for a ResNet (reference/methods.md §2.3): the first stride-2 stage gets
+    stride 1. A backbone with another rule registers it (`vgg16`: the first two pools removed)."""
     if 2 not in default:
         raise ValueError(f"strides {default} have no stride-2 stage to shrink")
     i = default.index(2)

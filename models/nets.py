@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.backbones import ResNetBackbone
+from models.backbones import SplitBackbone
 from models.regularizers import SITES, Regularizer
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -39,7 +39,7 @@ class SiteNet(nn.Module):
 
     def __init__(
         self,
-        backbone: ResNetBackbone,
+        backbone: SplitBackbone,
         regularizer: Regularizer | None,
         mean: tuple[float, ...],
         std: tuple[float, ...],
@@ -102,7 +102,7 @@ class ReIDNet(SiteNet):
 
     task = "reid"
 
-    def __init__(self, backbone: ResNetBackbone, num_classes: int, regularizer: Regularizer | None, upsample: int = 1):
+    def __init__(self, backbone: SplitBackbone, num_classes: int, regularizer: Regularizer | None, upsample: int = 1):
         super().__init__(backbone, regularizer, IMAGENET_MEAN, IMAGENET_STD, upsample)
         if num_classes < 2:
             raise ValueError(f"ReIDNet needs num_classes >= 2 training identities, got {num_classes}")
@@ -130,7 +130,7 @@ class ClassifierNet(SiteNet):
 
     def __init__(
         self,
-        backbone: ResNetBackbone,
+        backbone: SplitBackbone,
         num_classes: int,
         regularizer: Regularizer | None,
         mean: tuple[float, ...],

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 from torch import Tensor, nn
 
-from models.backbones import BasicBlock, Bottleneck, ResNetBackbone
+from models.backbones import BasicBlock, Bottleneck, ResNetBackbone, SplitBackbone
 
 # torchvision's module name inside a block -> our index in the block's `body` Sequential
 _BODY = {"conv1": 0, "bn1": 1, "conv2": 3, "bn2": 4, "conv3": 6, "bn3": 7}
@@ -57,13 +57,15 @@ def _theirs(key: str) -> str | None:
     return f"{prefix}.{names[int(index)]}." + ".".join(rest) if int(index) in names else None
 
 
-def load_torchvision(backbone: ResNetBackbone, state: Mapping[str, Tensor]) -> None:
+def load_torchvision(backbone: SplitBackbone, state: Mapping[str, Tensor]) -> None:
     """Copy a torchvision-layout ResNet state dict into `backbone` (in place), all or nothing.
 
     Raises:
-        PretrainedError: keys the backbone lacks (unexpected), keys the file lacks (missing) or
-            tensors of another shape (misshapen), all listed; nothing is copied then.
+        PretrainedError: the backbone is not a ResNet; keys the backbone lacks (unexpected), keys the
+            file lacks (missing) or tensors of another shape (misshapen), all listed; nothing is copied then.
     """
+    if not isinstance(backbone, ResNetBackbone):
+        raise PretrainedError(f"torchvision ResNet weights fit ResNet backbones only, not {type(backbone).__name__}")
     if not any(isinstance(m, (BasicBlock, Bottleneck)) for m in backbone.modules()):
         raise PretrainedError("the backbone has no residual blocks to initialise")
     given = {k: v for k, v in state.items() if not k.startswith(_IGNORED_PREFIXES)}

@@ -16,7 +16,7 @@ from torch import nn
 from lfm_registry import Registry, UnknownNameError, calling_module, did_you_mean, signature_defaults
 
 if TYPE_CHECKING:
-    from models.backbones import ResNetBackbone
+    from models.backbones import SplitBackbone
 
 __all__ = ["UnknownNameError", "did_you_mean"]
 
@@ -84,8 +84,9 @@ class Backbone:
     backbone's default stride of each residual stage) and the (height, width) in pixels that
     re-ID images read from a dataset folder are resized to."""
 
-    factory: Callable[..., ResNetBackbone]
+    factory: Callable[..., SplitBackbone]
     input_size: tuple[int, int]
+    rcm: tuple[int, ...] | None = None  # RCM's strides when not the ResNet rule (first stride 2 -> 1)
 
     @property
     def strides(self) -> tuple[int, ...]:
@@ -133,19 +134,21 @@ def register_model(entry: ModelEntry) -> ModelEntry:
 
 
 def register_backbone(
-    name: str, input_size: tuple[int, int]
-) -> Callable[[Callable[..., ResNetBackbone]], Callable[..., ResNetBackbone]]:
+    name: str, input_size: tuple[int, int], rcm_strides: tuple[int, ...] | None = None
+) -> Callable[[Callable[..., SplitBackbone]], Callable[..., SplitBackbone]]:
     """Decorator registering a backbone factory under `name`.
 
     Args:
         name: the registry name.
         input_size: (height, width) in pixels that re-ID images read from a dataset folder are resized to.
+        rcm_strides: RCM's stride setting for this backbone, when it is not the ResNet rule (the
+            first stride-2 stage set to 1), e.g. VGG-16's (1, 1, 2, 2, 2).
     """
 
-    def wrap(factory: Callable[..., ResNetBackbone]) -> Callable[..., ResNetBackbone]:
+    def wrap(factory: Callable[..., SplitBackbone]) -> Callable[..., SplitBackbone]:
         if "strides" not in signature_defaults(factory):
             raise TypeError(f"backbone {name!r}: its factory needs a `strides` argument with a default")
-        BACKBONES.add(name, Backbone(factory, input_size), factory.__module__)
+        BACKBONES.add(name, Backbone(factory, input_size, rcm_strides), factory.__module__)
         return factory
 
     return wrap
@@ -166,7 +169,7 @@ def get_model_entry(name: str) -> ModelEntry:
     return MODELS[name]
 
 
-def get_backbone(name: str) -> Callable[..., ResNetBackbone]:
+def get_backbone(name: str) -> Callable[..., SplitBackbone]:
     """The backbone factory registered as `name`."""
     return BACKBONES[name].factory
 
@@ -194,3 +197,8 @@ def list_models() -> list[str]:
 def list_backbones() -> list[str]:
     """Registered backbone names, sorted."""
     return BACKBONES.names()
+
+
+def get_rcm_strides(backbone: str) -> tuple[int, ...] | None:
+    """RCM's strides registered for `backbone`, or None when the ResNet rule applies."""
+    return BACKBONES[backbone].rcm

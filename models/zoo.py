@@ -9,10 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import models.cifar_backbones  # noqa: F401  (registers preact-resnet18 and vgg16)
 from models import backbones as _backbones
 from models import lfm as _lfm  # noqa: F401  (registers lfm, lfm-code)
 from models.nets import ClassifierNet, ReIDNet, SiteNet
-from models.registry import ModelEntry, get_backbone, get_default_strides, get_model_entry, get_regularizer
+from models.registry import (
+    ModelEntry,
+    get_backbone,
+    get_default_strides,
+    get_model_entry,
+    get_rcm_strides,
+    get_regularizer,
+)
 from models.registry import register_model as _register
 from models.regularizers import Regularizer
 
@@ -36,8 +44,10 @@ def resolve_params(name: str, overrides: dict[str, Any], backbone: str | None = 
         raise TypeError(f"model {name!r} has no parameter(s) {', '.join(bad)} (it takes: {listed})")
     params = {**known, **overrides}
     if "strides" in params:
-        default = get_default_strides(backbone or entry.backbone or DEFAULT_BACKBONE)
-        strides = _backbones.rcm_strides(default) if params["strides"] == "rcm" else params["strides"]
+        name_ = backbone or entry.backbone or DEFAULT_BACKBONE
+        default = get_default_strides(name_)
+        rcm = get_rcm_strides(name_) or _backbones.rcm_strides(default)
+        strides = rcm if params["strides"] == "rcm" else params["strides"]
         params["strides"] = "".join(map(str, _backbones.parse_strides(strides, default)))
     return params
 

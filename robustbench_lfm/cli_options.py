@@ -208,7 +208,12 @@ RUN_OPTIONS: list[Decorator] = [
         help="Initialise every model's backbone from this torchvision-layout ResNet state dict "
         "(.pth read with weights_only, or .safetensors); its sha256 joins the checkpoint key and the CSV.",
     ),
-    click.option("--backbone", default=None, help="Override every model's backbone (resnet-mini, resnet18, resnet50)."),
+    click.option(
+        "--backbone",
+        default=None,
+        help="Override every model's backbone (resnet-mini, resnet18, resnet50, preact-resnet18, vgg16); "
+        "a model's own backbone=NAME comes first.",
+    ),
     plugin_option(),
     click.option(
         "--out",

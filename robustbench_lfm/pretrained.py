@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 import models
-from models.backbones import ResNetBackbone
+from models.backbones import SplitBackbone
 from models.pretrained import PretrainedError, load_torchvision
 from robustbench_lfm.hashing import file_sha256
 from robustbench_lfm.parsing import SpecError
@@ -56,7 +56,7 @@ def read_state_dict(path: Path, what: str = "--pretrained ") -> dict[str, Tensor
     return {str(k).removeprefix("module."): v for k, v in state.items()}
 
 
-def initialise(backbone: ResNetBackbone, path: Path, sha256: str) -> None:
+def initialise(backbone: SplitBackbone, path: Path, sha256: str) -> None:
     """Load `path` into `backbone` after checking it is still the file the run was started with."""
     load_torchvision(backbone, verified_state(path, sha256))
 

@@ -425,16 +425,20 @@ def resolve_model(item: str, backbone: str | None, recipe: TrainRecipe) -> Model
     """Parse and check one model item against the registry and the recipe.
 
     Parameters resolve in order: the entry's defaults, the recipe's `[methods.NAME]` overrides
-    for the entry's training method, then the item's own `key=value` options.
+    for the entry's training method, then the item's own `key=value` options. The item's
+    `backbone=NAME` (`rcm-stride:backbone=vgg16`) picks its backbone before --backbone, the
+    entry's and the recipe's, so one sweep can compare architectures.
     """
     if item.strip().startswith(CHECKPOINT_PREFIX):
         from robustbench_lfm.checkpoints import resolve_checkpoint  # reads the file: only when asked
 
         return resolve_checkpoint(item, backbone, recipe)
     name, params = parse_named(item)
+    own = dict(params).get("backbone")
+    params = tuple((k, v) for k, v in params if k != "backbone")
     try:
         entry = models.get_model_entry(name)
-        bb = backbone or entry.backbone or recipe.backbone
+        bb = str(own) if own is not None else backbone or entry.backbone or recipe.backbone
         models.registry.BACKBONES[bb]  # UnknownNameError with a did-you-mean
         from_recipe = recipe.method_overrides(entry.method)
         unknown = sorted(set(from_recipe) - set(entry.training_params()))

@@ -12,6 +12,8 @@ from click.testing import CliRunner
 
 import robustbench_lfm.runner as runner
 from robustbench_lfm.cli import main
+from robustbench_lfm.recipe import load_recipe
+from robustbench_lfm.spec import SpecError, resolve_model
 from tests.conftest import TINY_CLI
 from tests.replica import write_market
 from tests.test_cli import lfm_bench
@@ -153,3 +155,12 @@ def test_a_sweep_that_records_a_nan_metric_exits_1(tmp_path, monkeypatch):
             "--eps", "8/255", "-q", "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c")]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1 and "recorded no valid value" in result.output
+
+
+def test_a_model_item_picks_its_own_backbone():
+    recipe = load_recipe("cpu", "classification")
+    spec = resolve_model("rcm-stride:backbone=vgg16", "resnet18", recipe)
+    assert spec.backbone == "vgg16" and dict(spec.resolved)["strides"] == "11222"
+    assert "backbone" not in dict(spec.params)
+    with pytest.raises(SpecError, match="vgg16"):
+        resolve_model("plain:backbone=vgg61", None, recipe)

@@ -201,3 +201,31 @@ def test_flip_averaged_embedding_is_mirror_invariant_and_refuses_training():
 def test_every_backbone_declares_an_input_size(backbone):
     h, w = models.get_input_size(backbone)
     assert h >= w > 0
+
+
+# RCM's stride table (reference/methods.md §2.3): baseline and RCM strides, and the final map's
+# side at 32x32 for each.
+RCM_TABLE = {
+    "resnet18": ("1222", "1122", 4, 8),
+    "preact-resnet18": ("1222", "1122", 4, 8),
+    "vgg16": ("22222", "11222", 1, 4),
+}
+
+
+@pytest.mark.parametrize("backbone", list(RCM_TABLE))
+def test_rcm_strides_and_final_maps_follow_the_papers_table(backbone):
+    default, rcm, side, rcm_side = RCM_TABLE[backbone]
+    assert "".join(map(str, models.registry.get_default_strides(backbone))) == default
+    assert models.resolve_params("rcm-stride", {}, backbone)["strides"] == rcm
+    factory = models.registry.get_backbone(backbone)
+    x = torch.rand(1, 3, 32, 32)
+    assert factory().eval()(x).shape[-2:] == (side, side)
+    assert factory(tuple(int(d) for d in rcm)).eval()(x).shape[-2:] == (rcm_side, rcm_side)
+
+
+@pytest.mark.parametrize("backbone", models.list_backbones())
+def test_every_backbone_has_four_site_stages_and_declares_its_width(backbone):
+    net = models.registry.get_backbone(backbone)().eval()
+    assert len(net.stages) == 4 and isinstance(net.stem_conv, torch.nn.Conv2d)
+    with torch.no_grad():
+        assert net(torch.rand(2, 3, 32, 32)).shape[1] == net.out_channels
