@@ -126,11 +126,16 @@ class ResNetBackbone(SplitBackbone):
         _init_weights(self)
 
 
-def _init_weights(module: nn.Module) -> None:
-    """Kaiming-normal convolutions; the last BN of each residual body starts at zero (Goyal et al.)."""
+def kaiming_convs(module: nn.Module) -> None:
+    """Kaiming-normal (fan-out, ReLU) weights for every convolution of `module`."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+
+def _init_weights(module: nn.Module) -> None:
+    """Kaiming-normal convolutions; the last BN of each residual body starts at zero (Goyal et al.)."""
+    kaiming_convs(module)
     for m in module.modules():
         if isinstance(m, (BasicBlock, Bottleneck)):
             last_bn = m.body[-1]

@@ -24,7 +24,7 @@ import itertools
 
 from torch import Tensor, nn
 
-from models.backbones import SplitBackbone
+from models.backbones import SplitBackbone, kaiming_convs
 from models.registry import register_backbone
 
 VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
@@ -65,7 +65,7 @@ class PreActResNet(SplitBackbone):
         stages[-1].append(nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(inplace=True)))
         self.stages = nn.Sequential(*stages)
         self.out_channels = cin
-        _kaiming(self)
+        kaiming_convs(self)
 
 
 def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
@@ -98,13 +98,7 @@ class VGG(SplitBackbone):
             stages.append(nn.Sequential(*layers, *_pool(stride)))
         self.stages = nn.Sequential(*stages)
         self.out_channels = cin
-        _kaiming(self)
-
-
-def _kaiming(module: nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        kaiming_convs(self)
 
 
 @register_backbone("preact-resnet18", input_size=(256, 128))
