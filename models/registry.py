@@ -164,9 +164,65 @@ def register_regularizer(name: str) -> Callable[[type[nn.Module]], type[nn.Modul
     return wrap
 
 
+COMPOSE = "+"
+
+
 def get_model_entry(name: str) -> ModelEntry:
-    """The entry registered as `name`; UnknownNameError lists close matches."""
+    """The entry registered as `name`, or the composition of `a+b+...` (`compose`);
+    UnknownNameError lists close matches."""
+    if COMPOSE in name and name not in MODELS.names():
+        return compose(name)
     return MODELS[name]
+
+
+def model_parts(name: str) -> list[str]:
+    """The registered entries a model name is made of: itself, or each part of `a+b`."""
+    return [p.strip() for p in name.split(COMPOSE)] if COMPOSE in name and name not in MODELS.names() else [name]
+
+
+def compose(name: str) -> ModelEntry:
+    """One entry joining registered ones (`rcm-up+pgd-at`, `lfm+pgd-at`): at most one regularizer,
+    one training method and one backbone among the parts; their architecture options and
+    parameters together (a name two parts set to different values is a conflict).
+
+    Raises:
+        UnknownNameError: a part is not registered.
+        ValueError: an empty part, or two parts that conflict (named, with the fix).
+    """
+    parts = [p.strip() for p in name.split(COMPOSE)]
+    if any(not p for p in parts):
+        raise ValueError(f"{name!r} has an empty part; join registered names, e.g. rcm-up+pgd-at")
+    entries = [MODELS[p] for p in parts]
+    return ModelEntry(
+        name,
+        regularizer=_one("regularizer", [(e.name, e.regularizer) for e in entries], "none"),
+        backbone=_one("backbone", [(e.name, e.backbone) for e in entries], None),
+        params=_merged([(e.name, e.params) for e in entries]),
+        arch=_merged([(e.name, e.arch) for e in entries]),
+        method=_one("training method", [(e.name, e.method) for e in entries], "standard"),
+        method_params=_merged([(e.name, e.method_params) for e in entries]),
+        description="composed: " + " + ".join(e.description or e.name for e in entries),
+    )
+
+
+def _one(kind: str, values: list[tuple[str, Any]], default: Any) -> Any:
+    """The one non-default value among the parts (or the default); two different ones conflict."""
+    chosen = {(part, v) for part, v in values if v != default}
+    if len({v for _, v in chosen}) > 1:
+        listed = ", ".join(f"{v} (from {part})" for part, v in sorted(chosen, key=str))
+        raise ValueError(f"it joins two {kind}s, {listed}; a composed model takes one of each")
+    return next(iter(chosen))[1] if chosen else default
+
+
+def _merged(dicts: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The parts' options together; one option set to two values conflicts."""
+    out: dict[str, Any] = {}
+    for part, d in dicts:
+        for key, value in d.items():
+            if key in out and out[key] != value:
+                raise ValueError(f"{part} sets {key}={value!r} and another part {out[key]!r}; give one value")
+            out[key] = value
+    return out
 
 
 def get_backbone(name: str) -> Callable[..., SplitBackbone]:

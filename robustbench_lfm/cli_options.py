@@ -97,8 +97,8 @@ RUN_OPTIONS: list[Decorator] = [
         "models_",
         default="lfm",
         show_default=True,
-        help="Comma list of model names with options, e.g. lfm,lfm:p=0.3,lfm:at=layer1,lfm:area=0.1..0.3 "
-        "(see `lfm-bench ls`).",
+        help="Comma list of model names with options, e.g. lfm,lfm:p=0.3,lfm:at=layer1,lfm:area=0.1..0.3; "
+        "a+b joins models into one composed defence (rcm-up+pgd-at); see `lfm-bench ls`.",
     ),
     click.option(
         "--attacks",

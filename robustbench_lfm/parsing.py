@@ -65,10 +65,11 @@ def _checked_number(value: Any, part: str, item: str) -> Any:
     return value
 
 
-def split_list(text: str) -> list[str]:
-    """Split a comma list of names, keeping 'name:k=v,k=v' groups together ('+' also separates)."""
+def split_list(text: str, plus_separates: bool = True) -> list[str]:
+    """Split a comma list of names, keeping 'name:k=v,k=v' groups together. '+' also separates,
+    except in model lists, where `a+b` is one composed model (rcm-up+pgd-at)."""
     items: list[str] = []
-    for part in (p.strip() for p in text.replace("+", ",").split(",")):
+    for part in (p.strip() for p in (text.replace("+", ",") if plus_separates else text).split(",")):
         if not part:
             continue
         if "=" in part and ":" not in part and items:

@@ -396,8 +396,9 @@ def model_sources(model: ModelSpec) -> list[str]:
     if model.method == "external":
         return []
     reg = models.registry
-    entry = reg.MODELS[model.name]
-    out = [reg.MODELS.source(model.name), reg.BACKBONES.source(model.backbone), reg.METHODS.source(model.method)]
+    entry = reg.get_model_entry(model.name)
+    out = [*map(reg.MODELS.source, reg.model_parts(model.name)), reg.BACKBONES.source(model.backbone),
+           reg.METHODS.source(model.method)]  # fmt: skip
     return out + ([reg.REGULARIZERS.source(entry.regularizer)] if entry.regularizer != "none" else [])
 
 
@@ -538,7 +539,7 @@ def build_spec(**o: Any) -> RunSpec:
     task = _dataset_task(o["dataset"])
     recipe = load_recipe(o["recipe"], task)
     recipe = recipe if o["epochs"] is None else recipe.scaled_to(o["epochs"])
-    names = unique(split_list(o["models_"]))
+    names = unique(split_list(o["models_"], plus_separates=False))
     if not o["no_baseline"] and not any(n.split(":")[0] == "plain" for n in names):
         names.insert(0, "plain")
     model_specs = tuple(resolve_model(n, o["backbone"], recipe) for n in names) + tuple(o.get("given", ()))

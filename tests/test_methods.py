@@ -7,15 +7,19 @@ standard step, and is deterministic under a seed. Then each method's own pieces.
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
 
 import models
+from robustbench_lfm.cli import run_defaults
 from robustbench_lfm.methods import build_method
 from robustbench_lfm.methods.gwi import group_channels, inhibition_mask, orthogonality
 from robustbench_lfm.methods.mixacm import channel_map
 from robustbench_lfm.recipe import load_recipe
+from robustbench_lfm.runner import run_sweep
+from robustbench_lfm.spec import build_spec
 from robustbench_lfm.training import make_optimizer, standard_step
 
 METHOD_MODELS = [n for n in models.list_models() if models.get_model_entry(n).method != "standard"]
@@ -136,3 +140,15 @@ def test_mixacm_terms_vanish_when_the_student_is_the_teacher():
 def test_channel_map_is_unit_norm_per_sample():
     a = channel_map(torch.rand(3, 8, 4, 4), 2)
     assert torch.allclose(a.norm(dim=1), torch.ones(3))
+
+
+def test_rcm_up_with_adversarial_training_runs_end_to_end_and_keeps_its_parts(tmp_path):
+    options = {**run_defaults(), "models_": "rcm-up,rcm-up+pgd-at:steps=2", "attacks_": "fgsm", "eps": "8/255",
+               "dataset": "digits", "epochs": 1, "train_fraction": 0.2, "n_eval": 40, "out": tmp_path / "run",
+               "cache_dir": tmp_path / "cache", "device": "cpu", "quiet": True, "no_baseline": True}  # fmt: skip
+    df = run_sweep(build_spec(**options), log=lambda _: None)
+    joined = df[df["model"] == "rcm-up+pgd-at:steps=2"]
+    params = json.loads(joined["model_params"].iloc[0])
+    assert params["upsample"] == 2 and params["steps"] == 2 and params["eps"] == pytest.approx(8 / 255)
+    assert joined["checkpoint_sha256"].iloc[0] != df.loc[df["model"] == "rcm-up", "checkpoint_sha256"].iloc[0]
+    assert df["value"].between(0, 1).all()

@@ -80,3 +80,20 @@ def test_backbone_default_strides_come_from_the_factory_signature() -> None:
     for name in models.list_backbones():
         declared = inspect.signature(models.registry.get_backbone(name)).parameters["strides"].default
         assert models.registry.get_default_strides(name) == tuple(declared)
+
+
+def test_a_composed_model_joins_an_architecture_a_regularizer_and_a_method() -> None:
+    rcm_at = models.get_model_entry("rcm-up+pgd-at")
+    assert rcm_at.arch == {"upsample": 2} and rcm_at.method == "pgd-at" and rcm_at.regularizer == "none"
+    lfm_at = models.get_model_entry("lfm+pgd-at")
+    assert lfm_at.regularizer == "lfm" and {"p", "eps", "steps"} <= set(lfm_at.defaults())
+    assert models.registry.model_parts("lfm+pgd-at") == ["lfm", "pgd-at"]
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [("pgd-at+gwi", "two training methods"), ("lfm+dropout", "two regularizers"), ("rcm-up+", "empty part")],
+)
+def test_conflicting_or_empty_parts_are_refused(name, problem) -> None:
+    with pytest.raises(ValueError, match=problem):
+        models.get_model_entry(name)
