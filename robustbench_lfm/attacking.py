@@ -192,7 +192,7 @@ def encode_adversarial(x_adv: Tensor, clean: Tensor, quantized: bool) -> dict[st
     x_adv = x_adv.float().cpu().contiguous()  # the NCHW layout safetensors stores
     if quantized:
         return {"images": torch.round(x_adv * 255).to(torch.uint8)}
-    return {"delta": (x_adv - as_float(clean)).to(torch.float16).contiguous()}
+    return {"delta": (x_adv - as_float(clean)).to(torch.float16)}
 
 
 def decode_adversarial(stored: dict[str, Tensor], x: Tensor, eps: float, norm: str) -> Tensor:

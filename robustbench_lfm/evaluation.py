@@ -10,6 +10,7 @@ metric table and the rows of the CSV schema. The model is not trained, and it is
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tempfile
 from collections.abc import Sequence
@@ -96,9 +97,10 @@ def locals_of(
 ) -> dict[str, Any]:
     """`evaluate`'s arguments as the `run` command's options (as `build_spec` takes them)."""
     from robustbench_lfm.cli import run_defaults
+    from robustbench_lfm.spec import EvalSpec
 
     opts = run_defaults()
-    unknown = sorted(set(evaluation) - {"distance", "ap", "flip", "rerank", "n_eval", "precision", "attack_precision"})
+    unknown = sorted(set(evaluation) - {f.name for f in dataclasses.fields(EvalSpec)})
     if unknown:
         raise SpecError(f"evaluate() got unknown argument(s) {', '.join(unknown)}")
     try:

@@ -38,3 +38,9 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def without_defaults(key: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """`key` less the entries still at the given defaults: fields added to a key after the first
+    format drop out at their defaults, so keys made before them stand."""
+    return {k: v for k, v in key.items() if k not in defaults or v != defaults[k]}

@@ -11,8 +11,10 @@ an attack in bf16 is a weaker attack, not the same one faster.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -25,4 +27,6 @@ def check(precision: str, what: str) -> None:
 
 def autocast(device: torch.device, precision: str) -> AbstractContextManager:
     """bfloat16 autocast on `device` for "bf16"; a no-op context for "fp32"."""
+    import torch  # here: the recipe reads PRECISIONS from this module without torch
+
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")

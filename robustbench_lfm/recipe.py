@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from robustbench_lfm.hashing import content_hash
+from robustbench_lfm.hashing import content_hash, without_defaults
+from robustbench_lfm.precision import PRECISIONS
 from robustbench_lfm.typecheck import check_fields
 
 if sys.version_info >= (3, 11):
@@ -94,8 +95,8 @@ class TrainRecipe:
             problems.append(f"task = {self.task!r} must be 'reid' or 'classification'")
         if self.init not in ("random", "imagenet"):
             problems.append(f"init = {self.init!r} must be 'random' or 'imagenet'")
-        if self.precision not in ("fp32", "bf16"):
-            problems.append(f"precision = {self.precision!r} must be 'fp32' or 'bf16'")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision = {self.precision!r} must be one of {', '.join(PRECISIONS)}")
         if self.optimizer not in ("adam", "sgd"):
             problems.append(f"optimizer = {self.optimizer!r} must be 'adam' or 'sgd'")
         if self.epochs < 1 or self.batch_size < 2 or self.ids_per_batch < 2 or self.images_per_id < 2:
@@ -121,10 +122,7 @@ class TrainRecipe:
     def key(self) -> dict[str, Any]:
         """What identifies the recipe in checkpoint keys: every field but `source`."""
         key = {k: v for k, v in dataclasses.asdict(self).items() if k != "source"}
-        for name, default in (("init", "random"), ("precision", "fp32")):
-            if key.get(name) == default:  # the default: keys of recipes from before the field stay as they were
-                del key[name]
-        return key
+        return without_defaults(key, {"init": "random", "precision": "fp32"})
 
     def fingerprint(self) -> str:
         """The CSV `recipe_key`: a short hash of `key()` (two recipes with one key train alike)."""

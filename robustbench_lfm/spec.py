@@ -16,7 +16,7 @@ import models
 import robustbench_lfm.methods  # noqa: F401  (registers the training methods' parameters)
 from robustbench_lfm import __version__, datasets, environment, files, plugins
 from robustbench_lfm.datasets import get_dataset_info
-from robustbench_lfm.hashing import canonical_json, content_hash
+from robustbench_lfm.hashing import canonical_json, content_hash, without_defaults
 from robustbench_lfm.identity import LARGE_EPS, format_eps
 from robustbench_lfm.parsing import (
     INT_LIMIT,
@@ -249,11 +249,7 @@ class EvalSpec:
     def key(self) -> dict[str, Any]:
         """What identifies the evaluation in cell ids and the run's fingerprint: every field, the
         ones added since the first format left out at their defaults (so earlier keys stand)."""
-        key = asdict(self)
-        for name, default in (("n_eval", 0), ("precision", "fp32"), ("attack_precision", "fp32")):
-            if key[name] == default:
-                del key[name]
-        return key
+        return without_defaults(asdict(self), {"n_eval": 0, "precision": "fp32", "attack_precision": "fp32"})
 
     def rerank_modes(self) -> tuple[bool, ...]:
         """The re-ranking settings each cell is scored with."""
@@ -562,11 +558,11 @@ def build_spec(**o: Any) -> RunSpec:
     data = dataclasses.replace(data, train_fraction=o["train_fraction"], train_by=o["train_by"])
     if data.train_by == "ids" and task != "reid":
         raise SpecError("--train-by ids draws re-ID identities; a classification run takes --train-by images")
-    evaluation = EvalSpec(
-        o["distance"], o["ap"], o["flip"], o["rerank"], o["n_eval"], o["precision"] or "fp32", o["attack_precision"]
-    )
-    if o["precision"] is not None:  # training too: the recipe's own setting gives way to the flag
+    if o["precision"] is not None:  # the flag sets training too; without it features follow the recipe
         recipe = dataclasses.replace(recipe, precision=o["precision"])
+    evaluation = EvalSpec(
+        o["distance"], o["ap"], o["flip"], o["rerank"], o["n_eval"], recipe.precision, o["attack_precision"]
+    )
     parts: dict[str, Any] = dict(
         models=model_specs, attacks=attack_specs, eps=parse_eps(o["eps"]), seeds=parse_seeds(o["seeds"]),
         data=data, recipe=recipe, evaluation=evaluation, threat=ThreatSpec(surrogate, o["quantize"]),

@@ -132,6 +132,12 @@ def epoch_batches(data: Dataset, labels: Tensor, recipe: TrainRecipe, g: torch.G
     return pk_batches(labels, p, recipe.images_per_id, g)
 
 
+def images_per_epoch(data: Dataset, recipe: TrainRecipe) -> int:
+    """Images one epoch of `recipe` trains on (P x K batches cover about the whole re-ID split)."""
+    labels = train_split(data)[1]
+    return sum(len(b) for b in epoch_batches(data, labels, recipe, torch.Generator().manual_seed(0)))
+
+
 def make_optimizer(model: nn.Module, recipe: TrainRecipe) -> torch.optim.Optimizer:
     """The recipe's optimizer over the trainable parameters."""
     params = [p for p in model.parameters() if p.requires_grad]

@@ -37,7 +37,7 @@ from robustbench_lfm.environment import configure_determinism
 from robustbench_lfm.precision import autocast
 from robustbench_lfm.recipe import load_recipe
 from robustbench_lfm.spec import resolve_attack
-from robustbench_lfm.training import epoch_batches, make_optimizer, standard_step
+from robustbench_lfm.training import images_per_epoch, make_optimizer, standard_step
 
 MARKET = {"train_ids": 751, "train": 12936, "query": 3368, "gallery": 15913}
 PAPER_MODELS = 4  # plain, lfm, dropout, cutout
@@ -115,11 +115,9 @@ def feature_rate(timer: Timer, precision: str, batch: int) -> float:
 
 def epoch_images() -> int:
     """Images in one P x K epoch of Market-1501's training split under the paper recipe."""
-    recipe = load_recipe("paper", "reid")
     labels = torch.arange(MARKET["train"]) % MARKET["train_ids"]
     split = ReIDSplit(torch.zeros(len(labels), 3, 1, 1, dtype=torch.uint8), labels, torch.zeros_like(labels))
-    data = ReIDDataset("market1501", split, split, split)
-    return sum(len(b) for b in epoch_batches(data, labels, recipe, torch.Generator().manual_seed(0)))
+    return images_per_epoch(ReIDDataset("market1501", split, split, split), load_recipe("paper", "reid"))
 
 
 def paper_hours(train: float, pgd: float, features: float) -> dict[str, float]:

@@ -39,7 +39,7 @@ from robustbench_lfm.datasets import evaluated_subset, load_dataset
 from robustbench_lfm.report import build_report
 from robustbench_lfm.spec import Cell, RunSpec, build_spec
 from robustbench_lfm.store import ResultStore
-from robustbench_lfm.training import epoch_batches
+from robustbench_lfm.training import images_per_epoch
 
 ONE_EPOCH = 'task = "reid"\nbackbone = "resnet-mini"\nepochs = 1\nwarmup_epochs = 0\nmilestones = []\n'
 
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
         data = load()
     data = evaluated_subset(data, spec.evaluation.n_eval)  # --n-eval: the queries scored
     model = spec.models[0]
-    per_epoch = _epoch_images(spec, data)
+    per_epoch = images_per_epoch(data, spec.recipe)
     with stage(rows, "train 1 epoch (resnet-mini)", per_epoch):
         trained = group.trained_model(spec, model, 0, data, device)
     if all(info.get("cached") for info in trained.training.values()):
@@ -137,11 +137,6 @@ def run(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     float32 = 4 * data.query.images.numel()  # what the same images took as float32
     rows.append({"stage": "stored", "bytes": sum(p.stat().st_size for p in stored), "float32_bytes": float32})
     return rows
-
-
-def _epoch_images(spec: RunSpec, data: Any) -> int:
-    """Images one P x K epoch trains on (each batch is P ids x K images)."""
-    return sum(len(b) for b in epoch_batches(data, data.train_labels(), spec.recipe, torch.Generator().manual_seed(0)))
 
 
 def _record(spec: RunSpec, cell: Cell, attack: Any, results: dict[str, Any], sha: str, data: Any) -> None:

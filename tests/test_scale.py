@@ -191,3 +191,14 @@ def test_a_stored_file_of_another_layout_is_recrafted_not_used(tmp_path):
     write_verified(path, lambda tmp: save_file(old, str(tmp)), {"surrogate": "k"})
     with pytest.warns(UserWarning, match="crafting them again"):
         assert attacking._read_stored(path) is None
+
+
+def test_without_the_flag_features_follow_the_recipes_precision(tmp_path):
+    recipe = tmp_path / "bf16.toml"
+    recipe.write_text('task = "reid"\nepochs = 1\nprecision = "bf16"\n')
+    spec = build_spec(**{**run_defaults(), "dataset": DATA, "recipe": str(recipe), "out": tmp_path / "r",
+                         "cache_dir": tmp_path / "c"})  # fmt: skip
+    assert spec.recipe.precision == "bf16" and spec.evaluation.precision == "bf16"
+    flagged = build_spec(**{**run_defaults(), "dataset": DATA, "recipe": str(recipe), "precision": "fp32",
+                            "out": tmp_path / "r2", "cache_dir": tmp_path / "c"})  # fmt: skip
+    assert flagged.recipe.precision == "fp32" and flagged.evaluation.precision == "fp32"
