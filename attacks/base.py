@@ -73,6 +73,11 @@ class Attack:
     name: ClassVar[str] = "attack"
     tasks: ClassVar[tuple[str, ...]] = ("reid", "classification")
     default_side: ClassVar[str] = "query"
+    budgeted: ClassVar[bool] = True  # False: a threat with no eps-ball (the corruptions)
+    axis: ClassVar[str | None] = None  # the option that takes eps's place in tables and figures
+    # Options added after the first format, with their defaults: a spec leaves them out at these
+    # values, so the attack_params and cell ids of earlier runs stand.
+    added_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, objective: str = "auto", norm: str = "linf", side: str | None = None, seed: int = 0) -> None:
         if norm not in NORMS:
@@ -107,6 +112,21 @@ class Attack:
     def perturb(self, p: Problem) -> Tensor:
         """The search itself; subclasses implement it (the model is in eval mode here)."""
         raise NotImplementedError
+
+    @classmethod
+    def expand(cls, options: dict[str, Any], task: str) -> list[dict[str, Any]]:
+        """The option sets one command-line item stands for on `task` (an attack: itself; the
+        corruptions: one per type and severity)."""
+        return [options]
+
+    @classmethod
+    def task_defaults(cls, task: str) -> dict[str, Any]:
+        """Options whose default (`auto`) resolves to a value that depends on the task."""
+        return {}
+
+    def sides(self) -> tuple[str, ...]:
+        """The re-ID sides this attack perturbs."""
+        return (self.side,)
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:

@@ -31,6 +31,8 @@ class FGSM(IterativeAttack):
         step_size: absolute step (pixel scale); `None` = eps, or 1.25 eps with a random start.
         geometry: a metric objective's geometry, `cosine` or `euclidean`; `None` = the scored one.
         backend: `native` or `torchattacks`.
+        di_prob, di_scale, ti_kernel: input diversity and translation invariance for transfer
+            (attacks/transfer.py); off by default.
         seed: generator seed for the random start.
     """
 
@@ -42,11 +44,14 @@ class FGSM(IterativeAttack):
         step_size: float | None = None,
         geometry: str | None = None,
         backend: str = "native",
+        di_prob: float = 0.0,
+        di_scale: float = 1.1,
+        ti_kernel: int = 0,
         seed: int = 0,
     ) -> None:
         super().__init__(
             objective, "linf", side, steps=1, step_size=step_size, random_start=random_start, geometry=geometry,
-            seed=seed,
+            di_prob=di_prob, di_scale=di_scale, ti_kernel=ti_kernel, seed=seed,
         )  # fmt: skip
         self.backend = choose_backend(self, backend)
 

@@ -22,6 +22,7 @@ from torch import Tensor
 from attacks.backends import NATIVE, Backend
 from attacks.base import Attack, Problem, gradient, project, random_start
 from attacks.objectives import DISTANCES, Objective, resolve_objective
+from attacks.transfer import DiverseInputs, smooth_gradient
 
 
 class IterativeAttack(Attack):
@@ -39,12 +40,18 @@ class IterativeAttack(Attack):
         restarts: independent runs, the strongest kept per image.
         geometry: the embedding geometry a metric objective works in, `cosine` or `euclidean`;
             `None` = the distance the ranking scores (the context's, i.e. the run's --distance).
+        di_prob: input diversity (Xie et al. 2019; attacks/transfer.py): the probability per step
+            that the model sees a randomly resized and padded batch; 0 = off.
+        di_scale: the largest resize factor of input diversity (330/299 in the paper).
+        ti_kernel: translation invariance (Dong et al. 2019): the side in pixels of the Gaussian
+            kernel the gradient is smoothed with; 0 = off.
         seed: generator seed for the random starts.
     """
 
     default_momentum: ClassVar[float] = 0.0
     default_random_start: ClassVar[bool | None] = None
     backend: Backend = NATIVE  # an attack that torchattacks implements may choose another
+    added_defaults: ClassVar[dict[str, Any]] = {"di_prob": 0.0, "di_scale": 1.1, "ti_kernel": 0}
 
     def __init__(
         self,
@@ -58,9 +65,17 @@ class IterativeAttack(Attack):
         momentum: float | None = None,
         restarts: int = 1,
         geometry: str | None = None,
+        di_prob: float = 0.0,
+        di_scale: float = 1.1,
+        ti_kernel: int = 0,
         seed: int = 0,
     ) -> None:
         super().__init__(objective, norm, side, seed)
+        if not 0 <= di_prob <= 1 or not di_scale > 1:
+            raise ValueError(f"{self.name}: di_prob={di_prob} must lie in [0, 1] and di_scale={di_scale} be > 1")
+        if isinstance(ti_kernel, bool) or not isinstance(ti_kernel, int) or ti_kernel < 0 or ti_kernel in (1, 2):
+            raise ValueError(f"{self.name}: ti_kernel={ti_kernel} must be 0 (off) or a kernel side >= 3 pixels")
+        self.di_prob, self.di_scale, self.ti_kernel = float(di_prob), float(di_scale), int(ti_kernel)
         if geometry not in (None, *DISTANCES):
             raise ValueError(f"{self.name}: geometry={geometry!r} is not one of {', '.join(DISTANCES)}")
         self.geometry = geometry
@@ -153,8 +168,11 @@ class IterativeAttack(Attack):
         steps, alpha = self.schedule(p.eps, started)
         x_adv = random_start(p.x, p.eps, self.norm, p.generator) if started else p.x
         accumulated = torch.zeros_like(p.x) if self.momentum else None
+        model = DiverseInputs(p.model, self.di_prob, self.di_scale, p.generator) if self.di_prob else p.model
         for _ in range(steps):
-            g = gradient(p.model, x_adv, p.objective, state)
+            g = gradient(model, x_adv, p.objective, state)
+            if self.ti_kernel:
+                g = smooth_gradient(g, self.ti_kernel)
             if accumulated is not None:
                 g = accumulated.mul_(self.momentum).add_(g / _per_image(g.abs().mean, g).clamp_min(1e-12))
             x_adv = project(x_adv + alpha * self.direction(g), p.x, p.eps, self.norm)

@@ -60,6 +60,19 @@ class Guides:
 
 
 @dataclass(frozen=True)
+class Fit:
+    """Images an attack may learn from beforehand (a universal perturbation's training set).
+
+    Attributes:
+        images: uint8 images (M, 3, H, W), values 0..255, on any device (moved batch by batch).
+        labels: their classes (classification) or identities (re-ID), shape (M,).
+    """
+
+    images: Tensor
+    labels: Tensor
+
+
+@dataclass(frozen=True)
 class AttackContext:
     """What an attack may know besides the model and the images.
 
@@ -69,12 +82,15 @@ class AttackContext:
         guides: re-ID guide set (in the harness: the clean query set of the attacked model).
         distance: the retrieval distance the attack's metric objective works in, `cosine` or
             `euclidean` (the harness passes the run's --distance).
+        fit: images the attacker may learn from before it sees the batch (the training split,
+            for a universal perturbation); None = none.
     """
 
     task: Task
     labels: Tensor | None = None
     guides: Guides | None = None
     distance: str = "cosine"
+    fit: Fit | None = None
 
     def __post_init__(self) -> None:
         if self.distance not in DISTANCES:

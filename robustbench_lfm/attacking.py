@@ -27,12 +27,15 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 import attacks
-from robustbench_lfm.datasets import ClassificationDataset, Dataset, ReIDDataset, as_float
+from attacks.corrupt import Corrupt
+from robustbench_lfm.datasets import ClassificationDataset, ClassSplit, Dataset, ReIDDataset, as_float, corrupted
 from robustbench_lfm.files import read_sidecar, write_verified
 from robustbench_lfm.hashing import content_hash
 from robustbench_lfm.metrics import AccuracyResult, pairwise_distance
 from robustbench_lfm.precision import autocast
 from robustbench_lfm.spec import Cell, RunSpec
+
+SIDE_SEED = 7919  # added to the seed of the gallery's generator when both sides are perturbed
 
 
 @dataclass
@@ -72,6 +75,8 @@ class EvalContext:
 
     Attributes:
         clean: the target's clean query and gallery embeddings (re-ID); None for classification.
+        scored: where the scored queries or test images sit in their whole split (--n-eval).
+        n_split: the size of that whole split.
     """
 
     spec: RunSpec
@@ -80,6 +85,8 @@ class EvalContext:
     target: nn.Module
     attacker: Attacker
     clean: CleanFeatures | None = None
+    scored: Tensor | None = None
+    n_split: int = 0
 
 
 def to_model_input(images: Tensor, device: torch.device) -> Tensor:
@@ -118,57 +125,70 @@ def attacked_accuracy(ctx: EvalContext, cell: Cell, attack: attacks.Attack | Non
     spec, data, device = ctx.spec, ctx.data, ctx.device
     assert isinstance(data, ClassificationDataset)
     gen = torch.Generator(device).manual_seed(cell.seed)
+    fit = attacks.Fit(data.train.images, data.train.labels)  # what a universal perturbation learns on
+    test = data.test
+    if isinstance(attack, Corrupt) and attack.source == "published":  # the published images, as they are
+        test, attack = _published(ctx, attack), None
     correct = []
     for images, labels in zip(
-        torch.split(data.test.images, spec.batch_size), torch.split(data.test.labels, spec.batch_size), strict=True
+        torch.split(test.images, spec.batch_size), torch.split(test.labels, spec.batch_size), strict=True
     ):
         x, y = to_model_input(images, device), labels.to(device)
         if attack is not None:
-            x = _attacked(ctx, attack, x, attacks.AttackContext("classification", labels=y), cell, gen)
+            context = attacks.AttackContext("classification", labels=y, fit=fit)
+            x = _attacked(ctx, attack, x, context, cell, gen)
         with torch.inference_mode(), autocast(device, spec.evaluation.precision):
             correct.append((ctx.target(x).argmax(1) == y).cpu())
     return AccuracyResult(torch.cat(correct))
 
 
-def attacked_side(ctx: EvalContext, cell: Cell, attack: attacks.Attack) -> Tensor:
-    """The target's embeddings of the perturbed side (query or gallery) under the cell's attack."""
-    batches = (
-        _adversarial_batches(ctx, cell, attack)
-        if not ctx.attacker.key or cell.eps == 0  # eps 0 returns the clean images: nothing to store
-        else _stored_batches(ctx, cell, attack)
+def _published(ctx: EvalContext, attack: Corrupt) -> ClassSplit:
+    """The published corrupted images standing for the scored test images (robustbench_lfm/datasets/corrupted.py)."""
+    assert isinstance(ctx.data, ClassificationDataset) and ctx.scored is not None
+    return corrupted.published_split(
+        ctx.spec.data.name, ctx.spec.data.root, attack.type, attack.severity, ctx.data.test, ctx.scored, ctx.n_split
     )
+
+
+def attacked_side(ctx: EvalContext, cell: Cell, attack: attacks.Attack, side: str) -> Tensor:
+    """The target's embeddings of `side` (query or gallery) under the cell's attack."""
+    stored = ctx.attacker.key and cell.threat.surrogate is not None and cell.eps != 0  # eps 0: the clean images
+    batches = _stored_batches(ctx, cell, attack, side) if stored else _adversarial_batches(ctx, cell, attack, side)
     return torch.cat([embed_images(ctx.target, x_adv, ctx.spec.evaluation.precision) for x_adv in batches])
 
 
-def _adversarial_batches(ctx: EvalContext, cell: Cell, attack: attacks.Attack) -> Iterator[Tensor]:
-    """Adversarial images of the perturbed side, batch by batch, crafted on the attacker."""
+def _adversarial_batches(ctx: EvalContext, cell: Cell, attack: attacks.Attack, side: str) -> Iterator[Tensor]:
+    """Adversarial images of `side`, batch by batch, crafted on the attacker. Each side draws from
+    its own generator, seeded by the cell's seed and the side."""
     spec, data, device, attacker = ctx.spec, ctx.data, ctx.device, ctx.attacker
     assert isinstance(data, ReIDDataset)
-    split = data.query if attack.side == "query" else data.gallery
+    split = data.query if side == "query" else data.gallery
     guides = attacks.Guides(attacker.query_features, data.query.pids)
-    gen = torch.Generator(device).manual_seed(cell.seed)
+    fit = attacks.Fit(data.train.images, data.train_labels())  # what a universal perturbation learns on
+    offset = SIDE_SEED if side == "gallery" and len(attack.sides()) > 1 else 0
+    gen = torch.Generator(device).manual_seed(cell.seed + offset)
     for images, pids in zip(
         torch.split(split.images, spec.batch_size), torch.split(split.pids, spec.batch_size), strict=True
     ):
         x = to_model_input(images, device)
         context = attacks.AttackContext(
-            "reid", labels=pids.to(device), guides=guides, distance=spec.evaluation.distance
+            "reid", labels=pids.to(device), guides=guides, distance=spec.evaluation.distance, fit=fit
         )
         yield _attacked(ctx, attack, x, context, cell, gen)
 
 
-def _stored_batches(ctx: EvalContext, cell: Cell, attack: attacks.Attack) -> Iterator[Tensor]:
+def _stored_batches(ctx: EvalContext, cell: Cell, attack: attacks.Attack, side: str) -> Iterator[Tensor]:
     """The surrogate's adversarial images, crafted on first use and read back from the cache; the
     first target sees the stored (decoded) images too, so every target sees the same ones."""
     path = _stored_path(ctx.spec, cell, ctx.attacker)
     assert isinstance(ctx.data, ReIDDataset)
-    clean = (ctx.data.query if attack.side == "query" else ctx.data.gallery).images
+    clean = (ctx.data.query if side == "query" else ctx.data.gallery).images
     stored = _read_stored(path)
     if stored is None:
         encoded = [
             encode_adversarial(x_adv, x, ctx.spec.threat.quantize)
             for x_adv, x in zip(
-                _adversarial_batches(ctx, cell, attack), torch.split(clean, ctx.spec.batch_size), strict=True
+                _adversarial_batches(ctx, cell, attack, side), torch.split(clean, ctx.spec.batch_size), strict=True
             )
         ]
         stored = {k: torch.cat([e[k] for e in encoded]) for k in encoded[0]}

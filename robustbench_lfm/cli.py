@@ -93,11 +93,11 @@ def run(fmt: str, **opts: Any) -> None:
     """Train (or reuse cached) models and evaluate them clean and under attack.
 
     Writes results.csv, cmc.csv, probes.csv, sanity.csv, manifest.json, fingerprint.json,
-    robustness.png and cmc.png to the run directory and prints a table of Rank-1 / mAP in % with
-    the sanity checks under it. Rerunning the same command resumes an interrupted sweep,
-    recomputing any cell whose record is incomplete; a run directory refuses a run with another
-    dataset, recipe or evaluation (more models, attacks, eps or seeds may join it). Real
-    datasets: --dataset market1501 --data-root DIR (or dukemtmc).
+    robustness.png, cmc.png (and corruptions.png with --attacks corrupt) to the run directory and
+    prints a table of Rank-1 / mAP in % with the sanity checks under it. Rerunning the same
+    command resumes an interrupted sweep, recomputing any cell whose record is incomplete; a run
+    directory refuses a run with another dataset, recipe or evaluation (more models, attacks, eps
+    or seeds may join it). Real datasets: --dataset market1501 --data-root DIR (or dukemtmc).
     """
     from robustbench_lfm.spec import build_spec
 
@@ -133,14 +133,16 @@ def _sweep(spec: RunSpec, ex: ExecSpec, log: Callable[[str], None]) -> tuple[pd.
 def _print_summary(spec: RunSpec, df: pd.DataFrame, failure: Exception | None, fmt: str, took: float) -> None:
     """The plots, then the table and sanity checks (text) or the summary object (json)."""
     from robustbench_lfm import sanity
+    from robustbench_lfm.report.corruption import plot_severity
     from robustbench_lfm.store import CMC_COLUMNS, ResultStore
     from robustbench_lfm.summary import cmc_labelled, plot_cmc, plot_eps_curves, summary_json, summary_table
 
     plot = plot_eps_curves(df, spec.out_dir / "robustness.png")
+    severity_plot = plot_severity(df, spec.out_dir / "corruptions.png") if len(df) else None
     curves = cmc_labelled(ResultStore(spec.out_dir / "cmc.csv", CMC_COLUMNS).read(), df)
     cmc_plot = plot_cmc(curves, spec.out_dir / "cmc.png", spec.data.name)
     checks = sanity.read(spec.out_dir / "sanity.csv")
-    plots = [str(p) for p in (plot, cmc_plot) if p is not None]
+    plots = [str(p) for p in (plot, severity_plot, cmc_plot) if p is not None]
     if fmt == "json":
         click.echo(json.dumps(summary_json(df, checks, spec.out_dir, plots, took, failure), indent=2))
         return

@@ -129,6 +129,12 @@ RUN_OPTIONS: list[Decorator] = [
         help="Dataset name with options, e.g. synthreid:train_ids=40; classification: synthcls, digits, cifar10.",
     ),
     click.option(
+        "--test-dataset",
+        default=None,
+        help="Score another dataset than the one trained on (generalization across domains), with options: "
+        "--dataset market1501 --test-dataset dukemtmc, or synthreid:domain=b; same task. CSV test_dataset.",
+    ),
+    click.option(
         "--data-root",
         type=click.Path(path_type=Path),
         default=None,

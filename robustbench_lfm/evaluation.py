@@ -29,6 +29,7 @@ def evaluate(
     model: nn.Module,
     *,
     dataset: str = "synthreid",
+    test_dataset: str | None = None,
     attacks: Sequence[str] = ("pgd",),
     eps: Sequence[float] = (8 / 255,),
     name: str = "my-model",
@@ -47,6 +48,8 @@ def evaluate(
         model: maps [0, 1] images (N, 3, H, W) to embeddings (re-ID) or logits (classification).
         dataset: a registered dataset with its options, as `--dataset` takes it ("synthreid",
             "digits", "market1501" with `data_root`).
+        test_dataset: score this dataset instead, as `--test-dataset` (the model was trained on
+            `dataset`'s domain; its training split sets the normalization and class count).
         attacks: attack items as `--attacks` takes them ("pgd", "pgd:steps=20", "sma:side=gallery").
         eps: budgets on the pixel scale (8/255 = 0.0314), as `--eps`.
         name: the model's label in the `model` column (letters, digits, `_.-`).
@@ -76,6 +79,7 @@ def evaluate(
     if isinstance(attacks, str) or isinstance(eps, (int, float)) or isinstance(seeds, int):
         raise SpecError("attacks, eps and seeds are sequences: attacks=('pgd',), eps=(8/255,), seeds=(0,)")
     opts = locals_of(dataset, attacks, eps, name, seeds, data_root, device, batch_size, cache_dir, quiet, evaluation)
+    opts["test_dataset"] = test_dataset
     if out is None:
         with tempfile.TemporaryDirectory(prefix="lfm-bench-evaluate-") as tmp:
             return _evaluate(model, Path(tmp) / "run", opts)

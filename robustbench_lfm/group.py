@@ -9,6 +9,7 @@ student's checkpoint key is its train key plus the teacher checkpoint's sha256.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -40,6 +41,7 @@ from robustbench_lfm.datasets import (
     evaluated_subset,
     get_dataset_info,
     load_dataset,
+    subset_index,
     training_subset,
 )
 from robustbench_lfm.environment import configure_determinism, git_sha, now
@@ -77,33 +79,73 @@ class GroupResult:
     skipped: int = 0
 
 
-_DATASETS: dict[str, tuple[Dataset, str]] = {}  # per process: a worker loads the dataset once
+@dataclass(frozen=True)
+class Scored:
+    """The run's dataset as scored: the --n-eval subset, its `eval_subset` text, and where its
+    queries or test images sit in the whole split (`index` among `n_split`)."""
+
+    data: Dataset
+    subset: str
+    index: Tensor
+    n_split: int
+
+
+_DATASETS: dict[str, Scored] = {}  # per process: a worker loads the dataset once
 _SURROGATES: dict[tuple[str, int], tuple[Attacker, dict[str, dict[str, Any]]]] = {}
 
 
 def run_dataset(spec: RunSpec) -> Dataset:
     """The run's dataset, loaded once per process, with only the --n-eval subset of queries or test images."""
-    return _loaded(spec)[0]
+    return scored_dataset(spec).data
 
 
 def eval_subset(spec: RunSpec) -> str:
     """The CSV `eval_subset`: "" when every query (test image) is scored, else "N/M" (--n-eval)."""
-    return _loaded(spec)[1]
+    return scored_dataset(spec).subset
 
 
-def _loaded(spec: RunSpec) -> tuple[Dataset, str]:
-    key = content_hash({"data": spec.data.key(), "n_eval": spec.evaluation.n_eval})
+def scored_dataset(spec: RunSpec) -> Scored:
+    """The run's dataset as scored (`Scored`), loaded once per process."""
+    key = content_hash({"data": spec.data.key(), "n_eval": spec.evaluation.n_eval, "eval": spec.evaluation.key()})
     if key not in _DATASETS:
         _DATASETS.clear()
         full = load_dataset(spec.data.name, dict(spec.data.options), spec.cache_dir, spec.data.root, spec.quiet)
         full = training_subset(full, spec.data.train_fraction, spec.data.train_by)
+        test = spec.evaluation.test
+        if test is not None:
+            scored_on = load_dataset(test.name, dict(test.options), spec.cache_dir, test.root, spec.quiet)
+            full = across_domains(full, scored_on)
         try:
             scored = evaluated_subset(full, spec.evaluation.n_eval)
         except ValueError as err:
             raise SpecError(str(err)) from None
         subset = "" if n_eval(scored) == n_eval(full) else f"{n_eval(scored)}/{n_eval(full)}"
-        _DATASETS[key] = (scored, subset)
+        index = subset_index(n_eval(full), spec.evaluation.n_eval)
+        _DATASETS[key] = Scored(scored, subset, index, n_eval(full))
     return _DATASETS[key]
+
+
+def across_domains(train: Dataset, test: Dataset) -> Dataset:
+    """`train`'s training split with `test`'s query and gallery (re-ID) or test split
+    (classification): trained on one domain, scored on another (--test-dataset).
+
+    Raises:
+        SpecError: the images differ in size, or the classes differ (a classifier scores its own).
+    """
+    if train.image_size != test.image_size:
+        raise SpecError(
+            f"--test-dataset {test.name} has {test.image_size[0]}x{test.image_size[1]} images and --dataset "
+            f"{train.name} {train.image_size[0]}x{train.image_size[1]}; give both one size (height=,width= options)"
+        )
+    if isinstance(train, ReIDDataset) and isinstance(test, ReIDDataset):
+        return dataclasses.replace(train, query=test.query, gallery=test.gallery)
+    assert isinstance(train, ClassificationDataset) and isinstance(test, ClassificationDataset)
+    if train.classes != test.classes:
+        raise SpecError(
+            f"--test-dataset {test.name} has classes {', '.join(test.classes)}; {train.name} has "
+            f"{', '.join(train.classes)}: a classifier is scored on its own classes"
+        )
+    return dataclasses.replace(train, test=test.test)
 
 
 def run_group(spec: RunSpec, model_spec: ModelSpec, seed: int, cells: list[tuple[str, Cell]]) -> GroupResult:
@@ -120,7 +162,8 @@ def run_group(spec: RunSpec, model_spec: ModelSpec, seed: int, cells: list[tuple
     net = models.FlipAveraged(trained.net).eval() if spec.evaluation.flip else trained.net
     clean = clean_features(spec, net, dataset, device)
     attacker, surrogate_training = attacker_for(spec, seed, net, clean, dataset, device)
-    ctx = EvalContext(spec, dataset, device, net, attacker, clean)
+    scored = scored_dataset(spec)
+    ctx = EvalContext(spec, dataset, device, net, attacker, clean, scored.index, scored.n_split)
     training = {**trained.training, **surrogate_training}
     out = GroupResult(label, {"queries": [], "curves": [], "probes": [], "results": []}, training)
     sha = trained.sha256
@@ -277,11 +320,11 @@ def _evaluate_cell(ctx: EvalContext, cell: Cell) -> tuple[dict[str, RankResult |
     extra = attack_fields(cell, attack, task)
     if isinstance(data, ClassificationDataset) or clean is None:
         return {"": attacked_accuracy(ctx, cell, attack)}, extra
-    qf, gf = clean.query, clean.gallery
-    if attack is not None:
-        attacked = attacked_side(ctx, cell, attack)
-        qf, gf = (attacked, gf) if attack.side == "query" else (qf, attacked)
-    return dict(rank_results(ctx.spec, data, qf, gf, clean)), extra
+    features = {"query": clean.query, "gallery": clean.gallery}
+    if attack is not None:  # the attacked (or corrupted) side(s) against the clean other
+        for side in attack.sides():
+            features[side] = attacked_side(ctx, cell, attack, side)
+    return dict(rank_results(ctx.spec, data, features["query"], features["gallery"], clean)), extra
 
 
 def rank_results(
@@ -307,9 +350,9 @@ def attack_fields(cell: Cell, attack: attacks.Attack | None, task: str) -> dict[
     """The CSV fields of the cell's attack: its name, label, resolved options and the schedule run."""
     if attack is None or cell.attack is None:
         return {"attack": "none", "attack_label": "none", "attack_params": "{}", "objective": "", "norm": "",
-                "steps": 0, "step_size": 0.0, "perturbed": ""}  # fmt: skip
-    return {"attack": cell.attack.name, "attack_label": cell.attack.label, "attack_params": cell.attack.params_json(),
-            **attack.describe(cell.eps, task)}  # fmt: skip
+                "steps": 0, "step_size": 0.0, "perturbed": "", "severity": 0}  # fmt: skip
+    return {"attack": cell.attack.name, "attack_label": cell.attack.label_on(task),
+            "attack_params": cell.attack.params_json(), "severity": 0, **attack.describe(cell.eps, task)}  # fmt: skip
 
 
 def _distances(spec: RunSpec, qf: Tensor, gf: Tensor, clean: CleanFeatures) -> list[tuple[str, Tensor]]:
@@ -383,6 +426,8 @@ def result_rows(
         "task": get_dataset_info(spec.data.name).task,
         "dataset": spec.data.name,
         "data_params": spec.data.params_json(),
+        "test_dataset": (spec.evaluation.test or spec.data).name,
+        "test_data_params": (spec.evaluation.test or spec.data).params_json(),
         "train_fraction": spec.data.train_subset(),
         "recipe_key": spec.recipe.fingerprint(),
         "model": cell.model.label,

@@ -4,13 +4,15 @@ Two rows are the same measurement only when every column of `IDENTITY` is equal 
 tables, figures, report conditions, sanity series, paired tests and the regression gate all key on
 these tuples, from this module:
 
-* `RUN`      — the task, the data and its options, the training share, the training recipe, the evaluation options
+* `RUN`      — the task, the data and its options, the data scored and its options (--test-dataset;
+               the training data's own test split when not given), the training share, the training
+               recipe, the evaluation options
                (with the feature precision and `eval_subset`, the --n-eval subset scored);
 * `MODEL`    — the model label, backbone, regularizer, every resolved model parameter and the
                sha256 of the pretrained weights it started from (empty: random init);
 * `ATTACK`   — the attack, every resolved option, the threat (side, surrogate, quantization) and
                the precision the attack ran in;
-* `SCHEDULE` — the budget and the steps and step size actually run at it;
+* `SCHEDULE` — the budget (or a corruption's severity) and the steps and step size actually run at it;
 * `SERIES`   — an attack configuration across eps: the identity without the schedule;
 * `IDENTITY` — all of it, plus the training seed and the re-ranking mode.
 
@@ -33,6 +35,8 @@ RUN = (
     "task",
     "dataset",
     "data_params",
+    "test_dataset",
+    "test_data_params",
     "train_fraction",
     "recipe_key",
     "distance",
@@ -43,7 +47,7 @@ RUN = (
 )
 MODEL = ("model", "backbone", "regularizer", "model_params", "pretrained_sha256")
 ATTACK = ("attack", "attack_params", "objective", "norm", "perturbed", "surrogate", "quantize", "attack_precision")
-SCHEDULE = ("eps", "steps", "step_size")
+SCHEDULE = ("eps", "severity", "steps", "step_size")
 IDENTITY = (*RUN, *MODEL, "train_seed", *ATTACK, *SCHEDULE, "rerank")
 SERIES = tuple(c for c in IDENTITY if c not in SCHEDULE)
 ROW = (*RUN, *MODEL)
@@ -54,7 +58,7 @@ MEASUREMENT = (*IDENTITY, "metric")
 LARGE_EPS = {"linf": 64 / 255, "l2": 16.0}  # the probes' budget per norm: far past any sweep's eps
 
 FLOATS = ("eps", "step_size")
-INTS = ("train_seed", "steps")
+INTS = ("train_seed", "steps", "severity")
 
 
 def canonical(df: pd.DataFrame) -> pd.DataFrame:
@@ -85,17 +89,32 @@ def series_label(row: pd.Series) -> str:
 
 
 def condition_label(row: pd.Series) -> str:
-    """The one place a condition's text is built: `clean` or `pgd:steps=1 8/255`, ` +rerank` for
-    re-ranked scores."""
+    """The one place a condition's text is built: `clean`, `pgd:steps=1 8/255` or, for a
+    corruption, its severity: `corrupt:type=fog s3`; ` +rerank` for re-ranked scores."""
     base = series_label(row)
     if row["attack"] != "none":
         head, _, threat = base.partition(" ")
-        base = f"{head} {format_eps(float(row['eps']))}" + (f" {threat}" if threat else "")
+        level = f"s{severity(row)}" if severity(row) else format_eps(float(row["eps"]))
+        base = f"{head} {level}" + (f" {threat}" if threat else "")
     return base + (" +rerank" if row.get("rerank", "") else "")
 
 
+def severity(row: pd.Series) -> int:
+    """A row's corruption severity, 0 for every other row."""
+    value = row.get("severity", 0)
+    return 0 if value is None or value == "" or pd.isna(value) else int(value)
+
+
+def corrupted(df: pd.DataFrame) -> pd.Series:
+    """Which rows measure a common corruption (severity 1-5) rather than clean or attacked images."""
+    if "severity" not in df.columns:
+        return pd.Series(False, index=df.index)
+    return pd.to_numeric(df["severity"], errors="coerce").fillna(0) > 0
+
+
 def ordered_conditions(df: pd.DataFrame) -> list[str]:
-    """The `condition` labels of labelled rows in display order: clean first, then by eps and text."""
+    """The `condition` labels of labelled rows in display order: clean first, then by eps and text
+    (corruptions by type, then severity)."""
     eps = pd.to_numeric(df["eps"], errors="coerce").groupby(df["condition"]).first()
     return sorted(eps.index, key=lambda c: (c != "clean", float(eps[c]), c))
 

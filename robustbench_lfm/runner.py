@@ -98,6 +98,7 @@ def run_sweep(spec: RunSpec, log: Log = print, ex: ExecSpec | None = None) -> pd
     ex = ex or ExecSpec()
     with RunLock(spec.out_dir):
         start = time.perf_counter()
+        dataset = run_dataset(spec)  # before anything is written: data that cannot be scored is refused
         rundir.bind(spec)
         tables = _Tables(spec)
         done = _done_cells(spec, tables, log)  # verifies every table before any work
@@ -106,7 +107,6 @@ def run_sweep(spec: RunSpec, log: Log = print, ex: ExecSpec | None = None) -> pd
         manifest.executor = {**asdict(ex), "folder": str(ex.folder or ""), "worker_threads": ex.worker_threads()}
         manifest.carry_over(spec)
         manifest.write(spec)
-        dataset = run_dataset(spec)
         given = (*spec.models, *((spec.threat.surrogate,) if spec.threat.surrogate else ()))
         probe_given_models(given, dataset, torch.device(spec.device))  # before any cell: a bad output is refused
         if not spec.quiet:

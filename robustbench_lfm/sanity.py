@@ -17,6 +17,9 @@ Comparisons between attacked numbers allow SLACK_QUERIES / n_eval (a couple of q
 random starts. A failed check is a warning printed under the table and a row with passed=False in
 sanity.csv; it does not stop the run (the numbers are kept, flagged).
 
+The common corruptions (`corrupt`) have no budget, so none of these checks applies to them: they
+are neither probed nor part of a series across eps.
+
 A series is one attack configuration of one trained model across eps: every identity column but
 the schedule (robustbench_lfm.identity.SERIES), so two variants of an attack (`pgd` and
 `pgd:steps=1`) or two datasets' options are checked apart, never mixed.
@@ -33,7 +36,7 @@ import pandas as pd
 
 from robustbench_lfm import metric_table
 from robustbench_lfm.files import atomic_write
-from robustbench_lfm.identity import ATTACK, LARGE_EPS, MODEL, RUN, SERIES, canonical, format_eps
+from robustbench_lfm.identity import ATTACK, LARGE_EPS, MODEL, RUN, SERIES, canonical, corrupted, format_eps
 from robustbench_lfm.store import StoreError
 
 SLACK_QUERIES = 2
@@ -73,7 +76,7 @@ def run_checks(results: pd.DataFrame, probes: pd.DataFrame, chance: float) -> li
     results = canonical(results)
     probes = canonical(probes) if not probes.empty else probes
     clean = results[results["attack"] == "none"]
-    attacked = results[results["attack"] != "none"]
+    attacked = results[(results["attack"] != "none") & ~corrupted(results)]  # a corruption has no eps series
     return [
         *_eps0(clean, probes[probes["eps"] == 0]),
         *_monotone(clean, attacked),

@@ -135,7 +135,9 @@ class AttackSpec:
     """A registered attack name with its resolved options (every option, defaults filled in).
 
     Build one with `AttackSpec.create`, which checks the options against the attack's
-    constructor: `pgd` and `pgd:steps=20` resolve alike, so they are one measurement.
+    constructor: `pgd` and `pgd:steps=20` resolve alike, so they are one measurement. Options
+    added since the first format (the class's `added_defaults`: DI and TI) are left out at their
+    defaults, so the ids and `attack_params` of earlier runs stand.
     """
 
     name: str
@@ -145,7 +147,8 @@ class AttackSpec:
     def create(cls, name: str, options: dict[str, Any] | Params = ()) -> AttackSpec:
         """The spec of attack `name` with `options` resolved against its defaults (TypeError,
         ValueError or UnknownAttackError on a bad name, option or value)."""
-        resolved = attacks.resolve_options(attacks.get_attack_class(name), dict(options))
+        attack = attacks.get_attack_class(name)
+        resolved = without_defaults(attacks.resolve_options(attack, dict(options)), attack.added_defaults)
         return cls(name, tuple(sorted(resolved.items())))
 
     def build(self, seed: int) -> attacks.Attack:
@@ -153,15 +156,33 @@ class AttackSpec:
         return attacks.create_attack(self.name, seed=seed, **dict(self.options))
 
     @property
+    def budgeted(self) -> bool:
+        """Whether the attack searches an eps-ball (False: the corruptions, which have a severity)."""
+        return attacks.get_attack_class(self.name).budgeted
+
+    def _described(self) -> Params:
+        """The options a label and `attack_params` carry: all but the one standing in eps's place
+        (a corruption's severity has its own column)."""
+        axis = attacks.get_attack_class(self.name).axis
+        return tuple((k, v) for k, v in self.options if k != axis)
+
+    @property
     def label(self) -> str:
         """The attack as tables name it: its name and its non-default options, `pgd:steps=1`."""
-        defaults = attacks.get_attack_class(self.name).defaults()
-        changed = [(k, v) for k, v in self.options if defaults.get(k, object()) != v]
+        return self.label_on(None)
+
+    def label_on(self, task: str | None) -> str:
+        """`label` on `task`: an option at the value the task resolves its default to is left out
+        too (`corrupt:type=fog`, not `corrupt:table=imagenet,type=fog`, on re-ID)."""
+        cls = attacks.get_attack_class(self.name)
+        defaults = {**cls.defaults(), **(cls.task_defaults(task) if task else {})}
+        changed = [(k, v) for k, v in self._described() if defaults.get(k, object()) != v]
         return self.name + (":" + ",".join(f"{k}={format_param(v)}" for k, v in changed) if changed else "")
 
     def params_json(self) -> str:
-        """The CSV `attack_params`: every resolved option as canonical JSON."""
-        return canonical_json(dict(self.options))
+        """The CSV `attack_params`: every resolved option as canonical JSON (a corruption's
+        severity is the CSV `severity`)."""
+        return canonical_json(dict(self._described()))
 
 
 @dataclass(frozen=True)
@@ -227,6 +248,9 @@ class EvalSpec:
             images (classification), drawn once by a generator seeded with 0; 0 = all of them.
         precision: "fp32" or "bf16" (autocast) for clean and attacked feature extraction.
         attack_precision: "fp32" or "bf16" for the attacks' forward and backward passes.
+        test: the dataset scored, when not the one trained on (--test-dataset: generalization
+            across domains, e.g. market1501 -> dukemtmc); None = the training dataset's own
+            query and gallery (test) split.
     """
 
     distance: str = "cosine"
@@ -236,6 +260,7 @@ class EvalSpec:
     n_eval: int = 0
     precision: str = "fp32"
     attack_precision: str = "fp32"
+    test: DataSpec | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.n_eval, bool) or not isinstance(self.n_eval, int) or self.n_eval < 0:
@@ -249,7 +274,11 @@ class EvalSpec:
     def key(self) -> dict[str, Any]:
         """What identifies the evaluation in cell ids and the run's fingerprint: every field, the
         ones added since the first format left out at their defaults (so earlier keys stand)."""
-        return without_defaults(asdict(self), {"n_eval": 0, "precision": "fp32", "attack_precision": "fp32"})
+        fields = {k: v for k, v in asdict(self).items() if k != "test"}
+        key = without_defaults(fields, {"n_eval": 0, "precision": "fp32", "attack_precision": "fp32"})
+        if self.test is not None:  # its folder's fingerprint, not its path: as the training data's key
+            key["test"] = self.test.key()
+        return key
 
     def rerank_modes(self) -> tuple[bool, ...]:
         """The re-ranking settings each cell is scored with."""
@@ -264,10 +293,14 @@ class ThreatSpec:
         surrogate: transfer (black-box) setting: the images are crafted on this model (trained with
             the same data, recipe and seed) and every target is evaluated on them; None = white-box.
         quantize: adversarial images are rounded to 8 bits before evaluation (a saved PNG).
+        corruptions: fingerprint of the published corrupted test sets that `corrupt:source=published`
+            cells read (CIFAR-10-C under --data-root); "" when none are read. A changed file
+            changes the cell ids, so its cells are recomputed.
     """
 
     surrogate: ModelSpec | None = None
     quantize: bool = False
+    corruptions: str = ""
 
 
 @dataclass(frozen=True)
@@ -319,7 +352,7 @@ class Cell:
         code = "" if self.attack is None else plugins.code_hash(attack_sources(self.attack))
         if code:
             content["attack_code"] = code
-        if self.attack is not None and self.threat != ThreatSpec():
+        if self.attack is not None and (self.threat.surrogate is not None or self.threat.quantize):
             surrogate = self.threat.surrogate
             content["threat"] = {
                 "surrogate": None
@@ -327,6 +360,8 @@ class Cell:
                 else Cell(surrogate, None, 0.0, self.seed).train_key(data, recipe),
                 "quantize": self.threat.quantize,
             }
+        if self.attack is not None and dict(self.attack.options).get("source") == "published":
+            content["published"] = self.threat.corruptions
         return content_hash(content, 12)
 
 
@@ -352,23 +387,29 @@ class RunSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def cells(self) -> list[Cell]:
-        """The grid: per seed and model, the clean cell then attack x eps."""
+        """The grid: per seed and model, the clean cell then attack x eps; a corruption (no budget)
+        is one cell at eps 0, untouched by the surrogate and quantization (it consults no model)."""
         out = []
         for seed in self.seeds:
             for model in self.models:
                 out.append(Cell(model, None, 0.0, seed))
-                out += [Cell(model, a, e, seed, self.threat) for a in self.attacks for e in self.eps]
+                for a in self.attacks:
+                    if a.budgeted:
+                        out += [Cell(model, a, e, seed, self.threat) for e in self.eps]
+                    else:
+                        out.append(Cell(model, a, 0.0, seed, ThreatSpec(corruptions=self.threat.corruptions)))
         return out
 
     def probe_cells(self) -> list[Cell]:
         """Extra cells the sanity checks need (robustbench_lfm.sanity): per model, seed and attack,
-        eps 0 and a very large eps; and FGSM at the sweep's eps when PGD runs without it."""
+        eps 0 and a very large eps; and FGSM at the sweep's eps when PGD runs without it. A
+        corruption has no budget to probe."""
         names = {a.name for a in self.attacks}
         reference = max(self.eps)
         out = []
         for seed in self.seeds:
             for model in self.models:
-                for a in self.attacks:
+                for a in (a for a in self.attacks if a.budgeted):
                     out.append(Cell(model, a, 0.0, seed, self.threat))
                     out.append(Cell(model, a, large_eps(a), seed, self.threat, probe_of=reference))
                     if a.name == "pgd" and "fgsm" not in names:
@@ -463,19 +504,31 @@ CHECKPOINT_PREFIX = "ckpt:"
 
 
 def resolve_attack(item: str, task: str | None = None) -> AttackSpec:
-    """Parse and check one attack item against the registry (and the dataset's task, if given)."""
+    """Parse and check one attack item against the registry (and the dataset's task, if given);
+    an item that stands for several (`corrupt:severity=3`) is refused: use `resolve_attacks`."""
+    specs = resolve_attacks(item, task)
+    if len(specs) != 1:
+        raise SpecError(f"attack {item!r} stands for {len(specs)} attacks; name one (e.g. corrupt:type=fog,severity=3)")
+    return specs[0]
+
+
+def resolve_attacks(item: str, task: str | None) -> list[AttackSpec]:
+    """Parse and check one attack item against the registry (and the dataset's task, if given): the
+    specs it stands for (one for an attack; one per type and severity for `corrupt`)."""
     name, options = parse_named(item)
     try:
-        spec = AttackSpec.create(name, options)
-        attack = spec.build(0)
-        if task is not None:
-            attack.check_task(task)
-            attack.describe(0.0, task)  # checks the objective against the task
+        expanded = attacks.get_attack_class(name).expand(dict(options), task or "")
+        specs = [AttackSpec.create(name, o) for o in expanded]
+        for spec in specs:
+            attack = spec.build(0)
+            if task is not None:
+                attack.check_task(task)
+                attack.describe(0.0, task)  # checks the objective against the task
     except attacks.UnknownAttackError as err:
         raise SpecError(str(err)) from None
     except (TypeError, ValueError) as err:
         raise SpecError(f"attack {item!r}: {err}") from None
-    return spec
+    return specs
 
 
 def resolve_data(item: str, root: str | Path | None, backbones: tuple[str, ...] = ()) -> DataSpec:
@@ -491,7 +544,7 @@ def resolve_data(item: str, root: str | Path | None, backbones: tuple[str, ...] 
         info = get_dataset_info(name)
         if info.sized_by_backbone and not {"height", "width"} & {k for k, _ in options}:
             options = tuple(sorted({**dict(options), **_input_size(name, backbones)}.items()))
-        resolved = asdict(info.check_options(dict(options)))
+        resolved = datasets.config_key(info.check_options(dict(options)))
         if root is not None and not info.needs_root:
             raise SpecError(f"--data-root is only for datasets read from a folder, not {name!r}")
         source = info.source(root)
@@ -540,7 +593,7 @@ def build_spec(**o: Any) -> RunSpec:
         names.insert(0, "plain")
     model_specs = tuple(resolve_model(n, o["backbone"], recipe) for n in names) + tuple(o.get("given", ()))
     surrogate = None if o["surrogate"] is None else resolve_model(o["surrogate"], o["backbone"], recipe)
-    attack_specs = tuple(resolve_attack(a, task) for a in unique(split_list(o["attacks_"])))
+    attack_specs = tuple(dict.fromkeys(s for a in unique(split_list(o["attacks_"])) for s in resolve_attacks(a, task)))
     if not model_specs or not attack_specs:
         raise SpecError("give at least one model (--models) and one attack (--attacks)")
     check_norms(attack_specs)
@@ -554,18 +607,21 @@ def build_spec(**o: Any) -> RunSpec:
 
     model_specs, surrogate, pretrained = resolve_pretrained(o.get("pretrained"), recipe, model_specs, surrogate)
     all_models = model_specs + ((surrogate,) if surrogate else ())
-    data = resolve_data(o["dataset"], o["data_root"], tuple(unique([m.backbone for m in all_models])))
+    backbones = tuple(unique([m.backbone for m in all_models]))
+    data = resolve_data(o["dataset"], o["data_root"], backbones)
     data = dataclasses.replace(data, train_fraction=o["train_fraction"], train_by=o["train_by"])
     if data.train_by == "ids" and task != "reid":
         raise SpecError("--train-by ids draws re-ID identities; a classification run takes --train-by images")
     if o["precision"] is not None:  # the flag sets training too; without it features follow the recipe
         recipe = dataclasses.replace(recipe, precision=o["precision"])
+    test = _test_data(o.get("test_dataset"), o["data_root"], task, data, backbones)
     evaluation = EvalSpec(
-        o["distance"], o["ap"], o["flip"], o["rerank"], o["n_eval"], recipe.precision, o["attack_precision"]
+        o["distance"], o["ap"], o["flip"], o["rerank"], o["n_eval"], recipe.precision, o["attack_precision"], test
     )
+    threat = ThreatSpec(surrogate, o["quantize"], _published_corruptions(data, attack_specs))
     parts: dict[str, Any] = dict(
         models=model_specs, attacks=attack_specs, eps=parse_eps(o["eps"]), seeds=parse_seeds(o["seeds"]),
-        data=data, recipe=recipe, evaluation=evaluation, threat=ThreatSpec(surrogate, o["quantize"]),
+        data=data, recipe=recipe, evaluation=evaluation, threat=threat,
     )  # fmt: skip
     name = o["name"] or _run_name(parts)
     if o["name"] is not None and (not name.strip() or Path(name).name != name or name in (".", "..")):
@@ -586,11 +642,42 @@ def build_spec(**o: Any) -> RunSpec:
     )
 
 
+def _test_data(
+    item: str | None, root: Path | None, task: str, data: DataSpec, backbones: tuple[str, ...]
+) -> DataSpec | None:
+    """The --test-dataset to score, checked against the training data's task; None when absent or
+    the training data itself (the same measurement as no --test-dataset)."""
+    if item is None or not str(item).strip():
+        return None
+    test = resolve_data(item, root, backbones)
+    other = get_dataset_info(test.name).task
+    if other != task:
+        known = ", ".join(n for n in datasets.DATASETS.names() if get_dataset_info(n).task == task)
+        raise SpecError(
+            f"--test-dataset {test.name} is a {other} dataset, but --dataset {data.name} trains {task}: "
+            f"test on a {task} dataset ({known})"
+        )
+    same = (test.name, test.resolved, test.source) == (data.name, data.resolved, data.source)
+    return None if same else test
+
+
+def _published_corruptions(data: DataSpec, attack_specs: tuple[AttackSpec, ...]) -> str:
+    """Fingerprint of the published corrupted test sets the `corrupt:source=published` cells read
+    ("" when none do), after checking the files are there in the published layout."""
+    names = [str(dict(a.options)["type"]) for a in attack_specs if dict(a.options).get("source") == "published"]
+    if not names:
+        return ""
+    try:
+        return datasets.corrupted.fingerprint(data.name, data.root, names)
+    except datasets.DatasetFolderError as err:
+        raise SpecError(str(err)) from None
+
+
 def check_norms(attack_specs: tuple) -> None:
     """One --eps grid cannot suit two norms: an L2 budget is the norm of the whole perturbation
     (e.g. 0.5), an L-inf one a per-pixel bound (e.g. 8/255)."""
     by_norm: dict[str, list[str]] = {}
-    for a in attack_specs:
+    for a in (a for a in attack_specs if a.budgeted):  # a corruption has no eps
         by_norm.setdefault(a.build(0).norm, []).append(a.name)
     if len(by_norm) > 1:
         listed = "; ".join(f"{norm}: {', '.join(names)}" for norm, names in sorted(by_norm.items()))

@@ -31,10 +31,11 @@ from robustbench_lfm import metric_table
 from robustbench_lfm.files import atomic_write
 
 COLUMNS = (
-    "run_id", "cell_id", "task", "dataset", "data_params", "train_fraction", "model", "backbone", "regularizer",
+    "run_id", "cell_id", "task", "dataset", "data_params", "test_dataset", "test_data_params", "train_fraction",
+    "model", "backbone", "regularizer",
     "model_params", "pretrained_sha256", "recipe_key", "train_seed", "attack", "attack_label", "attack_params",
-    "objective", "norm", "eps", "steps", "step_size", "perturbed", "surrogate", "quantize", "distance", "ap", "flip",
-    "precision", "attack_precision", "rerank", "metric", "value", "n_eval", "eval_subset", "wall_s",
+    "objective", "norm", "eps", "severity", "steps", "step_size", "perturbed", "surrogate", "quantize", "distance",
+    "ap", "flip", "precision", "attack_precision", "rerank", "metric", "value", "n_eval", "eval_subset", "wall_s",
     "checkpoint_sha256", "lfm_bench_version", "torch_version", "git_sha", "created_at",
 )  # fmt: skip
 

@@ -18,16 +18,26 @@ from matplotlib.figure import Figure
 
 from robustbench_lfm import metric_table
 from robustbench_lfm.files import atomic_path
-from robustbench_lfm.identity import labelled, ordered_conditions, subset_note, subset_title
+from robustbench_lfm.identity import corrupted, labelled, ordered_conditions, subset_note, subset_title
 
 
 def summary_table(df: pd.DataFrame) -> str:
-    """Models as rows, clean and attack@eps as columns, headline metrics in %, mean ± std over seeds.
+    """Models as rows, clean and attack@eps as columns, headline metrics in %, mean ± std over seeds;
+    the common corruptions, when the run has any, summarised under it (report/corruption.py).
 
     Rows and columns are the identity's labels (robustbench_lfm.identity), so two attack variants
     or two backbones never share a cell."""
     if df.empty:
         return "(no results)"
+    from robustbench_lfm.report.corruption import summary_text
+
+    corruptions = summary_text(df)
+    table = _attack_table(df[~corrupted(df)])
+    return table + ("\n\n" + corruptions if corruptions else "")
+
+
+def _attack_table(df: pd.DataFrame) -> str:
+    """`summary_table` of the clean and attacked rows."""
     metrics = metric_table.headline_names(list(df["task"].unique()))
     df = labelled(df[df["metric"].isin(metrics)])
     stats = df.groupby(["row", "condition", "metric"], sort=False)["value"].agg(["mean", "std", "count"])
@@ -110,8 +120,10 @@ def _norms(df: pd.DataFrame) -> str:
 
 
 def plot_eps_curves(df: pd.DataFrame, path: Path) -> Path | None:
-    """Headline metrics against eps (in /255), one line per model and attack, clean at eps 0."""
-    if df.empty:
+    """Headline metrics against eps (in /255), one line per model and attack, clean at eps 0; None
+    when no cell was attacked within a budget (the corruptions have their own figure)."""
+    df = df[~corrupted(df)]
+    if df.empty or not (df["attack"] != "none").any():
         return None
     task = df["task"].iloc[0]
     metrics = metric_table.names(task, headline=True)
@@ -148,7 +160,9 @@ def plot_eps_curves(df: pd.DataFrame, path: Path) -> Path | None:
 
 def cmc_labelled(curves: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
     """cmc.csv rows with the `row` and `condition` labels of their cells in results.csv (the
-    condition without ' +rerank': re-ranked curves share the panel, dashed)."""
+    condition without ' +rerank': re-ranked curves share the panel, dashed); clean and attacked
+    cells only (cmc.csv keeps the corruption cells' curves too)."""
+    results = results[~corrupted(results)]  # a corruption's curves would be a panel per type and severity
     if curves.empty or results.empty:
         return curves.assign(row=[], condition=[]).iloc[0:0]
     labels = labelled(results).drop_duplicates(["cell_id", "rerank"])[["cell_id", "rerank", "row", "condition"]]

@@ -15,7 +15,9 @@ A plugin author gets the project's contract tests by calling one function from p
   in [0, 1] and within eps in its norm, carries no gradient; the model's mode, `requires_grad`
   flags and `.grad` are as before; eps 0 returns the clean images; two runs with one seed are
   equal and the caller's RNG stream is untouched; `describe` names objective, norm, steps,
-  step size and perturbed side.
+  step size and perturbed side. A threat with no budget (`budgeted = False`, the corruptions)
+  is held to all of it but the budget and eps 0, and must change the images. Options an item
+  stands for several of (`corrupt`'s type and severity) take the first `expand` gives.
 * a regularizer: a `models.regularizers.Regularizer` at a known site; the identity in eval mode;
   in training it keeps the shape and finiteness, and one seed gives one output.
 * a model: builds for each task on `resnet-mini`; eval returns (N, D) embeddings or (N, classes)
@@ -45,8 +47,8 @@ def check_attack(name: str, **options: object) -> None:
     cls = attacks.get_attack_class(name)
     for task in cls.tasks:
         net, x, ctx = _attack_setup(task)
-        attack = attacks.create_attack(name, seed=5, **options)
-        eps = EPS[attack.norm]
+        attack = attacks.create_attack(name, seed=5, **cls.expand(dict(options), task)[0])
+        eps = EPS.get(attack.norm, 0.0)
         flags = [p.requires_grad for p in net.parameters()]
         torch.manual_seed(123)
         first = attack(net, x, ctx, eps=eps)
@@ -55,13 +57,16 @@ def check_attack(name: str, **options: object) -> None:
         second = attack(net, x, ctx, eps=eps)
         where = f"attack {name!r} ({task})"
         assert first.shape == x.shape and not first.requires_grad, f"{where}: output shape or gradient"
-        assert float(attacks.budget(first, x, attack.norm).max()) <= eps * (1 + 1e-5), f"{where}: over budget"
+        if attack.budgeted:
+            assert float(attacks.budget(first, x, attack.norm).max()) <= eps * (1 + 1e-5), f"{where}: over budget"
+            assert torch.equal(attack(net, x, ctx, eps=0.0), x), f"{where}: eps 0 changed the images"
+        else:
+            assert not torch.equal(first, x), f"{where}: a threat with no budget left the images unchanged"
         assert float(first.min()) >= 0.0 and float(first.max()) <= 1.0, f"{where}: pixels outside [0, 1]"
         assert torch.equal(first, second), f"{where}: not deterministic under one seed"
         assert torch.equal(after, torch.rand(1)), f"{where}: consumed the caller's RNG stream"
         assert not net.training and [p.requires_grad for p in net.parameters()] == flags, f"{where}: changed the model"
         assert all(p.grad is None for p in net.parameters()), f"{where}: left parameter gradients"
-        assert torch.equal(attack(net, x, ctx, eps=0.0), x), f"{where}: eps 0 changed the images"
         described = attack.describe(eps, task)
         missing = {"objective", "norm", "steps", "step_size", "perturbed"} - set(described)
         assert not missing, f"{where}: describe() lacks {sorted(missing)}"
@@ -155,9 +160,17 @@ def _attack_setup(task: str) -> tuple[nn.Module, Tensor, attacks.AttackContext]:
         net.eval()
         with torch.no_grad():
             guides = attacks.Guides(net(x), ids)
-        return net, x, attacks.AttackContext("reid", labels=ids, guides=guides)
+        return net, x, attacks.AttackContext("reid", labels=ids, guides=guides, fit=_fit(x.shape, ids))
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10)).eval()
     x = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         y = net(x).argmax(1)
-    return net, x, attacks.AttackContext("classification", labels=y)
+    return net, x, attacks.AttackContext("classification", labels=y, fit=_fit(x.shape, y))
+
+
+def _fit(shape: tuple[int, ...], labels: Tensor) -> attacks.Fit:
+    """Training images for attacks that learn beforehand (a universal perturbation): random uint8."""
+    images = torch.randint(
+        0, 256, (len(labels), *shape[1:]), dtype=torch.uint8, generator=torch.Generator().manual_seed(3)
+    )
+    return attacks.Fit(images, labels)

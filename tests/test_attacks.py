@@ -19,8 +19,11 @@ FAST = {
     "deepfool": {"steps": 5},
     "square": {"queries": 40},
     "autoattack": {"version": "rand"},  # APGD-CE + APGD-DLR; the standard ensemble is tested once below
+    "corrupt": {"type": "gaussian_noise", "severity": 3, "table": "imagenet"},  # one of the 75 it stands for
+    "uap": {"steps": 10, "batch": 4},
 }
 CASES = [(name, task) for name in attacks.list_attacks() for task in attacks.get_attack_class(name).tasks]
+BUDGETED = [(name, task) for name, task in CASES if attacks.get_attack_class(name).budgeted]
 
 
 def make(name: str, **options):
@@ -59,11 +62,17 @@ def setup(task, reid_model, classifier):
         x, ids = _reid_batch()
         with torch.no_grad():
             guides = attacks.Guides(reid_model(x), ids)
-        return reid_model, x, attacks.AttackContext("reid", labels=ids, guides=guides)
+        return reid_model, x, attacks.AttackContext("reid", labels=ids, guides=guides, fit=_fit(x, ids))
     x = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         y = classifier(x).argmax(1)  # labels the model gets right by construction
-    return classifier, x, attacks.AttackContext("classification", labels=y)
+    return classifier, x, attacks.AttackContext("classification", labels=y, fit=_fit(x, y))
+
+
+def _fit(x, labels):
+    """Training images for the universal perturbation: the batch itself, as uint8 (so UAP's
+    perturbation is learnt on the images it then attacks, as strong as it can be here)."""
+    return attacks.Fit((x * 255).round().to(torch.uint8), labels)
 
 
 def _sma(net, x, x_adv):
@@ -71,7 +80,7 @@ def _sma(net, x, x_adv):
         return (F.normalize(net(x_adv), dim=1) - F.normalize(net(x), dim=1)).pow(2).sum(1)
 
 
-@pytest.mark.parametrize(("name", "task"), CASES)
+@pytest.mark.parametrize(("name", "task"), BUDGETED)
 def test_budget_holds_in_its_norm_and_pixels_stay_in_range(name, task, reid_model, classifier):
     net, x, ctx = setup(task, reid_model, classifier)
     attack = make(name)
@@ -91,7 +100,7 @@ def test_mode_is_restored_and_no_parameter_gradient_is_left(name, task, training
     flags = [p.requires_grad for p in net.parameters()]
     try:
         attack = make(name)
-        attack(net, x, ctx, eps=EPS[attack.norm])
+        attack(net, x, ctx, eps=EPS.get(attack.norm, 0.0))
         assert net.training is training
         assert [p.requires_grad for p in net.parameters()] == flags
         assert all(p.grad is None for p in net.parameters())
@@ -103,7 +112,7 @@ def test_mode_is_restored_and_no_parameter_gradient_is_left(name, task, training
 def test_deterministic_under_a_seed_and_the_global_rng_untouched(name, task, reid_model, classifier):
     net, x, ctx = setup(task, reid_model, classifier)
     attack = make(name, seed=5)
-    eps = EPS[attack.norm]
+    eps = EPS.get(attack.norm, 0.0)
     torch.manual_seed(123)
     first = attack(net, x, ctx, eps=eps)
     after = torch.rand(1)
@@ -113,13 +122,13 @@ def test_deterministic_under_a_seed_and_the_global_rng_untouched(name, task, rei
     assert torch.equal(after, torch.rand(1))  # the caller's RNG stream is not consumed
 
 
-@pytest.mark.parametrize(("name", "task"), CASES)
+@pytest.mark.parametrize(("name", "task"), BUDGETED)
 def test_eps_zero_returns_the_clean_images(name, task, reid_model, classifier):
     net, x, ctx = setup(task, reid_model, classifier)
     assert torch.equal(make(name)(net, x, ctx, eps=0.0), x)
 
 
-@pytest.mark.parametrize(("name", "task"), [c for c in CASES if c[1] == "classification"])
+@pytest.mark.parametrize(("name", "task"), [c for c in BUDGETED if c[1] == "classification"])
 def test_classification_attacks_lower_accuracy(name, task, reid_model, classifier):
     net, x, ctx = setup(task, reid_model, classifier)
     attack = make(name)
@@ -128,7 +137,7 @@ def test_classification_attacks_lower_accuracy(name, task, reid_model, classifie
         assert (net(x_adv).argmax(1) == ctx.labels).float().mean() < 0.5
 
 
-@pytest.mark.parametrize(("name", "task"), [c for c in CASES if c[1] == "reid"])
+@pytest.mark.parametrize(("name", "task"), [c for c in BUDGETED if c[1] == "reid"])
 def test_reid_attacks_move_the_embedding_more_than_random_noise(name, task, reid_model, classifier):
     net, x, ctx = setup(task, reid_model, classifier)
     attack = make(name)

@@ -22,7 +22,8 @@ def row(attack, eps, metric, value, model="m", objective="sma", options="{}"):
         "norm": "" if clean else "linf", "perturbed": "" if clean else "query", "steps": 0 if clean else 20,
         "step_size": 0.0 if clean else eps / 4, "surrogate": "", "quantize": False, "rerank": "", "eps": eps,
         "metric": metric, "value": value, "n_eval": N, "precision": "fp32", "eval_subset": "", "train_fraction": "",
-        "attack_precision": "" if clean else "fp32",
+        "attack_precision": "" if clean else "fp32", "test_dataset": "synthreid", "test_data_params": "{}",
+        "severity": 0,
     }  # fmt: skip
 
 

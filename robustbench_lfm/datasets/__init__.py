@@ -22,12 +22,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from lfm_registry import Registry, calling_module
-from robustbench_lfm.datasets import classification, folders, synthreid
+from robustbench_lfm.datasets import classification, corrupted, folders, synthreid
 from robustbench_lfm.datasets.base import ReIDDataset, ReIDSplit, as_float
 from robustbench_lfm.datasets.classification import ClassificationDataset, ClassSplit
 from robustbench_lfm.datasets.folders import DatasetFolderError, FolderLayout
 from robustbench_lfm.files import read_sidecar, write_verified
-from robustbench_lfm.hashing import content_hash
+from robustbench_lfm.hashing import content_hash, without_defaults
 from robustbench_lfm.typecheck import check_fields
 
 Dataset = ReIDDataset | ClassificationDataset
@@ -42,10 +42,13 @@ __all__ = [
     "ReIDDataset",
     "ReIDSplit",
     "as_float",
+    "config_key",
+    "corrupted",
     "evaluated_subset",
     "get_dataset_info",
     "load_dataset",
     "register_dataset",
+    "subset_index",
     "training_subset",
 ]
 
@@ -166,6 +169,12 @@ def get_dataset_info(name: str) -> DatasetInfo:
     return DATASETS[name]
 
 
+def config_key(cfg: Any) -> dict[str, Any]:
+    """A dataset config as keys and the CSV `data_params` hold it: every field, those added since
+    the first format (the class's `ADDED_DEFAULTS`) left out at their defaults, so earlier keys stand."""
+    return without_defaults(dataclasses.asdict(cfg), getattr(type(cfg), "ADDED_DEFAULTS", {}))
+
+
 def load_dataset(
     name: str, options: dict[str, Any], cache_dir: Path, root: str | Path | None = None, quiet: bool = True
 ) -> Dataset:
@@ -183,7 +192,7 @@ def load_dataset(
     """
     info = get_dataset_info(name)
     cfg = info.check_options(options)
-    key = content_hash({"name": name, "config": dataclasses.asdict(cfg), "source": info.source(root)})
+    key = content_hash({"name": name, "config": config_key(cfg), "source": info.source(root)})
     path = cache_dir / "datasets" / f"{name}-{key}.safetensors"
     dataset = _cached_dataset(path, name, info.task)
     if dataset is not None:
@@ -249,16 +258,22 @@ def evaluated_subset(data: Dataset, n_eval: int) -> Dataset:
     """
     split: ReIDSplit | ClassSplit = data.query if isinstance(data, ReIDDataset) else data.test
     what = "queries" if isinstance(data, ReIDDataset) else "test images"
-    if n_eval in (0, len(split)):
-        return data
     if n_eval > len(split):
         raise ValueError(f"--n-eval {n_eval} exceeds the {len(split)} {what} of {data.name}; give at most {len(split)}")
-    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(0))
-    keep = order[:n_eval].sort().values
+    if n_eval in (0, len(split)):
+        return data
+    keep = subset_index(len(split), n_eval)
     if isinstance(data, ReIDDataset):
         q = data.query
         return dataclasses.replace(data, query=ReIDSplit(q.images[keep], q.pids[keep], q.camids[keep]))
     return dataclasses.replace(data, test=ClassSplit(data.test.images[keep], data.test.labels[keep]))
+
+
+def subset_index(n: int, n_eval: int) -> torch.Tensor:
+    """Positions (sorted) of the `n_eval` of `n` images `evaluated_subset` keeps; all of them at 0."""
+    if n_eval in (0, n):
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:n_eval].sort().values
 
 
 def training_subset(data: Dataset, fraction: float, by: str = "images") -> Dataset:

@@ -22,6 +22,7 @@ Generation of the default (about 3,700 images of 64x32) takes about a second on 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,34 @@ PALETTE = torch.tensor(
 )
 NUM_TEXTURES = 5  # solid, horizontal stripes, vertical stripes, checks, two-tone
 
+# Domain "b": another population and other cameras, for generalization across domains
+# (--test-dataset synthreid:domain=b). Clothing from a muted, earthy palette instead of the bright one;
+# cameras dimmer with stronger colour casts, brighter walls, lower horizons and more blur.
+PALETTE_B = torch.tensor(
+    [
+        [0.30, 0.26, 0.22],
+        [0.62, 0.58, 0.48],
+        [0.40, 0.42, 0.30],
+        [0.55, 0.35, 0.28],
+        [0.25, 0.30, 0.38],
+        [0.70, 0.66, 0.60],
+        [0.48, 0.40, 0.52],
+        [0.36, 0.48, 0.46],
+        [0.60, 0.50, 0.30],
+        [0.18, 0.20, 0.18],
+        [0.50, 0.30, 0.36],
+        [0.44, 0.52, 0.60],
+    ]
+)
+# Per camera attribute, (low, high) of its uniform draw, in the order drawn.
+CAMERA_RANGES = {
+    "a": {"gain": (0.65, 1.25), "cast": (0.75, 1.25), "wall": (0.2, 0.8), "floor": (0.15, 0.6),
+          "horizon": (0.6, 0.85), "blur": (0.0, 0.9), "scale": (0.88, 1.08), "aspect": (0.85, 1.15)},
+    "b": {"gain": (0.45, 0.95), "cast": (0.55, 1.45), "wall": (0.5, 0.95), "floor": (0.3, 0.75),
+          "horizon": (0.45, 0.7), "blur": (0.5, 1.4), "scale": (0.8, 1.0), "aspect": (0.9, 1.25)},
+}  # fmt: skip
+PALETTES = {"a": PALETTE, "b": PALETTE_B}
+
 
 @dataclass(frozen=True)
 class SynthReIDConfig:
@@ -66,7 +95,11 @@ class SynthReIDConfig:
         colour_jitter: per-identity colour jitter around its palette entry (std, [0, 1] scale).
         occlusion_p: probability that an image has a random occluding rectangle.
         noise_std: sensor noise std on the [0, 1] scale.
+        domain: `a` (the default population and cameras) or `b` (another palette and other
+            cameras: `PALETTE_B`, `CAMERA_RANGES`), for training on one and testing on the other.
     """
+
+    ADDED_DEFAULTS: ClassVar[dict[str, Any]] = {"domain": "a"}  # left out of keys at their default
 
     seed: int = 0
     height: int = 64
@@ -81,8 +114,11 @@ class SynthReIDConfig:
     colour_jitter: float = 0.08
     occlusion_p: float = 0.5
     noise_std: float = 0.03
+    domain: str = "a"
 
     def __post_init__(self) -> None:
+        if self.domain not in PALETTES:
+            raise ValueError(f"synthreid domain={self.domain!r} is not one of {', '.join(PALETTES)}")
         if not 2 <= self.min_cameras <= self.max_cameras <= self.cameras:
             raise ValueError("synthreid needs 2 <= min_cameras <= max_cameras <= cameras")
         if self.height < 16 or self.width < 8:
@@ -104,10 +140,10 @@ def _randint(g: torch.Generator, n: int, lo: int, hi: int) -> torch.Tensor:
     return torch.randint(lo, hi + 1, (n,), generator=g)
 
 
-def _palette_colour(g: torch.Generator, n: int, jitter: float) -> torch.Tensor:
+def _palette_colour(g: torch.Generator, n: int, jitter: float, palette: torch.Tensor = PALETTE) -> torch.Tensor:
     """n clothing colours: a palette entry plus Gaussian jitter, shape (n, 3)."""
-    idx = torch.randint(0, len(PALETTE), (n,), generator=g)
-    return (PALETTE[idx] + jitter * torch.randn(n, 3, generator=g)).clamp(0.02, 0.98)
+    idx = torch.randint(0, len(palette), (n,), generator=g)
+    return (palette[idx] + jitter * torch.randn(n, 3, generator=g)).clamp(0.02, 0.98)
 
 
 def _identity_attributes(g: torch.Generator, n: int, cfg: SynthReIDConfig) -> dict[str, torch.Tensor]:
@@ -115,11 +151,11 @@ def _identity_attributes(g: torch.Generator, n: int, cfg: SynthReIDConfig) -> di
     skin_base = torch.tensor([[0.95, 0.80, 0.68], [0.80, 0.60, 0.45], [0.45, 0.32, 0.22]])
     hair_base = torch.tensor([[0.08, 0.06, 0.05], [0.35, 0.22, 0.10], [0.75, 0.62, 0.35]])
     return {
-        "upper": _palette_colour(g, n, cfg.colour_jitter),
-        "upper2": _palette_colour(g, n, cfg.colour_jitter),
-        "lower": _palette_colour(g, n, cfg.colour_jitter),
-        "shoes": _palette_colour(g, n, cfg.colour_jitter),
-        "bag_colour": _palette_colour(g, n, cfg.colour_jitter),
+        "upper": _palette_colour(g, n, cfg.colour_jitter, PALETTES[cfg.domain]),
+        "upper2": _palette_colour(g, n, cfg.colour_jitter, PALETTES[cfg.domain]),
+        "lower": _palette_colour(g, n, cfg.colour_jitter, PALETTES[cfg.domain]),
+        "shoes": _palette_colour(g, n, cfg.colour_jitter, PALETTES[cfg.domain]),
+        "bag_colour": _palette_colour(g, n, cfg.colour_jitter, PALETTES[cfg.domain]),
         "texture": torch.randint(0, NUM_TEXTURES, (n,), generator=g),
         "stripe_freq": _u(g, n, 3.0, 7.0),
         "long_sleeves": torch.rand(n, generator=g) < 0.6,
@@ -138,18 +174,18 @@ def _identity_attributes(g: torch.Generator, n: int, cfg: SynthReIDConfig) -> di
 
 def _camera_attributes(g: torch.Generator, cfg: SynthReIDConfig) -> dict[str, torch.Tensor]:
     """Fixed nuisance of each camera (one row each)."""
-    c = cfg.cameras
-    cast = _u(g, c, 0.75, 1.25, 3)
+    c, r = cfg.cameras, CAMERA_RANGES[cfg.domain]
+    cast = _u(g, c, *r["cast"], 3)
     return {
-        "gain": _u(g, c, 0.65, 1.25),
+        "gain": _u(g, c, *r["gain"]),
         "cast": cast / cast.mean(dim=1, keepdim=True),
-        "wall": _u(g, c, 0.2, 0.8, 3),
-        "floor": _u(g, c, 0.15, 0.6, 3),
-        "horizon": _u(g, c, 0.6, 0.85),
+        "wall": _u(g, c, *r["wall"], 3),
+        "floor": _u(g, c, *r["floor"], 3),
+        "horizon": _u(g, c, *r["horizon"]),
         "bg_texture": torch.randint(0, 3, (c,), generator=g),
-        "blur": _u(g, c, 0.0, 0.9),
-        "scale": _u(g, c, 0.88, 1.08),
-        "aspect": _u(g, c, 0.85, 1.15),
+        "blur": _u(g, c, *r["blur"]),
+        "scale": _u(g, c, *r["scale"]),
+        "aspect": _u(g, c, *r["aspect"]),
         "back_view": torch.rand(c, generator=g) < 0.5,
     }
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ import pandas as pd
 
 from robustbench_lfm import metric_table
 from robustbench_lfm.files import atomic_write, check_writable
+from robustbench_lfm.identity import corrupted
+from robustbench_lfm.report import corruption
 from robustbench_lfm.report.figures import all_figures
 from robustbench_lfm.report.tables import (
     BASELINE,
@@ -113,18 +116,34 @@ def build_report(run_dir: Path, out: Path | None = None, pairs: Sequence[tuple[s
     tests = pair_tests(df, queries, default_pairs(df, list(pairs)))
     atomic_write(out / "cells.csv", cells.drop(columns=["condition"]).to_csv(index=False))
     atomic_write(out / "tests.csv", tests.to_csv(index=False))
-    title = f"{df['dataset'].iloc[0]}: {', '.join(dict.fromkeys(df['row']))}"
-    md = f"# {title}\n\n{markdown_table(cells)}\n## Paired tests\n\n{markdown_tests(tests)}"
+    title = f"{scored_on(df)}: {', '.join(dict.fromkeys(df['row']))}"
+    main = cells[~corrupted(cells)]  # the corruptions get their own tables, one column per type
+    extra = corruption.sections(df)
+    md = f"# {title}\n\n{markdown_table(main)}\n{extra['md']}## Paired tests\n\n{markdown_tests(tests)}"
     atomic_write(out / "report.md", md)
-    atomic_write(out / "report.tex", latex_table(cells, f"Clean and attacked {title} (%)"))
+    atomic_write(out / "report.tex", latex_table(main, f"Clean and attacked {title} (%)") + extra["tex"])
     figures = all_figures(df, curves, out)
-    atomic_write(out / "report.html", _html(title, cells, tests, figures))
+    atomic_write(out / "report.html", _html(title, main, tests, figures, extra["html"]))
     return Report(out / "report.md", out / "report.tex", out / "report.html", figures)
 
 
-def _html(title: str, cells: pd.DataFrame, tests: pd.DataFrame, figures: dict[str, list[Path]]) -> str:
-    """One page: both tables as HTML and every PNG embedded, no external files."""
-    table = html_table(cells)
+def scored_on(df: pd.DataFrame) -> str:
+    """The data a run scored: `synthreid`, or `market1501 -> dukemtmc` when trained on another."""
+    train, test = str(df["dataset"].iloc[0]), str(df["test_dataset"].iloc[0])
+    same = test == train and str(df["test_data_params"].iloc[0]) == str(df["data_params"].iloc[0])
+    if same:
+        return train
+    options = json.loads(str(df["test_data_params"].iloc[0]))
+    changed = {k: v for k, v in options.items() if json.loads(str(df["data_params"].iloc[0])).get(k) != v}
+    extra = ":" + ",".join(f"{k}={v}" for k, v in sorted(changed.items())) if test == train else ""
+    return f"{train} -> {test}{extra}"
+
+
+def _html(
+    title: str, cells: pd.DataFrame, tests: pd.DataFrame, figures: dict[str, list[Path]], corruptions: str
+) -> str:
+    """One page: the tables as HTML and every PNG embedded, no external files."""
+    table = html_table(cells) + corruptions
     test_table = html_tests(tests)
     imgs = "".join(
         f'<figure><img alt="{name}" src="data:image/png;base64,'

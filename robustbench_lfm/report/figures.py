@@ -4,7 +4,9 @@
 * `cmc` — CMC curves per condition, re-ID only (summary.plot_cmc);
 * `scatter` — clean against attacked metric, one point per model and attack at the sweep's
   largest eps, error bars = std over seeds: up and to the right is both accurate and robust;
-* `bars` — attacked metric per model, grouped by attack at the largest eps, error bars = std.
+* `bars` — attacked metric per model, grouped by attack at the largest eps, error bars = std;
+* `corruptions` — headline metrics against corruption severity (0 = clean), the mean over the
+  corruption types run (report/corruption.py); the other figures leave the corruptions out.
 
 Axis labels carry units (% and eps x 255); legends sit outside the axes so nothing overlaps.
 """
@@ -21,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from robustbench_lfm import metric_table
-from robustbench_lfm.identity import format_eps, subset_title
+from robustbench_lfm.identity import corrupted, format_eps, subset_title
+from robustbench_lfm.report.corruption import plot_severity
 from robustbench_lfm.summary import model_colours, plot_cmc, plot_eps_curves, save_figure
 
 FORMATS = (".png", ".pdf")
@@ -112,8 +115,12 @@ def bars(df: pd.DataFrame, stem: Path) -> list[Path]:
 
 
 def all_figures(df: pd.DataFrame, curves: pd.DataFrame, out: Path) -> dict[str, list[Path]]:
-    """Every figure of the report under `out`, keyed by name."""
+    """Every figure of the report under `out`, keyed by name; the corruptions plotted against
+    severity (`corruptions`), apart from the attacks."""
     figures: dict[str, list[Path]] = {}
+    if corrupted(df).any():
+        figures["corruptions"] = [p for s in FORMATS if (p := plot_severity(df, out / f"corruptions{s}")) is not None]
+    df = df[~corrupted(df)]
     if (df["attack"] != "none").any():
         figures["eps"] = [p for s in FORMATS if (p := plot_eps_curves(df, out / f"eps{s}")) is not None]
         figures["scatter"] = scatter(df, out / "scatter")

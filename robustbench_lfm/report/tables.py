@@ -227,8 +227,7 @@ def _markdown(text: pd.DataFrame, bold: pd.DataFrame | None = None) -> str:
 
 def markdown_table(cells: pd.DataFrame) -> str:
     """Models as rows, condition x metric as columns, in %."""
-    table = formatted_table(cells)
-    return _markdown(table.text, table.bold) + f"\n\n{table.legend}.\n"
+    return render_markdown(formatted_table(cells))
 
 
 TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -248,7 +247,11 @@ def _tex_symbols(text: object) -> str:
 
 def latex_table(cells: pd.DataFrame, caption: str) -> str:
     """The same table as booktabs LaTeX (needs \\usepackage{booktabs}), rendered by pandas' Styler."""
-    table = formatted_table(cells)
+    return render_latex(formatted_table(cells), caption)
+
+
+def render_latex(table: FormattedTable, caption: str) -> str:
+    """A formatted table as booktabs LaTeX, its legend in the caption."""
     styler = (
         table.text.style.format(_tex_symbols, escape="latex")
         .format_index(escape="latex", axis=0)
@@ -269,7 +272,11 @@ def latex_table(cells: pd.DataFrame, caption: str) -> str:
 
 def html_table(cells: pd.DataFrame) -> str:
     """The same table as HTML (pandas' Styler), names escaped, best cells bold, legend below."""
-    table = formatted_table(cells)
+    return render_html(formatted_table(cells))
+
+
+def render_html(table: FormattedTable) -> str:
+    """A formatted table as HTML, its legend below."""
     styler = (
         table.text.style.format(escape="html")
         .format_index(escape="html", axis=0)
@@ -278,6 +285,11 @@ def html_table(cells: pd.DataFrame) -> str:
         .hide(axis="columns", names=True)
     )
     return styler.to_html() + f"<p>{html.escape(table.legend)}.</p>"
+
+
+def render_markdown(table: FormattedTable) -> str:
+    """A formatted table as Markdown, its legend below."""
+    return _markdown(table.text, table.bold) + f"\n\n{table.legend}.\n"
 
 
 TESTS_NOTE = (

@@ -1,0 +1,192 @@
+"""The common-corruption view of a result table (`corrupt` cells; attacks/corrupt.py).
+
+Per model and headline metric: each corruption's value averaged over the severities run (and over
+seeds), their mean over corruptions, the clean value beside them and, for classification, the
+mean corruption error relative to `plain` (Hendrycks & Dietterich, ICLR 2019):
+
+    CE_c = sum_s E(model, c, s) / sum_s E(plain, c, s),   E = 1 - accuracy,   mCE = mean_c CE_c,
+
+in % (plain = 100; lower is better), over the corruptions and severities both models were run on.
+Re-ID reports the mean Rank-1 and mAP over corruptions for the corrupted side (Chen et al.,
+NeurIPS 2021, Market-1501-C: both query and gallery by default). Cells of other corruption
+options (side, parameter table, source) get tables of their own, named by those options.
+
+Reads only the CSV (no torch).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from robustbench_lfm import metric_table
+from robustbench_lfm.identity import corrupted, labelled, subset_title
+from robustbench_lfm.report.tables import FormattedTable, render_html, render_latex, render_markdown
+
+BASELINE = "plain"
+
+
+def corruption_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The corruption cells of `df` with `corruption` (the type), `variant` (the other options, as
+    `side=query` or "" at their defaults) and `severity` as an int; headline metrics only."""
+    rows = df[corrupted(df) & df["metric"].isin(metric_table.headline_names(list(dict.fromkeys(df["task"]))))]
+    if rows.empty:
+        return rows.assign(corruption=[], variant=[])
+    params = rows["attack_params"].map(json.loads)
+    label = rows["attack_label"].astype(str)  # its non-default options: `corrupt:side=query,type=fog`
+    variant = label.str.replace(r"(^[^:]*:?|type=[a-z_]+)", "", regex=True).str.replace(",,", ",").str.strip(",")
+    return rows.assign(
+        corruption=params.map(lambda p: str(p.get("type", ""))),
+        variant=variant,
+        severity=pd.to_numeric(rows["severity"]).astype(int),
+    )
+
+
+def _clean(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean clean value per (row, metric) of the labelled rows."""
+    clean = df[(df["attack"] == "none") & (df["rerank"].fillna("") == "")]
+    return clean.groupby(["row", "metric"])["value"].mean()
+
+
+def per_corruption(df: pd.DataFrame) -> pd.DataFrame:
+    """(row, variant, metric, corruption) -> value averaged over seeds, then severities."""
+    rows = corruption_rows(labelled(df))
+    rows = rows[rows["rerank"].fillna("") == ""]
+    by_severity = rows.groupby(["row", "variant", "metric", "corruption", "severity"], sort=False)["value"].mean()
+    return by_severity.groupby(level=[0, 1, 2, 3], sort=False).mean().rename("value").reset_index()
+
+
+def mce(df: pd.DataFrame) -> pd.Series:
+    """(row, variant) -> mCE in % against `plain` (classification); empty without plain."""
+    rows = corruption_rows(labelled(df))
+    rows = rows[(rows["task"] == "classification") & rows["metric"].isin(metric_table.all_names(chance=True))]
+    errors = (1 - rows.groupby(["row", "variant", "corruption", "severity"])["value"].mean()).rename("error")
+    errors = errors.reset_index()
+    base = errors[errors["row"] == BASELINE].drop(columns="row")
+    both = errors.merge(base, on=["variant", "corruption", "severity"], suffixes=("", "_plain"))
+    sums = both.groupby(["row", "variant", "corruption"])[["error", "error_plain"]].sum()
+    ce = sums["error"] / sums["error_plain"].where(sums["error_plain"] > 0)
+    return (100 * ce.groupby(level=[0, 1]).mean()).rename("mCE")
+
+
+def severities_text(df: pd.DataFrame) -> str:
+    """'severity 3' or 'severities 1-5' of the corruption cells in `df`."""
+    levels = sorted({int(s) for s in pd.to_numeric(df.loc[corrupted(df), "severity"])})
+    if len(levels) == 1:
+        return f"severity {levels[0]}"
+    if levels == list(range(levels[0], levels[-1] + 1)):
+        return f"severities {levels[0]}-{levels[-1]}"
+    return "severities " + ",".join(map(str, levels))
+
+
+def corruption_tables(df: pd.DataFrame) -> list[tuple[str, FormattedTable]]:
+    """One (title, table) per variant and headline metric: models as rows; clean, each corruption,
+    their mean and (classification) mCE as columns, in %; the best of each column bold."""
+    values = per_corruption(df)
+    if values.empty:
+        return []
+    clean, ce = _clean(labelled(df)), mce(df)
+    out = []
+    for (variant, metric), group in values.groupby(["variant", "metric"], sort=False):
+        table = group.pivot(index="row", columns="corruption", values="value")[list(dict.fromkeys(group["corruption"]))]
+        table.insert(0, "clean", [clean.get((r, metric), np.nan) for r in table.index])
+        table["mean"] = table.drop(columns="clean").mean(axis=1)
+        order = sorted(table.index, key=lambda r: r != BASELINE)
+        table = 100 * table.loc[order]
+        chance_metric = metric in metric_table.all_names(chance=True)
+        if chance_metric and str(df["task"].iloc[0]) == "classification" and len(ce):
+            table["mCE"] = [ce.get((r, variant), np.nan) for r in table.index]
+        sign = pd.Series({c: -1 if c == "mCE" else metric_table.get_metric(str(metric)).sign for c in table.columns})
+        bold = (table * sign).eq((table * sign).max(axis=0), axis=1) & table.notna()
+        text = table.map(lambda v: "-" if pd.isna(v) else f"{v:.1f}")
+        text.index.name = bold.index.name = "model"
+        name = f"{metric_table.label(str(metric))}" + (f", {variant}" if variant else "")
+        out.append((name, FormattedTable(text, bold, legend(df))))
+    return out
+
+
+def sections(df: pd.DataFrame) -> dict[str, str]:
+    """The report's corruption section per format (`md`, `tex`, `html`); empty strings without
+    corruption cells."""
+    tables = corruption_tables(df)
+    if not tables:
+        return {"md": "", "tex": "", "html": ""}
+    title = f"Common corruptions ({severities_text(df)})"
+    return {
+        "md": f"## {title}\n\n" + "".join(f"### {name}\n\n{render_markdown(t)}\n" for name, t in tables),
+        "tex": "\n".join(render_latex(t, f"{df['dataset'].iloc[0]} under common corruptions: {name} (%)")
+                         for name, t in tables),
+        "html": f"<h2>{html.escape(title)}</h2>" + "".join(f"<h3>{html.escape(name)}</h3>{render_html(t)}"
+                                                         for name, t in tables),
+    }  # fmt: skip
+
+
+def legend(df: pd.DataFrame) -> str:
+    """What the corruption tables hold."""
+    seeds = df["train_seed"].nunique()
+    mean = f"mean over {seeds} training seeds and the {severities_text(df)}" if seeds > 1 else severities_text(df)
+    task = str(df["task"].iloc[0])
+    side = "" if task != "reid" else "; re-ID: the corrupted side is the `perturbed` column, both = query and gallery"
+    ce = "; mCE: mean corruption error against `plain` in % (lower is better)" if task == "classification" else ""
+    return f"% per corruption, averaged over {mean}; mean = over corruptions{ce}{side}; best of each column in bold"
+
+
+def summary_text(df: pd.DataFrame) -> str:
+    """The table the run prints under its own: per model (and variant) the clean value and the mean
+    over corruptions of each headline metric, and mCE; "" when the run has no corruption cell."""
+    tables = corruption_tables(df)
+    if not tables:
+        return ""
+    columns = {}
+    for name, table in tables:
+        for column, heading in (("clean", "clean"), ("mean", "corrupted"), ("mCE", "mCE")):
+            if column in table.text.columns:
+                columns[f"{heading} {name}" if column != "mCE" else "mCE (%)"] = table.text[column]
+    frame = pd.DataFrame(columns).fillna("-")
+    types = corruption_rows(df)["corruption"].nunique()
+    head = f"common corruptions: mean over {types} type(s) at {severities_text(df)} (%; each type in report.md)"
+    frame.index.name = None
+    return head + "\n" + frame.to_string()
+
+
+def plot_severity(df: pd.DataFrame, path: Path) -> Path | None:
+    """Headline metrics against severity (0 = clean), one line per model and variant, the mean over
+    the corruptions run at each severity; None when the run has no corruption cell."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from robustbench_lfm.summary import model_colours, save_figure
+
+    named = labelled(df)
+    rows = corruption_rows(named)
+    rows = rows[rows["rerank"].fillna("") == ""]
+    if rows.empty:
+        return None
+    metrics = list(dict.fromkeys(rows["metric"]))
+    clean = _clean(named)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.8 * len(metrics), 3.6), squeeze=False)
+    colours = model_colours(list(dict.fromkeys(named["row"])))
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        sub = rows[rows["metric"] == metric].groupby(["row", "variant", "severity"], sort=False)["value"].mean()
+        for (model, variant), curve in sub.reset_index().groupby(["row", "variant"], sort=False):
+            xs, ys = [0, *curve["severity"]], [clean.get((model, metric), np.nan), *curve["value"]]
+            label = f"{model}" + (f" ({variant})" if variant else "")
+            ax.plot(xs, 100 * np.array(ys, dtype=float), marker="o", color=colours[str(model)], label=label)
+        ax.set_xlabel("corruption severity (0 = clean)")
+        ax.set_ylabel(f"{metric_table.label(str(metric))} (%), mean over corruptions")
+        ax.set_xticks(range(6))
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    types = rows["corruption"].nunique()
+    fig.suptitle(f"{df['dataset'].iloc[0]}: {types} common corruptions by severity{subset_title(df)}")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
