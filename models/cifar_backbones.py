@@ -12,10 +12,17 @@ RCM's two rules apply to them unchanged.
   per pool, and a stride of 1 removes that pool (RCM's code). Default "22222" (32x32 -> 1x1);
   RCM strides "11222" (the first two pools removed; 32x32 -> 4x4). The first convolution is the
   stem (LFM's site), the rest of block 1 with its pool is `stem_post`, blocks 2-5 are layer1-4.
+* `alexnet` — RCM's CIFAR AlexNet (Krizhevsky et al., NeurIPS 2012, at CIFAR scale): conv1 5x5
+  (64, stride s0, pad 2), 2x2 max-pool (stride s1), conv2 5x5 (192) and a 2x2 max-pool (s2),
+  conv3-5 3x3 (384, 256, 256) and a 2x2 max-pool (s3), ReLU after each convolution, no batch
+  norm. Strides "s0 s1 s2 s3": default "2222" (32x32 -> 2x2); RCM strides "1122" (conv1 and the
+  first pool at stride 1, so k2/s1 shrinks the map by one pixel; 32x32 -> 7x7). conv1 is the
+  stem, its ReLU and pool `stem_post`, then layer1 = conv2 + pool, layer2 = conv3, layer3 =
+  conv4, layer4 = conv5 + pool.
 
 The harness's head (global average pooling, then its linear classifier or re-ID neck) replaces
-RCM's MLP heads (VGG: 512-256-256-10 with dropout), so these networks are RCM's trunks under the
-harness's common head. Weights start random (Kaiming-normal convolutions).
+RCM's MLP heads (VGG: 512-256-256-10, AlexNet: 256-512-512-10, with dropout), so these networks
+are RCM's trunks under the harness's common head. Weights start random (Kaiming-normal convolutions).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from models.registry import register_backbone
 
 VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 VGG16_STRIDES = (2, 2, 2, 2, 2)
+ALEXNET_STRIDES = (2, 2, 2, 2)
 PREACT18_STRIDES = (1, 2, 2, 2)
 
 
@@ -101,6 +109,25 @@ class VGG(SplitBackbone):
         kaiming_convs(self)
 
 
+class AlexNet(SplitBackbone):
+    """RCM's CIFAR AlexNet split into the harness's parts (module docstring)."""
+
+    def __init__(self, strides: tuple[int, ...]) -> None:
+        super().__init__()
+        s0, s1, s2, s3 = strides
+        self.stem_conv = nn.Conv2d(3, 64, 5, s0, 2)
+        self.stem_post = nn.Sequential(nn.ReLU(inplace=True), nn.MaxPool2d(2, s1))
+        self.strides = tuple(strides)
+        self.stages = nn.Sequential(
+            nn.Sequential(nn.Conv2d(64, 192, 5, 1, 2), nn.ReLU(inplace=True), nn.MaxPool2d(2, s2)),
+            nn.Sequential(nn.Conv2d(192, 384, 3, 1, 1), nn.ReLU(inplace=True)),
+            nn.Sequential(nn.Conv2d(384, 256, 3, 1, 1), nn.ReLU(inplace=True)),
+            nn.Sequential(nn.Conv2d(256, 256, 3, 1, 1), nn.ReLU(inplace=True), nn.MaxPool2d(2, s3)),
+        )
+        self.out_channels = 256
+        kaiming_convs(self)
+
+
 @register_backbone("preact-resnet18", input_size=(256, 128))
 def preact_resnet18(strides: tuple[int, ...] = PREACT18_STRIDES) -> PreActResNet:
     """Pre-activation ResNet-18 with the CIFAR stem, randomly initialised."""
@@ -111,3 +138,11 @@ def preact_resnet18(strides: tuple[int, ...] = PREACT18_STRIDES) -> PreActResNet
 def vgg16(strides: tuple[int, ...] = VGG16_STRIDES) -> VGG:
     """VGG-16 with batch norm, one stride digit per max-pool (1 removes it), randomly initialised."""
     return VGG(VGG16_BLOCKS, strides)
+
+
+@register_backbone("alexnet", input_size=(256, 128), rcm_strides=(1, 1, 2, 2))
+def alexnet(strides: tuple[int, ...] = ALEXNET_STRIDES) -> AlexNet:
+    """RCM's CIFAR AlexNet, strides (conv1, pool1, pool2, pool3), randomly initialised."""
+    if len(strides) != 4:
+        raise ValueError(f"alexnet takes 4 strides (conv1 and three pools), not {len(strides)}")
+    return AlexNet(tuple(strides))
