@@ -145,8 +145,9 @@ def attacked_accuracy(ctx: EvalContext, cell: Cell, attack: attacks.Attack | Non
 def _published(ctx: EvalContext, attack: Corrupt) -> ClassSplit:
     """The published corrupted images standing for the scored test images (robustbench_lfm/datasets/corrupted.py)."""
     assert isinstance(ctx.data, ClassificationDataset) and ctx.scored is not None
+    scored = ctx.spec.evaluation.test or ctx.spec.data  # the dataset whose test split is scored
     return corrupted.published_split(
-        ctx.spec.data.name, ctx.spec.data.root, attack.type, attack.severity, ctx.data.test, ctx.scored, ctx.n_split
+        scored.name, scored.root, attack.type, attack.severity, ctx.data.test, ctx.scored, ctx.n_split
     )
 
 
