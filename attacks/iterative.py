@@ -71,8 +71,8 @@ class IterativeAttack(Attack):
         seed: int = 0,
     ) -> None:
         super().__init__(objective, norm, side, seed)
-        if not 0 <= di_prob <= 1 or not di_scale > 1:
-            raise ValueError(f"{self.name}: di_prob={di_prob} must lie in [0, 1] and di_scale={di_scale} be > 1")
+        if not 0 <= di_prob <= 1 or not 1 < di_scale <= 2:
+            raise ValueError(f"{self.name}: di_prob={di_prob} must lie in [0, 1] and di_scale={di_scale} in (1, 2]")
         if isinstance(ti_kernel, bool) or not isinstance(ti_kernel, int) or ti_kernel < 0 or ti_kernel in (1, 2):
             raise ValueError(f"{self.name}: ti_kernel={ti_kernel} must be 0 (off) or a kernel side >= 3 pixels")
         self.di_prob, self.di_scale, self.ti_kernel = float(di_prob), float(di_scale), int(ti_kernel)

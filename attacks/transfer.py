@@ -4,7 +4,7 @@ images transfer better to models the attacker cannot see (the `--surrogate` sett
 * DI — Xie et al., "Improving Transferability of Adversarial Examples with Input Diversity", CVPR
   2019: at each step, with probability `di_prob` (0.5 in the paper), the model sees the batch
   resized by a random factor in [1, `di_scale`) (nearest neighbour; the paper's 299 -> [299, 330)
-  is 1.104) and zero-padded at a random offset to `di_scale` times its size. The harness's models
+  is 1.104; at most 2 here) and zero-padded at a random offset to `di_scale` times its size. The harness's models
   take images of the dataset's size, so the padded batch is resized back to it (bilinear): the
   transform stays differentiable and the model's input contract holds.
 * TI — Dong et al., "Evading Defenses to Transferable Adversarial Examples by Translation-Invariant

@@ -105,7 +105,9 @@ RUN_OPTIONS: list[Decorator] = [
         "attacks_",
         default="pgd",
         show_default=True,
-        help="Comma list of attack names; options as pgd:steps=20 or sma:norm=l2,side=gallery (see `lfm-bench ls`).",
+        help="Comma list of attack names; options as pgd:steps=20, sma:norm=l2,side=gallery or "
+        "pgd:di_prob=0.5,ti_kernel=5 (transfer); uap (universal); corrupt:severity=3 (the 15 common "
+        "corruptions; see `lfm-bench ls`).",
     ),
     click.option(
         "--eps",

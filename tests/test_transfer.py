@@ -54,6 +54,7 @@ def test_di_and_ti_are_options_that_reach_the_identity_and_leave_old_ids_alone()
 @pytest.mark.parametrize(
     ("item", "message"),
     [("pgd:di_prob=1.5", "di_prob=1.5 must lie in"), ("pgd:di_scale=0.9", "di_scale=0.9"),
+     ("pgd:di_scale=100", "di_scale=100 in \\(1, 2\\]"),
      ("pgd:ti_kernel=2", "ti_kernel=2 must be 0"), ("pgd:ti_kernel=-3", "ti_kernel=-3"),
      ("pgd:ti_kernel=2.5", "ti_kernel=2.5 must be of type int"),
      ("pgd:backend=torchattacks,ti_kernel=5", "no input diversity"), ("cw:di_prob=0.5", "cw has no option"),

@@ -48,31 +48,18 @@ PALETTE = torch.tensor(
 )
 NUM_TEXTURES = 5  # solid, horizontal stripes, vertical stripes, checks, two-tone
 
-# Domain "b": another population and other cameras, for generalization across domains
-# (--test-dataset synthreid:domain=b). Clothing from a muted, earthy palette instead of the bright one;
-# cameras dimmer with stronger colour casts, brighter walls, lower horizons and more blur.
-PALETTE_B = torch.tensor(
-    [
-        [0.30, 0.26, 0.22],
-        [0.62, 0.58, 0.48],
-        [0.40, 0.42, 0.30],
-        [0.55, 0.35, 0.28],
-        [0.25, 0.30, 0.38],
-        [0.70, 0.66, 0.60],
-        [0.48, 0.40, 0.52],
-        [0.36, 0.48, 0.46],
-        [0.60, 0.50, 0.30],
-        [0.18, 0.20, 0.18],
-        [0.50, 0.30, 0.36],
-        [0.44, 0.52, 0.60],
-    ]
-)
+# Domain "b": another population seen by other cameras, for generalization across domains
+# (--test-dataset synthreid:domain=b). Clothing from a faded palette (each colour a quarter of the way
+# to its grey), cameras with a dimmer gain range and stronger colour casts, brighter walls, lower
+# horizons and more blur. Much stronger shifts (the cameras alone at about twice these offsets) left
+# the default plain model at 10% Rank-1, too near chance to compare models by.
+PALETTE_B = 0.75 * PALETTE + 0.25 * PALETTE.mean(dim=1, keepdim=True)
 # Per camera attribute, (low, high) of its uniform draw, in the order drawn.
 CAMERA_RANGES = {
     "a": {"gain": (0.65, 1.25), "cast": (0.75, 1.25), "wall": (0.2, 0.8), "floor": (0.15, 0.6),
           "horizon": (0.6, 0.85), "blur": (0.0, 0.9), "scale": (0.88, 1.08), "aspect": (0.85, 1.15)},
-    "b": {"gain": (0.45, 0.95), "cast": (0.55, 1.45), "wall": (0.5, 0.95), "floor": (0.3, 0.75),
-          "horizon": (0.45, 0.7), "blur": (0.5, 1.4), "scale": (0.8, 1.0), "aspect": (0.9, 1.25)},
+    "b": {"gain": (0.55, 1.15), "cast": (0.7, 1.3), "wall": (0.3, 0.85), "floor": (0.2, 0.65),
+          "horizon": (0.55, 0.8), "blur": (0.2, 1.1), "scale": (0.86, 1.06), "aspect": (0.87, 1.17)},
 }  # fmt: skip
 PALETTES = {"a": PALETTE, "b": PALETTE_B}
 
