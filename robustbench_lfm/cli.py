@@ -176,9 +176,11 @@ EXECUTOR_OPTIONS = ("executor", "jobs", "threads", "scheduler", "cluster")
 
 
 def run_defaults() -> dict[str, Any]:
-    """The `run` command's option defaults, keyed as `build_spec` takes them (for in-process callers)."""
+    """The `run` command's option defaults, keyed as `build_spec` takes them (for in-process callers).
+    Every flag states `default=False`: click 8.5 leaves an unstated default as its UNSET marker."""
+    ctx = click.Context(run)
     return {
-        p.name: () if getattr(p, "multiple", False) else p.default  # a repeatable option's default is empty
+        p.name: () if getattr(p, "multiple", False) else p.get_default(ctx)  # a repeatable option's default is empty
         for p in run.params
         if p.expose_value and p.name is not None and p.name not in (*EXECUTOR_OPTIONS, "fmt")
     }

@@ -72,7 +72,7 @@ def format_option(json_means: str) -> Decorator:
 
 def quiet_option(means: str) -> Decorator:
     """`--quiet` / `-q` with what it silences for this command."""
-    return click.option("--quiet", "-q", is_flag=True, help=means)
+    return click.option("--quiet", "-q", is_flag=True, default=False, help=means)
 
 
 RUN_OPTIONS: list[Decorator] = [
@@ -121,7 +121,10 @@ RUN_OPTIONS: list[Decorator] = [
         help="Transfer attack: craft the images on this model (e.g. plain) and evaluate every model on them.",
     ),
     click.option(
-        "--quantize", is_flag=True, help="Round adversarial images to 8 bits (as saved PNGs) before evaluation."
+        "--quantize",
+        is_flag=True,
+        default=False,
+        help="Round adversarial images to 8 bits (as saved PNGs) before evaluation.",
     ),
     click.option("--seeds", default="0", show_default=True, help="Training seeds, e.g. 0,1,2."),
     click.option(
@@ -156,7 +159,7 @@ RUN_OPTIONS: list[Decorator] = [
         show_default=True,
         help="AP formula: plain = torchreid's; trapezoid = the official Market-1501 script's (lower).",
     ),
-    click.option("--flip", is_flag=True, help="Score (and attack) the flip-averaged embedding."),
+    click.option("--flip", is_flag=True, default=False, help="Score (and attack) the flip-averaged embedding."),
     click.option(
         "--rerank",
         type=click.Choice(["off", "on", "both"]),
@@ -273,7 +276,7 @@ RUN_OPTIONS: list[Decorator] = [
         default=None,
         help="submitit cluster (default: Slurm when available).",
     ),
-    click.option("--no-baseline", is_flag=True, help="Do not add the `plain` baseline model."),
+    click.option("--no-baseline", is_flag=True, default=False, help="Do not add the `plain` baseline model."),
     quiet_option("No progress bars or dataset summary."),
     format_option(
         "json: print the summary (every headline cell, the sanity checks, the files) as one JSON object; "
