@@ -168,15 +168,21 @@ class IterativeAttack(Attack):
         steps, alpha = self.schedule(p.eps, started)
         x_adv = random_start(p.x, p.eps, self.norm, p.generator) if started else p.x
         accumulated = torch.zeros_like(p.x) if self.momentum else None
-        model = DiverseInputs(p.model, self.di_prob, self.di_scale, p.generator) if self.di_prob else p.model
+        model = self.stepping_model(p)
         for _ in range(steps):
-            g = gradient(model, x_adv, p.objective, state)
-            if self.ti_kernel:
-                g = smooth_gradient(g, self.ti_kernel)
+            g = self.smoothed(gradient(model, x_adv, p.objective, state))
             if accumulated is not None:
                 g = accumulated.mul_(self.momentum).add_(g / _per_image(g.abs().mean, g).clamp_min(1e-12))
             x_adv = project(x_adv + alpha * self.direction(g), p.x, p.eps, self.norm)
         return x_adv
+
+    def stepping_model(self, p: Problem) -> torch.nn.Module:
+        """The model the gradient steps see: p's, behind input diversity when `di_prob` > 0."""
+        return DiverseInputs(p.model, self.di_prob, self.di_scale, p.generator) if self.di_prob else p.model
+
+    def smoothed(self, g: Tensor) -> Tensor:
+        """The gradient, smoothed for translation invariance when `ti_kernel` > 0."""
+        return smooth_gradient(g, self.ti_kernel) if self.ti_kernel else g
 
     def direction(self, g: Tensor) -> Tensor:
         """The unit step: sign(g) under L-inf, g / ||g||_2 under L2 (per image)."""

@@ -31,7 +31,6 @@ from attacks.base import Problem, gradient
 from attacks.iterative import IterativeAttack
 from attacks.metric import PIXEL
 from attacks.registry import register_attack
-from attacks.transfer import DiverseInputs, smooth_gradient
 
 PASSES = 5  # passes over the training images
 
@@ -80,16 +79,14 @@ class UAP(IterativeAttack):
         chosen = torch.randperm(len(fit.images), generator=g, device=g.device).cpu()
         chosen = chosen[: self.images or len(chosen)]
         delta = self._start(p)
-        model = DiverseInputs(p.model, self.di_prob, self.di_scale, g) if self.di_prob else p.model
+        model = self.stepping_model(p)
         for _ in range(passes):
             order = chosen[torch.randperm(len(chosen), generator=g, device=g.device).cpu()]
             for index in order.split(self.batch):
                 x = fit.images[index].to(device).float().div_(255)
                 batch = dataclasses.replace(context, labels=fit.labels[index].to(device), guides=None, fit=None)
                 state = p.objective.prepare(p.model, x, batch)
-                grad = gradient(model, (x + delta).clamp(0, 1), p.objective, state).sum(0, keepdim=True)
-                if self.ti_kernel:
-                    grad = smooth_gradient(grad, self.ti_kernel)
+                grad = self.smoothed(gradient(model, (x + delta).clamp(0, 1), p.objective, state).sum(0, keepdim=True))
                 delta = self._project(delta + alpha * self.direction(grad), p.eps)
         return delta.detach()
 

@@ -81,13 +81,17 @@ class GroupResult:
 
 @dataclass(frozen=True)
 class Scored:
-    """The run's dataset as scored: the --n-eval subset, its `eval_subset` text, and where its
-    queries or test images sit in the whole split (`index` among `n_split`)."""
+    """The run's dataset as scored: the --n-eval subset, and where its queries or test images sit
+    in the whole split (`index` among `n_split`)."""
 
     data: Dataset
-    subset: str
     index: Tensor
     n_split: int
+
+    @property
+    def subset(self) -> str:
+        """The CSV `eval_subset`: "" when every query (test image) is scored, else "N/M"."""
+        return "" if len(self.index) == self.n_split else f"{len(self.index)}/{self.n_split}"
 
 
 _DATASETS: dict[str, Scored] = {}  # per process: a worker loads the dataset once
@@ -106,7 +110,7 @@ def eval_subset(spec: RunSpec) -> str:
 
 def scored_dataset(spec: RunSpec) -> Scored:
     """The run's dataset as scored (`Scored`), loaded once per process."""
-    key = content_hash({"data": spec.data.key(), "n_eval": spec.evaluation.n_eval, "eval": spec.evaluation.key()})
+    key = content_hash({"data": spec.data.key(), "eval": spec.evaluation.key()})  # the subset and the test data
     if key not in _DATASETS:
         _DATASETS.clear()
         full = load_dataset(spec.data.name, dict(spec.data.options), spec.cache_dir, spec.data.root, spec.quiet)
@@ -119,9 +123,7 @@ def scored_dataset(spec: RunSpec) -> Scored:
             scored = evaluated_subset(full, spec.evaluation.n_eval)
         except ValueError as err:
             raise SpecError(str(err)) from None
-        subset = "" if n_eval(scored) == n_eval(full) else f"{n_eval(scored)}/{n_eval(full)}"
-        index = subset_index(n_eval(full), spec.evaluation.n_eval)
-        _DATASETS[key] = Scored(scored, subset, index, n_eval(full))
+        _DATASETS[key] = Scored(scored, subset_index(n_eval(full), spec.evaluation.n_eval), n_eval(full))
     return _DATASETS[key]
 
 

@@ -94,7 +94,7 @@ def condition_label(row: pd.Series) -> str:
     base = series_label(row)
     if row["attack"] != "none":
         head, _, threat = base.partition(" ")
-        level = f"s{severity(row)}" if severity(row) else format_eps(float(row["eps"]))
+        level = f"s{s}" if (s := severity(row)) else format_eps(float(row["eps"]))
         base = f"{head} {level}" + (f" {threat}" if threat else "")
     return base + (" +rerank" if row.get("rerank", "") else "")
 

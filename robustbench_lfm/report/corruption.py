@@ -25,9 +25,7 @@ import pandas as pd
 
 from robustbench_lfm import metric_table
 from robustbench_lfm.identity import corrupted, labelled, subset_title
-from robustbench_lfm.report.tables import FormattedTable, render_html, render_latex, render_markdown
-
-BASELINE = "plain"
+from robustbench_lfm.report.tables import BASELINE, FormattedTable, render_html, render_latex, render_markdown
 
 
 def corruption_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -46,15 +44,21 @@ def corruption_rows(df: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _named(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with its identity labels (`row`, ...), labelled once: a frame that has them is kept."""
+    return df if "row" in df.columns else labelled(df)
+
+
 def _clean(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean clean value per (row, metric) of the labelled rows."""
+    """Mean clean value per (row, metric) of the rows."""
+    df = _named(df)
     clean = df[(df["attack"] == "none") & (df["rerank"].fillna("") == "")]
     return clean.groupby(["row", "metric"])["value"].mean()
 
 
 def per_corruption(df: pd.DataFrame) -> pd.DataFrame:
     """(row, variant, metric, corruption) -> value averaged over seeds, then severities."""
-    rows = corruption_rows(labelled(df))
+    rows = corruption_rows(_named(df))
     rows = rows[rows["rerank"].fillna("") == ""]
     by_severity = rows.groupby(["row", "variant", "metric", "corruption", "severity"], sort=False)["value"].mean()
     return by_severity.groupby(level=[0, 1, 2, 3], sort=False).mean().rename("value").reset_index()
@@ -62,7 +66,7 @@ def per_corruption(df: pd.DataFrame) -> pd.DataFrame:
 
 def mce(df: pd.DataFrame) -> pd.Series:
     """(row, variant) -> mCE in % against `plain` (classification); empty without plain."""
-    rows = corruption_rows(labelled(df))
+    rows = corruption_rows(_named(df))
     rows = rows[(rows["task"] == "classification") & rows["metric"].isin(metric_table.all_names(chance=True))]
     errors = (1 - rows.groupby(["row", "variant", "corruption", "severity"])["value"].mean()).rename("error")
     errors = errors.reset_index()
@@ -86,10 +90,11 @@ def severities_text(df: pd.DataFrame) -> str:
 def corruption_tables(df: pd.DataFrame) -> list[tuple[str, FormattedTable]]:
     """One (title, table) per variant and headline metric: models as rows; clean, each corruption,
     their mean and (classification) mCE as columns, in %; the best of each column bold."""
+    df = _named(df)
     values = per_corruption(df)
     if values.empty:
         return []
-    clean, ce = _clean(labelled(df)), mce(df)
+    clean, ce = _clean(df), mce(df)
     out = []
     for (variant, metric), group in values.groupby(["variant", "metric"], sort=False):
         table = group.pivot(index="row", columns="corruption", values="value")[list(dict.fromkeys(group["corruption"]))]
@@ -163,7 +168,7 @@ def plot_severity(df: pd.DataFrame, path: Path) -> Path | None:
 
     from robustbench_lfm.summary import model_colours, save_figure
 
-    named = labelled(df)
+    named = _named(df)
     rows = corruption_rows(named)
     rows = rows[rows["rerank"].fillna("") == ""]
     if rows.empty:
