@@ -39,7 +39,15 @@ def fingerprint(spec: RunSpec) -> dict[str, Any]:
     }
     if spec.data.train_fraction != 1:  # absent at 1, so fingerprints from before it stand
         content["train_fraction"] = spec.data.train_subset()
+    if spec.threat.corruptions:
+        content[PUBLISHED] = spec.threat.corruptions
     return json.loads(canonical_json(content))
+
+
+# The published corrupted test sets the directory's `corrupt:source=published` cells read: a run
+# without such cells leaves it as it is, the first with them records it, and a later one that
+# finds the files changed is refused (its new cells would stand beside the old under one identity).
+PUBLISHED = "published_corruptions"
 
 
 def bind(spec: RunSpec) -> None:
@@ -65,12 +73,17 @@ def bind(spec: RunSpec) -> None:
         theirs = None
     if not isinstance(theirs, dict):
         raise RunDirError(f"{path} is unreadable, so this directory's results cannot be checked; give another --out")
-    difference = first_difference(theirs, ours)
+    compared = {k: v for k, v in ours.items() if k != PUBLISHED or k in theirs}
+    if PUBLISHED in theirs and PUBLISHED not in ours:  # this run reads no published corruption
+        compared[PUBLISHED] = theirs[PUBLISHED]
+    difference = first_difference(theirs, compared)
     if difference is not None:
         raise RunDirError(
             f"{spec.out_dir} measures another {difference}; a run directory holds one task, dataset, recipe and "
             "evaluation (more models, attacks, eps or seeds may join it): give this run another --out"
         )
+    if PUBLISHED in ours and PUBLISHED not in theirs:  # the first cells to read them record their files
+        atomic_write(path, json.dumps({**theirs, PUBLISHED: ours[PUBLISHED]}, indent=2, sort_keys=True) + "\n")
 
 
 def first_difference(old: Any, new: Any, where: str = "") -> str | None:

@@ -18,7 +18,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from attacks.corruptions import CORRUPTIONS, corrupt
+from robustbench_lfm.attacks.corruptions import CORRUPTIONS, corrupt
 from robustbench_lfm.cli import main
 from robustbench_lfm.datasets.classification import CIFAR_FILES
 from robustbench_lfm.datasets.synthreid import SynthReIDConfig, generate
@@ -230,7 +230,12 @@ def test_published_cifar10_c_is_read_as_robustbench_lays_it_out(tmp_path):
     df = pd.read_csv(tmp_path / "run" / "results.csv", keep_default_na=False)
     accuracy = df.set_index("attack")["value"]
     assert accuracy["corrupt"] == accuracy["none"] and set(df["n_eval"]) == {12}
+    assert CliRunner().invoke(main, [*args, "pgd"]).exit_code == 0  # cells that read no published file join
     assert '"source":"published"' in df.loc[df["attack"] == "corrupt", "attack_params"].iloc[0]
+    np.save(published / "fog.npy", np.concatenate([noise, clean, noise, noise, clean]))  # the files change
+    result = CliRunner().invoke(main, [*args, "corrupt:type=fog,severity=2,source=published"])
+    assert result.exit_code == 2 and "measures another published_corruptions" in result.output
+    args[args.index(str(tmp_path / "run"))] = str(tmp_path / "run2")
     np.save(published / "labels.npy", np.tile((labels + 1) % 10, 5))
     result = CliRunner().invoke(main, [*args, "corrupt:type=fog,severity=3,source=published"])
     assert result.exit_code == 2 and "labels are not cifar10's test labels" in result.output

@@ -54,10 +54,11 @@ def _array(path: Path, dataset: str) -> np.ndarray:
 
 
 def fingerprint(dataset: str, root: str | Path | None, names: list[str]) -> str:
-    """Hash of the names, sizes and modification times of the files `names` need, after checking
-    their shapes (a changed file changes the cell ids that read it)."""
+    """Hash of the names, sizes and modification times of every `.npy` in the folder, after checking
+    the shapes of the files `names` need. The whole folder, so that one run directory's cells share
+    one value whichever types they read (a changed file changes the cell ids and the directory's
+    fingerprint)."""
     where = folder(dataset, root)
-    stats = []
     for name in [*sorted(set(names)), "labels"]:
         path = where / f"{name}.npy"
         array = _array(path, dataset)
@@ -65,7 +66,7 @@ def fingerprint(dataset: str, root: str | Path | None, names: list[str]) -> str:
         if array.dtype != np.uint8 or not shaped or array.shape[0] % SEVERITIES:
             found = f"dtype {array.dtype} and shape {array.shape}"
             raise DatasetFolderError(f"{path} has {found}; expected {expected(dataset)}")
-        stats.append((path.name, path.stat().st_size, path.stat().st_mtime_ns))
+    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(where.glob("*.npy"))]
     return content_hash(stats, 16)
 
 
