@@ -15,10 +15,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from attacks.base import Attack, Problem
-from attacks.registry import register_attack
-from models.registry import ModelEntry, register_model, register_regularizer
-from models.regularizers import Regularizer
+from robustbench_lfm.attacks.base import Attack, Problem
+from robustbench_lfm.attacks.registry import register_attack
+from robustbench_lfm.models.registry import ModelEntry, register_model, register_regularizer
+from robustbench_lfm.models.regularizers import Regularizer
 
 
 @register_regularizer("gaussian-features")

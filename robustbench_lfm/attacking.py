@@ -26,8 +26,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-import attacks
-from attacks.corrupt import Corrupt
+from robustbench_lfm import attacks
+from robustbench_lfm.attacks.corrupt import Corrupt
 from robustbench_lfm.datasets import ClassificationDataset, ClassSplit, Dataset, ReIDDataset, as_float, corrupted
 from robustbench_lfm.files import read_sidecar, write_verified
 from robustbench_lfm.hashing import content_hash

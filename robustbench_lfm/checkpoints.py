@@ -2,7 +2,7 @@
 
 `ckpt:PATH[,model=NAME,backbone=NAME,key=value...]` reads a trained model's state dict from a
 file (safetensors, or a `.pth` read with `torch.load(weights_only=True)`, as `--pretrained`) in
-one of three layouts (models/pretrained.py): lfm-bench's own checkpoints (the cache's
+one of three layouts (robustbench_lfm/models/pretrained.py): lfm-bench's own checkpoints (the cache's
 `checkpoints/<key>.safetensors`; its sidecar names the model, so `model=` is not needed),
 torchreid's and fast-reid's ResNet-50 re-ID models. `model=` (default: the sidecar's, else
 `plain`) and its `key=value` options give the architecture the file loads into; `backbone=`
@@ -19,23 +19,34 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-import models
-from models.pretrained import PretrainedError, classifier_rows, detect_layout, load_reid_layout
+from robustbench_lfm import models
 from robustbench_lfm.datasets import ClassificationDataset, Dataset, as_float
 from robustbench_lfm.files import UnverifiedFileError, read_sidecar
 from robustbench_lfm.hashing import file_sha256
+from robustbench_lfm.models.backbones import parse_strides
+from robustbench_lfm.models.pretrained import (
+    ARCHITECTURES,
+    STEMS,
+    PretrainedError,
+    classifier_rows,
+    detect_layout,
+    load_reid_layout,
+    set_architecture,
+)
 from robustbench_lfm.parsing import SpecError, format_param, parse_named
 from robustbench_lfm.pretrained import read_state_dict, verified_state
 from robustbench_lfm.recipe import TrainRecipe
 from robustbench_lfm.spec import CHECKPOINT_PREFIX, ModelSpec, resolve_model
 
 _EXTERNAL: dict[str, nn.Module] = {}  # evaluate()'s modules by state dict sha256, this process only
+_NOTES: dict[str, dict[str, Any]] = {}  # what register_external changed on them, for the manifest
 
 
 class ModelOutputError(SpecError):
@@ -69,14 +80,52 @@ def resolve_checkpoint(item: str, backbone: str | None, recipe: TrainRecipe) -> 
     task = "classification" if layout == "lfm-bench" and "fc.weight" in state else "reid"
     if task != recipe.task:
         raise SpecError(f"ckpt:{path} holds a {task} model; the run's dataset is for {recipe.task}")
+    arch = _architecture(path, layout, options)
     base = _base_model(path, layout, options, backbone, recipe)
-    net = build_checkpoint_net(base, state, layout, task)
+    net = build_checkpoint_net(base, state, layout, task, arch)
     probe_output(net, torch.rand(2, 3, *models.get_input_size(base.backbone)), task, f"ckpt:{path}")
     sha = file_sha256(path)
-    resolved = tuple(sorted({**dict(base.resolved), "layout": layout, "weights_sha256": sha}.items()))
+    resolved = tuple(sorted({**dict(base.resolved), **arch, "layout": layout, "weights_sha256": sha}.items()))
     return ModelSpec(
         "ckpt", base.backbone, base.regularizer, (), resolved, "checkpoint", weights=sha, base=base, path=str(path)
     )
+
+
+class AssumedArchitecture(UserWarning):
+    """A checkpoint of another project was loaded into the variant its current release builds."""
+
+
+def _architecture(path: Path, layout: str, options: dict[str, Any]) -> dict[str, str]:
+    """`strides` and `stem` of a torchreid or fast-reid network (robustbench_lfm/models/pretrained.py ARCHITECTURES):
+    the options given (taken out of `options`), else the current release's, announced by a warning."""
+    given: dict[str, str] = {k: str(options.pop(k)) for k in ("strides", "stem") if k in options}
+    if layout not in ARCHITECTURES:
+        if given:
+            raise SpecError(
+                f"ckpt:{path}: strides= and stem= are for torchreid and fast-reid files; an lfm-bench "
+                "checkpoint's sidecar names its model (give model=rcm-stride for RCM's strides)"
+            )
+        return {}
+    arch: dict[str, str] = {**ARCHITECTURES[layout]}
+    arch.update(given)
+    try:
+        arch["strides"] = "".join(map(str, parse_strides(arch["strides"], (1, 2, 2, 1))))
+    except ValueError as err:
+        raise SpecError(f"ckpt:{path}: {err}") from None
+    if arch["stem"] not in STEMS:
+        raise SpecError(f"ckpt:{path}: stem={arch['stem']!r} is not one of {', '.join(STEMS)}")
+    assumed = [k for k in ("strides", "stem") if k not in given]
+    if assumed:
+        other = {"torchreid": "strides=1221 for a resnet50 built with last_stride=1",
+                 "fast-reid": "stem=torchvision for fast-reid code whose stem max-pool pads by 1 (older code), "
+                              "strides=1222 for LAST_STRIDE 2"}[layout]  # fmt: skip
+        warnings.warn(
+            f"ckpt:{path}: a {layout} ResNet-50; assumed {', '.join(f'{k}={arch[k]}' for k in assumed)} "
+            f"(the current {layout} release's network); give {other}",
+            AssumedArchitecture,
+            stacklevel=2,
+        )
+    return arch
 
 
 def _base_model(
@@ -127,11 +176,16 @@ def _model_from_json(d: dict[str, Any], backbone: str | None) -> ModelSpec:
     return spec
 
 
-def build_checkpoint_net(base: ModelSpec, state: dict[str, Tensor], layout: str, task: str) -> nn.Module:
-    """`base`'s network with the checkpoint's weights (SpecError naming the keys that do not fit)."""
+def build_checkpoint_net(
+    base: ModelSpec, state: dict[str, Tensor], layout: str, task: str, arch: dict[str, str] | None = None
+) -> nn.Module:
+    """`base`'s network, with a torchreid or fast-reid file's `arch` (strides, stem), holding the
+    checkpoint's weights (SpecError naming the keys that do not fit)."""
     rows = classifier_rows(state, layout) or 2
     try:
         net = models.create_model(base.name, rows, task, **base.overrides())
+        if arch:
+            set_architecture(net.backbone, tuple(int(d) for d in arch["strides"]), arch["stem"])
         load_reid_layout(net, state, layout)
     except (PretrainedError, TypeError, ValueError) as err:
         raise SpecError(f"checkpoint into {base.label} ({base.backbone}): {err}") from None
@@ -150,32 +204,66 @@ def load_given(spec: ModelSpec, device: torch.device) -> nn.Module:
         state = verified_state(Path(spec.path), spec.weights, "ckpt:")
     except PretrainedError as err:
         raise SpecError(str(err)) from None
-    layout = str(dict(spec.resolved)["layout"])
+    resolved = dict(spec.resolved)
+    layout = str(resolved["layout"])
     task = "classification" if "fc.weight" in state and layout == "lfm-bench" else "reid"
-    net = build_checkpoint_net(spec.base, state, layout, task).to(device)
+    arch: dict[str, str] = {k: str(resolved[k]) for k in ("strides", "stem") if k in resolved}
+    net = build_checkpoint_net(spec.base, state, layout, task, arch).to(device)
     return net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in torch's stub
 
 
 def state_sha256(module: nn.Module) -> str:
-    """sha256 of a module's class name and state dict (each tensor's name, dtype, shape and bytes)."""
+    """sha256 of a module's class name and tensors: each state dict entry's name, dtype, shape and
+    bytes, then the non-persistent buffers the state dict leaves out (they change outputs too)."""
     digest = hashlib.sha256(type(module).__qualname__.encode())
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    for name, tensor in _all_tensors(module):
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(tensor_bytes(tensor))
     return digest.hexdigest()
 
 
+def _all_tensors(module: nn.Module) -> list[tuple[str, Tensor]]:
+    """The state dict's entries by name, then `buffer:NAME` for each non-persistent buffer."""
+    state = module.state_dict(keep_vars=False)
+    extra = [(f"buffer:{n}", b) for n, b in module.named_buffers(remove_duplicate=False) if n not in state]
+    return sorted(state.items()) + sorted(extra, key=lambda item: item[0])
+
+
+def tensor_bytes(tensor: Tensor) -> bytes:
+    """The raw bytes of any dense or sparse tensor: 0-dim, integer, bool, bf16 and complex included."""
+    t = tensor.detach()
+    if t.layout != torch.strided:
+        t = t.to_dense()
+    t = t.cpu().contiguous().reshape(-1)  # reshape: a 0-dim tensor cannot be viewed as bytes
+    return t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+
+
+def _tensor_digests(module: nn.Module) -> dict[str, str]:
+    """Each tensor's sha256, to name the ones a forward pass changed."""
+    return {name: hashlib.sha256(tensor_bytes(t)).hexdigest() for name, t in _all_tensors(module)}
+
+
 def register_external(module: nn.Module, name: str) -> ModelSpec:
-    """The spec of an in-process model given to `evaluate`, registered for this process's worker."""
+    """The spec of an in-process model given to `evaluate`, registered for this process's worker.
+    A module left in train mode is put in eval mode; the manifest records that (`external_notes`)."""
+    training = sorted(n or type(module).__name__ for n, m in module.named_modules() if m.training)
+    module.eval()
     sha = state_sha256(module)
     _EXTERNAL[sha] = module
+    _NOTES.pop(sha, None)  # the same weights registered again: this call's notes alone
+    if training:
+        _NOTES[sha] = {"put_in_eval_mode": f"{len(training)} module(s) were in train mode: {', '.join(training[:4])}"}
     return ModelSpec(name, "external", "external", (), (("weights_sha256", sha),), "external", weights=sha)
 
 
-def probe_output(net: nn.Module, images: Tensor, task: str, what: str, num_classes: int | None = None) -> None:
+def external_notes(spec: ModelSpec) -> dict[str, Any]:
+    """What evaluate() changed on a given module before scoring it (for the manifest)."""
+    return dict(_NOTES.get(spec.weights or "", {}))
+
+
+def probe_output(net: nn.Module, images: Tensor, task: str, what: str, num_classes: int | None = None) -> Tensor:
     """Run `net` on a few [0, 1] images and refuse an output that is not one finite row of floats
-    per image (and, for a classifier, one logit per class)."""
+    per image (and, for a classifier, one logit per class); the output."""
     net.eval()
     try:
         with torch.inference_mode():
@@ -190,6 +278,29 @@ def probe_output(net: nn.Module, images: Tensor, task: str, what: str, num_class
         raise ModelOutputError(f"{what} returned non-finite or non-float {kind} on clean images")
     if num_classes is not None and task == "classification" and out.shape[1] != num_classes:
         raise ModelOutputError(f"{what} returns {out.shape[1]} logits; the dataset has {num_classes} classes")
+    return out
+
+
+def probe_repeatable(net: nn.Module, images: Tensor, task: str, what: str, num_classes: int | None = None) -> None:
+    """Refuse a model whose eval-mode output is not a function of its input: two forwards of the
+    same images that differ (an active dropout or other random layer), or a forward that changes
+    the model's own tensors (running statistics updated in eval mode, weights edited). Either
+    would make every number depend on the order in which the harness happens to call it."""
+    before = _tensor_digests(net)
+    first = probe_output(net, images, task, what, num_classes)
+    second = probe_output(net, images, task, what, num_classes)
+    changed = [name for name, digest in _tensor_digests(net).items() if before.get(name) != digest]
+    if changed:
+        raise ModelOutputError(
+            f"{what} changes its own tensors in forward ({', '.join(changed[:4])}); evaluate a model whose "
+            "eval-mode forward leaves its weights and buffers as they are"
+        )
+    gap = float((first.float() - second.float()).abs().max())
+    if gap > 1e-5 * max(1.0, float(first.float().abs().max())):  # kernels may round; random layers do not
+        raise ModelOutputError(
+            f"{what} is not deterministic in eval mode: two forwards of the same images differ by up to {gap:.3g} "
+            "(a dropout or other random layer active in eval mode?); make its eval-mode forward deterministic"
+        )
 
 
 def probe_given_models(specs: tuple[ModelSpec, ...], data: Dataset, device: torch.device) -> None:
@@ -200,4 +311,4 @@ def probe_given_models(specs: tuple[ModelSpec, ...], data: Dataset, device: torc
     task = "classification" if classes is not None else "reid"
     for spec in specs:
         if spec.given:
-            probe_output(load_given(spec, device), batch.to(device), task, f"model {spec.label!r}", classes)
+            probe_repeatable(load_given(spec, device), batch.to(device), task, f"model {spec.label!r}", classes)

@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from robustbench_lfm.cli_options import RUN_OPTIONS, format_option, plugin_option, quiet_option, with_options
+from robustbench_lfm.cli_options import (
+    EXECUTOR_OPTIONS,
+    RUN_OPTIONS,
+    format_option,
+    plugin_option,
+    quiet_option,
+    with_options,
+)
 from robustbench_lfm.files import atomic_write
 from robustbench_lfm.parsing import SpecError
 
@@ -170,20 +177,6 @@ def _exec_spec(
         return ExecSpec(executor, jobs, threads, scheduler, spec.out_dir / "submitit", cluster)
     except ValueError as err:
         raise SpecError(str(err)) from None
-
-
-EXECUTOR_OPTIONS = ("executor", "jobs", "threads", "scheduler", "cluster")
-
-
-def run_defaults() -> dict[str, Any]:
-    """The `run` command's option defaults, keyed as `build_spec` takes them (for in-process callers).
-    Every flag states `default=False`: click 8.5 leaves an unstated default as its UNSET marker."""
-    ctx = click.Context(run)
-    return {
-        p.name: () if getattr(p, "multiple", False) else p.get_default(ctx)  # a repeatable option's default is empty
-        for p in run.params
-        if p.expose_value and p.name is not None and p.name not in (*EXECUTOR_OPTIONS, "fmt")
-    }
 
 
 @main.command()

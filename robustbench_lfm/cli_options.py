@@ -2,11 +2,14 @@
 
 `RUN_OPTIONS` is the list of click options of `run` in `--help` order; `with_options` applies a
 list to a command. `--preset` and `--config` are eager: their file's keys become the run's
-defaults (`apply_config`), so a flag given on the command line still wins. Torch-free.
+defaults (`apply_config`), so a flag given on the command line still wins. `run_defaults` reads
+every option's default, and `evaluate_options` the options that `robustbench_lfm.evaluate` takes
+by the same names, so the CLI and the Python entry point share one table. Torch-free.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -283,3 +286,44 @@ RUN_OPTIONS: list[Decorator] = [
         "progress lines go to stderr."
     ),
 ]
+
+
+EXECUTOR_OPTIONS = ("executor", "jobs", "threads", "scheduler", "cluster")
+
+# The `run` options that apply to a model given to `robustbench_lfm.evaluate`: the data, threat and
+# evaluation it is scored under, and where. The others train registered models (models, recipe,
+# epochs, backbone, pretrained, train fraction), name the run (out, name) or drive the CLI.
+EVALUATE_OPTIONS = (
+    "dataset", "test_dataset", "data_root", "attacks", "eps", "seeds", "quantize", "distance", "ap", "flip",
+    "rerank", "n_eval", "precision", "attack_precision", "cache_dir", "device", "batch_size", "quiet",
+)  # fmt: skip
+
+
+@functools.cache
+def run_command() -> click.Command:
+    """A command holding `run`'s options (for reading their names, types and defaults)."""
+    command = click.command()(with_options(RUN_OPTIONS)(lambda **_: None))
+    return click.Command("run", params=command.params)
+
+
+def keyword(option: click.Parameter) -> str:
+    """An option's Python keyword: its long flag with `-` as `_` (`--n-eval` -> `n_eval`)."""
+    flag = next(o for o in option.opts if o.startswith("--"))
+    return flag[2:].replace("-", "_")
+
+
+def run_defaults() -> dict[str, Any]:
+    """The `run` command's option defaults, keyed as `build_spec` takes them (for in-process callers).
+    Every flag states `default=False`: click 8.5 leaves an unstated default as its UNSET marker."""
+    ctx = click.Context(run_command())
+    return {
+        p.name: () if getattr(p, "multiple", False) else p.get_default(ctx)  # a repeatable option's default is empty
+        for p in run_command().params
+        if p.expose_value and p.name is not None and p.name not in (*EXECUTOR_OPTIONS, "fmt")
+    }
+
+
+def evaluate_options() -> dict[str, click.Option]:
+    """`robustbench_lfm.evaluate`'s keywords: `EVALUATE_OPTIONS`, each the `run` option of that name."""
+    table = {keyword(p): p for p in run_command().params if isinstance(p, click.Option)}
+    return {name: table[name] for name in EVALUATE_OPTIONS}

@@ -10,114 +10,128 @@ metric table and the rows of the CSV schema. The model is not trained, and it is
 
 from __future__ import annotations
 
-import dataclasses
+import difflib
+import inspect
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import click
 import pandas as pd
 from torch import nn
 
+from robustbench_lfm.cli_options import evaluate_options, keyword, run_command, run_defaults
 from robustbench_lfm.parsing import SpecError
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def evaluate(
-    model: nn.Module,
-    *,
-    dataset: str = "synthreid",
-    test_dataset: str | None = None,
-    attacks: Sequence[str] = ("pgd",),
-    eps: Sequence[float] = (8 / 255,),
-    name: str = "my-model",
-    out: str | Path | None = None,
-    seeds: Sequence[int] = (0,),
-    data_root: str | Path | None = None,
-    device: str = "cpu",
-    batch_size: int = 256,
-    cache_dir: str | Path | None = None,
-    quiet: bool = True,
-    **evaluation: Any,
+    model: nn.Module, *, name: str = "my-model", out: str | Path | None = None, **options: Any
 ) -> pd.DataFrame:
-    """Evaluate `model` clean and under `attacks` at each of `eps`; the tidy result table.
+    """Evaluate `model` clean and under attack; the tidy result table.
 
     Args:
         model: maps [0, 1] images (N, 3, H, W) to embeddings (re-ID) or logits (classification).
-        dataset: a registered dataset with its options, as `--dataset` takes it ("synthreid",
-            "digits", "market1501" with `data_root`).
-        test_dataset: score this dataset instead, as `--test-dataset` (the model was trained on
-            `dataset`'s domain; its training split sets the normalization and class count).
-        attacks: attack items as `--attacks` takes them ("pgd", "pgd:steps=20", "sma:side=gallery").
-        eps: budgets on the pixel scale (8/255 = 0.0314), as `--eps`.
+            A module in train mode is put in eval mode (the manifest says so); one whose eval-mode
+            output is random, or whose forward changes its own weights or buffers, is refused.
         name: the model's label in the `model` column (letters, digits, `_.-`).
         out: a run directory to write (results.csv, queries.csv, probes.csv, sanity.csv,
             manifest.json, fingerprint.json) that `lfm-bench report` and `check` read, and that
             a later call resumes; None = a temporary one, removed after.
-        seeds: seeds of the attacks' random starts (the `train_seed` column).
-        data_root: the folder of a real dataset.
-        device: "cpu", "cuda", "cuda:1", ...; the model is moved there.
-        batch_size: images per attack and feature batch.
-        cache_dir: where decoded datasets are cached (default as `lfm-bench run`).
-        quiet: no progress bars.
-        **evaluation: `distance`, `ap`, `flip`, `rerank`, `n_eval`, `precision`, `attack_precision`
-            as the `run` options of those names.
+        **options: the `lfm-bench run` options that apply to a given model, under their flag names
+            (`n_eval` for `--n-eval`), with the CLI's defaults and checks; `attacks`, `eps` and
+            `seeds` take a sequence (`attacks=("pgd", "fgsm")`, `eps=(8/255,)`) or the CLI's text
+            (`eps="4/255,8/255"`). They are listed at the end of this docstring, generated from the
+            CLI's table (robustbench_lfm/cli_options.py).
 
     Returns:
         The rows of results.csv (columns as in results/README.md): one per cell and metric.
 
     Raises:
-        SpecError (a ValueError): a bad argument, or a model whose output on the dataset's images
-            is not one finite row per image (of one logit per class for classification).
+        SpecError (a ValueError): an unknown keyword (with a did-you-mean), a bad value, or a model
+            whose output on the dataset's images is not one finite row per image (of one logit per
+            class for classification), or is not a function of its input.
     """
     if not isinstance(model, nn.Module):
         raise SpecError(f"evaluate() takes a torch.nn.Module, not {type(model).__name__}")
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise SpecError(f"name={name!r} must be letters, digits and _.- (it labels the model in tables)")
-    if isinstance(attacks, str) or isinstance(eps, (int, float)) or isinstance(seeds, int):
-        raise SpecError("attacks, eps and seeds are sequences: attacks=('pgd',), eps=(8/255,), seeds=(0,)")
-    opts = locals_of(dataset, attacks, eps, name, seeds, data_root, device, batch_size, cache_dir, quiet, evaluation)
-    opts["test_dataset"] = test_dataset
+    opts = run_options(options, name)
     if out is None:
         with tempfile.TemporaryDirectory(prefix="lfm-bench-evaluate-") as tmp:
             return _evaluate(model, Path(tmp) / "run", opts)
     return _evaluate(model, Path(out), opts)
 
 
-def locals_of(
-    dataset: str,
-    attacks: Sequence[str],
-    eps: Sequence[float],
-    name: str,
-    seeds: Sequence[int],
-    data_root: str | Path | None,
-    device: str,
-    batch_size: int,
-    cache_dir: str | Path | None,
-    quiet: bool,
-    evaluation: dict[str, Any],
-) -> dict[str, Any]:
-    """`evaluate`'s arguments as the `run` command's options (as `build_spec` takes them)."""
-    from robustbench_lfm.cli import run_defaults
-    from robustbench_lfm.spec import EvalSpec
+_SEQUENCES = ("attacks", "eps", "seeds")
 
+
+def run_options(given: dict[str, Any], name: str) -> dict[str, Any]:
+    """`evaluate`'s keywords as the `run` command's options (as `build_spec` takes them), each
+    checked by the CLI's own type; unknown keywords are refused with a did-you-mean."""
+    table = evaluate_options()
+    for key in given:
+        if key not in table:
+            raise SpecError(_unknown_keyword(key, list(table)))
     opts = run_defaults()
-    unknown = sorted(set(evaluation) - {f.name for f in dataclasses.fields(EvalSpec)})
-    if unknown:
-        raise SpecError(f"evaluate() got unknown argument(s) {', '.join(unknown)}")
-    try:
-        eps_text = ",".join(repr(float(e)) for e in eps)  # repr round-trips: parse_eps reads the same float
-        seeds_text = ",".join(str(int(s)) for s in seeds)
-    except (TypeError, ValueError, OverflowError):
-        raise SpecError(f"eps={eps!r} must be numbers in [0, 1] and seeds={seeds!r} integers") from None
-    opts.update(
-        dataset=dataset, attacks_=",".join(attacks), eps=eps_text, seeds=seeds_text, models_="",
-        no_baseline=True, name=name, data_root=data_root, device=device, batch_size=batch_size,
-        cache_dir=cache_dir, quiet=quiet, **evaluation,
-    )  # fmt: skip
+    ctx = click.Context(run_command())
+    for key, value in given.items():
+        option = table[key]
+        try:
+            text = _sequence_text(key, value) if key in _SEQUENCES else value
+            opts[str(option.name)] = option.type_cast_value(ctx, text)
+        except click.BadParameter as err:
+            raise SpecError(f"evaluate({key}={value!r}): {err.message}") from None
+    opts.update(models_="", no_baseline=True, name=name)
     return opts
+
+
+def _sequence_text(key: str, value: Any) -> str:
+    """attacks, eps or seeds as the CLI's comma list: that text itself, or a sequence (floats by
+    repr, which parse_eps reads back exactly)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, int, float)) or not isinstance(value, Sequence):
+        raise SpecError(
+            f"{key} is a sequence or the CLI's comma text: attacks=('pgd',), eps=(8/255,) or '8/255', seeds=(0, 1) "
+            f"or '0,1'; got {value!r}"
+        )
+    try:
+        if key == "eps":
+            return ",".join(v if isinstance(v, str) else repr(float(v)) for v in value)
+        if key == "seeds":
+            return ",".join(str(int(v)) for v in value)
+    except (TypeError, ValueError, OverflowError):
+        raise SpecError(f"{key}={value!r} must be numbers (eps in [0, 1], seeds integers)") from None
+    return ",".join(str(v) for v in value)
+
+
+def _unknown_keyword(key: str, known: list[str]) -> str:
+    """One line for a keyword evaluate() does not take: a run-only option, or a typo and its match."""
+    if key in {keyword(p) for p in run_command().params}:
+        return (
+            f"evaluate() scores a given model: `{key}` is an `lfm-bench run` option for registered models "
+            f"(evaluate() takes {', '.join(known)})"
+        )
+    close = [k for k in known if k.startswith(key) or key.startswith(k)] or difflib.get_close_matches(key, known, 3)
+    hint = f"; did you mean {' or '.join(close[:3])}?" if close else ""
+    return f"evaluate() got an unknown keyword {key!r}{hint} (it takes {', '.join(known)})"
+
+
+def _document(function: Callable[..., Any]) -> None:
+    """Give `evaluate` its real signature and list its options, both from the CLI's table."""
+    ctx = click.Context(run_command())
+    fixed = list(inspect.signature(function).parameters.values())[:-1]
+    extra = [
+        inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=o.get_default(ctx))
+        for k, o in evaluate_options().items()
+    ]
+    function.__signature__ = inspect.Signature([*fixed, *extra], return_annotation=pd.DataFrame)  # type: ignore[attr-defined]
+    lines = [f"    {k} (default {o.get_default(ctx)!r}): {o.help or ''}" for k, o in evaluate_options().items()]
+    function.__doc__ = (function.__doc__ or "") + "\n    Options (`lfm-bench run --help`):\n" + "\n".join(lines) + "\n"
 
 
 def _evaluate(model: nn.Module, out: Path, opts: dict[str, Any]) -> pd.DataFrame:
@@ -130,3 +144,6 @@ def _evaluate(model: nn.Module, out: Path, opts: dict[str, Any]) -> pd.DataFrame
     given = register_external(model, opts["name"])
     spec = build_spec(**{**opts, "out": out, "given": (given,)})
     return run_sweep(spec, log=lambda line: None, ex=ExecSpec())
+
+
+_document(evaluate)

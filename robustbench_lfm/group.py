@@ -20,9 +20,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-import attacks
-import models
-from robustbench_lfm import __version__, metric_table
+from robustbench_lfm import __version__, attacks, metric_table, models
 from robustbench_lfm.attacking import (
     Attacker,
     CleanFeatures,
@@ -33,7 +31,7 @@ from robustbench_lfm.attacking import (
     to_model_input,
 )
 from robustbench_lfm.cache import CheckpointCache
-from robustbench_lfm.checkpoints import load_given
+from robustbench_lfm.checkpoints import external_notes, load_given
 from robustbench_lfm.datasets import (
     ClassificationDataset,
     Dataset,
@@ -218,6 +216,7 @@ def trained_model(spec: RunSpec, model_spec: ModelSpec, seed: int, data: Dataset
     key = Cell(model_spec, None, 0.0, seed).train_key(spec.data, spec.recipe)
     if model_spec.given:  # a checkpoint file or evaluate()'s module: evaluated as it is
         info = {"key": key, "cached": True, "given": model_spec.method, "path": model_spec.path}
+        info.update(external_notes(model_spec))
         return TrainedModel(
             load_given(model_spec, device), model_spec.weights, {f"{model_spec.label}@seed{seed}": info}
         )

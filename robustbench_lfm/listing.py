@@ -15,10 +15,8 @@ Listing = dict[str, dict[str, dict[str, Any]]]
 
 def registry_listing() -> Listing:
     """Every registry as plain values: kind -> name -> {description, parameters, source, ...}."""
-    import attacks
-    import models
     import robustbench_lfm.methods  # noqa: F401  (registers the training methods' parameters)
-    from robustbench_lfm import metric_table
+    from robustbench_lfm import attacks, metric_table, models
     from robustbench_lfm.datasets import DATASETS
     from robustbench_lfm.recipe import recipe_names
 
@@ -54,9 +52,7 @@ def _outside(source: str) -> str:
     """` [from plugin FILE (sha256 ...)]` for an entry registered outside lfm-bench, else nothing."""
     from robustbench_lfm.plugins import describe_source
 
-    return (
-        "" if source.split(".")[0] in ("models", "attacks", "robustbench_lfm") else f" [from {describe_source(source)}]"
-    )
+    return "" if source.split(".")[0] == "robustbench_lfm" else f" [from {describe_source(source)}]"
 
 
 def listing_text(listing: Listing) -> str:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lfm_registry import Registry, calling_module
+from robustbench_lfm.lfm_registry import Registry, calling_module
 
 
 @dataclass(frozen=True)

@@ -129,8 +129,9 @@ def _load_file(path: Path, ref: str) -> Plugin:
 
 # Every registry a plugin can add to, as (module, attribute); those not imported yet hold nothing of it.
 REGISTRIES = (
-    ("models.registry", "MODELS"), ("models.registry", "BACKBONES"), ("models.registry", "REGULARIZERS"),
-    ("models.registry", "METHODS"), ("attacks.registry", "ATTACKS"), ("attacks.objectives", "OBJECTIVES"),
+    ("robustbench_lfm.models.registry", "MODELS"), ("robustbench_lfm.models.registry", "BACKBONES"),
+    ("robustbench_lfm.models.registry", "REGULARIZERS"), ("robustbench_lfm.models.registry", "METHODS"),
+    ("robustbench_lfm.attacks.registry", "ATTACKS"), ("robustbench_lfm.attacks.objectives", "OBJECTIVES"),
     ("robustbench_lfm.datasets", "DATASETS"), ("robustbench_lfm.metric_table", "METRICS"),
 )  # fmt: skip
 

@@ -18,10 +18,10 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
-import models
-from models.backbones import SplitBackbone
-from models.pretrained import PretrainedError, load_torchvision
+from robustbench_lfm import models
 from robustbench_lfm.hashing import file_sha256
+from robustbench_lfm.models.backbones import SplitBackbone
+from robustbench_lfm.models.pretrained import PretrainedError, load_torchvision
 from robustbench_lfm.parsing import SpecError
 
 if TYPE_CHECKING:

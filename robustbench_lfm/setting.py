@@ -12,8 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import models
-from robustbench_lfm import datasets
+from robustbench_lfm import datasets, models
 from robustbench_lfm.datasets import get_dataset_info
 from robustbench_lfm.hashing import canonical_json, without_defaults
 from robustbench_lfm.parsing import Params, SpecError, parse_named
@@ -168,6 +167,12 @@ def resolve_data(item: str, root: str | Path | None, backbones: tuple[str, ...] 
 
 def _input_size(dataset: str, backbones: tuple[str, ...]) -> dict[str, int]:
     """height/width options from the backbones' common input size."""
+    unsized = [b for b in backbones if b not in models.registry.BACKBONES]
+    if unsized:  # a module given to evaluate() declares no input size
+        raise SpecError(
+            "read from a folder at the model's input size, which a model given to evaluate() does not declare: "
+            f"give the size, e.g. dataset='{dataset}:height=256,width=128'"
+        )
     sizes = {b: models.get_input_size(b) for b in backbones}
     if len(set(sizes.values())) != 1:
         listed = ", ".join(f"{b} {h}x{w}" for b, (h, w) in sizes.items()) or "none given"

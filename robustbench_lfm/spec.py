@@ -11,10 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import attacks
-import models
 import robustbench_lfm.methods  # noqa: F401  (registers the training methods' parameters)
-from robustbench_lfm import __version__, datasets, environment, files, plugins
+from robustbench_lfm import __version__, attacks, datasets, environment, files, models, plugins
 from robustbench_lfm.datasets import get_dataset_info
 from robustbench_lfm.hashing import canonical_json, content_hash, without_defaults
 from robustbench_lfm.identity import LARGE_EPS, format_eps

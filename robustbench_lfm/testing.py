@@ -34,9 +34,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-import attacks
-import models
-from models.regularizers import SITES, Regularizer
+from robustbench_lfm import attacks, models
+from robustbench_lfm.models.regularizers import SITES, Regularizer
 
 EPS = {"linf": 8 / 255, "l2": 0.5}
 _SHAPES = {"input": (2, 3, 32, 16), "head": (2, 16)}  # any other site: a feature map

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models import SiteNet
 from robustbench_lfm.datasets import ClassificationDataset, Dataset, as_float
+from robustbench_lfm.models import SiteNet
 from robustbench_lfm.precision import autocast
 from robustbench_lfm.recipe import TrainRecipe
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from robustbench_lfm.cli import run_defaults
+from robustbench_lfm.cli_options import run_defaults
 from robustbench_lfm.executors import ExecSpec
 from robustbench_lfm.runner import run_sweep
 from robustbench_lfm.spec import build_spec

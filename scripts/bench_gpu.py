@@ -29,8 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-import attacks
-import models
+from robustbench_lfm import attacks, models
 from robustbench_lfm.attacking import embed_images
 from robustbench_lfm.datasets import ReIDDataset, ReIDSplit
 from robustbench_lfm.environment import configure_determinism

@@ -25,8 +25,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import attacks
-import models
+from robustbench_lfm import attacks, models
 
 EPS, ALPHA, STEPS = 8 / 255, 2 / 255, 10
 

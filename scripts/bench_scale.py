@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from robustbench_lfm import attacking, group
-from robustbench_lfm.cli import run_defaults
+from robustbench_lfm.cli_options import run_defaults
 from robustbench_lfm.datasets import evaluated_subset, load_dataset
 from robustbench_lfm.report import build_report
 from robustbench_lfm.spec import Cell, RunSpec, build_spec

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-import models
+from robustbench_lfm import models
 from robustbench_lfm.datasets import ClassificationDataset, load_dataset
 from robustbench_lfm.methods import build_method
 from robustbench_lfm.recipe import load_recipe

@@ -7,8 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import attacks
-import models
+from robustbench_lfm import attacks, models
 
 EPS = {"linf": 8 / 255, "l2": 0.5}
 # Fewer iterations than the published defaults, so the whole registry runs in seconds on 2 cores.
@@ -246,7 +245,7 @@ def test_pgd_is_at_least_as_strong_as_fgsm(reid_model):
 
 
 def test_kurakin_step_rule_matches_the_papers():
-    from attacks.iterative import kurakin_steps
+    from robustbench_lfm.attacks.iterative import kurakin_steps
 
     assert kurakin_steps(5 / 255) == 6  # Bai et al. at eps 5
     assert kurakin_steps(8 / 255, "round") == 10 and kurakin_steps(16 / 255, "round") == 20  # U-turn

@@ -14,9 +14,10 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-import models
+from robustbench_lfm import models
 from robustbench_lfm.cache import CheckpointCache
-from robustbench_lfm.cli import main, run_defaults
+from robustbench_lfm.cli import main
+from robustbench_lfm.cli_options import run_defaults
 from robustbench_lfm.datasets import DatasetFolderError, load_dataset
 from robustbench_lfm.datasets.classification import (
     CIFAR_FILES,

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-import models
+from robustbench_lfm import models
 from robustbench_lfm.cli import main
 from robustbench_lfm.store import CMC_COLUMNS, COLUMNS
 from tests.conftest import TINY_CLI
@@ -195,8 +195,14 @@ def test_ls_json_lists_every_registry_with_defaults_and_sources():
     assert result.exit_code == 0, result.stderr
     listing = json.loads(result.stdout)
     assert set(listing["models"]) == set(models.list_models())
-    assert listing["models"]["lfm"]["parameters"]["p"] == 0.15 and listing["models"]["lfm"]["source"] == "models.zoo"
-    assert listing["attacks"]["pgd"]["source"] == "attacks.pgd" and "steps" in listing["attacks"]["pgd"]["parameters"]
+    assert (
+        listing["models"]["lfm"]["parameters"]["p"] == 0.15
+        and listing["models"]["lfm"]["source"] == "robustbench_lfm.models.zoo"
+    )
+    assert (
+        listing["attacks"]["pgd"]["source"] == "robustbench_lfm.attacks.pgd"
+        and "steps" in listing["attacks"]["pgd"]["parameters"]
+    )
     assert listing["metrics"]["mAP"]["gated"] and not listing["metrics"]["mINP"]["gated"]
     quiet = CliRunner().invoke(main, ["ls", "--quiet"]).stdout.splitlines()
     assert "model lfm" in quiet and "attack pgd" in quiet and "dataset digits" in quiet

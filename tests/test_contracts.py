@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-import attacks
-import models
-from robustbench_lfm import testing
+from robustbench_lfm import attacks, models, testing
 from robustbench_lfm.datasets import DATASETS
 from tests.test_attacks import FAST
 
@@ -35,7 +33,7 @@ def test_every_dataset_keeps_the_contract(name):
 def test_a_broken_regularizer_fails_the_contract_by_name():
     import torch
 
-    from models.regularizers import Regularizer
+    from robustbench_lfm.models.regularizers import Regularizer
 
     @models.registry.register_regularizer("broken-in-eval")
     class Broken(Regularizer):

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from robustbench_lfm.cli import main, run_defaults
+from robustbench_lfm.cli import main
+from robustbench_lfm.cli_options import run_defaults
 from robustbench_lfm.executors import ExecSpec
 from robustbench_lfm.runner import run_sweep
 from robustbench_lfm.spec import build_spec

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 import robustbench_lfm.group as group
 import robustbench_lfm.runner as runner
-from robustbench_lfm.cli import main, run_defaults
+from robustbench_lfm.cli import main
+from robustbench_lfm.cli_options import run_defaults
 from robustbench_lfm.lock import RunLock, RunLockedError
 from robustbench_lfm.spec import build_spec
 from tests.conftest import TINY_CLI

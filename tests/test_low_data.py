@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustbench_lfm.cli import run_defaults
+from robustbench_lfm.cli_options import run_defaults
 from robustbench_lfm.datasets import load_dataset, training_subset
 from robustbench_lfm.rundir import RunDirError
 from robustbench_lfm.runner import run_sweep

@@ -12,8 +12,8 @@ import json
 import pytest
 import torch
 
-import models
-from robustbench_lfm.cli import run_defaults
+from robustbench_lfm import models
+from robustbench_lfm.cli_options import run_defaults
 from robustbench_lfm.methods import build_method
 from robustbench_lfm.methods.gwi import group_channels, inhibition_mask, orthogonality
 from robustbench_lfm.methods.mixacm import channel_map

@@ -1,6 +1,6 @@
 """Contract tests over every registered model and both tasks, plus the networks and backbones.
 
-Each entry is one of three kinds (models/zoo.py): a regularizer module (identity in eval, active
+Each entry is one of three kinds (robustbench_lfm/models/zoo.py): a regularizer module (identity in eval, active
 in train, deterministic under a seed), an architecture change (RCM: the same weights give another
 function in every mode), or a training method (the network is plain's; tests/test_methods.py
 covers the method itself).
@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import models
+from robustbench_lfm import models
 
 ALL_MODELS = models.list_models()
 CASES = [(name, task) for name in ALL_MODELS for task in models.TASKS]

@@ -99,9 +99,10 @@ def test_plugins_in_a_config_file(plugin, tmp_path):
     [
         ("raise RuntimeError('no GPU here')", "failed to load (RuntimeError: no GPU here); fix it or leave it out"),
         (
-            "from models.registry import register_regularizer\nfrom models.regularizers import Regularizer\n"
+            "from robustbench_lfm.models.registry import register_regularizer\n"
+            "from robustbench_lfm.models.regularizers import Regularizer\n"
             "@register_regularizer('lfm')\nclass Mine(Regularizer):\n    pass\n",
-            "regularizer 'lfm' is registered twice: by models.lfm and by lfm_bench_plugins.bad_",
+            "regularizer 'lfm' is registered twice: by robustbench_lfm.models.lfm and by lfm_bench_plugins.bad_",
         ),
         (None, "is not a file"),
     ],

@@ -1,4 +1,4 @@
-"""Initialising our ResNet-50 from a torchvision-layout state dict (models/pretrained.py)."""
+"""Initialising our ResNet-50 from a torchvision-layout state dict (robustbench_lfm/models/pretrained.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import re
 import pytest
 import torch
 
-from models.pretrained import PretrainedError, load_torchvision
-from models.registry import get_backbone
+from robustbench_lfm.models.pretrained import PretrainedError, load_torchvision
+from robustbench_lfm.models.registry import get_backbone
 
 
 def torchvision_resnet50_state(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -95,7 +95,7 @@ def test_a_resnet50_file_does_not_fit_our_cifar_stem_resnet18():
 def torchvision_layout(backbone_name: str, seed: int = 1) -> dict[str, torch.Tensor]:
     """Random weights for our `backbone_name` under torchvision's names (the map is checked on
     ResNet-50 above against names written out from the architecture)."""
-    from models.pretrained import torchvision_key_map
+    from robustbench_lfm.models.pretrained import torchvision_key_map
 
     net = get_backbone(backbone_name)()
     g = torch.Generator().manual_seed(seed)
@@ -144,7 +144,7 @@ def test_lfm_and_plain_start_from_the_same_file_and_stay_apart_from_random_init(
 
 def test_the_backbone_is_loaded_before_training(tmp_path):
     from robustbench_lfm import group
-    from robustbench_lfm.cli import run_defaults
+    from robustbench_lfm.cli_options import run_defaults
     from robustbench_lfm.hashing import file_sha256
     from robustbench_lfm.spec import build_spec
     from tests.test_threats import DATA

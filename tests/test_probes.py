@@ -7,8 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-import attacks
-import models
+from robustbench_lfm import attacks, models
 from robustbench_lfm.spec import AttackSpec, Cell, SpecError, resolve_attack
 
 
@@ -36,19 +35,29 @@ def test_the_large_eps_probe_scales_the_schedule_the_sweep_runs(name):
     assert fields["steps"] * fields["step_size"] >= large  # it can reach the edge of the ball it claims
 
 
-def test_eps_zero_runs_the_attack_itself(monkeypatch):
+def test_eps_zero_returns_the_clean_images_without_a_search(monkeypatch):
     calls = []
-    real = attacks.create_attack("pgd").perturb
-
-    def counted(p):
-        calls.append(p.eps)
-        return real(p)
-
     attack = attacks.create_attack("pgd", steps=2)
-    monkeypatch.setattr(attack, "perturb", counted)
+    monkeypatch.setattr(attack, "perturb", lambda p: calls.append(p.eps) or p.x + 1)
     x = torch.rand(2, 3, 8, 4)
     out = attack(Scaled(1.0), x, attacks.AttackContext("reid"), eps=0.0)
-    assert calls == [0.0] and torch.equal(out, x)
+    assert calls == [] and torch.equal(out, x) and out.data_ptr() != x.data_ptr()
+    attack(Scaled(1.0), x, attacks.AttackContext("reid"), eps=1 / 255)
+    assert calls == [1 / 255]  # any other budget runs the search
+
+
+def test_an_attack_editing_its_input_in_place_cannot_move_the_ball(monkeypatch):
+    attack = attacks.create_attack("pgd", steps=2)
+
+    def in_place(p):
+        p.x.add_(0.4)  # the search's copy, not the caller's images
+        return p.x
+
+    monkeypatch.setattr(attack, "perturb", in_place)
+    x = torch.rand(2, 3, 8, 4) * 0.5
+    kept = x.clone()
+    out = attack(Scaled(1.0), x, attacks.AttackContext("reid"), eps=8 / 255)
+    assert torch.equal(x, kept) and float((out - x).abs().max()) <= 8 / 255 + 1e-7
 
 
 def test_metric_objectives_follow_the_scored_distance():

@@ -7,12 +7,11 @@ import inspect
 
 import pytest
 
-import attacks
-import models
 import robustbench_lfm.methods  # noqa: F401  (registers the training methods)
-from attacks.objectives import OBJECTIVES
-from lfm_registry import DuplicateNameError, Registry, UnknownNameError
+from robustbench_lfm import attacks, models
+from robustbench_lfm.attacks.objectives import OBJECTIVES
 from robustbench_lfm.datasets import DATASETS
+from robustbench_lfm.lfm_registry import DuplicateNameError, Registry, UnknownNameError
 from robustbench_lfm.metric_table import METRICS
 
 REGISTRIES = {

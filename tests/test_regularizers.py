@@ -12,8 +12,8 @@ import math
 import pytest
 import torch
 
-from models.lfm import LocalFeatureMasking, LocalFeatureMaskingCode
-from models.regularizers import Cutout, DropBlock, HeadDropout, RandomErasing, SpatialDropout
+from robustbench_lfm.models.lfm import LocalFeatureMasking, LocalFeatureMaskingCode
+from robustbench_lfm.models.regularizers import Cutout, DropBlock, HeadDropout, RandomErasing, SpatialDropout
 
 BASE = -5.0  # fills and erasures lie in [0, 1], so any changed cell differs from BASE
 

@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
 from robustbench_lfm import metric_table
-from robustbench_lfm.cli import main, run_defaults
+from robustbench_lfm.cli import main
+from robustbench_lfm.cli_options import run_defaults
 from robustbench_lfm.hashing import file_sha256
 from robustbench_lfm.report.tables import html_table, latex_table, markdown_table
 from robustbench_lfm.runner import run_sweep

@@ -13,10 +13,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import attacks
-from robustbench_lfm import attacking, environment
+from robustbench_lfm import attacking, attacks, environment
 from robustbench_lfm.check import compare
-from robustbench_lfm.cli import run_defaults
+from robustbench_lfm.cli_options import run_defaults
 from robustbench_lfm.datasets import as_float, evaluated_subset, load_dataset, replica
 from robustbench_lfm.datasets.folders import DUKEMTMC, MARKET1501, FolderConfig, build
 from robustbench_lfm.files import write_verified

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from robustbench_lfm.cli import run_defaults
+from robustbench_lfm.cli_options import run_defaults
 from robustbench_lfm.runner import run_sweep
 from robustbench_lfm.spec import build_spec
 

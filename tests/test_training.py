@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import models
+from robustbench_lfm import models
 from robustbench_lfm.cache import CheckpointCache
 from robustbench_lfm.spec import TrainRecipe
 from robustbench_lfm.training import augment, batch_hard_triplet, lr_factor, pk_batches, train_model

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from scipy.stats import norm
 from torch import nn
 
-import attacks
-from attacks.transfer import DiverseInputs, gaussian_kernel, smooth_gradient
+from robustbench_lfm import attacks
+from robustbench_lfm.attacks.transfer import DiverseInputs, gaussian_kernel, smooth_gradient
 from robustbench_lfm.cli import main
 from robustbench_lfm.spec import AttackSpec, SpecError, resolve_attack
 from tests.conftest import TINY_CLI
@@ -67,7 +67,7 @@ def test_bad_transfer_options_are_refused(item, message):
 
 def _reid():
     torch.manual_seed(0)
-    import models
+    from robustbench_lfm import models
 
     net = models.create_model("plain", 4, "reid", backbone="resnet-mini")
     net.train()

@@ -11,8 +11,8 @@ from typing import Any
 
 from torch import nn
 
-from attacks.apgd_ce import APGDCE
-from attacks.registry import register_attack
+from robustbench_lfm.attacks.apgd_ce import APGDCE
+from robustbench_lfm.attacks.registry import register_attack
 
 
 @register_attack("apgd-dlr")

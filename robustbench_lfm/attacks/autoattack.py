@@ -13,8 +13,8 @@ from typing import Any
 import torchattacks
 from torch import nn
 
-from attacks.registry import register_attack
-from attacks.wrapped import TorchattacksAttack
+from robustbench_lfm.attacks.registry import register_attack
+from robustbench_lfm.attacks.wrapped import TorchattacksAttack
 
 
 @register_attack("autoattack")

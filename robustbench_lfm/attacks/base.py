@@ -31,8 +31,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from attacks.objectives import AttackContext, Objective, resolve_objective
-from lfm_registry import signature_defaults
+from robustbench_lfm.attacks.objectives import AttackContext, Objective, resolve_objective
+from robustbench_lfm.lfm_registry import signature_defaults
 
 NORMS = ("linf", "l2")
 SIDES = ("query", "gallery")
@@ -105,9 +105,12 @@ class Attack:
         objective = resolve_objective(self.objective, context.task)
         if generator is None:
             generator = torch.Generator(x.device).manual_seed(self.seed)
-        with attack_mode(model):
-            x_adv = self.perturb(Problem(model, x.detach(), objective, context, eps, generator))
-        return project(x_adv.detach(), x.detach(), eps, self.norm)
+        clean = x.detach()
+        if eps == 0 and self.budgeted:  # the 0-ball holds x alone: any search, projected onto it, returns x
+            return clean.clone()
+        with attack_mode(model):  # the search gets a copy: an attack editing it in place cannot move the ball
+            x_adv = self.perturb(Problem(model, clean.clone(), objective, context, eps, generator))
+        return project(x_adv.detach(), clean, eps, self.norm)
 
     def perturb(self, p: Problem) -> Tensor:
         """The search itself; subclasses implement it (the model is in eval mode here)."""

@@ -2,7 +2,7 @@
 re-ID: Market-1501-C / DukeMTMC-reID-C, Chen et al., NeurIPS 2021 Datasets and Benchmarks).
 
 Threat model: no adversary and no budget. The images are degraded by one of the 15 corruptions
-(attacks/corruptions.py) at a severity from 1 to 5; the model is not consulted. The severity
+(robustbench_lfm/attacks/corruptions.py) at a severity from 1 to 5; the model is not consulted. The severity
 takes the place of eps: a corruption cell has eps 0 and its severity in the CSV `severity`
 column, and the figures put severity on their own axis.
 
@@ -27,10 +27,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attacks.base import Attack, _check_inputs
-from attacks.corruptions import CORRUPTIONS, GROUPS, SEVERITIES, TABLES, corrupt
-from attacks.objectives import AttackContext
-from attacks.registry import register_attack
+from robustbench_lfm.attacks.base import Attack, _check_inputs
+from robustbench_lfm.attacks.corruptions import CORRUPTIONS, GROUPS, SEVERITIES, TABLES, corrupt
+from robustbench_lfm.attacks.objectives import AttackContext
+from robustbench_lfm.attacks.registry import register_attack
 
 SIDES = ("both", "query", "gallery")
 SOURCES = ("generated", "published")

@@ -1,4 +1,4 @@
-"""Image operations the common corruptions are built from (attacks/corruptions.py), in torch.
+"""Image operations the common corruptions are built from (robustbench_lfm/attacks/corruptions.py), in torch.
 
 Every function takes float images (N, C, H, W) in [0, 1] on any device and works on the whole
 batch at once; random draws come from the caller's generator, one independent draw per image.

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attacks import corruption_ops as ops
+from robustbench_lfm.attacks import corruption_ops as ops
 
 SEVERITIES = (1, 2, 3, 4, 5)
 TABLES = ("imagenet", "cifar")

@@ -15,9 +15,9 @@ from typing import Any
 import torchattacks
 from torch import nn
 
-from attacks.backends import choose_backend
-from attacks.iterative import IterativeAttack
-from attacks.registry import register_attack
+from robustbench_lfm.attacks.backends import choose_backend
+from robustbench_lfm.attacks.iterative import IterativeAttack
+from robustbench_lfm.attacks.registry import register_attack
 
 
 @register_attack("fgsm")
@@ -32,7 +32,7 @@ class FGSM(IterativeAttack):
         geometry: a metric objective's geometry, `cosine` or `euclidean`; `None` = the scored one.
         backend: `native` or `torchattacks`.
         di_prob, di_scale, ti_kernel: input diversity and translation invariance for transfer
-            (attacks/transfer.py); off by default.
+            (robustbench_lfm/attacks/transfer.py); off by default.
         seed: generator seed for the random start.
     """
 

@@ -9,8 +9,8 @@ Defaults (adv-reid): 15 steps of alpha = 1/255, no random start; the paper repor
 
 from __future__ import annotations
 
-from attacks.metric import MetricAttack
-from attacks.registry import register_attack
+from robustbench_lfm.attacks.metric import MetricAttack
+from robustbench_lfm.attacks.registry import register_attack
 
 
 @register_attack("fna")

@@ -19,10 +19,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from attacks.backends import NATIVE, Backend
-from attacks.base import Attack, Problem, gradient, project, random_start
-from attacks.objectives import DISTANCES, Objective, resolve_objective
-from attacks.transfer import DiverseInputs, smooth_gradient
+from robustbench_lfm.attacks.backends import NATIVE, Backend
+from robustbench_lfm.attacks.base import Attack, Problem, gradient, project, random_start
+from robustbench_lfm.attacks.objectives import DISTANCES, Objective, resolve_objective
+from robustbench_lfm.attacks.transfer import DiverseInputs, smooth_gradient
 
 
 class IterativeAttack(Attack):
@@ -40,11 +40,11 @@ class IterativeAttack(Attack):
         restarts: independent runs, the strongest kept per image.
         geometry: the embedding geometry a metric objective works in, `cosine` or `euclidean`;
             `None` = the distance the ranking scores (the context's, i.e. the run's --distance).
-        di_prob: input diversity (Xie et al. 2019; attacks/transfer.py): the probability per step
+        di_prob: input diversity (Xie et al. 2019; robustbench_lfm/attacks/transfer.py): the probability per step
             that the model sees a randomly resized and padded batch; 0 = off.
         di_scale: the largest resize factor of input diversity (330/299 in the paper).
         ti_kernel: translation invariance (Dong et al. 2019): the side in pixels of the Gaussian
-            kernel the gradient is smoothed with; 0 = off.
+            kernel the gradient is smoothed with, odd (15 in the paper); 0 = off.
         seed: generator seed for the random starts.
     """
 
@@ -75,6 +75,8 @@ class IterativeAttack(Attack):
             raise ValueError(f"{self.name}: di_prob={di_prob} must lie in [0, 1] and di_scale={di_scale} in (1, 2]")
         if isinstance(ti_kernel, bool) or not isinstance(ti_kernel, int) or ti_kernel < 0 or ti_kernel in (1, 2):
             raise ValueError(f"{self.name}: ti_kernel={ti_kernel} must be 0 (off) or a kernel side >= 3 pixels")
+        if ti_kernel % 2 == 0 and ti_kernel:  # an even kernel has no centre: the smoothed gradient changes size
+            raise ValueError(f"{self.name}: ti_kernel={ti_kernel} must be odd (a centred kernel: 3, 5, 7, ..., 15)")
         self.di_prob, self.di_scale, self.ti_kernel = float(di_prob), float(di_scale), int(ti_kernel)
         if geometry not in (None, *DISTANCES):
             raise ValueError(f"{self.name}: geometry={geometry!r} is not one of {', '.join(DISTANCES)}")

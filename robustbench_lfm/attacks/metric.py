@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from attacks.iterative import IterativeAttack, kurakin_steps, l2_step
+from robustbench_lfm.attacks.iterative import IterativeAttack, kurakin_steps, l2_step
 
 PIXEL = 1 / 255
 

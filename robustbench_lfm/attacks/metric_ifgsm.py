@@ -12,8 +12,8 @@ Defaults (Bai's code): T = floor(min(eps + 4, 1.25 eps)) steps with eps in 1/255
 
 from __future__ import annotations
 
-from attacks.metric import MetricAttack
-from attacks.registry import register_attack
+from robustbench_lfm.attacks.metric import MetricAttack
+from robustbench_lfm.attacks.registry import register_attack
 
 
 @register_attack("metric-ifgsm")

@@ -7,8 +7,8 @@ sign(G). Defaults: mu = 1, T = floor(min(eps + 4, 1.25 eps)) steps of alpha = 1/
 
 from __future__ import annotations
 
-from attacks.metric import MetricAttack
-from attacks.registry import register_attack
+from robustbench_lfm.attacks.metric import MetricAttack
+from robustbench_lfm.attacks.registry import register_attack
 
 
 @register_attack("metric-mifgsm")

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lfm_registry import Registry
+from robustbench_lfm.lfm_registry import Registry
 
 Task = Literal["reid", "classification"]
 

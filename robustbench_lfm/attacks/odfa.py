@@ -14,8 +14,8 @@ U-turn's --randomstart does.
 
 from __future__ import annotations
 
-from attacks.metric import MetricAttack
-from attacks.registry import register_attack
+from robustbench_lfm.attacks.metric import MetricAttack
+from robustbench_lfm.attacks.registry import register_attack
 
 
 @register_attack("odfa")

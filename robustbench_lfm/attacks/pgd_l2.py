@@ -15,9 +15,9 @@ from typing import Any
 import torchattacks
 from torch import nn
 
-from attacks.backends import choose_backend
-from attacks.iterative import IterativeAttack, l2_step
-from attacks.registry import register_attack
+from robustbench_lfm.attacks.backends import choose_backend
+from robustbench_lfm.attacks.iterative import IterativeAttack, l2_step
+from robustbench_lfm.attacks.registry import register_attack
 
 
 @register_attack("pgd-l2")

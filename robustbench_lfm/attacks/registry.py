@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from lfm_registry import Registry, UnknownNameError, did_you_mean
+from robustbench_lfm.lfm_registry import Registry, UnknownNameError, did_you_mean
 
 if TYPE_CHECKING:
-    from attacks.base import Attack
+    from robustbench_lfm.attacks.base import Attack
 
 __all__ = ["ATTACKS", "UnknownAttackError", "create_attack", "did_you_mean", "get_attack_class", "list_attacks"]
 

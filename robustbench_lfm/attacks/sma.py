@@ -11,8 +11,8 @@ reports eps = 5/255.
 
 from __future__ import annotations
 
-from attacks.metric import MetricAttack
-from attacks.registry import register_attack
+from robustbench_lfm.attacks.metric import MetricAttack
+from robustbench_lfm.attacks.registry import register_attack
 
 
 @register_attack("sma")

@@ -16,7 +16,7 @@ loss are not implemented.
 Defaults: delta from U(-eps, eps), then `steps` = 5 passes over the training images (`images`
 = 0: all of them, else that many drawn once) in batches of 32, each batch one signed step of
 1/255 (L-inf) or eps / 10 (L2) followed by the projection of delta onto the ball. DI and TI
-(attacks/transfer.py) apply to these steps as to PGD's.
+(robustbench_lfm/attacks/transfer.py) apply to these steps as to PGD's.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attacks.base import Problem, gradient
-from attacks.iterative import IterativeAttack
-from attacks.metric import PIXEL
-from attacks.registry import register_attack
+from robustbench_lfm.attacks.base import Problem, gradient
+from robustbench_lfm.attacks.iterative import IterativeAttack
+from robustbench_lfm.attacks.metric import PIXEL
+from robustbench_lfm.attacks.registry import register_attack
 
 PASSES = 5  # passes over the training images
 

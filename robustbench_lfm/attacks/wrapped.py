@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from attacks.backends import run_torchattacks
-from attacks.base import Attack, Problem
+from robustbench_lfm.attacks.backends import run_torchattacks
+from robustbench_lfm.attacks.base import Attack, Problem
 
 
 class TorchattacksAttack(Attack):
@@ -50,7 +50,7 @@ class TorchattacksAttack(Attack):
     def perturb(self, p: Problem) -> Tensor:
         if p.context.labels is None:
             raise ValueError(f"{self.name} needs the true labels in the AttackContext")
-        return run_torchattacks(lambda seed, n: self.build(p.model, p.eps, seed, n), p)
+        return run_torchattacks(lambda model, seed, n: self.build(model, p.eps, seed, n), p)
 
     def resolved_objective(self, task: str) -> str:
         return self.loss

@@ -21,13 +21,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from lfm_registry import Registry, calling_module
 from robustbench_lfm.datasets import classification, corrupted, folders, synthreid
 from robustbench_lfm.datasets.base import ReIDDataset, ReIDSplit, as_float
 from robustbench_lfm.datasets.classification import ClassificationDataset, ClassSplit
 from robustbench_lfm.datasets.folders import DatasetFolderError, FolderLayout
 from robustbench_lfm.files import read_sidecar, write_verified
 from robustbench_lfm.hashing import content_hash, without_defaults
+from robustbench_lfm.lfm_registry import Registry, calling_module
 from robustbench_lfm.typecheck import check_fields
 
 Dataset = ReIDDataset | ClassificationDataset

@@ -273,6 +273,8 @@ class _ArraysOnly(pickle.Unpickler):
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
         ("_codecs", "encode"),
+        ("numpy.core.numeric", "_frombuffer"),  # protocol 5 pickles arrays as in-band buffers
+        ("numpy._core.numeric", "_frombuffer"),
     }
 
     def find_class(self, module: str, name: str) -> object:
@@ -285,13 +287,24 @@ def read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 images (N, 3, 32, 32), int64 labels) of one CIFAR-10 python batch file."""
     try:
         batch = _ArraysOnly(io.BytesIO(path.read_bytes()), encoding="bytes").load()
-        data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+        data = np.asarray(_entry(batch, "data", path), dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(_entry(batch, "labels", path), dtype=np.int64)
     except (pickle.UnpicklingError, KeyError, ValueError, TypeError, EOFError) as err:
         raise DatasetFolderError(f"{path} is not a CIFAR-10 python batch ({err}); {cifar_expected()}") from None
     if len(labels) != len(data) or labels.min() < 0 or labels.max() > 9:
         raise DatasetFolderError(f"{path}: labels do not match the images or lie outside 0..9")
     return torch.from_numpy(data.copy()), torch.from_numpy(labels)
+
+
+def _entry(batch: object, key: str, path: Path) -> object:
+    """`batch[key]` under the distributed bytes key or a re-pickled str key; the keys found otherwise."""
+    if not isinstance(batch, dict):
+        raise DatasetFolderError(f"{path} holds a {type(batch).__name__}, not a dict; {cifar_expected()}")
+    for name in (key.encode(), key):
+        if name in batch:
+            return batch[name]
+    found = ", ".join(repr(k) for k in list(batch)[:6]) or "none"
+    raise DatasetFolderError(f"{path} has no {key!r} entry (bytes or str key; its keys: {found}); {cifar_expected()}")
 
 
 def load_cifar10(root: Path) -> ClassificationDataset:

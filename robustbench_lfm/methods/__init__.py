@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-import models
+from robustbench_lfm import models
 from robustbench_lfm.methods.adversarial import AdversarialTraining
 from robustbench_lfm.methods.gwi import GroupWiseInhibition
 from robustbench_lfm.methods.mixacm import MixACM

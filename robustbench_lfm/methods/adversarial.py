@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-import attacks
-from attacks.objectives import Task
+from robustbench_lfm import attacks
+from robustbench_lfm.attacks.objectives import Task
 from robustbench_lfm.recipe import TrainRecipe
 from robustbench_lfm.training import optimize, task_loss
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models import SiteNet
+from robustbench_lfm.models import SiteNet
 from robustbench_lfm.recipe import TrainRecipe
 from robustbench_lfm.training import optimize, site_net
 

@@ -3,8 +3,8 @@
 Refer to models by registry name: `create_model("lfm", num_classes, task="reid")`, `list_models()`.
 """
 
-from models.nets import ClassifierNet, FlipAveraged, ReIDNet, SiteNet
-from models.registry import (
+from robustbench_lfm.models.nets import ClassifierNet, FlipAveraged, ReIDNet, SiteNet
+from robustbench_lfm.models.registry import (
     ModelEntry,
     UnknownNameError,
     get_input_size,
@@ -15,7 +15,7 @@ from models.registry import (
     method_parameters,
     register_method,
 )
-from models.zoo import TASKS, create_model, resolve_params
+from robustbench_lfm.models.zoo import TASKS, create_model, resolve_params
 
 __all__ = [
     "TASKS",

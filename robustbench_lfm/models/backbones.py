@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from models.registry import register_backbone
+from robustbench_lfm.models.registry import register_backbone
 
 
 class BasicBlock(nn.Module):

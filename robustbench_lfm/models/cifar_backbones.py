@@ -31,8 +31,8 @@ import itertools
 
 from torch import Tensor, nn
 
-from models.backbones import SplitBackbone, kaiming_convs
-from models.registry import register_backbone
+from robustbench_lfm.models.backbones import SplitBackbone, kaiming_convs
+from robustbench_lfm.models.registry import register_backbone
 
 VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 VGG16_STRIDES = (2, 2, 2, 2, 2)

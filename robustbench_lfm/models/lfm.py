@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from models.registry import register_regularizer
-from models.regularizers import Range, Regularizer, box_masks, check_box_ranges, erasing_boxes
+from robustbench_lfm.models.registry import register_regularizer
+from robustbench_lfm.models.regularizers import Range, Regularizer, box_masks, check_box_ranges, erasing_boxes
 
 
 class _LFMBase(Regularizer):

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.backbones import SplitBackbone
-from models.regularizers import SITES, Regularizer
+from robustbench_lfm.models.backbones import SplitBackbone
+from robustbench_lfm.models.regularizers import SITES, Regularizer
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 from torch import Tensor, nn
 
-from models.backbones import BasicBlock, Bottleneck, ResNetBackbone, SplitBackbone
+from robustbench_lfm.models.backbones import BasicBlock, Bottleneck, ResNetBackbone, SplitBackbone
 
 # torchvision's module name inside a block -> our index in the block's `body` Sequential
 _BODY = {"conv1": 0, "bn1": 1, "conv2": 3, "bn2": 4, "conv3": 6, "bn3": 7}
@@ -117,6 +117,22 @@ def _check_fit(
 #   classifier bias (torchreid) has no place in ours and is dropped.
 REID_LAYOUTS = ("lfm-bench", "torchreid", "fast-reid")
 
+# What a checkpoint of another project cannot tell about the network that wrote it: a stride and
+# a max-pool's padding change no tensor's shape. Each layout's entry is the variant of that
+# project's current release; `ckpt:` options select the other.
+#   torchreid 0.2.5, `resnet50`: last_stride=2 (stages 1222), torchvision's stem (max-pool 3/2, pad 1).
+#   fast-reid 1.4.0, `build_resnet_backbone` with its configs' LAST_STRIDE 1 (1221) and the stem
+#     `MaxPool2d(3, 2, ceil_mode=True)` without padding (older code padded by 1: the line 1.4.0
+#     keeps commented out).
+ARCHITECTURES: dict[str, dict[str, str]] = {
+    "torchreid": {"strides": "1222", "stem": "torchvision"},
+    "fast-reid": {"strides": "1221", "stem": "fast-reid"},
+}
+STEMS = {
+    "torchvision": lambda: nn.MaxPool2d(3, 2, 1),
+    "fast-reid": lambda: nn.MaxPool2d(3, 2, 0, ceil_mode=True),
+}
+
 
 def detect_layout(state: Mapping[str, Tensor]) -> str | None:
     """Which of `REID_LAYOUTS` a state dict is in, from its keys (None: none of them)."""
@@ -127,6 +143,39 @@ def detect_layout(state: Mapping[str, Tensor]) -> str | None:
     if "conv1.weight" in state and "layer1.0.conv1.weight" in state:
         return "torchreid"
     return None
+
+
+def set_architecture(backbone: SplitBackbone, strides: tuple[int, ...], stem: str) -> None:
+    """Give a ResNet backbone (in place, before its weights load) one stride per stage and the stem
+    max-pool `stem` names (`STEMS`); no tensor changes shape.
+
+    Raises:
+        PretrainedError: not a ResNet with a pooled stem, an unknown stem, or a stride-2 stage
+            whose first block has no projection shortcut to carry it.
+    """
+    post = backbone.stem_post
+    if not isinstance(backbone, ResNetBackbone) or not isinstance(post, nn.Sequential) or not _pooled(post):
+        raise PretrainedError("strides= and stem= apply to a ResNet with a max-pooled stem (resnet50)")
+    if stem not in STEMS:
+        raise PretrainedError(f"stem={stem!r} is not one of {', '.join(STEMS)}")
+    post[-1] = STEMS[stem]()
+    for stage, stride in zip(backbone.stages, strides, strict=True):
+        assert isinstance(stage, nn.Sequential)
+        first = stage[0]
+        assert isinstance(first, (BasicBlock, Bottleneck))
+        conv = first.body[3 if isinstance(first, Bottleneck) else 0]
+        shortcut = first.shortcut
+        if not isinstance(shortcut, nn.Sequential) and stride != 1:
+            raise PretrainedError(f"strides={''.join(map(str, strides))}: a stage without a projection cannot stride")
+        convs = [conv, *([shortcut[0]] if isinstance(shortcut, nn.Sequential) else [])]
+        for c in convs:
+            assert isinstance(c, nn.Conv2d)
+            c.stride = (stride, stride)
+    backbone.strides = tuple(strides)
+
+
+def _pooled(stem_post: nn.Sequential) -> bool:
+    return isinstance(stem_post[-1], nn.MaxPool2d)
 
 
 def classifier_rows(state: Mapping[str, Tensor], layout: str) -> int | None:

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from lfm_registry import Registry, UnknownNameError, calling_module, did_you_mean, signature_defaults
+from robustbench_lfm.lfm_registry import Registry, UnknownNameError, calling_module, did_you_mean, signature_defaults
 
 if TYPE_CHECKING:
-    from models.backbones import SplitBackbone
+    from robustbench_lfm.models.backbones import SplitBackbone
 
 __all__ = ["UnknownNameError", "did_you_mean"]
 

@@ -1,4 +1,4 @@
-"""Train-time stochastic regularizers, each inserted at a named site of a `SiteNet` (models/nets.py).
+"""Train-time stochastic regularizers, each inserted at a named site of a `SiteNet` (robustbench_lfm/models/nets.py).
 
 Conventions (DESIGN.md): a regularizer is the identity when `not self.training` or when its
 probability is 0; it draws all randomness from its own `torch.Generator` (seeded by `seed`, one
@@ -9,7 +9,7 @@ before its BN: LFM's insertion point), `pool` (after the stem BN/ReLU/pooling), 
 (after each residual stage), `head` (the pooled feature before the classifier). Regularizers on
 feature maps take `at=SITE` to move them (`lfm:at=layer1`).
 
-This file holds the peers of LFM (models/lfm.py): dropout, spatial dropout, DropBlock, Cutout and
+This file holds the peers of LFM (robustbench_lfm/models/lfm.py): dropout, spatial dropout, DropBlock, Cutout and
 Random Erasing, and the Random-Erasing box sampler that LFM shares.
 """
 
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.registry import register_regularizer
+from robustbench_lfm.models.registry import register_regularizer
 
 SITES = ("input", "stem", "pool", "layer1", "layer2", "layer3", "layer4", "head")
 FEATURE_SITES = ("stem", "pool", "layer1", "layer2", "layer3", "layer4")

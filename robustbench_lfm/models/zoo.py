@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import models.cifar_backbones  # noqa: F401  (registers preact-resnet18 and vgg16)
-from models import backbones as _backbones
-from models import lfm as _lfm  # noqa: F401  (registers lfm, lfm-code)
-from models.nets import ClassifierNet, ReIDNet, SiteNet
-from models.registry import (
+import robustbench_lfm.models.cifar_backbones  # noqa: F401  (registers preact-resnet18 and vgg16)
+from robustbench_lfm.models import backbones as _backbones
+from robustbench_lfm.models import lfm as _lfm  # noqa: F401  (registers lfm, lfm-code)
+from robustbench_lfm.models.nets import ClassifierNet, ReIDNet, SiteNet
+from robustbench_lfm.models.registry import (
     ModelEntry,
     get_backbone,
     get_default_strides,
@@ -21,8 +21,8 @@ from models.registry import (
     get_rcm_strides,
     get_regularizer,
 )
-from models.registry import register_model as _register
-from models.regularizers import Regularizer
+from robustbench_lfm.models.registry import register_model as _register
+from robustbench_lfm.models.regularizers import Regularizer
 
 DEFAULT_BACKBONE = "resnet-mini"
 TASKS = ("reid", "classification")

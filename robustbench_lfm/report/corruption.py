@@ -1,4 +1,4 @@
-"""The common-corruption view of a result table (`corrupt` cells; attacks/corrupt.py).
+"""The common-corruption view of a result table (`corrupt` cells; robustbench_lfm/attacks/corrupt.py).
 
 Per model and headline metric: each corruption's value averaged over the severities run (and over
 seeds), their mean over corruptions, the clean value beside them and, for classification, the
