@@ -356,8 +356,8 @@ def resolve_model(item: str, backbone: str | None, recipe: TrainRecipe) -> Model
 
         return resolve_checkpoint(item, backbone, recipe)
     name, params = parse_named(item)
-    own = dict(params).get("backbone")
-    params = tuple((k, v) for k, v in params if k != "backbone")
+    own = dict(params).get("backbone")  # stays in `params`: the label says which architecture it is
+    options = tuple((k, v) for k, v in params if k != "backbone")
     try:
         entry = models.get_model_entry(name)
         bb = str(own) if own is not None else backbone or entry.backbone or recipe.backbone
@@ -369,7 +369,7 @@ def resolve_model(item: str, backbone: str | None, recipe: TrainRecipe) -> Model
                 f"recipe {recipe.source}: [methods.{entry.method}] has unknown parameter(s) {', '.join(unknown)} "
                 f"(known: {', '.join(sorted(entry.training_params()))})"
             )
-        resolved = models.resolve_params(name, {**from_recipe, **dict(params)}, bb)
+        resolved = models.resolve_params(name, {**from_recipe, **dict(options)}, bb)
         models.create_model(name, 2, task=recipe.task, backbone=bb, **resolved)  # checks the values
     except models.UnknownNameError as err:
         raise SpecError(str(err)) from None

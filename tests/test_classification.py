@@ -53,20 +53,33 @@ def test_synthcls_is_deterministic_balanced_and_seed_dependent():
     assert not torch.equal(a.train.images, c.train.images)
 
 
-def _write_cifar(folder, n=20):
+def _write_cifar(folder, n=20, protocol=2, keys=(b"data", b"labels")):
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for name in CIFAR_FILES:
-        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": rng.integers(0, 10, n).tolist()}
-        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+        data, labels = rng.integers(0, 256, (n, 3072), dtype=np.uint8), rng.integers(0, 10, n).tolist()
+        (folder / name).write_bytes(pickle.dumps(dict(zip(keys, (data, labels), strict=True)), protocol=protocol))
 
 
-def test_cifar10_reads_the_python_pickle_folder(tmp_path):
-    _write_cifar(tmp_path / "cifar-10-batches-py")
+@pytest.mark.parametrize(
+    ("protocol", "keys"),
+    [(2, (b"data", b"labels")), (5, (b"data", b"labels")), (4, ("data", "labels")), (5, ("data", "labels"))],
+)  # as distributed (protocol 2, bytes keys); re-pickled by Python 3 (protocol 4/5 arrays, str keys)
+def test_cifar10_reads_the_python_pickle_folder(tmp_path, protocol, keys):
+    _write_cifar(tmp_path / "cifar-10-batches-py", protocol=protocol, keys=keys)
     data = load_cifar10(tmp_path)
     assert len(data.train) == 100 and len(data.test) == 20 and data.image_size == (32, 32)
     raw = pickle.loads((tmp_path / "cifar-10-batches-py" / "test_batch").read_bytes())
-    assert torch.equal(data.test.images[3].flatten(), torch.from_numpy(raw[b"data"][3]))
+    assert torch.equal(data.test.images[3].flatten(), torch.from_numpy(raw[keys[0]][3]))
+    assert data.test.labels.tolist() == list(raw[keys[1]])
+
+
+def test_a_cifar_batch_without_its_entries_names_the_keys_it_has(tmp_path):
+    _write_cifar(tmp_path / "c", keys=("pixels", "targets"))
+    with pytest.raises(
+        DatasetFolderError, match=r"has no 'data' entry \(bytes or str key; its keys: 'pixels', 'targets'\)"
+    ):
+        load_cifar10(tmp_path / "c")
 
 
 class _Planted:

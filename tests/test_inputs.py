@@ -161,6 +161,8 @@ def test_a_model_item_picks_its_own_backbone():
     recipe = load_recipe("cpu", "classification")
     spec = resolve_model("rcm-stride:backbone=vgg16", "resnet18", recipe)
     assert spec.backbone == "vgg16" and dict(spec.resolved)["strides"] == "11222"
-    assert "backbone" not in dict(spec.params)
+    assert spec.label == "rcm-stride:backbone=vgg16"  # two architectures of one method never share a label
+    plain = resolve_model("plain", "resnet18", recipe)
+    assert resolve_model("plain:backbone=vgg16", "resnet18", recipe).label != plain.label
     with pytest.raises(SpecError, match="vgg16"):
         resolve_model("plain:backbone=vgg61", None, recipe)

@@ -57,6 +57,7 @@ def test_di_and_ti_are_options_that_reach_the_identity_and_leave_old_ids_alone()
      ("pgd:di_scale=100", "di_scale=100 in \\(1, 2\\]"),
      ("pgd:ti_kernel=2", "ti_kernel=2 must be 0"), ("pgd:ti_kernel=-3", "ti_kernel=-3"),
      ("pgd:ti_kernel=2.5", "ti_kernel=2.5 must be of type int"),
+     ("pgd:ti_kernel=4", "ti_kernel=4 must be odd"), ("sma:ti_kernel=16", "ti_kernel=16 must be odd"),
      ("pgd:backend=torchattacks,ti_kernel=5", "no input diversity"), ("cw:di_prob=0.5", "cw has no option"),
      ("uap:batch=0", "batch=0 must be a whole number"), ("uap:images=-1", "images=-1")],
 )  # fmt: skip

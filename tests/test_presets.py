@@ -1,0 +1,59 @@
+"""Every preset runs end to end, in a tiny form: its models, attacks, recipe and evaluation as
+shipped, with the dataset, epochs and scored images overridden so it fits the test suite. A
+preset whose attack or model cannot run on its own protocol fails here, not in a user's first
+real run (AutoAttack's FAB-T once did)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from robustbench_lfm.cli import main
+from robustbench_lfm.cli_options import PRESET_DIR, presets
+from robustbench_lfm.datasets import get_dataset_info
+from tests import outside
+from tests.conftest import TINY_CLI
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+# Per task: the generated dataset the preset is pointed at and what shrinks the run. A model
+# trained for one epoch on 5% of digits is nearly constant: at 8/255 the images it gets right
+# resist every stage of AutoAttack (gradient masking), and FAB-T and Square (5,000 queries) then
+# cost minutes per image on a CPU. The large budget lets APGD-CE end it: this tests the path.
+TINY = {
+    "reid": ["--dataset", TINY_CLI, "--epochs", "1", "--n-eval", "6"],
+    "classification": ["--dataset", "digits", "--epochs", "1", "--n-eval", "4", "--train-fraction", "0.05",
+                       "--eps", "64/255"],
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def imagenet_like(tmp_path_factory) -> str:
+    """A torchvision ResNet-50 state dict (its own code, random init) for recipes that start from ImageNet."""
+    path = tmp_path_factory.mktemp("weights") / "resnet50-torchvision.pth"
+    torch.save(outside.torchvision_resnet().resnet50().state_dict(), path)
+    return str(path)
+
+
+# Presets too long for the default suite, run by .ci/run as the slow tier (`pytest -m slow`).
+SLOW = {"rcm-cifar"}  # 12 models; its VGG-16s, one epoch on 67 images, resist AutoAttack: ~15 min on 2 cores
+
+
+@pytest.mark.parametrize("preset", [pytest.param(p, marks=[pytest.mark.slow] if p in SLOW else []) for p in presets()])
+def test_every_preset_runs_in_a_tiny_form(tmp_path, preset, imagenet_like):
+    shipped = tomllib.loads((PRESET_DIR / f"{preset}.toml").read_text())
+    task = get_dataset_info(shipped["dataset"]).task
+    extra = ["--pretrained", imagenet_like] if task == "reid" else []
+    args = ["run", "--preset", preset, *TINY[task], *extra, "--out", str(tmp_path / "run"), "-q"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    df = pd.read_csv(tmp_path / "run" / "results.csv", keep_default_na=False)
+    ran = {a.split(":")[0] for a in shipped["attacks"]}
+    assert ran | {"none"} == set(df["attack"])  # every attack of the preset, and the clean cells
+    assert set(df["recipe_key"]) and df["value"].astype(float).between(0, 1).all()
+    assert set(shipped["models"]) <= set(df["model"])  # every model, under its own label
