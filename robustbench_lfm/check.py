@@ -37,7 +37,7 @@ import pandas as pd
 from robustbench_lfm import metric_table
 from robustbench_lfm.identity import MEASUREMENT, canonical, labelled
 from robustbench_lfm.stats import binomial_se, bootstrap_se, two_proportion_p
-from robustbench_lfm.store import COLUMNS, QUERY_COLUMNS, ResultStore, StoreError, valid_value
+from robustbench_lfm.store import COLUMNS, ResultStore, StoreError, valid_value
 
 KEY = list(MEASUREMENT)
 
@@ -106,17 +106,15 @@ class CheckResult:
 
 
 def read_table(path: Path, role: str) -> pd.DataFrame:
-    """A results table of this version, whole and typed (CheckError otherwise)."""
+    """A results table, whole and typed (CheckError otherwise), read by column name: a table of an
+    older version reads, its missing columns at the values they imply (robustbench_lfm.columns)."""
     if not path.is_file():
         raise CheckError(f"{role} {path} does not exist; give a results.csv written by `lfm-bench run`")
     store = ResultStore(path)
     try:
         scan = store.scan()
-    except StoreError:  # other columns, or not text
-        raise CheckError(
-            f"{role} {path} is not a results.csv this lfm-bench version writes (other columns, or not text); "
-            "regenerate it with `lfm-bench run`"
-        ) from None
+    except StoreError as err:  # a column this version does not know, one no older value stands for, not text
+        raise CheckError(f"{role}: {err}") from None
     if not path.read_bytes().strip():
         raise CheckError(f"{role} {path} is empty; give a results.csv written by `lfm-bench run`")
     if scan.damaged:
@@ -213,7 +211,7 @@ def _query_errors(path: Path, rows: pd.DataFrame, id_column: str) -> dict[tuple[
     if not path.is_file():
         return {}
     try:
-        queries = ResultStore(path, QUERY_COLUMNS).read()
+        queries = ResultStore.queries(path).read()
     except StoreError as err:
         raise CheckError(str(err)) from None
     scored = [m for m in metric_table.METRICS.values() if m.gated and not m.proportion and m.query_column]

@@ -141,12 +141,12 @@ def _print_summary(spec: RunSpec, df: pd.DataFrame, failure: Exception | None, f
     """The plots, then the table and sanity checks (text) or the summary object (json)."""
     from robustbench_lfm import sanity
     from robustbench_lfm.report.corruption import plot_severity
-    from robustbench_lfm.store import CMC_COLUMNS, ResultStore
+    from robustbench_lfm.store import ResultStore
     from robustbench_lfm.summary import cmc_labelled, plot_cmc, plot_eps_curves, summary_json, summary_table
 
     plot = plot_eps_curves(df, spec.out_dir / "robustness.png")
     severity_plot = plot_severity(df, spec.out_dir / "corruptions.png") if len(df) else None
-    curves = cmc_labelled(ResultStore(spec.out_dir / "cmc.csv", CMC_COLUMNS).read(), df)
+    curves = cmc_labelled(ResultStore.cmc(spec.out_dir / "cmc.csv").read(), df)
     cmc_plot = plot_cmc(curves, spec.out_dir / "cmc.png", spec.data.name)
     checks = sanity.read(spec.out_dir / "sanity.csv")
     plots = [str(p) for p in (plot, severity_plot, cmc_plot) if p is not None]

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from robustbench_lfm import __version__, attacks, metric_table, models
+from robustbench_lfm import __version__, attacks, columns, metric_table, models
 from robustbench_lfm.attacking import (
     Attacker,
     CleanFeatures,
@@ -449,14 +449,16 @@ def result_rows(
         "eval_subset": eval_subset(spec),
         "wall_s": round(wall, 3),
         "checkpoint_sha256": sha,
+        "code": cell.code(spec.data),
         "lfm_bench_version": __version__,
         "torch_version": torch.__version__,
         "git_sha": git_sha(),
         "created_at": now(),
+        "schema": columns.SCHEMA,
         **extra,
     }
     return [
-        {**base, "rerank": label, "metric": name, "value": value}
+        columns.row(columns.RESULTS, {**base, "rerank": label, "metric": name, "value": value})
         for label, result in results.items()
         for name, value in result.as_metrics().items()
     ]

@@ -1,6 +1,7 @@
 """The identity of a number: which result columns say how it was made, and the labels built on them.
 
-Two rows are the same measurement only when every column of `IDENTITY` is equal (DESIGN.md). The
+Two rows are the same measurement only when every column of `IDENTITY` is equal; the tuples are
+derived from the columns' declared roles (robustbench_lfm.columns). The
 tables, figures, report conditions, sanity series, paired tests and the regression gate all key on
 these tuples, from this module:
 
@@ -26,28 +27,16 @@ from __future__ import annotations
 
 import pandas as pd
 
+from robustbench_lfm import columns
 from robustbench_lfm.hashing import content_hash
 from robustbench_lfm.parsing import format_eps
 
 __all__ = ["format_eps"]  # re-exported: labels and tables meet it here
 
-RUN = (
-    "task",
-    "dataset",
-    "data_params",
-    "test_dataset",
-    "test_data_params",
-    "train_fraction",
-    "recipe_key",
-    "distance",
-    "ap",
-    "flip",
-    "precision",
-    "eval_subset",
-)
-MODEL = ("model", "backbone", "regularizer", "model_params", "pretrained_sha256")
-ATTACK = ("attack", "attack_params", "objective", "norm", "perturbed", "surrogate", "quantize", "attack_precision")
-SCHEDULE = ("eps", "severity", "steps", "step_size")
+RUN = columns.of_role("run")
+MODEL = columns.of_role("model")
+ATTACK = columns.of_role("attack")
+SCHEDULE = columns.of_role("schedule")
 IDENTITY = (*RUN, *MODEL, "train_seed", *ATTACK, *SCHEDULE, "rerank")
 SERIES = tuple(c for c in IDENTITY if c not in SCHEDULE)
 ROW = (*RUN, *MODEL)
@@ -57,8 +46,8 @@ MEASUREMENT = (*IDENTITY, "metric")
 
 LARGE_EPS = {"linf": 64 / 255, "l2": 16.0}  # the probes' budget per norm: far past any sweep's eps
 
-FLOATS = ("eps", "step_size")
-INTS = ("train_seed", "steps", "severity")
+FLOATS = tuple(c.name for c in columns.RESULTS if c.dtype == "float" and c.name in MEASUREMENT)
+INTS = tuple(c.name for c in columns.RESULTS if c.dtype == "int" and c.name in MEASUREMENT)
 
 
 def canonical(df: pd.DataFrame) -> pd.DataFrame:

@@ -9,9 +9,10 @@ decorators (`models.registry.register_regularizer`, `register_model`, `register_
 
 Each loaded plugin is recorded (`Plugin`: its file, its sha256, its package version) in the
 manifest. The code of an entry is part of the identity of what it makes: a checkpoint key or cell
-id whose model, data or attack comes from a plugin includes that plugin's sha256 (`code_hash`),
-so editing the plugin retrains and recomputes exactly those cells (the file is the unit: any edit
-counts for every entry it registers); built-in entries add nothing, so their keys are unchanged.
+id whose model, data or attack comes from a plugin includes the identity of all that plugin's code
+(`code_of`: a package's every module, a file's imported modules from its folder), so editing it
+retrains and recomputes exactly those cells (the plugin is the unit: any edit counts for every
+entry it registers).
 Loading the same plugin twice (a worker process, a resumed run) is a no-op; in one process, a
 changed file of the same name replaces the entries of the version loaded before.
 A plugin that fails to import, or registers a name that exists, is a `PluginError` naming
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from robustbench_lfm import code_identity
 from robustbench_lfm.hashing import file_sha256
 from robustbench_lfm.parsing import SpecError
 
@@ -52,6 +54,8 @@ class Plugin:
         file: the module's file ("" when it has none).
         sha256: the file's sha256 ("" when it has none).
         version: the installed distribution's version ("" for a plain file).
+        code: the identity of all its code (robustbench_lfm.code_identity: a package's modules, a
+            file's imported modules from its folder, and what they import of this project).
     """
 
     ref: str
@@ -60,6 +64,7 @@ class Plugin:
     file: str = ""
     sha256: str = ""
     version: str = ""
+    code: str = ""
 
     def describe(self) -> str:
         """`my_regs.py (sha256 3fa91c2e)` or `my_package 1.2 (entry point lfm)`."""
@@ -97,7 +102,8 @@ def load_plugin(ref: str) -> Plugin:
     except Exception as err:  # the plugin's own code failed: one line naming it
         raise _failed(ref, err) from None
     file = str(getattr(module, "__file__", "") or "")
-    plugin = Plugin(ref, "module", module.__name__, file, _sha256(file), _version(module.__name__))
+    code = _code(code_identity.package_plugin(module.__name__, file)) if file else ""
+    plugin = Plugin(ref, "module", module.__name__, file, _sha256(file), _version(module.__name__), code)
     _LOADED[plugin.module] = plugin
     return plugin
 
@@ -122,7 +128,7 @@ def _load_file(path: Path, ref: str) -> Plugin:
     except Exception as err:
         del sys.modules[name]
         raise _failed(ref, err) from None
-    plugin = Plugin(ref, "file", name, str(path), sha)
+    plugin = Plugin(ref, "file", name, str(path), sha, code=_code(code_identity.file_plugin(path)))
     _LOADED[name] = plugin
     return plugin
 
@@ -175,7 +181,8 @@ def _scan_entry_points() -> list[Plugin]:
         module = sys.modules.get(module_name)
         file = str(getattr(module, "__file__", "") or "")
         version = ep.dist.version if ep.dist is not None else _version(module_name)
-        plugin = Plugin(ep.name, "entry-point", module_name, file, _sha256(file), version)
+        code = _code(code_identity.package_plugin(module_name, file)) if file else ""
+        plugin = Plugin(ep.name, "entry-point", module_name, file, _sha256(file), version, code)
         _LOADED[module_name] = plugin
         out.append(plugin)
     return out
@@ -195,15 +202,21 @@ def plugin_of(source: str) -> Plugin | None:
     return None
 
 
-def code_hash(sources: Iterable[str]) -> str:
-    """Identity of the outside code among `sources` (registering modules): the sha256 (and version)
-    of each plugin they come from, hashed; "" when all are built in."""
+def code_of(sources: Iterable[str], glue: Iterable[str] = ()) -> str:
+    """Code identity (16 hex digits) of what the registering modules `sources` and the glue modules
+    `glue` compute: the built-in ones' closures (robustbench_lfm.code_identity) and the whole
+    code of each plugin among them."""
+    sources = list(sources)
     found = {p for p in (plugin_of(s) for s in sources) if p is not None}
-    plugins = sorted(found, key=lambda p: p.module)
-    if not plugins:
-        return ""
-    text = "|".join(f"{p.module}:{p.sha256}:{p.version}" for p in plugins)
+    own = code_identity.built_in([s for s in sources if plugin_of(s) is None], glue)
+    text = code_identity.digest(own) + "".join(f"|{p.module}:{p.code}:{p.version}" for p in sorted(
+        found, key=lambda p: p.module))  # fmt: skip
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _code(files: dict[str, Path]) -> str:
+    """A plugin's code identity: its files, and the closures of this project's modules they import."""
+    return code_identity.digest(code_identity.with_project_imports(files))
 
 
 def describe_source(source: str) -> str:

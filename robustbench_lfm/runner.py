@@ -34,7 +34,7 @@ from robustbench_lfm.lock import RunLock
 from robustbench_lfm.metrics import chance_rank1
 from robustbench_lfm.rerank import RerankParams
 from robustbench_lfm.spec import Cell, ModelSpec, RunSpec
-from robustbench_lfm.store import CMC_COLUMNS, QUERY_COLUMNS, ResultStore, valid_value
+from robustbench_lfm.store import ResultStore, valid_value
 from robustbench_lfm.training import TrainingError
 
 Log = Callable[[str], None]
@@ -129,8 +129,8 @@ class _Tables:
     def __init__(self, spec: RunSpec) -> None:
         self.results = ResultStore(spec.out_dir / "results.csv")
         self.probes = ResultStore(spec.out_dir / "probes.csv")
-        self.curves = ResultStore(spec.out_dir / "cmc.csv", CMC_COLUMNS)
-        self.queries = ResultStore(spec.out_dir / "queries.csv", QUERY_COLUMNS)
+        self.curves = ResultStore.cmc(spec.out_dir / "cmc.csv")
+        self.queries = ResultStore.queries(spec.out_dir / "queries.csv")
 
 
 def expected_rows(spec: RunSpec) -> set[tuple[str, str]]:
@@ -200,9 +200,14 @@ def _record(result: GroupResult, tables: _Tables, manifest: Manifest) -> None:
             manifest.training[label] = info
     if result.failed is not None:
         manifest.failed[result.label] = result.failed
+    # The same measurements recorded under other cell ids (made by code since edited: an attack, a
+    # model, a plugin) are replaced, never kept beside the new ones as if they were other seeds.
+    stale = tables.results.superseded(result.rows.get("results", [])) | tables.probes.superseded(
+        result.rows.get("probes", [])
+    )
     for name in ("queries", "curves", "probes", "results"):  # results last: they record the cells as done
-        if result.rows.get(name):
-            getattr(tables, name).append(result.rows[name], replace_cells=True)
+        if result.rows.get(name) or stale:
+            getattr(tables, name).append(result.rows.get(name, []), replace_cells=True, drop_cells=stale)
     manifest.cells_run += result.cells_run
     manifest.probes_run += result.probes_run
 

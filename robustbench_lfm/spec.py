@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import robustbench_lfm.methods  # noqa: F401  (registers the training methods' parameters)
-from robustbench_lfm import __version__, attacks, datasets, environment, files, models, plugins
+from robustbench_lfm import __version__, attacks, code_identity, datasets, environment, files, models, plugins
 from robustbench_lfm.datasets import get_dataset_info
 from robustbench_lfm.hashing import canonical_json, content_hash, without_defaults
 from robustbench_lfm.identity import LARGE_EPS, format_eps
@@ -206,9 +206,9 @@ class Cell:
         attack = self.attack.build(seed=self.seed)
         return attack if self.probe_of is None else attack.rescaled(self.probe_of, self.eps, task)
 
-    def train_key(self, data: DataSpec, recipe: TrainRecipe) -> str:
-        """Cache key of the checkpoint this cell needs (with the plugin code its model and data
-        come from, when any does)."""
+    def train_key(self, data: DataSpec, recipe: TrainRecipe, with_code: bool = True) -> str:
+        """Cache key of the checkpoint this cell needs, with the identity of the code that trains
+        it (`train_code`; `with_code=False`: the key as it was before code identity, for tests)."""
         content: dict[str, Any] = {
             "model": self.model.key(),
             "data": data.key(),
@@ -216,16 +216,16 @@ class Cell:
             "seed": self.seed,
             "version": __version__,
         }
-        code = plugins.code_hash([*model_sources(self.model), datasets.DATASETS.source(data.name)])
-        if code:
-            content["code"] = code
+        if with_code:
+            content["code"] = train_code(self.model, data)
         return content_hash(content)
 
-    def cell_id(self, data: DataSpec, recipe: TrainRecipe, evaluation: EvalSpec) -> str:
-        """Short hash of everything that determines this cell's numbers."""
+    def cell_id(self, data: DataSpec, recipe: TrainRecipe, evaluation: EvalSpec, with_code: bool = True) -> str:
+        """Short hash of everything that determines this cell's numbers, the code included
+        (`code`; `with_code=False`: the id as it was before code identity, for tests)."""
         attack = asdict(self.attack) if self.attack else None
         content = {
-            "train": self.train_key(data, recipe),
+            "train": self.train_key(data, recipe, with_code),
             "attack": attack,
             "eps": self.eps,
             "eval": evaluation.key(),
@@ -233,20 +233,38 @@ class Cell:
         }
         if self.probe_of is not None:
             content["probe_of"] = self.probe_of
-        code = "" if self.attack is None else plugins.code_hash(attack_sources(self.attack))
-        if code:
-            content["attack_code"] = code
+        if with_code:
+            content["code"] = self.code(data)
         if self.attack is not None and (self.threat.surrogate is not None or self.threat.quantize):
             surrogate = self.threat.surrogate
             content["threat"] = {
                 "surrogate": None
                 if surrogate is None
-                else Cell(surrogate, None, 0.0, self.seed).train_key(data, recipe),
+                else Cell(surrogate, None, 0.0, self.seed).train_key(data, recipe, with_code),
                 "quantize": self.threat.quantize,
             }
         if self.attack is not None and dict(self.attack.options).get("source") == "published":
             content["published"] = self.threat.corruptions
         return content_hash(content, 12)
+
+    def code(self, data: DataSpec) -> str:
+        """The CSV `code`: identity of the code that computes this cell (robustbench_lfm.code_identity):
+        what trains its model (and a surrogate's), its attack and objective, and the scoring glue."""
+        sources = [*model_sources(self.model), datasets.DATASETS.source(data.name)]
+        if self.attack is not None:
+            sources += attack_sources(self.attack)
+            if self.threat.surrogate is not None:
+                sources += model_sources(self.threat.surrogate)
+        return plugins.code_of(sources, (*code_identity.TRAINING, *code_identity.SCORING))
+
+
+def train_code(model: ModelSpec, data: DataSpec) -> str:
+    """Identity of the code that trains `model` on `data` (its components, the data's generator,
+    the training glue; a MixACM teacher's and a checkpoint architecture's too)."""
+    sources = [*model_sources(model), datasets.DATASETS.source(data.name)]
+    if model.teacher is not None:
+        sources += model_sources(model.teacher)
+    return plugins.code_of(sources, code_identity.TRAINING)
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,11 @@ the Rank-1 hit or correct class, the AP), which the report's standard errors and
 tests resample. Appending rewrites the file through a temp file, fsync and a rename
 (robustbench_lfm.files.atomic_write), so a crash leaves either the old table or the new one, never half a row.
 
-Nothing read back is trusted unchecked (`scan`): a header that is not this version's is refused
-(StoreError) before any work; a last line with no line end (a torn write, or a file cut by hand)
+Tables are read by header name (`scan`), so a table of an older version reads: a column it lacks
+takes the value its declaration says older tables imply (robustbench_lfm.columns), and the next
+append rewrites the file in this version's columns. A column this version does not know, or a
+declared one with no older value, is refused (StoreError naming it) before any work.
+Nothing read back is trusted unchecked: a last line with no line end (a torn write, or a file cut by hand)
 and any row of the wrong width are dropped with a warning, and their cells count as not done, so a
 resumed sweep recomputes them. The runner writes a cell's side rows (queries, curve) first and its
 results last, and a cell is done only when every metric row it should have is present and holds a
@@ -21,27 +24,19 @@ import csv
 import io
 import math
 import warnings
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from robustbench_lfm import metric_table
+from robustbench_lfm import columns, metric_table
 from robustbench_lfm.files import atomic_write
+from robustbench_lfm.identity import MEASUREMENT
 
-COLUMNS = (
-    "run_id", "cell_id", "task", "dataset", "data_params", "test_dataset", "test_data_params", "train_fraction",
-    "model", "backbone", "regularizer",
-    "model_params", "pretrained_sha256", "recipe_key", "train_seed", "attack", "attack_label", "attack_params",
-    "objective", "norm", "eps", "severity", "steps", "step_size", "perturbed", "surrogate", "quantize", "distance",
-    "ap", "flip", "precision", "attack_precision", "rerank", "metric", "value", "n_eval", "eval_subset", "wall_s",
-    "checkpoint_sha256", "lfm_bench_version", "torch_version", "git_sha", "created_at",
-)  # fmt: skip
-
-
-CMC_COLUMNS = ("cell_id", "model", "attack", "eps", "train_seed", "rerank", "rank", "cmc")
-QUERY_COLUMNS = ("cell_id", "rerank", "query", *metric_table.query_columns())
+COLUMNS = columns.names(columns.RESULTS)
+CMC_COLUMNS = columns.names(columns.CMC)
 
 
 class StoreError(ValueError):
@@ -55,6 +50,7 @@ class Scan:
     rows: list[dict[str, str]] = field(default_factory=list)
     torn: bool = False  # the last line had no line end
     ragged: int = 0  # rows of the wrong width
+    upgraded: bool = False  # written under other columns (an older version): rewritten on the next append
 
     @property
     def damaged(self) -> bool:
@@ -63,12 +59,23 @@ class Scan:
 
 
 class ResultStore:
-    """A tidy CSV of the run: `results.csv` and `probes.csv` (the default columns), `cmc.csv`
-    (CMC_COLUMNS) or `queries.csv` (QUERY_COLUMNS)."""
+    """A tidy CSV of the run: `results.csv` and `probes.csv` (the default: columns.RESULTS),
+    `cmc.csv` (columns.CMC) or `queries.csv` (columns.queries())."""
 
-    def __init__(self, path: Path, columns: tuple[str, ...] = COLUMNS) -> None:
+    def __init__(self, path: Path, declared: tuple[columns.Column, ...] = columns.RESULTS) -> None:
         self.path = Path(path)
-        self.columns = columns
+        self.declared = declared
+        self.columns = columns.names(declared)
+
+    @classmethod
+    def cmc(cls, path: Path) -> ResultStore:
+        """`cmc.csv`."""
+        return cls(path, columns.CMC)
+
+    @classmethod
+    def queries(cls, path: Path) -> ResultStore:
+        """`queries.csv`, with the per-query columns of the metrics registered now."""
+        return cls(path, columns.queries())
 
     def _text(self) -> str:
         if not self.path.exists():
@@ -79,28 +86,49 @@ class ResultStore:
             raise StoreError(f"{self.path} is not a text CSV; move it away or start a new run with --out") from None
 
     def scan(self) -> Scan:
-        """The rows that parse (StoreError when the header is not this version's)."""
+        """The rows that parse, keyed by this version's columns (StoreError when the header names a
+        column this version does not know, or lacks one no older value stands for)."""
         text = self._text()
         if not text:
             return Scan()
-        header, _, body = text.partition("\n")
-        if header != ",".join(self.columns):
-            raise StoreError(
-                f"{self.path} has other columns than this lfm-bench writes (an older version, or not a results "
-                "table); resume it with the version that made it, or start a new run with --out"
-            )
+        header_line, _, body = text.partition("\n")
+        header = next(csv.reader([header_line.removeprefix("\ufeff")]), [])
+        fill = self._older(header)
         torn = bool(body) and not body.endswith("\n")
         lines = body.split("\n")[:-1]  # the empty string after the last line end, or a torn last line
-        out = Scan(torn=torn)
+        out = Scan(torn=torn, upgraded=bool(fill) or header != list(self.columns))
         for fields in csv.reader(lines):
-            if len(fields) != len(self.columns):
+            if len(fields) != len(header):
                 out.ragged += 1
                 continue
-            out.rows.append(dict(zip(self.columns, fields, strict=True)))
+            row = dict(zip(header, fields, strict=True))
+            for column in fill:
+                row[column.name] = column.implied(row)
+            out.rows.append({name: row[name] for name in self.columns})
         return out
 
+    def _older(self, header: list[str]) -> list[columns.Column]:
+        """The declared columns `header` lacks, each with the value older tables imply."""
+        declared = {c.name: c for c in self.declared}
+        unknown = [name for name in header if name not in declared]
+        if unknown or len(set(header)) != len(header):
+            what = f"column {unknown[0]!r}, which this version does not know" if unknown else "a repeated column"
+            raise StoreError(
+                f"{self.path} has {what} (a newer lfm-bench wrote it, or it is not a results table); read it with "
+                "that version, or start a new run with --out"
+            )
+        missing = [declared[name] for name in self.columns if name not in header]
+        lacking = [c.name for c in missing if c.older is None]
+        if lacking:
+            raise StoreError(
+                f"{self.path} lacks column(s) {', '.join(lacking)}, which no older value stands for (a table of an "
+                "early lfm-bench, or not a results table); regenerate it with `lfm-bench run`"
+            )
+        return missing
+
     def repair(self) -> Scan:
-        """Scan, and when rows had to be dropped, warn and rewrite the file without them."""
+        """Scan, and when rows had to be dropped, warn and rewrite the file without them (an older
+        table is rewritten at the next append)."""
         scan = self.scan()
         if scan.damaged:
             what = ", ".join(
@@ -114,27 +142,42 @@ class ResultStore:
         """Ids of the cells with at least one row that parses."""
         return {row["cell_id"] for row in self.scan().rows}
 
-    def append(self, rows: list[dict[str, Any]], replace_cells: bool = False) -> None:
-        """Append rows (dicts keyed by the columns) atomically.
+    def append(self, rows: list[dict[str, Any]], replace_cells: bool = False, drop_cells: Collection[str] = ()) -> None:
+        """Append rows (dicts keyed by the columns) atomically; a table of an older version is
+        rewritten in this version's columns first.
 
         Args:
             rows: the new rows.
             replace_cells: first drop the rows whose cell_id is among the new rows' (a cell
                 recomputed because its record was incomplete).
+            drop_cells: first drop the rows of these cells too (cells the new ones supersede: the
+                same measurement made by other code, `superseded`).
         """
+        if not rows and not (drop_cells and self.path.exists()):
+            return
         missing = set(self.columns) - set().union(*rows) if rows else set()
         if missing:
             raise ValueError(f"rows for {self.path.name} lack columns {sorted(missing)}")
         old = self._text()
-        cells = {r["cell_id"] for r in rows}
-        if old and (not old.endswith("\n") or (replace_cells and any(c in old for c in cells))):
-            kept = [r for r in self.repair().rows if not (replace_cells and r["cell_id"] in cells)]
+        dropped = set(drop_cells) | ({r["cell_id"] for r in rows} if replace_cells else set())
+        stale = old and (old.partition("\n")[0] != ",".join(self.columns) or not old.endswith("\n"))
+        if stale or (old and any(c in old for c in dropped)):
+            kept = [r for r in self.repair().rows if r["cell_id"] not in dropped]
             old = _csv_text(self.columns, kept, header=True)  # the parse only when a cell is replaced
-        elif old and old.partition("\n")[0] != ",".join(self.columns):
-            self.scan()  # raises StoreError naming the fix
         atomic_write(
             self.path, (old or _csv_text(self.columns, [], header=True)) + _csv_text(self.columns, rows, False)
         )
+
+    def superseded(self, rows: list[dict[str, Any]]) -> set[str]:
+        """Cells of this table that measure what `rows` measure (every identity column equal) under
+        another cell id: the same number made by other code (an edited attack, model or plugin),
+        which the new rows replace rather than join as if they were another seed."""
+        if not rows or not self.path.exists():
+            return set()
+        key = [c for c in MEASUREMENT if c in self.columns]
+        new = {tuple(str(r[c]) for c in key) for r in rows}
+        ids = {str(r["cell_id"]) for r in rows}
+        return {r["cell_id"] for r in self.scan().rows if r["cell_id"] not in ids and tuple(r[c] for c in key) in new}
 
     def read(self) -> pd.DataFrame:
         """The rows that parse as a DataFrame (empty with the columns when nothing is recorded)."""

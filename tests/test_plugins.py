@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from robustbench_lfm import plugins
 from robustbench_lfm.cli import main
+from robustbench_lfm.identity import MEASUREMENT
 from robustbench_lfm.plugins import PluginError, load_plugin
 from robustbench_lfm.testing import check_plugin
 from tests.test_threats import DATA
@@ -123,3 +124,51 @@ def test_a_broken_plugin_is_one_line_and_status_2(tmp_path, code, message):
 def test_an_unknown_module_plugin_names_the_fix():
     with pytest.raises(PluginError, match="is not a file or an importable module"):
         load_plugin("no_such_plugin_module")
+
+
+def _fresh_process(*helpers: str) -> None:
+    """Forget the loaded plugins and their helper modules, as a new process would."""
+    import sys
+
+    for loaded_plugin in plugins.loaded():
+        plugins.unload(loaded_plugin)
+    for name in helpers:
+        sys.modules.pop(name, None)
+
+
+def test_an_edit_to_the_plugins_code_replaces_its_rows_and_check_reads_them(plugin, tmp_path):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    assert _run(plugin, out, cache).exit_code == 0
+    first = pd.read_csv(out / "results.csv", keep_default_na=False)
+    flipped = plugin.read_text().replace("torch.sign(u - 0.5)", "torch.sign(0.5 - u)")
+    plugin.write_text(flipped)
+    _fresh_process()
+    assert _run(plugin, out, cache).exit_code == 0
+    after = pd.read_csv(out / "results.csv", keep_default_na=False)
+    noise = after["attack"] == "sign-noise"
+    assert len(after) == len(first) and not after.duplicated(list(MEASUREMENT)).any()  # no second "seed"
+    assert not set(after.loc[noise, "cell_id"]) & set(first["cell_id"])  # recomputed under the new code
+    check = CliRunner().invoke(main, ["check", str(out), "--baseline", str(out / "results.csv")])
+    assert check.exit_code == 0, check.output
+    report = CliRunner().invoke(main, ["report", str(out)])
+    assert report.exit_code == 0 and "over 2 training seeds" not in (out / "report" / "report.md").read_text()
+
+
+def test_an_edit_to_a_module_the_file_plugin_imports_recomputes_its_cells(plugin, tmp_path, monkeypatch):
+    (tmp_path / "corner_noise.py").write_text("import torch\n\n\ndef corners(u):\n    return torch.sign(u - 0.5)\n")
+    text = plugin.read_text().replace("p.x + p.eps * torch.sign(u - 0.5)", "p.x + p.eps * corner_noise.corners(u)")
+    plugin.write_text(text.replace("import torch\n", "import corner_noise\nimport torch\n", 1))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    assert _run(plugin, out, cache).exit_code == 0
+    first = pd.read_csv(out / "results.csv", keep_default_na=False)
+    (tmp_path / "corner_noise.py").write_text("import torch\n\n\ndef corners(u):\n    return torch.sign(0.5 - u)\n")
+    _fresh_process("corner_noise")
+    assert _run(plugin, out, cache).exit_code == 0
+    after = pd.read_csv(out / "results.csv", keep_default_na=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["cells_run"] > 0 and not after.duplicated(list(MEASUREMENT)).any()
+    noise = after["attack"] == "sign-noise"
+    assert not set(after.loc[noise, "cell_id"]) & set(first["cell_id"])
+    built_in = after["attack"].isin(["none", "fgsm"]) & (after["model"] == "plain")  # nothing of the plugin in it
+    assert set(after.loc[built_in, "cell_id"]) <= set(first["cell_id"])

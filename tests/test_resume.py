@@ -89,13 +89,13 @@ def test_a_deleted_side_table_is_rebuilt(reference, tmp_path, side):
     pd.testing.assert_frame_equal(rebuilt.reset_index(drop=True), original.reset_index(drop=True))
 
 
-def test_a_wrong_header_is_refused_before_any_work(reference, tmp_path):
+def test_an_unknown_column_is_refused_before_any_work(reference, tmp_path):
     run, cache = _copy(reference, tmp_path)
     text = (run / "results.csv").read_text()
     (run / "results.csv").write_text(text.replace("attack_params", "attack_opts", 1))
     before = (run / "manifest.json").read_text()
     result = CliRunner().invoke(main, _args(run, cache))
-    assert result.exit_code == 2 and "other columns than this lfm-bench writes" in result.output
+    assert result.exit_code == 2 and "has column 'attack_opts', which this version does not know" in result.output
     assert (run / "manifest.json").read_text() == before  # refused before the sweep started
 
 

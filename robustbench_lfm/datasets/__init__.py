@@ -21,6 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from robustbench_lfm import plugins
 from robustbench_lfm.datasets import classification, corrupted, folders, synthreid
 from robustbench_lfm.datasets.base import ReIDDataset, ReIDSplit, as_float
 from robustbench_lfm.datasets.classification import ClassificationDataset, ClassSplit
@@ -192,7 +193,8 @@ def load_dataset(
     """
     info = get_dataset_info(name)
     cfg = info.check_options(options)
-    key = content_hash({"name": name, "config": config_key(cfg), "source": info.source(root)})
+    code = plugins.code_of([DATASETS.source(name)])  # the generator's (reader's) code
+    key = content_hash({"name": name, "config": config_key(cfg), "source": info.source(root), "code": code})
     path = cache_dir / "datasets" / f"{name}-{key}.safetensors"
     dataset = _cached_dataset(path, name, info.task)
     if dataset is not None:

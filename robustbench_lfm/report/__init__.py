@@ -39,7 +39,7 @@ from robustbench_lfm.report.tables import (
     pair_tests,
     with_conditions,
 )
-from robustbench_lfm.store import CMC_COLUMNS, QUERY_COLUMNS, ResultStore, StoreError
+from robustbench_lfm.store import ResultStore, StoreError
 from robustbench_lfm.summary import cmc_labelled
 
 
@@ -65,8 +65,8 @@ def load_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataF
     try:
         df = ResultStore(results).read_valid()
         queries_path = run_dir / "queries.csv"
-        queries = ResultStore(queries_path, QUERY_COLUMNS).read() if queries_path.is_file() else None
-        curves = ResultStore(run_dir / "cmc.csv", CMC_COLUMNS).read()
+        queries = ResultStore.queries(queries_path).read() if queries_path.is_file() else None
+        curves = ResultStore.cmc(run_dir / "cmc.csv").read()
     except StoreError as err:
         raise ReportError(str(err)) from None
     if df.empty:
