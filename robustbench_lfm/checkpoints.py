@@ -152,7 +152,7 @@ def _base_model(
 def _recorded_model(path: Path) -> dict[str, Any] | None:
     """The model an lfm-bench checkpoint's sidecar records (None without a verified sidecar)."""
     try:
-        meta = read_sidecar(path)
+        meta = read_sidecar(path, bound=False)  # a user's file: any name
     except UnverifiedFileError as err:
         raise SpecError(f"ckpt:{path}: {err}; give model= and backbone= or the file's own sidecar") from None
     model = None if meta is None else meta.get("model")

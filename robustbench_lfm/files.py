@@ -6,7 +6,9 @@ then rename it over the target, so a reader or a crash sees the old file or the 
 half of one. A temp file left by a killed process is never read (it has another name).
 
 Cached artefacts (checkpoints, decoded datasets, stored adversarial images) carry a JSON sidecar
-beside them, `<stem>.json`: `{"format": 1, "sha256": <the file's sha256>, ...what made it}`. The
+beside them, `<stem>.json`: `{"format": 1, "sha256": <the file's sha256>, "key": <the key it was
+written for: the file's name>, ...what made it}`; a pair copied or renamed under another key is
+refused like a changed file (a checkpoint of `dropout` never answers for `plain`). The
 artefact is renamed into place first and its sidecar last, so a crash between the two leaves a
 file with no sidecar, which `read_sidecar` refuses like a changed or truncated one: what cannot
 be verified is rebuilt, never trusted. A checkpoint sidecar written before the format was recorded
@@ -88,18 +90,19 @@ def write_verified(path: Path, write: Callable[[Path], None], meta: dict[str, An
     with atomic_path(path) as tmp:
         write(tmp)
         sha = file_sha256(tmp)
-    record = {**meta, "format": SIDECAR_FORMAT, "sha256": sha}
+    record = {**meta, "format": SIDECAR_FORMAT, "sha256": sha, "key": path.stem}
     atomic_write(sidecar_path(path), json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     return sha
 
 
-def read_sidecar(path: Path) -> dict[str, Any] | None:
-    """The sidecar of the artefact `path` once its sha256 matches the file; None when the artefact
-    does not exist.
+def read_sidecar(path: Path, bound: bool = True) -> dict[str, Any] | None:
+    """The sidecar of the artefact `path` once its sha256 matches the file (and, when `bound`, once
+    it was written for this file's key, its name); None when the artefact does not exist.
 
     Raises:
-        UnverifiedFileError: the sidecar is missing, unreadable, of another format, or names another
-            sha256 (the file changed or was cut); the message says which.
+        UnverifiedFileError: the sidecar is missing, unreadable, of another format, names another
+            sha256 (the file changed or was cut) or, when `bound`, another key (the pair was copied
+            or renamed from another entry); the message says which.
     """
     if not path.exists():
         return None
@@ -113,6 +116,10 @@ def read_sidecar(path: Path) -> dict[str, Any] | None:
     # a sidecar written before the format was recorded has the same layout: format 1
     if not isinstance(meta, dict) or meta.get("format", 1) != SIDECAR_FORMAT or not isinstance(meta.get("sha256"), str):
         raise UnverifiedFileError(f"the sidecar {sidecar} is unreadable or of another format")
+    if bound and meta.get("key") != path.stem:
+        written = meta.get("key")
+        what = f"was written for key {written}" if isinstance(written, str) else "records no key (an older lfm-bench)"
+        raise UnverifiedFileError(f"{path} {what}, not {path.stem} (copied or renamed from another entry)")
     if file_sha256(path) != meta["sha256"]:
         raise UnverifiedFileError(f"{path} fails its sha256 check (the file changed or was cut)")
     return meta

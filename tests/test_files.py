@@ -82,8 +82,23 @@ def test_the_sidecar_records_its_format_and_an_older_sidecar_without_one_still_v
     art = tmp_path / "d.safetensors"
     write_verified(art, lambda tmp: tmp.write_bytes(b"x"), {"dataset": "digits"})
     assert json.loads(sidecar_path(art).read_text())["format"] == 1
-    sidecar_path(art).write_text(json.dumps({"sha256": file_sha256(art)}))  # a checkpoint cached by 0.1.0
+    sidecar_path(art).write_text(json.dumps({"sha256": file_sha256(art), "key": "d"}))  # a checkpoint of 0.1.0
     assert read_sidecar(art) is not None
+
+
+@pytest.mark.parametrize("kind", ["checkpoints", "datasets", "adversarial"])
+def test_an_artefact_copied_under_another_key_is_refused(tmp_path, kind):
+    first, second = tmp_path / kind / "aaaa.safetensors", tmp_path / kind / "bbbb.safetensors"
+    write_verified(first, lambda tmp: tmp.write_bytes(b"weights of dropout"), {})
+    for source, target in ((first, second), (sidecar_path(first), sidecar_path(second))):
+        target.write_bytes(source.read_bytes())
+    assert read_sidecar(first) is not None
+    with pytest.raises(UnverifiedFileError, match="was written for key aaaa, not bbbb"):
+        read_sidecar(second)
+    sidecar_path(second).write_text(json.dumps({"format": 1, "sha256": file_sha256(second)}))
+    with pytest.raises(UnverifiedFileError, match="records no key"):
+        read_sidecar(second)
+    assert read_sidecar(second, bound=False) is not None  # a user's checkpoint file may have any name
 
 
 def test_content_keys_come_from_canonical_json_never_from_repr():

@@ -10,8 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from robustbench_lfm.cli import main
+from robustbench_lfm.datasets import load_dataset
 from robustbench_lfm.lock import RunLock, RunLockedError
-from tests.conftest import TINY_CLI
+from tests.conftest import TINY, TINY_CLI
 
 KEY = ["cell_id", "rerank", "metric"]
 
@@ -119,3 +120,31 @@ def test_a_malformed_checkpoint_sidecar_is_reported_and_retrained(reference, tmp
     assert result.exit_code == 0, result.output
     pd.testing.assert_series_equal(_values(tmp_path / "run"), _values(out))  # retrained identically
     assert json.loads(next((tmp_path / "cache" / "checkpoints").glob("*.json")).read_text())["sha256"]
+
+
+def test_a_checkpoint_and_a_dataset_copied_under_another_key_are_reported_and_rebuilt(reference, tmp_path, monkeypatch):
+    import shutil
+
+    from robustbench_lfm import group
+
+    monkeypatch.setattr(group, "_DATASETS", {})  # read the cache as a new process would
+    out, cache = reference
+    shutil.copytree(cache, tmp_path / "cache")
+    ckpts = sorted((tmp_path / "cache" / "checkpoints").glob("*.safetensors"))
+    assert len(ckpts) == 2  # plain and lfm: swap them, each with its sidecar
+    for suffix in (".safetensors", ".json"):
+        a, b = (c.with_suffix(suffix) for c in ckpts)
+        a_bytes = a.read_bytes()
+        a.write_bytes(b.read_bytes())
+        b.write_bytes(a_bytes)
+    (data,) = (tmp_path / "cache" / "datasets").glob("*.safetensors")
+    load_dataset("synthreid", {**TINY, "seed": 1}, tmp_path / "cache")  # another entry: seed 1's images
+    (other,) = set((tmp_path / "cache" / "datasets").glob("*.safetensors")) - {data}
+    for suffix in (".safetensors", ".json"):  # seed 1's entry copied under seed 0's key
+        shutil.copy(other.with_suffix(suffix), data.with_suffix(suffix))
+    with pytest.warns(UserWarning, match="was written for key") as caught:
+        result = CliRunner().invoke(main, _args(tmp_path / "run", tmp_path / "cache"))
+    assert result.exit_code == 0, result.output
+    messages = " ".join(str(w.message) for w in caught)
+    assert "checkpoint" in messages and "cached dataset" in messages
+    pd.testing.assert_series_equal(_values(tmp_path / "run"), _values(out))  # retrained: plain's own numbers
