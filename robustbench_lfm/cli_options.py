@@ -116,7 +116,8 @@ RUN_OPTIONS: list[Decorator] = [
         "--eps",
         default="4/255,8/255",
         show_default=True,
-        help="Budgets on the [0, 1] pixel scale in each attack's norm (L-inf: 8/255; L2: one image's L2 norm).",
+        help="Budgets on the [0, 1] pixel scale in each attack's norm (L-inf: 8/255; L2: one image's L2 norm); "
+        "a value within 1e-6 of k/255 is k/255, and a budget given twice counts once.",
     ),
     click.option(
         "--surrogate",

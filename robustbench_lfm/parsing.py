@@ -47,6 +47,8 @@ def parse_named(item: str) -> tuple[str, Params]:
         key, eq, value = part.partition("=")
         if not eq or not key.strip():
             raise SpecError(f"bad option {part!r} in {item!r}; write NAME:key=value,key=value")
+        if key.strip() in params:
+            raise SpecError(f"option {key.strip()!r} is given twice in {item!r}; give each option once")
         params[key.strip()] = _checked_number(parse_scalar(value), part, item)
     return name.strip(), tuple(sorted(params.items()))
 
@@ -80,7 +82,8 @@ def split_list(text: str, plus_separates: bool = True) -> list[str]:
 
 
 def parse_eps(text: str) -> tuple[float, ...]:
-    """'2/255,4/255,8/255' -> floats on the pixel scale; each must lie in [0, 1]."""
+    """'2/255,4/255,8/255' -> floats on the pixel scale, each in [0, 1], in the order given and each
+    once (after `on_grid`)."""
     values = []
     for part in filter(None, (p.strip() for p in text.split(","))):
         try:
@@ -89,10 +92,17 @@ def parse_eps(text: str) -> tuple[float, ...]:
             raise SpecError(f"eps {part!r} is not a number in [0, 1]; write e.g. 8/255 or 0.03") from None
         if not 0.0 <= value <= 1.0 or math.isnan(value):
             raise SpecError(f"eps {part} = {value:.4g} is outside [0, 1]; budgets are on the pixel scale, e.g. 8/255")
-        values.append(value)
+        values.append(on_grid(value))
     if not values:
         raise SpecError("no eps given; write e.g. --eps 2/255,4/255,8/255")
-    return tuple(values)
+    return tuple(dict.fromkeys(values))  # a budget given twice (8/255,0.0313725490) is one budget
+
+
+def on_grid(eps: float) -> float:
+    """`eps` snapped to k/255 when it lies within 1e-6 of that 8-bit level (as `format_eps` prints
+    it): 0.0313725 and 8/255 are one budget, not two that print alike."""
+    k = eps * 255
+    return round(k) / 255 if abs(k - round(k)) < 1e-6 else eps
 
 
 def format_eps(eps: float) -> str:

@@ -361,6 +361,15 @@ def fgsm_like(pgd: AttackSpec) -> AttackSpec:
     return AttackSpec.create("fgsm", keep)
 
 
+def distinct(model_specs: tuple[ModelSpec, ...]) -> tuple[ModelSpec, ...]:
+    """The models, each once: two items that resolve alike (`lfm` and `lfm:p=0.5` at its default p,
+    a checkpoint given by two paths) are one model, under the label given first."""
+    first: dict[ModelSpec, ModelSpec] = {}
+    for model in model_specs:
+        first.setdefault(dataclasses.replace(model, params=()), model)
+    return tuple(first.values())
+
+
 def resolve_model(item: str, backbone: str | None, recipe: TrainRecipe) -> ModelSpec:
     """Parse and check one model item against the registry and the recipe.
 
@@ -456,7 +465,7 @@ def build_spec(**o: Any) -> RunSpec:
     names = unique(split_list(o["models_"], plus_separates=False))
     if not o["no_baseline"] and not any(n.split(":")[0] == "plain" for n in names):
         names.insert(0, "plain")
-    model_specs = tuple(resolve_model(n, o["backbone"], recipe) for n in names) + tuple(o.get("given", ()))
+    model_specs = distinct(tuple(resolve_model(n, o["backbone"], recipe) for n in names) + tuple(o.get("given", ())))
     surrogate = None if o["surrogate"] is None else resolve_model(o["surrogate"], o["backbone"], recipe)
     attack_specs = tuple(dict.fromkeys(s for a in unique(split_list(o["attacks_"])) for s in resolve_attacks(a, task)))
     if not model_specs or not attack_specs:

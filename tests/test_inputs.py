@@ -49,6 +49,9 @@ def _one_error_line(proc, expected: str, status: int = 2) -> None:
         (["--batch-size", "x"], "'x' is not a valid integer"),
         (["--batch-size", "0"], "'--batch-size': 0 is not in the range"),
         (["--bogus"], "No such option"),
+        (["--attacks", "pgd:steps=5,steps=20"], "option 'steps' is given twice in 'pgd:steps=5,steps=20'"),
+        (["--models", "lfm:p=0.3,p=0.5"], "option 'p' is given twice"),
+        (["--dataset", "synthreid:seed=1,seed=2"], "option 'seed' is given twice"),
     ],
 )
 def test_bad_values_are_one_line_and_status_2(args, expected, tmp_path):
@@ -166,3 +169,17 @@ def test_a_model_item_picks_its_own_backbone():
     assert resolve_model("plain:backbone=vgg16", "resnet18", recipe).label != plain.label
     with pytest.raises(SpecError, match="vgg16"):
         resolve_model("plain:backbone=vgg61", None, recipe)
+
+
+def test_repeated_models_attacks_eps_and_seeds_are_one_value_each(tmp_path):
+    from robustbench_lfm.cli_options import run_defaults
+    from robustbench_lfm.spec import build_spec
+
+    options = {**run_defaults(), "out": tmp_path / "o", "cache_dir": tmp_path / "c", "dataset": TINY_CLI}
+    spec = build_spec(**{**options, "models_": "lfm,lfm:p=0.15,dropout,lfm", "attacks_": "pgd,pgd:restarts=1,fgsm",
+                         "eps": "8/255,0.031372549,4/255,0.03137254901960784", "seeds": "0,1,00"})  # fmt: skip
+    assert [m.label for m in spec.models] == ["plain", "lfm", "dropout"]  # lfm:p=0.15 is lfm at its default p
+    assert [a.label for a in spec.attacks] == ["pgd", "fgsm"]  # one restart is the default
+    assert spec.eps == (8 / 255, 4 / 255) and spec.seeds == (0, 1)
+    cells = spec.cells()
+    assert len(cells) == len({c.cell_id(spec.data, spec.recipe, spec.evaluation) for c in cells})
