@@ -3,7 +3,7 @@
 It imports the leaf libraries `models` and `attacks`; they never import it.
 """
 
-__version__ = "0.1.0"
+from robustbench_lfm.version import __version__
 
 __all__ = ["__version__", "evaluate"]
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +41,10 @@ from robustbench_lfm.models.pretrained import (
     load_reid_layout,
     set_architecture,
 )
+from robustbench_lfm.modelspec import CHECKPOINT_PREFIX, ModelSpec
 from robustbench_lfm.parsing import SpecError, format_param, parse_named
 from robustbench_lfm.pretrained import read_state_dict, verified_state
 from robustbench_lfm.recipe import TrainRecipe
-from robustbench_lfm.spec import CHECKPOINT_PREFIX, ModelSpec, resolve_model
 
 _EXTERNAL: dict[str, nn.Module] = {}  # evaluate()'s modules by state dict sha256, this process only
 _NOTES: dict[str, dict[str, Any]] = {}  # what register_external changed on them, for the manifest
@@ -64,8 +65,12 @@ def parse_checkpoint_item(item: str) -> tuple[Path, dict[str, Any]]:
     return Path(first).expanduser().resolve(), dict(options)
 
 
-def resolve_checkpoint(item: str, backbone: str | None, recipe: TrainRecipe) -> ModelSpec:
-    """The spec of a checkpoint to evaluate, its file read, loaded and probed now (SpecError)."""
+ResolveModel = Callable[[str, "str | None", TrainRecipe], ModelSpec]
+
+
+def resolve_checkpoint(item: str, backbone: str | None, recipe: TrainRecipe, resolve: ResolveModel) -> ModelSpec:
+    """The spec of a checkpoint to evaluate, its file read, loaded and probed now (SpecError);
+    `resolve` resolves its architecture's model item (robustbench_lfm.spec.resolve_model)."""
     path, options = parse_checkpoint_item(item)
     try:
         state = read_state_dict(path, what="ckpt:")
@@ -81,7 +86,7 @@ def resolve_checkpoint(item: str, backbone: str | None, recipe: TrainRecipe) -> 
     if task != recipe.task:
         raise SpecError(f"ckpt:{path} holds a {task} model; the run's dataset is for {recipe.task}")
     arch = _architecture(path, layout, options)
-    base = _base_model(path, layout, options, backbone, recipe)
+    base = _base_model(path, layout, options, backbone, recipe, resolve)
     net = build_checkpoint_net(base, state, layout, task, arch)
     probe_output(net, torch.rand(2, 3, *models.get_input_size(base.backbone)), task, f"ckpt:{path}")
     sha = file_sha256(path)
@@ -129,7 +134,7 @@ def _architecture(path: Path, layout: str, options: dict[str, Any]) -> dict[str,
 
 
 def _base_model(
-    path: Path, layout: str, options: dict[str, Any], backbone: str | None, recipe: TrainRecipe
+    path: Path, layout: str, options: dict[str, Any], backbone: str | None, recipe: TrainRecipe, resolve: ResolveModel
 ) -> ModelSpec:
     """The registered model the checkpoint loads into: `model=` with its options, else the one its
     lfm-bench sidecar records, else `plain`."""
@@ -146,7 +151,7 @@ def _base_model(
     label = str(name or "plain") + (
         ":" + ",".join(f"{k}={format_param(v)}" for k, v in options.items()) if options else ""
     )
-    return resolve_model(label, bb or None, recipe)
+    return resolve(label, bb or None, recipe)
 
 
 def _recorded_model(path: Path) -> dict[str, Any] | None:

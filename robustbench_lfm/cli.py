@@ -22,15 +22,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from robustbench_lfm.cli_options import (
-    EXECUTOR_OPTIONS,
-    RUN_OPTIONS,
-    format_option,
-    plugin_option,
-    quiet_option,
-    with_options,
-)
+from robustbench_lfm.cli_options import RUN_OPTIONS, fail, format_option, plugin_option, quiet_option, with_options
 from robustbench_lfm.files import atomic_write
+from robustbench_lfm.options import EXECUTOR, RunOptions
 from robustbench_lfm.parsing import SpecError
 
 if TYPE_CHECKING:
@@ -38,12 +32,6 @@ if TYPE_CHECKING:
 
     from robustbench_lfm.executors import ExecSpec
     from robustbench_lfm.spec import RunSpec
-
-
-def fail(message: str, status: int = 2) -> NoReturn:
-    """Print one error line and exit."""
-    click.echo(f"lfm-bench: error: {message}", err=True)
-    sys.exit(status)
 
 
 def internal_error(err: BaseException) -> NoReturn:
@@ -96,7 +84,7 @@ def main() -> None:
 
 @main.command()
 @with_options(RUN_OPTIONS)
-def run(fmt: str, **opts: Any) -> None:
+def run(fmt: str, **opts: Any) -> None:  # opts: one keyword per RunOptions field
     """Train (or reuse cached) models and evaluate them clean and under attack.
 
     Writes results.csv, cmc.csv, probes.csv, sanity.csv, manifest.json, fingerprint.json,
@@ -108,8 +96,8 @@ def run(fmt: str, **opts: Any) -> None:
     """
     from robustbench_lfm.spec import build_spec
 
-    executor = {k: opts.pop(k) for k in EXECUTOR_OPTIONS}
-    spec = _guard(lambda: build_spec(**opts))
+    executor = {k: opts[k] for k in EXECUTOR}
+    spec = _guard(lambda: build_spec(RunOptions(**opts)))
     ex = _guard(lambda: _exec_spec(spec, **executor))
     start = time.perf_counter()
     df, failure = _sweep(spec, ex, log=(lambda line: click.echo(line, err=True)) if fmt == "json" else click.echo)

@@ -87,24 +87,30 @@ def package_resolver(root: Path, prefix: str = "") -> Resolver:
 
 
 def imported(path: Path, module: str, resolve: Resolver) -> set[str]:
-    """The modules `path` (the module `module`) imports that `resolve` finds."""
+    """The modules `path` (the module `module`) imports, anywhere in it, that `resolve` finds."""
     try:
         tree = ast.parse(path.read_bytes())
     except (SyntaxError, ValueError):
         return set()
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    names: set[str] = set()
+    found: set[str] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".") if package else []
-                parts = parts[: len(parts) - (node.level - 1)]
-                base = ".".join([*parts, base] if base else parts)
-            for alias in node.names:  # `from a import b`: the module a.b when there is one, else a
-                names.add(f"{base}.{alias.name}" if resolve(f"{base}.{alias.name}") else base)
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found |= imported_by(node, path, module, resolve)
+    return found
+
+
+def imported_by(node: ast.Import | ast.ImportFrom, path: Path, module: str, resolve: Resolver) -> set[str]:
+    """The modules one import statement of `path` (the module `module`) names that `resolve`
+    finds: `from a import b` names the module a.b when there is one, else a."""
+    if isinstance(node, ast.Import):
+        return {alias.name for alias in node.names if resolve(alias.name) is not None}
+    base = node.module or ""
+    if node.level:
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        parts = package.split(".") if package else []
+        parts = parts[: len(parts) - (node.level - 1)]
+        base = ".".join([*parts, base] if base else parts)
+    names = {f"{base}.{alias.name}" if resolve(f"{base}.{alias.name}") else base for alias in node.names}
     return {n for n in names if resolve(n) is not None}
 
 

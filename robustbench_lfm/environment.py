@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from robustbench_lfm import __version__
+from robustbench_lfm.version import __version__
 
 PACKAGES = ("torch", "numpy", "pandas", "torchattacks", "safetensors", "matplotlib", "click")
 

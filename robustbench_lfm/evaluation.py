@@ -10,7 +10,7 @@ metric table and the rows of the CSV schema. The model is not trained, and it is
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import inspect
 import re
 import tempfile
@@ -18,19 +18,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import click
 import pandas as pd
 from torch import nn
 
-from robustbench_lfm.cli_options import evaluate_options, keyword, run_command, run_defaults
+from robustbench_lfm import options
+from robustbench_lfm.options import RunOptions
 from robustbench_lfm.parsing import SpecError
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-def evaluate(
-    model: nn.Module, *, name: str = "my-model", out: str | Path | None = None, **options: Any
-) -> pd.DataFrame:
+def evaluate(model: nn.Module, *, name: str = "my-model", out: str | Path | None = None, **given: Any) -> pd.DataFrame:
     """Evaluate `model` clean and under attack; the tidy result table.
 
     Args:
@@ -41,11 +39,11 @@ def evaluate(
         out: a run directory to write (results.csv, queries.csv, probes.csv, sanity.csv,
             manifest.json, fingerprint.json) that `lfm-bench report` and `check` read, and that
             a later call resumes; None = a temporary one, removed after.
-        **options: the `lfm-bench run` options that apply to a given model, under their flag names
+        **given: the `lfm-bench run` options that apply to a given model, under their flag names
             (`n_eval` for `--n-eval`), with the CLI's defaults and checks; `attacks`, `eps` and
             `seeds` take a sequence (`attacks=("pgd", "fgsm")`, `eps=(8/255,)`) or the CLI's text
             (`eps="4/255,8/255"`). They are listed at the end of this docstring, generated from the
-            CLI's table (robustbench_lfm/cli_options.py).
+            declared options (robustbench_lfm/options.py).
 
     Returns:
         The rows of results.csv (columns as in results/README.md): one per cell and metric.
@@ -59,7 +57,7 @@ def evaluate(
         raise SpecError(f"evaluate() takes a torch.nn.Module, not {type(model).__name__}")
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise SpecError(f"name={name!r} must be letters, digits and _.- (it labels the model in tables)")
-    opts = run_options(options, name)
+    opts = run_options(given, name)
     if out is None:
         with tempfile.TemporaryDirectory(prefix="lfm-bench-evaluate-") as tmp:
             return _evaluate(model, Path(tmp) / "run", opts)
@@ -69,24 +67,19 @@ def evaluate(
 _SEQUENCES = ("attacks", "eps", "seeds")
 
 
-def run_options(given: dict[str, Any], name: str) -> dict[str, Any]:
-    """`evaluate`'s keywords as the `run` command's options (as `build_spec` takes them), each
-    checked by the CLI's own type; unknown keywords are refused with a did-you-mean."""
-    table = evaluate_options()
-    for key in given:
-        if key not in table:
-            raise SpecError(_unknown_keyword(key, list(table)))
-    opts = run_defaults()
-    ctx = click.Context(run_command())
+def run_options(given: dict[str, Any], name: str) -> RunOptions:
+    """`evaluate`'s keywords as the run's options, each checked as its declaration says
+    (robustbench_lfm.options); unknown keywords are refused with a did-you-mean."""
+    known = options.evaluate_keywords()
+    values: dict[str, Any] = {}
     for key, value in given.items():
-        option = table[key]
+        if key not in known:
+            raise SpecError(_unknown_keyword(key, known))
         try:
-            text = _sequence_text(key, value) if key in _SEQUENCES else value
-            opts[str(option.name)] = option.type_cast_value(ctx, text)
-        except click.BadParameter as err:
-            raise SpecError(f"evaluate({key}={value!r}): {err.message}") from None
-    opts.update(models_="", no_baseline=True, name=name)
-    return opts
+            values[key] = options.convert(key, _sequence_text(key, value) if key in _SEQUENCES else value)
+        except SpecError as err:
+            raise SpecError(f"evaluate(): {err}") from None
+    return RunOptions(**values, models="", no_baseline=True, name=name)
 
 
 def _sequence_text(key: str, value: Any) -> str:
@@ -109,40 +102,38 @@ def _sequence_text(key: str, value: Any) -> str:
     return ",".join(str(v) for v in value)
 
 
-def _unknown_keyword(key: str, known: list[str]) -> str:
+def _unknown_keyword(key: str, known: tuple[str, ...]) -> str:
     """One line for a keyword evaluate() does not take: a run-only option, or a typo and its match."""
-    if key in {keyword(p) for p in run_command().params}:
+    if key in options.declared():
         return (
             f"evaluate() scores a given model: `{key}` is an `lfm-bench run` option for registered models "
             f"(evaluate() takes {', '.join(known)})"
         )
-    close = [k for k in known if k.startswith(key) or key.startswith(k)] or difflib.get_close_matches(key, known, 3)
-    hint = f"; did you mean {' or '.join(close[:3])}?" if close else ""
-    return f"evaluate() got an unknown keyword {key!r}{hint} (it takes {', '.join(known)})"
+    return f"evaluate() got an unknown keyword {key!r}{options.unknown(key, known)} (it takes {', '.join(known)})"
 
 
 def _document(function: Callable[..., Any]) -> None:
-    """Give `evaluate` its real signature and list its options, both from the CLI's table."""
-    ctx = click.Context(run_command())
+    """Give `evaluate` its real signature and list its options, both from the declarations."""
     fixed = list(inspect.signature(function).parameters.values())[:-1]
+    table = options.declared()
     extra = [
-        inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=o.get_default(ctx))
-        for k, o in evaluate_options().items()
+        inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=table[k][0].default)
+        for k in options.evaluate_keywords()
     ]
     function.__signature__ = inspect.Signature([*fixed, *extra], return_annotation=pd.DataFrame)  # type: ignore[attr-defined]
-    lines = [f"    {k} (default {o.get_default(ctx)!r}): {o.help or ''}" for k, o in evaluate_options().items()]
+    lines = [f"    {k} (default {table[k][0].default!r}): {table[k][1].help}" for k in options.evaluate_keywords()]
     function.__doc__ = (function.__doc__ or "") + "\n    Options (`lfm-bench run --help`):\n" + "\n".join(lines) + "\n"
 
 
-def _evaluate(model: nn.Module, out: Path, opts: dict[str, Any]) -> pd.DataFrame:
+def _evaluate(model: nn.Module, out: Path, opts: RunOptions) -> pd.DataFrame:
     """Build the spec with `model` as its one given model and run the sweep in this process."""
     from robustbench_lfm.checkpoints import register_external
     from robustbench_lfm.executors import ExecSpec
     from robustbench_lfm.runner import run_sweep
     from robustbench_lfm.spec import build_spec
 
-    given = register_external(model, opts["name"])
-    spec = build_spec(**{**opts, "out": out, "given": (given,)})
+    given = register_external(model, str(opts.name))
+    spec = build_spec(dataclasses.replace(opts, out=out), given=(given,))
     return run_sweep(spec, log=lambda line: None, ex=ExecSpec())
 
 

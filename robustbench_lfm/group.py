@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from robustbench_lfm import __version__, attacks, columns, metric_table, models
+from robustbench_lfm import attacks, columns, metric_table, models
 from robustbench_lfm.attacking import (
     Attacker,
     CleanFeatures,
@@ -51,6 +51,7 @@ from robustbench_lfm.pretrained import initialise
 from robustbench_lfm.rerank import RerankParams, rerank
 from robustbench_lfm.spec import Cell, ModelSpec, RunSpec, SpecError
 from robustbench_lfm.training import TrainingError, train_model
+from robustbench_lfm.version import __version__
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Re-ID retrieval metrics under the Market-1501 protocol (reference/reid.md B3, B4), vectorized.
+"""Re-ID retrieval metrics under the Market-1501 protocol (docs/reference/reid.md B3, B4), vectorized.
 
 For each query the gallery is ranked by ascending distance; gallery items with the query's pid
 *and* camera are removed; a query left with no match is skipped and not counted. From the filtered

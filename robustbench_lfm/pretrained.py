@@ -25,8 +25,8 @@ from robustbench_lfm.models.pretrained import PretrainedError, load_torchvision
 from robustbench_lfm.parsing import SpecError
 
 if TYPE_CHECKING:
+    from robustbench_lfm.modelspec import ModelSpec
     from robustbench_lfm.recipe import TrainRecipe
-    from robustbench_lfm.spec import ModelSpec
 
 WRAPPERS = ("state_dict", "model")
 

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from robustbench_lfm import options
 from robustbench_lfm.files import atomic_write
 from robustbench_lfm.hashing import canonical_json
 from robustbench_lfm.spec import RunSpec, SpecError
@@ -37,7 +38,7 @@ def fingerprint(spec: RunSpec) -> dict[str, Any]:
         "recipe": spec.recipe.key(),
         "evaluation": spec.evaluation.key(),
     }
-    if spec.data.train_fraction != 1:  # absent at 1, so fingerprints from before it stand
+    if not options.at_key_default("train_fraction", spec.data.train_fraction):  # fingerprints before it stand
         content["train_fraction"] = spec.data.train_subset()
     if spec.threat.corruptions:
         content[PUBLISHED] = spec.threat.corruptions

@@ -12,14 +12,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from robustbench_lfm import datasets, models
+from robustbench_lfm import datasets, models, options
 from robustbench_lfm.datasets import get_dataset_info
-from robustbench_lfm.hashing import canonical_json, without_defaults
+from robustbench_lfm.hashing import canonical_json
 from robustbench_lfm.parsing import Params, SpecError, parse_named
 from robustbench_lfm.precision import check as check_precision
 
 if TYPE_CHECKING:
-    from robustbench_lfm.spec import ModelSpec
+    from robustbench_lfm.modelspec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -54,10 +54,10 @@ class DataSpec:
             raise SpecError(f"--train-by {self.train_by!r} must be 'images' or 'ids'")
 
     def key(self) -> dict[str, Any]:
-        """What identifies the data in checkpoint and cell keys (the training share only when not 1,
-        so keys from before it stand)."""
+        """What identifies the data in checkpoint and cell keys (the training share only when not at
+        its key default, robustbench_lfm.options: keys from before it stand)."""
         key = {"name": self.name, "options": self.resolved or self.options, "source": self.source}
-        if self.train_fraction != 1:
+        if not options.at_key_default("train_fraction", self.train_fraction):
             key["train"] = self.train_subset()
         return key
 
@@ -72,7 +72,7 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class EvalSpec:
-    """How retrieval is scored (reference/reid.md B1-B4).
+    """How retrieval is scored (docs/evaluation.md).
 
     Attributes:
         distance: "cosine" (1 - cos, the default) or "euclidean" (squared L2) on the post-BNNeck embedding.
@@ -109,10 +109,10 @@ class EvalSpec:
                 raise SpecError(str(err)) from None
 
     def key(self) -> dict[str, Any]:
-        """What identifies the evaluation in cell ids and the run's fingerprint: every field, the
-        ones added since the first format left out at their defaults (so earlier keys stand)."""
+        """What identifies the evaluation in cell ids and the run's fingerprint: every field, an
+        option at its key default left out (robustbench_lfm.options: earlier keys stand)."""
         fields = {k: v for k, v in asdict(self).items() if k != "test"}
-        key = without_defaults(fields, {"n_eval": 0, "precision": "fp32", "attack_precision": "fp32"})
+        key = {k: v for k, v in fields.items() if not options.at_key_default(k, v)}
         if self.test is not None:  # its folder's fingerprint, not its path: as the training data's key
             key["test"] = self.test.key()
         return key

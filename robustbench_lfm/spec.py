@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import robustbench_lfm.methods  # noqa: F401  (registers the training methods' parameters)
-from robustbench_lfm import __version__, attacks, code_identity, datasets, environment, files, models, plugins
+from robustbench_lfm import attacks, code_identity, datasets, environment, files, models, plugins
 from robustbench_lfm.datasets import get_dataset_info
 from robustbench_lfm.hashing import canonical_json, content_hash, without_defaults
 from robustbench_lfm.identity import LARGE_EPS, format_eps
+from robustbench_lfm.modelspec import CHECKPOINT_PREFIX, GIVEN_METHODS, ModelSpec
+from robustbench_lfm.options import RunOptions
 from robustbench_lfm.parsing import (
     INT_LIMIT,
     Params,
@@ -30,13 +32,18 @@ from robustbench_lfm.parsing import (
 )
 from robustbench_lfm.recipe import RecipeError, TrainRecipe, load_recipe
 from robustbench_lfm.setting import DataSpec, EvalSpec, ThreatSpec, resolve_data, resolve_test_data
+from robustbench_lfm.version import __version__
 
 __all__ = [  # re-exported: the spec is where callers meet them
+    "CHECKPOINT_PREFIX",
+    "GIVEN_METHODS",
     "INT_LIMIT",
     "DataSpec",
     "EvalSpec",
+    "ModelSpec",
     "Params",
     "RecipeError",
+    "RunOptions",
     "SpecError",
     "ThreatSpec",
     "TrainRecipe",
@@ -50,86 +57,6 @@ __all__ = [  # re-exported: the spec is where callers meet them
     "split_list",
     "unique",
 ]
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A registered model name with its overrides, resolved parameters, backbone and training method.
-
-    Attributes:
-        name: the registry name.
-        backbone: the resolved backbone.
-        regularizer: the CSV `regularizer` value: the regularizer module's name, else the model's
-            own name for methods and architecture changes, "none" for plain.
-        params: the user's overrides (they make the label, `lfm:p=0.3`).
-        resolved: every parameter after defaults, recipe and overrides (CSV `model_params`).
-        method: the training method ("standard", "gwi", "pgd-at", "mixacm").
-        teacher: MixACM's teacher model, trained first; None otherwise.
-        pretrained: sha256 of the --pretrained file its backbone starts from ("" = random init).
-        weights: for a model evaluated as given, not trained (method "checkpoint": `--models
-            ckpt:PATH`; "external": `robustbench_lfm.evaluate`), the sha256 of its weights.
-        base: a checkpoint's architecture: the registered model its file is loaded into.
-        path: where a checkpoint is read; not part of the identity (its sha256 is).
-    """
-
-    name: str
-    backbone: str
-    regularizer: str
-    params: Params = ()
-    resolved: Params = ()
-    method: str = "standard"
-    teacher: ModelSpec | None = None
-    pretrained: str = ""
-    weights: str = ""
-    base: ModelSpec | None = None
-    path: str = field(default="", compare=False)
-
-    def key(self) -> dict[str, Any]:
-        """What identifies the model in checkpoint keys: every field but `path`; `pretrained`,
-        `weights` and `base` only when set (so keys of trained models stay as they were)."""
-        out = asdict(self)
-        _drop_empty(out)
-        return out
-
-    @property
-    def given(self) -> bool:
-        """Evaluated as given (a checkpoint file or an in-process module), never trained here."""
-        return self.method in GIVEN_METHODS
-
-    def initialised_from(self, sha256: str) -> ModelSpec:
-        """This model (and its teacher) with the backbone initialised from the file `sha256`;
-        a given model is what it is."""
-        if self.given:
-            return self
-        teacher = None if self.teacher is None else self.teacher.initialised_from(sha256)
-        return dataclasses.replace(self, pretrained=sha256, teacher=teacher)
-
-    @property
-    def label(self) -> str:
-        """The display/CSV name: 'lfm', 'lfm:p=0.3', 'ckpt:lfm@3fa91c2e' (a checkpoint: its
-        architecture and the start of its sha256), or the name given to `evaluate`."""
-        if self.method == "checkpoint" and self.base is not None:
-            return f"ckpt:{self.base.label}@{self.weights[:8]}"
-        if not self.params:
-            return self.name
-        return self.name + ":" + ",".join(f"{k}={format_param(v)}" for k, v in self.params)
-
-    def overrides(self) -> dict[str, Any]:
-        """Keyword arguments for `models.create_model`."""
-        return {"backbone": self.backbone, **dict(self.resolved)}
-
-
-GIVEN_METHODS = ("checkpoint", "external")
-
-
-def _drop_empty(model: dict[str, Any]) -> None:
-    model.pop("path", None)
-    for name in ("pretrained", "weights", "base"):
-        if not model.get(name):
-            model.pop(name, None)
-    for name in ("teacher", "base"):
-        if isinstance(model.get(name), dict):
-            _drop_empty(model[name])
 
 
 @dataclass(frozen=True)
@@ -381,7 +308,7 @@ def resolve_model(item: str, backbone: str | None, recipe: TrainRecipe) -> Model
     if item.strip().startswith(CHECKPOINT_PREFIX):
         from robustbench_lfm.checkpoints import resolve_checkpoint  # reads the file: only when asked
 
-        return resolve_checkpoint(item, backbone, recipe)
+        return resolve_checkpoint(item, backbone, recipe, resolve_model)
     name, params = parse_named(item)
     own = dict(params).get("backbone")  # stays in `params`: the label says which architecture it is
     options = tuple((k, v) for k, v in params if k != "backbone")
@@ -409,9 +336,6 @@ def resolve_model(item: str, backbone: str | None, recipe: TrainRecipe) -> Model
             raise SpecError(f"model {item!r}: a MixACM teacher must not itself be distilled; use e.g. teacher=pgd-at")
     reg = entry.regularizer if entry.regularizer != "none" else ("none" if name == "plain" else name)
     return ModelSpec(name, bb, reg, params, tuple(sorted(resolved.items())), entry.method, teacher)
-
-
-CHECKPOINT_PREFIX = "ckpt:"
 
 
 def resolve_attack(item: str, task: str | None = None) -> AttackSpec:
@@ -452,56 +376,56 @@ def check_writable(path: Path, what: str) -> None:
         ) from None
 
 
-def build_spec(**o: Any) -> RunSpec:
-    """Resolve the `run` command's options (keyed as its parameters: `models_`, `attacks_`, `eps`,
-    `cache_dir`, ...) into a validated RunSpec (SpecError on bad input). A `cache_dir` of None is
-    the default cache (`files.default_cache_dir`, read now, not at import). `given` adds models
-    evaluated as they are (`robustbench_lfm.evaluate`); `plugins` are loaded first (with the
-    installed entry points), so their names resolve."""
-    loaded = plugins.load_plugins(o.get("plugins") or ())  # before any name is resolved: they register names
-    task = _dataset_task(o["dataset"])
-    recipe = load_recipe(o["recipe"], task)
-    recipe = recipe if o["epochs"] is None else recipe.scaled_to(o["epochs"])
-    names = unique(split_list(o["models_"], plus_separates=False))
-    if not o["no_baseline"] and not any(n.split(":")[0] == "plain" for n in names):
+def build_spec(o: RunOptions, given: tuple[ModelSpec, ...] = ()) -> RunSpec:
+    """Resolve the run's options (robustbench_lfm.options) into a validated RunSpec (SpecError on
+    bad input). A `cache_dir` of None is the default cache (`files.default_cache_dir`, read now,
+    not at import). `given` adds models evaluated as they are (`robustbench_lfm.evaluate`);
+    `plugins` are loaded first (with the installed entry points), so their names resolve."""
+    loaded = plugins.load_plugins(o.plugins)  # before any name is resolved: they register names
+    task = _dataset_task(o.dataset)
+    recipe = load_recipe(o.recipe, task)
+    recipe = recipe if o.epochs is None else recipe.scaled_to(o.epochs)
+    names = unique(split_list(o.models, plus_separates=False))
+    if not o.no_baseline and not any(n.split(":")[0] == "plain" for n in names):
         names.insert(0, "plain")
-    model_specs = distinct(tuple(resolve_model(n, o["backbone"], recipe) for n in names) + tuple(o.get("given", ())))
-    surrogate = None if o["surrogate"] is None else resolve_model(o["surrogate"], o["backbone"], recipe)
-    attack_specs = tuple(dict.fromkeys(s for a in unique(split_list(o["attacks_"])) for s in resolve_attacks(a, task)))
+    model_specs = distinct(tuple(resolve_model(n, o.backbone, recipe) for n in names) + given)
+    surrogate = None if o.surrogate is None else resolve_model(o.surrogate, o.backbone, recipe)
+    attack_specs = tuple(dict.fromkeys(s for a in unique(split_list(o.attacks)) for s in resolve_attacks(a, task)))
     if not model_specs or not attack_specs:
         raise SpecError("give at least one model (--models) and one attack (--attacks)")
     check_norms(attack_specs)
-    if o["batch_size"] < 1:
-        raise SpecError(f"--batch-size {o['batch_size']} must be >= 1")
+    if o.batch_size < 1:
+        raise SpecError(f"--batch-size {o.batch_size} must be >= 1")
     try:
-        device = str(environment.resolve_device(o["device"]))
+        device = str(environment.resolve_device(o.device))
     except (ValueError, RuntimeError) as err:
         raise SpecError(str(err)) from None
     from robustbench_lfm.pretrained import resolve_pretrained  # torch-free until a run is built
 
-    model_specs, surrogate, pretrained = resolve_pretrained(o.get("pretrained"), recipe, model_specs, surrogate)
+    model_specs, surrogate, pretrained = resolve_pretrained(o.pretrained, recipe, model_specs, surrogate)
     all_models = model_specs + ((surrogate,) if surrogate else ())
     backbones = tuple(unique([m.backbone for m in all_models]))
-    data = resolve_data(o["dataset"], o["data_root"], backbones)
-    data = dataclasses.replace(data, train_fraction=o["train_fraction"], train_by=o["train_by"])
+    data = resolve_data(o.dataset, o.data_root, backbones)
+    data = dataclasses.replace(data, train_fraction=o.train_fraction, train_by=o.train_by)
     if data.train_by == "ids" and task != "reid":
         raise SpecError("--train-by ids draws re-ID identities; a classification run takes --train-by images")
-    if o["precision"] is not None:  # the flag sets training too; without it features follow the recipe
-        recipe = dataclasses.replace(recipe, precision=o["precision"])
-    test = resolve_test_data(o.get("test_dataset"), o["data_root"], task, data, backbones)
+    if o.precision is not None:  # the flag sets training too; without it features follow the recipe
+        recipe = dataclasses.replace(recipe, precision=o.precision)
+    test = resolve_test_data(o.test_dataset, o.data_root, task, data, backbones)
     evaluation = EvalSpec(
-        o["distance"], o["ap"], o["flip"], o["rerank"], o["n_eval"], recipe.precision, o["attack_precision"], test
-    )
-    threat = ThreatSpec(surrogate, o["quantize"], _published_corruptions(test or data, attack_specs))
+        distance=o.distance, ap=o.ap, flip=o.flip, rerank=o.rerank, n_eval=o.n_eval, precision=recipe.precision,
+        attack_precision=o.attack_precision, test=test,
+    )  # fmt: skip
+    threat = ThreatSpec(surrogate, o.quantize, _published_corruptions(test or data, attack_specs))
     parts: dict[str, Any] = dict(
-        models=model_specs, attacks=attack_specs, eps=parse_eps(o["eps"]), seeds=parse_seeds(o["seeds"]),
+        models=model_specs, attacks=attack_specs, eps=parse_eps(o.eps), seeds=parse_seeds(o.seeds),
         data=data, recipe=recipe, evaluation=evaluation, threat=threat,
     )  # fmt: skip
-    name = o["name"] or _run_name(parts)
-    if o["name"] is not None and (not name.strip() or Path(name).name != name or name in (".", "..")):
+    name = o.name or _run_name(parts)
+    if o.name is not None and (not name.strip() or Path(name).name != name or name in (".", "..")):
         raise SpecError(f"--name {name!r} must be one folder name (no '/', not '..'); use --out DIR for a path")
-    out = o["out"] or Path("results") / name
-    cache_dir = Path(o["cache_dir"]) if o["cache_dir"] is not None else files.default_cache_dir()
+    out = o.out or Path("results") / name
+    cache_dir = Path(o.cache_dir) if o.cache_dir is not None else files.default_cache_dir()
     check_writable(out, "output directory")
     check_writable(cache_dir, "cache directory")
     return RunSpec(
@@ -509,8 +433,8 @@ def build_spec(**o: Any) -> RunSpec:
         out_dir=out,
         cache_dir=cache_dir,
         device=device,
-        batch_size=o["batch_size"],
-        quiet=o["quiet"],
+        batch_size=o.batch_size,
+        quiet=o.quiet,
         pretrained=pretrained,
         plugins=loaded,
     )

@@ -1,6 +1,6 @@
 """The tidy tables of a run, appended atomically and verified before they are trusted.
 
-`results.csv` (DESIGN.md): one row per cell x metric. `cmc.csv`: one row per cell x rank k, the
+`results.csv` (results/README.md): one row per cell x metric. `cmc.csv`: one row per cell x rank k, the
 CMC curve up to rank 50 for the CMC plot. `queries.csv`: one row per cell x scored query (or test
 image): its outcome in each per-query column of the metric table (robustbench_lfm.metric_table:
 the Rank-1 hit or correct class, the AP), which the report's standard errors and paired

@@ -14,11 +14,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
-from matplotlib.figure import Figure
 
 from robustbench_lfm import metric_table
-from robustbench_lfm.files import atomic_path
 from robustbench_lfm.identity import corrupted, labelled, ordered_conditions, subset_note, subset_title
+from robustbench_lfm.plotting import model_colours, save_figure
 
 
 def summary_table(df: pd.DataFrame) -> str:
@@ -92,18 +91,6 @@ def _cell(stats: pd.DataFrame, key: tuple[str, str, str]) -> str:
         return "-"
     mean, std, count = stats.loc[key]  # type: ignore[index]  # a 3-level index: pandas-stubs cannot say so
     return f"{100 * mean:.1f}" + (f"±{100 * std:.1f}" if count > 1 else "")
-
-
-def save_figure(fig: Figure, path: Path, **options: Any) -> None:
-    """`fig.savefig` through an atomic temp file (the format named by `path`'s suffix)."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip("."), **options)
-
-
-def model_colours(models: list[str]) -> dict[str, tuple]:
-    """A distinct colour per model: tab10 up to ten models, tab20 beyond (the registry has 13)."""
-    cmap = plt.get_cmap("tab10" if len(models) <= 10 else "tab20")
-    return {m: cmap(i % cmap.N) for i, m in enumerate(models)}
 
 
 def _sides(df: pd.DataFrame) -> str:

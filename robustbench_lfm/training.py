@@ -1,7 +1,7 @@
 """Training: one loop for both tasks, a pluggable training method per model (robustbench_lfm/methods).
 
 Re-ID batches come from a P x K identity sampler (Hermans et al., arXiv 1703.07737) and the
-standard loss is the strong baseline's (Luo et al., CVPRW 2019; reference/reid.md C2): ID loss with
+standard loss is the strong baseline's (Luo et al., CVPRW 2019; docs/reference/reid.md C2): ID loss with
 label smoothing plus batch-hard triplet loss on the pooled feature. Classification batches are
 shuffled chunks of the train split and the loss is cross-entropy. Both use random flip and
 pad-crop, the recipe's optimizer (Adam or SGD) with linear warm-up and step decay. All randomness

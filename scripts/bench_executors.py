@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from robustbench_lfm.cli_options import run_defaults
 from robustbench_lfm.executors import ExecSpec
+from robustbench_lfm.options import RunOptions
 from robustbench_lfm.runner import run_sweep
 from robustbench_lfm.spec import build_spec
 
@@ -30,9 +30,9 @@ from robustbench_lfm.spec import build_spec
 def one_run(root: Path, jobs: int, dataset: str) -> tuple[float, pd.Series]:
     """Wall seconds of the grid with `jobs` workers, and its values."""
     shutil.rmtree(root, ignore_errors=True)
-    options = {**run_defaults(), "models_": "lfm,dropout,cutout", "eps": "8/255", "dataset": dataset, "epochs": 5,
+    options = {"models": "lfm,dropout,cutout", "eps": "8/255", "dataset": dataset, "epochs": 5,
                "out": root / "run", "cache_dir": root / "cache", "device": "cpu", "quiet": True}  # fmt: skip
-    spec = build_spec(**options)
+    spec = build_spec(RunOptions(**options))
     start = time.perf_counter()
     run_sweep(spec, log=lambda _: None, ex=ExecSpec("local", jobs=jobs))
     took = time.perf_counter() - start

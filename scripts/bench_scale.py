@@ -34,8 +34,8 @@ from typing import Any
 import torch
 
 from robustbench_lfm import attacking, group
-from robustbench_lfm.cli_options import run_defaults
 from robustbench_lfm.datasets import evaluated_subset, load_dataset
+from robustbench_lfm.options import RunOptions
 from robustbench_lfm.report import build_report
 from robustbench_lfm.spec import Cell, RunSpec, build_spec
 from robustbench_lfm.store import ResultStore
@@ -72,8 +72,7 @@ def make_spec(args: argparse.Namespace, work: Path) -> RunSpec:
     recipe = work / "one-epoch.toml"
     recipe.write_text(ONE_EPOCH)
     opts: dict[str, Any] = {
-        **run_defaults(),
-        "models_": "plain", "no_baseline": True, "attacks_": "sma:steps=15,step_size=1/255", "eps": "5/255",
+        "models": "plain", "no_baseline": True, "attacks": "sma:steps=15,step_size=1/255", "eps": "5/255",
         "dataset": f"market1501:height={args.size[0]},width={args.size[1]}", "data_root": str(args.dir),
         "recipe": str(recipe), "rerank": "both", "surrogate": "plain", "out": work / "run",
         "cache_dir": work / "cache", "quiet": True, "batch_size": args.batch_size, "device": args.device,
@@ -81,7 +80,7 @@ def make_spec(args: argparse.Namespace, work: Path) -> RunSpec:
     }  # fmt: skip
     if args.n_eval:
         opts["n_eval"] = args.n_eval
-    return build_spec(**opts)
+    return build_spec(RunOptions(**opts))
 
 
 def run(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:

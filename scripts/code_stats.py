@@ -2,7 +2,7 @@
 
 Usage: ``python scripts/code_stats.py [PACKAGE ...]`` (default ``models attacks robustbench_lfm``).
 A function's length is its line span, decorators and docstring included, nested functions counted on
-their own too. The style guide (DESIGN.md) asks for about 10 lines at the median, rarely over 40.
+their own too. The style guide asks for about 10 lines at the median, rarely over 40.
 """
 
 from __future__ import annotations

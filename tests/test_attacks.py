@@ -1,4 +1,4 @@
-"""Contract tests over every registered attack (DESIGN.md step 5), and behaviour tests per attack."""
+"""Contract tests over every registered attack (docs/contributing.md, An attack), and behaviour tests per attack."""
 
 from __future__ import annotations
 

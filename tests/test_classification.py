@@ -17,7 +17,6 @@ from safetensors.torch import load_file
 from robustbench_lfm import models
 from robustbench_lfm.cache import CheckpointCache
 from robustbench_lfm.cli import main
-from robustbench_lfm.cli_options import run_defaults
 from robustbench_lfm.datasets import DatasetFolderError, load_dataset
 from robustbench_lfm.datasets.classification import (
     CIFAR_FILES,
@@ -27,6 +26,7 @@ from robustbench_lfm.datasets.classification import (
     load_cifar10,
     load_digits,
 )
+from robustbench_lfm.options import RunOptions
 from robustbench_lfm.runner import run_sweep
 from robustbench_lfm.spec import build_spec
 
@@ -108,9 +108,9 @@ def test_classification_datasets_round_trip_through_the_cache(tmp_path):
 
 
 def _sweep(out, cache, **overrides):
-    options = {**run_defaults(), "dataset": SMALL, "models_": "plain", "eps": "8/255", "epochs": 3, "out": out,
+    options = {"dataset": SMALL, "models": "plain", "eps": "8/255", "epochs": 3, "out": out,
                "cache_dir": cache, "device": "cpu", "quiet": True, **overrides}  # fmt: skip
-    spec = build_spec(**options)
+    spec = build_spec(RunOptions(**options))
     return run_sweep(spec, log=lambda _: None), json.loads((out / "manifest.json").read_text()), spec
 
 
@@ -120,7 +120,7 @@ def cache(tmp_path_factory):
 
 
 def test_a_classification_sweep_scores_accuracy_clean_and_attacked(cache, tmp_path):
-    df, manifest, _ = _sweep(tmp_path / "run", cache, models_="lfm")
+    df, manifest, _ = _sweep(tmp_path / "run", cache, models="lfm")
     acc = df[df["metric"] == "accuracy"].set_index(["model", "attack"])["value"]
     assert set(df["task"]) == {"classification"} and set(df["metric"]) == {"accuracy"}
     assert acc[("plain", "none")] > 0.3  # learned: chance is 0.1
@@ -134,7 +134,7 @@ def test_a_classification_sweep_scores_accuracy_clean_and_attacked(cache, tmp_pa
 
 
 def test_mixacm_trains_its_teacher_first_and_keys_on_the_teacher_checkpoint(cache, tmp_path):
-    _, manifest, _ = _sweep(tmp_path / "a", cache, models_="mixacm", no_baseline=True, epochs=2, dataset=TINY_CLS)
+    _, manifest, _ = _sweep(tmp_path / "a", cache, models="mixacm", no_baseline=True, epochs=2, dataset=TINY_CLS)
     assert list(manifest["training"]) == ["pgd-at@seed0", "mixacm@seed0"]
     teacher_key = manifest["training"]["pgd-at@seed0"]["key"]
     # a different teacher checkpoint under the same key (say, retrained elsewhere) must retrain the student
@@ -144,13 +144,13 @@ def test_mixacm_trains_its_teacher_first_and_keys_on_the_teacher_checkpoint(cach
         {k: v + 0.01 if v.is_floating_point() else v for k, v in load_file(store.paths(teacher_key)[0]).items()}
     )
     store.save(teacher_key, teacher, json.loads(store.paths(teacher_key)[1].read_text()))
-    _, again, _ = _sweep(tmp_path / "b", cache, models_="mixacm", no_baseline=True, epochs=2, dataset=TINY_CLS)
+    _, again, _ = _sweep(tmp_path / "b", cache, models="mixacm", no_baseline=True, epochs=2, dataset=TINY_CLS)
     assert again["training"]["pgd-at@seed0"]["cached"] is True
     assert again["training"]["mixacm@seed0"]["cached"] is False
     assert again["training"]["mixacm@seed0"]["key"] != manifest["training"]["mixacm@seed0"]["key"]
 
 
 def test_logit_attacks_run_in_classification_sweeps(cache, tmp_path):
-    df, _, _ = _sweep(tmp_path / "c", cache, attacks_="apgd-ce:steps=10", eps="8/255")
+    df, _, _ = _sweep(tmp_path / "c", cache, attacks="apgd-ce:steps=10", eps="8/255")
     acc = df[df["metric"] == "accuracy"].set_index("attack")["value"]
     assert acc["apgd-ce"] < acc["none"]

@@ -13,17 +13,17 @@ import pytest
 from click.testing import CliRunner
 
 from robustbench_lfm.cli import main
-from robustbench_lfm.cli_options import run_defaults
 from robustbench_lfm.executors import ExecSpec
+from robustbench_lfm.options import RunOptions
 from robustbench_lfm.runner import run_sweep
 from robustbench_lfm.spec import build_spec
 from tests.conftest import TINY_CLI
 
 
 def _sweep(out, cache, ex: ExecSpec):
-    options = {**run_defaults(), "models_": "lfm,dropout", "eps": "8/255", "dataset": TINY_CLI, "epochs": 2,
+    options = {"models": "lfm,dropout", "eps": "8/255", "dataset": TINY_CLI, "epochs": 2,
                "out": out, "cache_dir": cache, "device": "cpu", "quiet": True}  # fmt: skip
-    run_sweep(build_spec(**options), log=lambda _: None, ex=ex)
+    run_sweep(build_spec(RunOptions(**options)), log=lambda _: None, ex=ex)
     df = pd.read_csv(out / "results.csv", keep_default_na=False)
     return df.set_index(["cell_id", "metric", "rerank"])["value"].sort_index()
 

@@ -11,16 +11,16 @@ from click.testing import CliRunner
 import robustbench_lfm.group as group
 import robustbench_lfm.runner as runner
 from robustbench_lfm.cli import main
-from robustbench_lfm.cli_options import run_defaults
 from robustbench_lfm.lock import RunLock, RunLockedError
+from robustbench_lfm.options import RunOptions
 from robustbench_lfm.spec import build_spec
 from tests.conftest import TINY_CLI
 
 
 def _spec(out, cache, **overrides):
-    options = {**run_defaults(), "models_": "lfm,dropout", "eps": "8/255", "dataset": TINY_CLI, "epochs": 2,
+    options = {"models": "lfm,dropout", "eps": "8/255", "dataset": TINY_CLI, "epochs": 2,
                "out": out, "cache_dir": cache, "device": "cpu", "quiet": True, **overrides}  # fmt: skip
-    return build_spec(**options)
+    return build_spec(RunOptions(**options))
 
 
 def test_a_nan_loss_fails_its_model_only_and_the_run_reports_it(tmp_path, monkeypatch):
@@ -79,7 +79,7 @@ def test_a_crafted_pickle_planted_as_a_checkpoint_never_runs(tmp_path, monkeypat
     from robustbench_lfm.spec import Cell
 
     monkeypatch.chdir(tmp_path)
-    spec = _spec(tmp_path / "run", tmp_path / "cache", models_="plain", no_baseline=True, epochs=1)
+    spec = _spec(tmp_path / "run", tmp_path / "cache", models="plain", no_baseline=True, epochs=1)
     key = Cell(spec.models[0], None, 0.0, 0).train_key(spec.data, spec.recipe)
     weights, sidecar = CheckpointCache(spec.cache_dir).paths(key)
     weights.parent.mkdir(parents=True)

@@ -172,12 +172,13 @@ def test_a_model_item_picks_its_own_backbone():
 
 
 def test_repeated_models_attacks_eps_and_seeds_are_one_value_each(tmp_path):
-    from robustbench_lfm.cli_options import run_defaults
+    from robustbench_lfm.options import RunOptions
     from robustbench_lfm.spec import build_spec
 
-    options = {**run_defaults(), "out": tmp_path / "o", "cache_dir": tmp_path / "c", "dataset": TINY_CLI}
-    spec = build_spec(**{**options, "models_": "lfm,lfm:p=0.15,dropout,lfm", "attacks_": "pgd,pgd:restarts=1,fgsm",
-                         "eps": "8/255,0.031372549,4/255,0.03137254901960784", "seeds": "0,1,00"})  # fmt: skip
+    spec = build_spec(RunOptions(
+        out=tmp_path / "o", cache_dir=tmp_path / "c", dataset=TINY_CLI, models="lfm,lfm:p=0.15,dropout,lfm",
+        attacks="pgd,pgd:restarts=1,fgsm", eps="8/255,0.031372549,4/255,0.03137254901960784", seeds="0,1,00",
+    ))  # fmt: skip
     assert [m.label for m in spec.models] == ["plain", "lfm", "dropout"]  # lfm:p=0.15 is lfm at its default p
     assert [a.label for a in spec.attacks] == ["pgd", "fgsm"]  # one restart is the default
     assert spec.eps == (8 / 255, 4 / 255) and spec.seeds == (0, 1)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustbench_lfm.cli_options import run_defaults
 from robustbench_lfm.datasets import load_dataset, training_subset
+from robustbench_lfm.options import RunOptions
 from robustbench_lfm.rundir import RunDirError
 from robustbench_lfm.runner import run_sweep
 from robustbench_lfm.spec import DataSpec, SpecError, build_spec
@@ -41,10 +41,10 @@ def test_classification_shares_are_stratified_by_class(tmp_path):
 
 
 def sweep(out, cache, **overrides):
-    options = {**run_defaults(), "models_": "plain", "no_baseline": True, "attacks_": "fgsm", "eps": "8/255",
+    options = {"models": "plain", "no_baseline": True, "attacks": "fgsm", "eps": "8/255",
                "dataset": TINY_CLI, "epochs": 1, "out": out, "cache_dir": cache, "device": "cpu",
                "quiet": True, **overrides}  # fmt: skip
-    return run_sweep(build_spec(**options), log=lambda _: None)
+    return run_sweep(build_spec(RunOptions(**options)), log=lambda _: None)
 
 
 def test_a_training_share_stays_apart_from_full_data_end_to_end(tmp_path):

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from robustbench_lfm import models
-from robustbench_lfm.cli_options import run_defaults
 from robustbench_lfm.methods import build_method
 from robustbench_lfm.methods.gwi import group_channels, inhibition_mask, orthogonality
 from robustbench_lfm.methods.mixacm import channel_map
+from robustbench_lfm.options import RunOptions
 from robustbench_lfm.recipe import load_recipe
 from robustbench_lfm.runner import run_sweep
 from robustbench_lfm.spec import build_spec
@@ -143,10 +143,10 @@ def test_channel_map_is_unit_norm_per_sample():
 
 
 def test_rcm_up_with_adversarial_training_runs_end_to_end_and_keeps_its_parts(tmp_path):
-    options = {**run_defaults(), "models_": "rcm-up,rcm-up+pgd-at:steps=2", "attacks_": "fgsm", "eps": "8/255",
+    options = {"models": "rcm-up,rcm-up+pgd-at:steps=2", "attacks": "fgsm", "eps": "8/255",
                "dataset": "digits", "epochs": 1, "train_fraction": 0.2, "n_eval": 40, "out": tmp_path / "run",
                "cache_dir": tmp_path / "cache", "device": "cpu", "quiet": True, "no_baseline": True}  # fmt: skip
-    df = run_sweep(build_spec(**options), log=lambda _: None)
+    df = run_sweep(build_spec(RunOptions(**options)), log=lambda _: None)
     joined = df[df["model"] == "rcm-up+pgd-at:steps=2"]
     params = json.loads(joined["model_params"].iloc[0])
     assert params["upsample"] == 2 and params["steps"] == 2 and params["eps"] == pytest.approx(8 / 255)

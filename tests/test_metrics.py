@@ -1,6 +1,6 @@
 """Market-1501 ranking metrics against the spec's toy vector and an independent per-query loop.
 
-The reference below is written from the protocol text (reference/reid.md B3, B4), one query at a
+The reference below is written from the protocol text (docs/reference/reid.md B3, B4), one query at a
 time, with no code shared with the vectorized evaluator. Like torchreid it ranks each row with
 numpy's default argsort, so ties are ordered exactly as torchreid orders them.
 """

@@ -101,7 +101,7 @@ def test_rcm_up_is_plain_on_the_upsampled_image(task):
     ("backbone", "expected"), [("resnet-mini", "1121"), ("resnet18", "1122"), ("resnet50", "1121")]
 )
 def test_rcm_stride_shrinks_the_first_stride_two_stage(backbone, expected):
-    """reference/methods.md §2.3: ResNet-18 1222 -> 1122; the final map doubles in each dimension."""
+    """docs/reference/methods.md §2.3: ResNet-18 1222 -> 1122; the final map doubles in each dimension."""
     assert models.resolve_params("rcm-stride", {}, backbone)["strides"] == expected
     if backbone == "resnet50":
         return  # too slow for a shape check on CPU; the strides are what differs
@@ -203,7 +203,7 @@ def test_every_backbone_declares_an_input_size(backbone):
     assert h >= w > 0
 
 
-# RCM's stride table (reference/methods.md §2.3): baseline and RCM strides, and the final map's
+# RCM's stride table (docs/reference/methods.md §2.3): baseline and RCM strides, and the final map's
 # side at 32x32 for each.
 RCM_TABLE = {
     "resnet18": ("1222", "1122", 4, 8),

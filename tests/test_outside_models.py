@@ -16,12 +16,13 @@ import pytest
 import torch
 from torch import nn
 
-from robustbench_lfm.checkpoints import AssumedArchitecture, load_given, resolve_checkpoint
+from robustbench_lfm.checkpoints import AssumedArchitecture, load_given
 from robustbench_lfm.hashing import file_sha256
 from robustbench_lfm.models.pretrained import load_torchvision
 from robustbench_lfm.models.registry import get_backbone
 from robustbench_lfm.pretrained import read_state_dict
 from robustbench_lfm.recipe import load_recipe
+from robustbench_lfm.spec import resolve_model
 from tests import outside
 from tests.conftest import TINY_CLI
 
@@ -42,7 +43,7 @@ def relative(ours: torch.Tensor, theirs: torch.Tensor) -> float:
 
 def through_ckpt(path, options: str = "") -> tuple[nn.Module, dict]:
     """The network `--models ckpt:PATH[options]` evaluates, and its resolved parameters."""
-    spec = resolve_checkpoint(f"ckpt:{path}{options}", None, load_recipe("paper", "reid"))
+    spec = resolve_model(f"ckpt:{path}{options}", None, load_recipe("paper", "reid"))
     return load_given(spec, CPU), {"label": spec.label, **dict(spec.resolved)}
 
 

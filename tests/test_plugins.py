@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -128,8 +129,6 @@ def test_an_unknown_module_plugin_names_the_fix():
 
 def _fresh_process(*helpers: str) -> None:
     """Forget the loaded plugins and their helper modules, as a new process would."""
-    import sys
-
     for loaded_plugin in plugins.loaded():
         plugins.unload(loaded_plugin)
     for name in helpers:
@@ -158,7 +157,7 @@ def test_an_edit_to_a_module_the_file_plugin_imports_recomputes_its_cells(plugin
     (tmp_path / "corner_noise.py").write_text("import torch\n\n\ndef corners(u):\n    return torch.sign(u - 0.5)\n")
     text = plugin.read_text().replace("p.x + p.eps * torch.sign(u - 0.5)", "p.x + p.eps * corner_noise.corners(u)")
     plugin.write_text(text.replace("import torch\n", "import corner_noise\nimport torch\n", 1))
-    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])  # the folder importable, as from a script
     out, cache = tmp_path / "run", tmp_path / "cache"
     assert _run(plugin, out, cache).exit_code == 0
     first = pd.read_csv(out / "results.csv", keep_default_na=False)

@@ -144,16 +144,16 @@ def test_lfm_and_plain_start_from_the_same_file_and_stay_apart_from_random_init(
 
 def test_the_backbone_is_loaded_before_training(tmp_path):
     from robustbench_lfm import group
-    from robustbench_lfm.cli_options import run_defaults
     from robustbench_lfm.hashing import file_sha256
+    from robustbench_lfm.options import RunOptions
     from robustbench_lfm.spec import build_spec
     from tests.test_threats import DATA
 
     weights = tmp_path / "mini.pth"
     state = torchvision_layout("resnet-mini")
     torch.save(state, weights)
-    spec = build_spec(**{**run_defaults(), "models_": "lfm", "dataset": DATA, "out": tmp_path / "o",
-                         "cache_dir": tmp_path / "c", "pretrained": weights, "device": "cpu"})  # fmt: skip
+    spec = build_spec(RunOptions(**{"models": "lfm", "dataset": DATA, "out": tmp_path / "o",
+                         "cache_dir": tmp_path / "c", "pretrained": weights, "device": "cpu"}))  # fmt: skip
     model = spec.models[0]
     assert model.pretrained == file_sha256(weights)
     net = group._new_model(spec, model, 0, group.run_dataset(spec))

@@ -28,7 +28,7 @@ def test_paper_recipes_hold_the_papers_settings():
         120,
         (40, 70),
         0.01,
-    )  # reference/reid.md C2
+    )  # docs/reference/reid.md C2
     assert (cls.backbone, cls.optimizer, cls.lr, cls.epochs, cls.milestones, cls.batch_size) == (
         "resnet18",
         "sgd",
@@ -36,7 +36,7 @@ def test_paper_recipes_hold_the_papers_settings():
         110,
         (100, 105),
         128,
-    )  # reference/methods.md §2.4, AT
+    )  # docs/reference/methods.md §2.4, AT
 
 
 def test_recipe_method_overrides_reach_the_model_and_its_key():

@@ -1,6 +1,6 @@
 """Each regularizer's own behaviour, with statistical tolerances of about 3.5 standard errors.
 
-LFM against reference/methods.md §1.3 (per-sample gate, distinct channels, rectangles, area) and
+LFM against docs/reference/methods.md §1.3 (per-sample gate, distinct channels, rectangles, area) and
 `lfm-code` against the released code's quirks of §1.5 (batch gate, 8 samples of a shuffled batch, shared
 channels drawn with replacement, full-width row bands that vanish when x1 >= h).
 """

@@ -15,8 +15,8 @@ from safetensors.torch import load_file, save_file
 
 from robustbench_lfm import metric_table
 from robustbench_lfm.cli import main
-from robustbench_lfm.cli_options import run_defaults
 from robustbench_lfm.hashing import file_sha256
+from robustbench_lfm.options import RunOptions
 from robustbench_lfm.report.tables import html_table, latex_table, markdown_table
 from robustbench_lfm.runner import run_sweep
 from robustbench_lfm.spec import build_spec
@@ -24,9 +24,9 @@ from tests.test_threats import DATA
 
 
 def _sweep(out, cache, **overrides):
-    options = {**run_defaults(), "models_": "lfm", "eps": "2/255", "dataset": DATA, "epochs": 20, "out": out,
+    options = {"models": "lfm", "eps": "2/255", "dataset": DATA, "epochs": 20, "out": out,
                "cache_dir": cache, "device": "cpu", "batch_size": 64, "quiet": True, **overrides}  # fmt: skip
-    return run_sweep(build_spec(**options), log=lambda _: None)
+    return run_sweep(build_spec(RunOptions(**options)), log=lambda _: None)
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,7 @@ def test_a_config_file_sets_defaults_and_flags_override_it(tmp_path):
     config = tmp_path / "run.toml"
     config.write_text('models = ["lfm", "dropout"]\neps = ["2/255", "4/255"]\nrerank = "both"\n')
     ctx = main.commands["run"].make_context("run", ["--config", str(config), "--eps", "8/255"])
-    assert ctx.params["models_"] == "lfm,dropout" and ctx.params["rerank"] == "both"
+    assert ctx.params["models"] == "lfm,dropout" and ctx.params["rerank"] == "both"
     assert ctx.params["eps"] == "8/255"  # the flag wins
 
 

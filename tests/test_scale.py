@@ -15,10 +15,10 @@ from safetensors.torch import save_file
 
 from robustbench_lfm import attacking, attacks, environment
 from robustbench_lfm.check import compare
-from robustbench_lfm.cli_options import run_defaults
 from robustbench_lfm.datasets import as_float, evaluated_subset, load_dataset, replica
 from robustbench_lfm.datasets.folders import DUKEMTMC, MARKET1501, FolderConfig, build
 from robustbench_lfm.files import write_verified
+from robustbench_lfm.options import RunOptions
 from robustbench_lfm.report import build_report
 from robustbench_lfm.rerank import _normalised_transpose
 from robustbench_lfm.runner import run_sweep
@@ -34,10 +34,10 @@ def cache(tmp_path_factory):
 
 
 def sweep(out, cache, **overrides):
-    options = {**run_defaults(), "models_": "plain", "no_baseline": True, "attacks_": "fgsm", "eps": "8/255",
+    options = {"models": "plain", "no_baseline": True, "attacks": "fgsm", "eps": "8/255",
                "dataset": DATA, "epochs": 2, "out": out, "cache_dir": cache, "device": "cpu", "batch_size": 64,
                "quiet": True, **overrides}  # fmt: skip
-    return run_sweep(build_spec(**options), log=lambda _: None)
+    return run_sweep(build_spec(RunOptions(**options)), log=lambda _: None)
 
 
 @pytest.mark.parametrize(("sizes", "layout"), [(replica.MARKET, MARKET1501), (replica.DUKE, DUKEMTMC)])
@@ -109,12 +109,12 @@ def test_float16_perturbations_stay_within_eps_over_2048_and_the_budget(norm, ep
 @pytest.mark.parametrize(("quantize", "bytes_per_pixel"), [(True, 1), (False, 2)])
 def test_transfer_cells_store_a_quarter_or_half_of_float32(cache, tmp_path, quantize, bytes_per_pixel):
     store = tmp_path / "own-cache"
-    df = sweep(tmp_path / "t", store, models_="dropout", surrogate="plain", quantize=quantize, epochs=1)
+    df = sweep(tmp_path / "t", store, models="dropout", surrogate="plain", quantize=quantize, epochs=1)
     files = sorted((store / "adversarial").glob("*.safetensors"))
     queries = int(df["n_eval"].iloc[0])
     pixels = queries * 3 * 64 * 32
     assert files and all(abs(f.stat().st_size - bytes_per_pixel * pixels) < 4096 for f in files)
-    again = sweep(tmp_path / "t2", store, models_="dropout", surrogate="plain", quantize=quantize, epochs=1)
+    again = sweep(tmp_path / "t2", store, models="dropout", surrogate="plain", quantize=quantize, epochs=1)
     pd.testing.assert_series_equal(df["value"], again["value"])  # read back: the same images
 
 
@@ -195,9 +195,9 @@ def test_a_stored_file_of_another_layout_is_recrafted_not_used(tmp_path):
 def test_without_the_flag_features_follow_the_recipes_precision(tmp_path):
     recipe = tmp_path / "bf16.toml"
     recipe.write_text('task = "reid"\nepochs = 1\nprecision = "bf16"\n')
-    spec = build_spec(**{**run_defaults(), "dataset": DATA, "recipe": str(recipe), "out": tmp_path / "r",
-                         "cache_dir": tmp_path / "c"})  # fmt: skip
+    spec = build_spec(RunOptions(**{"dataset": DATA, "recipe": str(recipe), "out": tmp_path / "r",
+                         "cache_dir": tmp_path / "c"}))  # fmt: skip
     assert spec.recipe.precision == "bf16" and spec.evaluation.precision == "bf16"
-    flagged = build_spec(**{**run_defaults(), "dataset": DATA, "recipe": str(recipe), "precision": "fp32",
-                            "out": tmp_path / "r2", "cache_dir": tmp_path / "c"})  # fmt: skip
+    flagged = build_spec(RunOptions(**{"dataset": DATA, "recipe": str(recipe), "precision": "fp32",
+                            "out": tmp_path / "r2", "cache_dir": tmp_path / "c"}))  # fmt: skip
     assert flagged.recipe.precision == "fp32" and flagged.evaluation.precision == "fp32"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from robustbench_lfm.cli_options import run_defaults
+from robustbench_lfm.options import RunOptions
 from robustbench_lfm.runner import run_sweep
 from robustbench_lfm.spec import build_spec
 
@@ -14,9 +14,9 @@ DATA = "synthreid:train_ids=20,test_ids=8,distractor_ids=2,cameras=3,max_cameras
 
 
 def sweep(out, cache, **overrides):
-    options = {**run_defaults(), "models_": "plain", "eps": "8/255", "dataset": DATA, "epochs": 20, "out": out,
+    options = {"models": "plain", "eps": "8/255", "dataset": DATA, "epochs": 20, "out": out,
                "cache_dir": cache, "device": "cpu", "batch_size": 64, "quiet": True, **overrides}  # fmt: skip
-    df = run_sweep(build_spec(**options), log=lambda _: None)
+    df = run_sweep(build_spec(RunOptions(**options)), log=lambda _: None)
     return df, pd.read_csv(out / "sanity.csv")
 
 
@@ -33,7 +33,7 @@ def _metric(df, metric="rank1", **where):
 
 
 def test_every_metric_attack_lowers_map_on_its_side(cache, tmp_path):
-    df, checks = sweep(tmp_path / "m", cache, attacks_="sma,fna,metric-ifgsm,metric-mifgsm,odfa")
+    df, checks = sweep(tmp_path / "m", cache, attacks="sma,fna,metric-ifgsm,metric-mifgsm,odfa")
     attacked = df[df["attack"] != "none"]
     sides = attacked.groupby("attack")["perturbed"].first().to_dict()
     assert sides == {
@@ -53,20 +53,20 @@ def test_every_metric_attack_lowers_map_on_its_side(cache, tmp_path):
 
 
 def test_side_and_norm_options_reach_the_csv(cache, tmp_path):
-    df, _ = sweep(tmp_path / "s", cache, attacks_="sma:side=gallery,norm=l2", eps="0.5")
+    df, _ = sweep(tmp_path / "s", cache, attacks="sma:side=gallery,norm=l2", eps="0.5")
     attacked = df[df["attack"] == "sma"]
     assert set(attacked["perturbed"]) == {"gallery"} and set(attacked["norm"]) == {"l2"}
 
 
 def test_surrogate_equal_to_the_target_reproduces_white_box(cache, tmp_path):
-    white, _ = sweep(tmp_path / "w", cache, models_="plain")
-    transfer, _ = sweep(tmp_path / "t", cache, models_="dropout", surrogate="plain")
+    white, _ = sweep(tmp_path / "w", cache, models="plain")
+    transfer, _ = sweep(tmp_path / "t", cache, models="dropout", surrogate="plain")
     assert set(transfer.loc[transfer["attack"] != "none", "surrogate"]) == {"plain"}
     assert set(transfer.loc[transfer["attack"] == "none", "surrogate"]) == {""}
     pd.testing.assert_series_equal(_metric(white, attack="pgd"), _metric(transfer, attack="pgd")[["plain"]])
     stored = list((cache / "adversarial").glob("*.safetensors"))
     assert len(stored) == 3  # pgd at 8/255 and at the 64/255 probe, the fgsm probe at 8/255
-    again, _ = sweep(tmp_path / "t2", cache, models_="dropout", surrogate="plain")  # read back, not re-crafted
+    again, _ = sweep(tmp_path / "t2", cache, models="dropout", surrogate="plain")  # read back, not re-crafted
     pd.testing.assert_series_equal(_metric(transfer, attack="pgd"), _metric(again, attack="pgd"))
 
 

@@ -1,4 +1,4 @@
-"""The attack base class: the invariants every attack obeys, enforced once (DESIGN.md step 5).
+"""The attack base class: the invariants every attack obeys, enforced once (docs/contributing.md, An attack).
 
 An attack is built without a model and called with one: `attack(model, x, context, eps=...)`.
 Around `perturb`, the base class

@@ -1,4 +1,4 @@
-"""Shared defaults of the metric-space re-ID attacks (reference/reid.md D1-D4).
+"""Shared defaults of the metric-space re-ID attacks (docs/reference/reid.md D1-D4).
 
 The papers state their schedules in 1/255 steps under L-inf. Under L2 (an option of every metric
 attack) a 1/255 step has no meaning, so the step becomes 2.5 eps / steps (Madry et al.'s rule)

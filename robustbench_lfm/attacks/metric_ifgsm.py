@@ -1,6 +1,6 @@
 """Metric-I-FGSM: Bai et al.'s metric attack on the gallery (TPAMI 2020, arXiv 1901.10650).
 
-"Adversarial Metric Attack and Defense for Person Re-identification"; reference/reid.md D1.
+"Adversarial Metric Attack and Defense for Person Re-identification"; docs/reference/reid.md D1.
 
 Threat model: white-box, the **gallery** is perturbed (queries stay clean), L-inf (default) or L2;
 the attacker knows the query set and identities. Each gallery image is pushed away from every

@@ -1,6 +1,6 @@
 """Attack objectives: what an attack maximizes, independent of how it searches.
 
-Re-ID objectives follow the push/pull guide framework of reference/reid.md D0/D6: on the
+Re-ID objectives follow the push/pull guide framework of docs/reference/reid.md D0/D6: on the
 retrieval embedding f^ in the geometry that is scored,
 
     L(x') = sum_{g in push} ||f^(x') - g||^2  -  sum_{h in pull} ||f^(x') - h||^2,

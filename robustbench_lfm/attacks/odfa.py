@@ -1,6 +1,6 @@
 """ODFA: Opposite-Direction Feature Attack (Zheng et al., IJCV 2022 "U-turn", arXiv 1809.02681).
 
-reference/reid.md D4.
+docs/reference/reid.md D4.
 
 Threat model: white-box, queries perturbed, L-inf (default) or L2; the attacker needs no other
 image. Minimizes ||f^(x') + f^(x)||^2: the perturbed embedding is pulled towards the negated clean

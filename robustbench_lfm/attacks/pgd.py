@@ -3,7 +3,7 @@
 Threat model: white-box, L-inf ball of radius eps on [0, 1] pixels.
 x_0 = x + U(-eps, eps) (random start), then `steps` times
 x_{t+1} = Proj_{B(x, eps) ∩ [0, 1]}(x_t + alpha * sign(grad L(x_t))).
-Defaults: PGD-20 with alpha = eps / 4 (2/255 at 8/255; reference/methods.md §2.5), random start
+Defaults: PGD-20 with alpha = eps / 4 (2/255 at 8/255; docs/reference/methods.md §2.5), random start
 on, 1 restart. The objective is `auto`: SMA for re-ID, cross-entropy for classification.
 `backend=torchattacks` runs torchattacks.PGD instead (classification, cross-entropy only).
 """

@@ -1,7 +1,7 @@
 """Dataset containers shared by every re-ID dataset of the harness.
 
 A re-ID dataset is three splits of (image, person id, camera id) in the Market-1501 convention
-(reference/reid.md part A): train identities are disjoint from test identities; the query holds at
+(docs/reference/reid.md part A): train identities are disjoint from test identities; the query holds at
 most one image per (test identity, camera); the gallery holds the remaining test images plus
 distractor identities that never match a query. Images are uint8 tensors (N, 3, H, W) so a split
 costs one byte per pixel in memory; `as_float` turns a batch into the [0, 1] floats models expect.

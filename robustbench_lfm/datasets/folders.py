@@ -1,4 +1,4 @@
-"""Market-1501 and DukeMTMC-reID read from their published folder layouts (reference/reid.md part A).
+"""Market-1501 and DukeMTMC-reID read from their published folder layouts (docs/reference/reid.md part A).
 
 Both ship three folders of JPEGs, `bounding_box_train/`, `query/` and `bounding_box_test/` (the
 gallery), whose file names start with the person id and the camera: `0002_c1s1_000451_03.jpg`

@@ -1,7 +1,7 @@
 """Full-size replicas of Market-1501 and DukeMTMC-reID: the published folder layout and split sizes,
 rendered with synthreid's generator, so the whole folder path runs at real size with no download.
 
-Published sizes (reference/reid.md part A; Zheng et al. ICCV 2015, Ristani et al. 2016 / Zheng et al.
+Published sizes (docs/reference/reid.md part A; Zheng et al. ICCV 2015, Ristani et al. 2016 / Zheng et al.
 ICCV 2017):
 
 * Market-1501: train 751 ids / 12,936 images; query 750 ids / 3,368 images; bounding_box_test 19,732

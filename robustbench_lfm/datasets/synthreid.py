@@ -11,7 +11,7 @@ Every image is drawn, fully vectorized over the batch, from three layers of rand
   that see people from behind mirror the image, which moves the bag to the other side;
 * image: pose jitter (position, stride, arm swing), a random partial occlusion, sensor noise.
 
-Splits follow Market-1501 (reference/reid.md part A): disjoint train and test identities, every
+Splits follow Market-1501 (docs/reference/reid.md part A): disjoint train and test identities, every
 identity seen by 2 or more cameras, query = one image per (test identity, camera), gallery = the
 other test images plus distractor identities that never match a query.
 

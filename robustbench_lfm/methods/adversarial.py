@@ -2,11 +2,11 @@
 attacks", ICLR 2018, arXiv 1706.06083), model `pgd-at`.
 
 Each batch is replaced by its PGD adversarial version, crafted with the model in eval mode and a
-random start (as the RCM code does, reference/methods.md §2.4), and the standard task loss is
+random start (as the RCM code does, docs/reference/methods.md §2.4), and the standard task loss is
 minimised on it in train mode. The objective is the task's: cross-entropy for classification, and
 for re-ID SMA (reid.md D2: push each embedding away from its own clean embedding), the attack the
 LFM authors evaluate with. Defaults: L-inf eps = 8/255, 10 steps of 2/255 (PGD-10, the AT recipe
-of reference/methods.md §2.4). Units: pixel scale [0, 1].
+of docs/reference/methods.md §2.4). Units: pixel scale [0, 1].
 """
 
 from __future__ import annotations

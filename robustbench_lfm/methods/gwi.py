@@ -1,7 +1,7 @@
 """Group-wise inhibition (Liu, Wu, Xie, Liu, Shen, "Group-wise inhibition based feature
 regularization for robust classification", ICCV 2021, arXiv 2103.02152; "TENET training"), model `gwi`.
 
-Following the official code as read in reference/methods.md §3.2-3.3. Every iteration is a normal
+Following the official code as read in docs/reference/methods.md §3.2-3.3. Every iteration is a normal
 step; from iteration `start_iter` on, every `every`-th iteration adds a TENET step on the samples
 the normal step's logits (before its update) classified correctly:
 

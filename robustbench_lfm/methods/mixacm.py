@@ -1,7 +1,7 @@
 """MixACM (Awais, Zhou, Xie, Li, Bae, Li, "MixACM: mixup-based robustness transfer via
 distillation of activated channel maps", NeurIPS 2021, arXiv 2111.05073), model `mixacm`.
 
-No official code exists; this follows the concrete spec of reference/methods.md §4.2, whose
+No official code exists; this follows the concrete spec of docs/reference/methods.md §4.2, whose
 choices are marked there as assumptions. Per batch, with the frozen adversarially trained teacher T
 (eval mode, no gradient) and the student S (train mode):
 

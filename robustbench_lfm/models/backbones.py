@@ -1,7 +1,7 @@
 """ResNet backbones for re-ID (He et al., CVPR 2016), split so regularizers can sit between parts.
 
 Every backbone exposes the same parts: `stem_conv` (the first convolution; LFM masks its output,
-reference/methods.md §1.2), `stem_post` (BN, ReLU and any stem pooling), `stages` (the residual
+docs/reference/methods.md §1.2), `stem_post` (BN, ReLU and any stem pooling), `stages` (the residual
 stages) and `out_channels` (the width of the pooled feature).
 
 * `resnet-mini` — the CPU-sized default: a 3x3 stride-2 stem (32 channels) and four one-block
@@ -9,11 +9,11 @@ stages) and `out_channels` (the width of the pooled feature).
   gives a 32x16 stem map and an 8x4 final map. Real datasets are resized to 128x64 for it
   (Market-1501's native crop size).
 * `resnet18` — ResNet-18 with the CIFAR stem (He et al.; the RCM and adversarial-training papers'
-  CIFAR-10 backbone, reference/methods.md §2.3): 3x3 stride-1 stem, no pooling, basic-block
+  CIFAR-10 backbone, docs/reference/methods.md §2.3): 3x3 stride-1 stem, no pooling, basic-block
   stages [2, 2, 2, 2] of widths 64/128/256/512 with strides 1/2/2/2 ("1222"); 32x32 gives a 4x4
   final map, about 11 M parameters.
 * `resnet50` — ResNet-50 with last stride 1 as in the strong re-ID baseline (Luo et al., CVPRW
-  2019; reference/reid.md C1): 7x7 stride-2 stem, 3x3 stride-2 max-pool, bottleneck stages
+  2019; docs/reference/reid.md C1): 7x7 stride-2 stem, 3x3 stride-2 max-pool, bottleneck stages
   [3, 4, 6, 3], 2048-d output; a 256x128 input gives a 128x64 stem map and a 16x8 final map.
   Real datasets are resized to 256x128 for it, as every re-ID framework does.
   Weights start random: lfm-bench downloads nothing.
@@ -157,7 +157,7 @@ def parse_strides(strides: str | int | tuple[int, ...] | None, default: tuple[in
 
 
 def rcm_strides(default: tuple[int, ...]) -> tuple[int, ...]:
-    """RCM's stride setting for a ResNet (reference/methods.md §2.3): the first stride-2 stage gets
+    """RCM's stride setting for a ResNet (docs/reference/methods.md §2.3): the first stride-2 stage gets
     stride 1. A backbone with another rule registers it (`vgg16`: the first two pools removed)."""
     if 2 not in default:
         raise ValueError(f"strides {default} have no stride-2 stage to shrink")

@@ -1,5 +1,5 @@
 """RCM's other CIFAR architectures (Xu et al., "Understanding Adversarial Robustness from Feature
-Maps of Convolutional Layers"; reference/methods.md §2.3), with the same parts as the ResNets
+Maps of Convolutional Layers"; docs/reference/methods.md §2.3), with the same parts as the ResNets
 (`stem_conv`, `stem_post`, four `stages`, `out_channels`, `strides`) so every regularizer site and
 RCM's two rules apply to them unchanged.
 

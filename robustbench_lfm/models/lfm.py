@@ -1,6 +1,6 @@
 """Local Feature Masking (Gong et al., "Beyond Dropout", IJCNN 2024, arXiv 2407.13646).
 
-Two registered regularizers (reference/methods.md §1):
+Two registered regularizers (docs/reference/methods.md §1):
 
 * `lfm` — the paper-intended algorithm (§1.3): per-sample gate, distinct channels per sample,
   true Random-Erasing rectangles, train only.
@@ -54,7 +54,7 @@ class _LFMBase(Regularizer):
 
 @register_regularizer("lfm")
 class LocalFeatureMasking(_LFMBase):
-    """LFM as the paper intends it (reference/methods.md §1.3).
+    """LFM as the paper intends it (docs/reference/methods.md §1.3).
 
     For each sample, with probability p: choose K = channels x C distinct channels; in each, draw a
     Random-Erasing box at a uniform position and fill it with one value v ~ U(0, 1) per (sample,
@@ -84,7 +84,7 @@ class LocalFeatureMasking(_LFMBase):
 
 @register_regularizer("lfm-code")
 class LocalFeatureMaskingCode(_LFMBase):
-    """LFM as the released code behaves (reference/methods.md §1.5 a-d, f generalised to any shape).
+    """LFM as the released code behaves (docs/reference/methods.md §1.5 a-d, f generalised to any shape).
 
     One draw u < p gates the whole batch; `max_samples` samples of it (default 8, the code's
     `batchsize = 8` constant) are masked, drawn at random: the released code masks the first 8

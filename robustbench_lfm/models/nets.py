@@ -2,7 +2,7 @@
 
 Both share one trunk (`SiteNet`): images in [0, 1] are normalized inside the model, so attack
 budgets stay on the pixel scale; an optional nearest-neighbour upsampling follows (RCM's input
-upsampling, reference/methods.md §2.2, done after normalisation as in the RCM code); then the
+upsampling, docs/reference/methods.md §2.2, done after normalisation as in the RCM code); then the
 backbone runs part by part, with one regularizer site after each part:
 
     input -> stem (stem conv output, before its BN) -> pool (after the stem BN/ReLU/pooling)
@@ -11,7 +11,7 @@ backbone runs part by part, with one regularizer site after each part:
 `trunk(x, after=..., until=...)` runs any contiguous stretch of that chain, which the training
 methods use to tap features (MixACM) or to mask them and finish the pass (group-wise inhibition).
 
-* `ReIDNet` — the strong re-ID baseline head (Luo et al., CVPRW 2019; reference/reid.md C1): a
+* `ReIDNet` — the strong re-ID baseline head (Luo et al., CVPRW 2019; docs/reference/reid.md C1): a
   BatchNorm1d "BNNeck" with its shift frozen at 0 gives the embedding f_i; a bias-free linear
   layer gives the ID logits. Eval mode returns f_i; train mode returns (ID logits, pooled f_t).
 * `ClassifierNet` — global average pooling and a linear layer; logits in both modes.
@@ -152,7 +152,7 @@ class ClassifierNet(SiteNet):
 class FlipAveraged(nn.Module):
     """Wraps a re-ID model so its eval embedding is the mean of the image's and its mirror's.
 
-    Flip-averaged test features are a common re-ID option (reference/reid.md B1); wrapping the
+    Flip-averaged test features are a common re-ID option (docs/reference/reid.md B1); wrapping the
     model, rather than the feature extraction, makes attacks see the same model that is scored.
     """
 

@@ -1,6 +1,6 @@
 """Train-time stochastic regularizers, each inserted at a named site of a `SiteNet` (robustbench_lfm/models/nets.py).
 
-Conventions (DESIGN.md): a regularizer is the identity when `not self.training` or when its
+Conventions (docs/contributing.md, A model): a regularizer is the identity when `not self.training` or when its
 probability is 0; it draws all randomness from its own `torch.Generator` (seeded by `seed`, one
 generator per device), and takes every shape from its input.
 
@@ -77,7 +77,7 @@ class Regularizer(nn.Module):
 class HeadDropout(Regularizer):
     """Standard dropout (Srivastava et al., JMLR 2014) on the pooled feature before the classifier.
 
-    Placed where the LFM authors' baseline head has Dropout(0.5) (reference/methods.md §1.6):
+    Placed where the LFM authors' baseline head has Dropout(0.5) (docs/reference/methods.md §1.6):
     between the BNNeck feature and the classifier. Default p = 0.5; survivors scaled by 1/(1-p).
     """
 
@@ -242,7 +242,7 @@ class BoxSampler(Protocol):
 def erasing_boxes(
     reg: BoxSampler, n: int, k: int, h: int, w: int, dev: torch.device
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Random-Erasing boxes (reference/methods.md §1.3 step 3) for n x k slots: (y0, x0, bh, bw),
+    """Random-Erasing boxes (docs/reference/methods.md §1.3 step 3) for n x k slots: (y0, x0, bh, bw),
     each (n, k). Area s ~ U(reg.area) of H x W, aspect r ~ U(reg.aspect_range),
     h = round(sqrt(sHWr)), w = round(sqrt(sHW/r)), accepted when h < H and w < W; all MAX_TRIES
     proposals are drawn at once and the first accepted one is kept; a slot with none gets an

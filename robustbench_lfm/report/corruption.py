@@ -161,12 +161,7 @@ def summary_text(df: pd.DataFrame) -> str:
 def plot_severity(df: pd.DataFrame, path: Path) -> Path | None:
     """Headline metrics against severity (0 = clean), one line per model and variant, the mean over
     the corruptions run at each severity; None when the run has no corruption cell."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from robustbench_lfm.summary import model_colours, save_figure
+    from robustbench_lfm.plotting import model_colours, plt, save_figure  # matplotlib without a display
 
     named = _named(df)
     rows = corruption_rows(named)

@@ -24,8 +24,9 @@ import pandas as pd
 
 from robustbench_lfm import metric_table
 from robustbench_lfm.identity import corrupted, format_eps, subset_title
+from robustbench_lfm.plotting import model_colours, save_figure
 from robustbench_lfm.report.corruption import plot_severity
-from robustbench_lfm.summary import model_colours, plot_cmc, plot_eps_curves, save_figure
+from robustbench_lfm.summary import plot_cmc, plot_eps_curves
 
 FORMATS = (".png", ".pdf")
 
