@@ -22,6 +22,7 @@ it and both sources. Torch-free itself (a plugin imports what it needs).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -208,10 +209,17 @@ def code_of(sources: Iterable[str], glue: Iterable[str] = ()) -> str:
     code of each plugin among them."""
     sources = list(sources)
     found = {p for p in (plugin_of(s) for s in sources) if p is not None}
-    own = code_identity.built_in([s for s in sources if plugin_of(s) is None], glue)
-    text = code_identity.digest(own) + "".join(f"|{p.module}:{p.code}:{p.version}" for p in sorted(
+    own = tuple(sorted({s for s in sources if plugin_of(s) is None}))
+    text = _built_in_code(own, tuple(glue)) + "".join(f"|{p.module}:{p.code}:{p.version}" for p in sorted(
         found, key=lambda p: p.module))  # fmt: skip
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@functools.cache
+def _built_in_code(sources: tuple[str, ...], glue: tuple[str, ...]) -> str:
+    """The digest of this project's code behind `sources` and `glue`, once per process (the code a
+    process runs does not change under it)."""
+    return code_identity.digest(code_identity.built_in(sources, glue))
 
 
 def _code(files: dict[str, Path]) -> str:

@@ -424,7 +424,7 @@ def build_spec(o: RunOptions, given: tuple[ModelSpec, ...] = ()) -> RunSpec:
     name = o.name or _run_name(parts)
     if o.name is not None and (not name.strip() or Path(name).name != name or name in (".", "..")):
         raise SpecError(f"--name {name!r} must be one folder name (no '/', not '..'); use --out DIR for a path")
-    out = o.out or Path("results") / name
+    out = Path(o.out) if o.out is not None else Path("results") / name
     cache_dir = Path(o.cache_dir) if o.cache_dir is not None else files.default_cache_dir()
     check_writable(out, "output directory")
     check_writable(cache_dir, "cache directory")
