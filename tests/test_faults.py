@@ -84,7 +84,7 @@ def test_a_crafted_pickle_planted_as_a_checkpoint_never_runs(tmp_path, monkeypat
     weights, sidecar = CheckpointCache(spec.cache_dir).paths(key)
     weights.parent.mkdir(parents=True)
     weights.write_bytes(pickle.dumps(_Planted()))
-    sidecar.write_text(json.dumps({"format": SIDECAR_FORMAT, "sha256": file_sha256(weights)}))
+    sidecar.write_text(json.dumps({"format": SIDECAR_FORMAT, "sha256": file_sha256(weights), "key": key}))
     with pytest.warns(UserWarning, match="not a readable safetensors file"):
         runner.run_sweep(spec, log=lambda _: None)
     assert not (tmp_path / "planted-by-pickle").exists()
