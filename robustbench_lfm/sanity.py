@@ -2,6 +2,9 @@
 
 From the result rows and the probe rows (extra cells in probes.csv, see `RunSpec.probe_cells`):
 
+* `above-chance` — the clean Rank-1 (accuracy) lies above chance by more than 3 binomial standard
+                  deviations over n_eval: a model at chance is broken or untrained, and no attack
+                  can show anything against it.
 * `eps0-clean`  — the attack at eps 0, run through its own code path, reproduces the clean metrics
                   exactly (all metrics, tolerance 0).
 * `monotone`    — the attacked metric does not increase with eps (clean counts as eps 0).
@@ -78,6 +81,7 @@ def run_checks(results: pd.DataFrame, probes: pd.DataFrame, chance: float) -> li
     clean = results[results["attack"] == "none"]
     attacked = results[(results["attack"] != "none") & ~corrupted(results)]  # a corruption has no eps series
     return [
+        *_above_chance(clean, chance),
         *_eps0(clean, probes[probes["eps"] == 0]),
         *_monotone(clean, attacked),
         *_pgd_vs_fgsm(attacked, probes),
@@ -176,6 +180,24 @@ def _pgd_vs_fgsm(attacked: pd.DataFrame, probes: pd.DataFrame) -> list[Check]:
         detail = f"PGD {100 * value:.1f} vs FGSM {100 * ref:.1f}" if weaker else "PGD at least as strong"
         out.append(Check("pgd<=fgsm", r["model"], int(r["train_seed"]), _label(r), float(r["eps"]), r["metric"],
                          value, ref, tol, not weaker, detail))  # fmt: skip
+    return out
+
+
+def _above_chance(clean: pd.DataFrame, chance: float) -> list[Check]:
+    """A clean model must score its Rank-1 (accuracy) above chance by more than 3 binomial
+    standard deviations over n_eval: one within noise of chance is broken or untrained, and its
+    attacked numbers say nothing (every attack 'fails' against it)."""
+    out = []
+    for _, r in clean[clean["metric"].isin(metric_table.all_names(chance=True))].iterrows():
+        value, n = float(r["value"]), max(float(r["n_eval"]), 1.0)
+        tol = 3 * math.sqrt(chance * (1 - chance) / n)
+        ok = value > chance + tol
+        name = metric_table.label(r["metric"])
+        detail = f"clean {name} {100 * value:.1f} vs chance {100 * chance:.1f}"
+        if not ok:
+            detail += ": within noise of chance, a broken or untrained model (its attacked numbers mean nothing)"
+        out.append(Check("above-chance", r["model"], int(r["train_seed"]), "none", 0.0, r["metric"], value, chance,
+                         tol, ok, detail))  # fmt: skip
     return out
 
 

@@ -62,9 +62,13 @@ def test_run_writes_tidy_csv_manifest_and_plot(finished_run):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["spec"]["seeds"] == [0] and manifest["versions"]["torch"]
     assert manifest["cells_run"] == 15 and manifest["probes_run"] > 0
-    assert "sanity checks:" in proc.stdout and "0 failed" in proc.stdout
     checks = pd.read_csv(out / "sanity.csv")
-    assert set(checks["check"]) == {"eps0-clean", "monotone", "pgd<=fgsm", "large-eps"}
+    assert set(checks["check"]) == {"above-chance", "eps0-clean", "monotone", "pgd<=fgsm", "large-eps"}
+    # two epochs on the tiny dataset leave models within noise of chance: the summary says so, and
+    # the checks of the attacks themselves pass
+    failed = checks[~checks["passed"]]
+    assert set(failed["check"]) <= {"above-chance"} and f"{len(failed)} failed" in proc.stdout
+    assert all(f"WARNING sanity above-chance: {m} seed 0" in proc.stdout for m in failed["model"])
     assert (out / "robustness.png").stat().st_size > 10_000
     assert "clean Rank-1" in proc.stdout and "lfm" in proc.stdout
     assert set(df["distance"]) == {"cosine"} and set(df["ap"]) == {"plain"} and not df["flip"].any()

@@ -49,7 +49,20 @@ def failures(results, probes, chance=0.01):
 def test_healthy_rows_pass_every_check():
     failed, checks = failures(*healthy())
     assert not failed
-    assert {c.check for c in checks} == {"eps0-clean", "monotone", "pgd<=fgsm", "large-eps"}
+    assert {c.check for c in checks} == {"above-chance", "eps0-clean", "monotone", "pgd<=fgsm", "large-eps"}
+
+
+@pytest.mark.parametrize(("clean_rank1", "flagged"), [(0.0, True), (0.01 + 0.02, True), (0.01 + 0.04, False)])
+def test_a_model_within_noise_of_chance_fails_a_check_named_for_it(clean_rank1, flagged):
+    """Chance 1%, 100 queries: 3 binomial standard deviations are 2.98 points above it."""
+    results, probes = healthy()
+    results[0]["value"] = clean_rank1
+    failed, checks = failures(results, probes)
+    assert ("above-chance" in failed) is flagged
+    (check,) = [c for c in checks if c.check == "above-chance"]
+    assert check.tolerance == pytest.approx(3 * (0.01 * 0.99 / N) ** 0.5)
+    if flagged:
+        assert "within noise of chance" in check.warning() and check.model == "m"
 
 
 def test_two_variants_of_an_attack_are_two_series():
