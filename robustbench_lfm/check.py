@@ -19,7 +19,9 @@ The metrics compared, and which test each gets, are the `gated` entries of the m
   have); without the run's queries.csv the tolerance alone decides.
 
 mINP is not gated (no per-query record, so no test). The gate fails closed: a baseline
-measurement with no match in the run is *missing*, and a matched run value that is empty, NaN
+measurement with no match in the run is *missing* (each is reported with the run's nearest
+measurement of that model and attack and the identity columns that differ, or with the fact that
+the run has no cell of that model and attack), and a matched run value that is empty, NaN
 or outside [0, 1] is *invalid*; both fail it. A baseline that is empty, holds only a header, is
 ragged, binary or non-numeric, or holds one measurement twice is bad input. Exit status: 0 when
 nothing regressed, went missing or was invalid, 1 otherwise, 2 for bad input.
@@ -98,7 +100,8 @@ class CheckResult:
             change = f"{100 * f.baseline:.1f} -> {100 * f.value:.1f} ({100 * f.change:+.1f} points, p={f.p_value:.2g})"
             lines.append(f"REGRESSED {f.model} seed {f.train_seed} {f.condition} {f.metric}: {change}")
         for m in self.missing:
-            lines.append(f"MISSING {m['model']} seed {m['train_seed']} {m['condition']} {m['metric']}")
+            why = f": {m['nearest']}" if m.get("nearest") else ""
+            lines.append(f"MISSING {m['model']} seed {m['train_seed']} {m['condition']} {m['metric']}{why}")
         for m in self.invalid:
             lines.append(f"INVALID {m['model']} seed {m['train_seed']} {m['condition']} {m['metric']}: {m['value']!r}")
         lines.append("PASSED" if self.passed else "FAILED")
@@ -183,9 +186,30 @@ def compare(run_dir: Path, baseline: Path, tolerance: float = 0.02, alpha: float
         finding = _judge(r, named["condition"], math.hypot(se, base_se), tolerance, alpha)
         if finding.regressed:
             regressions.append(finding)
-    return CheckResult(
-        len(found), regressions, _where(missing, "_base"), tolerance, alpha, _where(invalid), max(unmatched, 0)
-    )
+    absent = [{**where, "nearest": nearest(row, current)} for where, (_, row) in
+              zip(_where(missing, "_base"), missing.iterrows(), strict=True)]  # fmt: skip
+    return CheckResult(len(found), regressions, absent, tolerance, alpha, _where(invalid), max(unmatched, 0))
+
+
+def nearest(wanted: pd.Series, run: pd.DataFrame) -> str:
+    """Why a baseline measurement has no match in the run, in words: the run's measurement of the
+    same model and attack that differs from it in the fewest identity columns, and those columns
+    (`recipe_key (baseline 3fa91c2e..., run 77b0...)`); or that the run has no cell of that model
+    and attack at all."""
+    same = run[(run["model"] == wanted["model"]) & (run["attack"] == wanted["attack"])]
+    if same.empty:
+        return f"the run has no cell of model {wanted['model']} under attack {wanted['attack']}"
+    columns = [c for c in KEY if c in run.columns]
+    differing = (same[columns] != wanted[columns]).sum(axis=1)
+    closest = same.loc[differing.idxmin()]
+    fields = [f"{c} (baseline {_short(wanted[c])}, run {_short(closest[c])})" for c in columns
+              if closest[c] != wanted[c]]  # fmt: skip
+    return "the nearest run measurement differs in " + ", ".join(fields)
+
+
+def _short(value: object) -> str:
+    text = str(value)
+    return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
 def _judge(r: pd.Series, condition: str, se: float, tolerance: float, alpha: float) -> Finding:

@@ -3,6 +3,9 @@ read is bad input; every identity column keeps unlike measurements apart."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -108,3 +111,45 @@ def test_a_baseline_that_cannot_be_used_is_bad_input(run, tmp_path, kind):
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lfm-bench: error: baseline")
+
+
+def _edited_baseline(tmp_path, edit):
+    """The committed CI baseline run's table with `edit` applied, as a baseline file (no queries.csv)."""
+    committed = Path(__file__).resolve().parents[1] / "results" / "baseline" / "ci-synthreid"
+    df = pd.read_csv(committed / "results.csv", keep_default_na=False, dtype=str)
+    path = tmp_path / "baseline.csv"
+    edit(df).to_csv(path, index=False)
+    return committed, path
+
+
+def test_a_missing_measurement_names_the_nearest_one_and_the_fields_that_differ(tmp_path):
+    def other_recipe(df):
+        return df.assign(recipe_key="0123456789ab", eval_subset="100/277")
+
+    run, baseline = _edited_baseline(tmp_path, other_recipe)
+    result = CliRunner().invoke(main, ["check", str(run), "--baseline", str(baseline)])
+    assert result.exit_code == 1
+    missing = [line for line in result.output.splitlines() if line.startswith("MISSING")]
+    assert missing and all(
+        "the nearest run measurement differs in recipe_key (baseline '0123456789ab', run '" in line
+        and "eval_subset (baseline '100/277', run '')" in line
+        for line in missing
+    )
+
+
+def test_a_missing_model_is_said_to_have_no_cell(tmp_path):
+    run, baseline = _edited_baseline(tmp_path, lambda df: df.assign(model="dropout"))
+    result = CliRunner().invoke(main, ["check", str(run), "--baseline", str(baseline), "--format", "json"])
+    assert result.exit_code == 1
+    missing = json.loads(result.output)["missing"]
+    assert missing and {m["nearest"] for m in missing} == {
+        "the run has no cell of model dropout under attack none",
+        "the run has no cell of model dropout under attack pgd",
+    }
+
+
+def test_a_baseline_with_a_utf8_bom_is_read(tmp_path):
+    run, baseline = _edited_baseline(tmp_path, lambda df: df)
+    baseline.write_bytes(b"\xef\xbb\xbf" + baseline.read_bytes())
+    result = CliRunner().invoke(main, ["check", str(run), "--baseline", str(baseline)])
+    assert result.exit_code == 0 and "PASSED" in result.output, result.output
