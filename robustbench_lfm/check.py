@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from robustbench_lfm import metric_table
+from robustbench_lfm import evidence, metric_table
 from robustbench_lfm.identity import MEASUREMENT, canonical, labelled
 from robustbench_lfm.stats import binomial_se, bootstrap_se, two_proportion_p
 from robustbench_lfm.store import COLUMNS, ResultStore, StoreError, valid_value
@@ -169,6 +169,12 @@ def compare(run_dir: Path, baseline: Path, tolerance: float = 0.02, alpha: float
     current = read_table(run_dir / "results.csv", "run") if (run_dir / "results.csv").exists() else None
     if current is None:
         raise CheckError(f"{run_dir} has no results.csv; give the directory `lfm-bench run` wrote")
+    evidence.warn_if_changed(run_dir)
+    try:  # each value against its cell's per-query rows, both sides
+        evidence.verify(current, run_dir / "queries.csv", run_dir / "results.csv")
+        evidence.verify(base, baseline.with_name("queries.csv"), baseline)
+    except evidence.EvidenceError as err:
+        raise CheckError(str(err)) from None
     merged = base.merge(current, on=KEY, how="left", suffixes=("_base", ""), indicator=True)
     missing = merged[merged["_merge"] == "left_only"]
     matched = merged[merged["_merge"] == "both"]

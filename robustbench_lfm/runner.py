@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from robustbench_lfm import metric_table, rundir, sanity
+from robustbench_lfm import evidence, metric_table, rundir, sanity
 from robustbench_lfm.checkpoints import probe_given_models
 from robustbench_lfm.datasets import ClassificationDataset, Dataset
 from robustbench_lfm.environment import configure_determinism, machine, now, package_versions
@@ -56,6 +56,7 @@ class Manifest:
     failed: dict[str, str] = field(default_factory=dict)
     executor: dict[str, Any] = field(default_factory=dict)
     wall_s: float = 0.0
+    tables: dict[str, str] = field(default_factory=dict)  # sha256 of each table as this sweep left it
 
     invocations: list[dict[str, Any]] = field(default_factory=list)
 
@@ -116,6 +117,7 @@ def run_sweep(spec: RunSpec, log: Log = print, ex: ExecSpec | None = None) -> pd
         checks = sanity.run_checks(table, tables.probes.read(), _chance(dataset))
         sanity.write(checks, spec.out_dir / "sanity.csv")
         manifest.finished_at, manifest.wall_s = now(), round(time.perf_counter() - start, 2)
+        manifest.tables = evidence.digests(spec.out_dir)
         manifest.write(spec)
     if manifest.failed:
         lines = "; ".join(f"{label}: {err}" for label, err in manifest.failed.items())

@@ -153,3 +153,23 @@ def test_a_baseline_with_a_utf8_bom_is_read(tmp_path):
     baseline.write_bytes(b"\xef\xbb\xbf" + baseline.read_bytes())
     result = CliRunner().invoke(main, ["check", str(run), "--baseline", str(baseline)])
     assert result.exit_code == 0 and "PASSED" in result.output, result.output
+
+
+def test_values_edited_in_results_csv_are_refused_by_check_and_report(tmp_path):
+    import shutil
+
+    committed = Path(__file__).resolve().parents[1] / "results" / "baseline" / "ci-synthreid"
+    run = tmp_path / "run"
+    shutil.copytree(committed, run)
+    df = pd.read_csv(run / "results.csv", keep_default_na=False, dtype=str)
+    df["value"] = (df["value"].astype(float) + 0.5).clip(upper=1.0).map(repr)  # every value raised by 0.5
+    df.to_csv(run / "results.csv", index=False)
+    check = CliRunner().invoke(main, ["check", str(run), "--baseline", str(committed / "results.csv")])
+    report = CliRunner().invoke(main, ["report", str(run)])
+    for result in (check, report):
+        assert result.exit_code == 2, result.output
+        line = result.output.strip().splitlines()[-1]
+        assert line.startswith("lfm-bench: error:") and "but its" in line and "rows in queries.csv give" in line
+        assert "the table was edited or mixed with another run's" in line
+    original = CliRunner().invoke(main, ["check", str(committed), "--baseline", str(committed / "results.csv")])
+    assert original.exit_code == 0, original.output  # the table as written agrees with its evidence

@@ -120,3 +120,17 @@ def test_cells_of_older_code_are_recomputed_and_replaced_not_doubled(reference, 
     assert set(rerun["cell_id"]) == set(first["cell_id"]) and set(rerun["schema"]) == {columns.SCHEMA}
     for side in ("queries.csv", "cmc.csv"):  # the replaced cells' side rows go with them
         assert not pd.read_csv(run / side)["cell_id"].str.startswith("x").any()
+
+
+def test_a_table_edited_after_the_run_is_reported_by_its_digest(reference, tmp_path):  # noqa: F811
+    out, _ = reference
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    recorded = json.loads((run / "manifest.json").read_text())["tables"]
+    assert set(recorded) == {"results.csv", "probes.csv", "queries.csv", "cmc.csv"}
+    df = pd.read_csv(run / "results.csv", keep_default_na=False, dtype=str)
+    df.loc[0, "wall_s"] = "0.001"  # a column no evidence checks
+    df.to_csv(run / "results.csv", index=False)
+    with pytest.warns(UserWarning, match="results.csv is not the table the sweep wrote"):
+        result = CliRunner().invoke(main, ["report", str(run)])
+    assert result.exit_code == 0, result.output

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from robustbench_lfm import metric_table
+from robustbench_lfm import evidence, metric_table
 from robustbench_lfm.files import atomic_write, check_writable
 from robustbench_lfm.identity import corrupted
 from robustbench_lfm.report import corruption
@@ -65,6 +65,8 @@ def load_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataF
     try:
         df = ResultStore(results).read_valid()
         queries_path = run_dir / "queries.csv"
+        evidence.verify(df, queries_path, results)  # each value against its cell's per-query rows
+        evidence.warn_if_changed(run_dir)
         queries = ResultStore.queries(queries_path).read() if queries_path.is_file() else None
         curves = ResultStore.cmc(run_dir / "cmc.csv").read()
     except StoreError as err:
