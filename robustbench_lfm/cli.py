@@ -9,6 +9,7 @@ reaches the terminal (`LfmBench.main`).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -32,6 +33,24 @@ if TYPE_CHECKING:
 
     from robustbench_lfm.executors import ExecSpec
     from robustbench_lfm.spec import RunSpec
+
+
+# What the machine or the user's paths cause, not the harness: a full disk or quota, no
+# permission, a read-only file system, a name too long, a path that is a folder.
+MACHINE_ERRORS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG, errno.EISDIR,
+     errno.ENOTDIR}
+)  # fmt: skip
+
+
+def machine_error(err: OSError) -> str:
+    """One line naming the path, the cause and the fix; what the run wrote before stays (every
+    table is replaced atomically, a cell at a time)."""
+    where = f"{err.filename}: " if err.filename else ""
+    cause = err.strerror or errno.errorcode.get(err.errno or 0, str(err))
+    fix = ("free space (or choose another --out / --cache-dir)" if err.errno in (errno.ENOSPC, errno.EDQUOT)
+           else "choose a path you can write (--out / --cache-dir)")  # fmt: skip
+    return f"{where}{cause}; {fix}, then rerun the same command: the cells already recorded are kept"
 
 
 def internal_error(err: BaseException) -> NoReturn:
@@ -65,6 +84,10 @@ class LfmBench(click.Group):
             fail(f"{err.format_message()}{where}")
         except (click.Abort, KeyboardInterrupt):
             fail("interrupted; rerun the same command to resume", status=130)
+        except OSError as err:
+            if err.errno not in MACHINE_ERRORS:
+                internal_error(err)
+            fail(machine_error(err))
         except Exception as err:
             internal_error(err)
         sys.exit(status if isinstance(status, int) else 0)

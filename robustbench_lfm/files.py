@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,6 +37,31 @@ class UnverifiedFileError(ValueError):
 
 def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
+
+
+_TEMP = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.tmp(\.[^.]*)?$")
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Remove the temp files in `folder` (not below it) that a process that no longer exists left
+    (killed between its temp write and its rename); a live writer's are kept. Returns the removed."""
+    removed = []
+    for path in folder.glob(".*.tmp*") if folder.is_dir() else ():
+        match = _TEMP.match(path.name)
+        if match and not _alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def _fsync(path: Path) -> None:

@@ -28,7 +28,7 @@ from robustbench_lfm.checkpoints import probe_given_models
 from robustbench_lfm.datasets import ClassificationDataset, Dataset
 from robustbench_lfm.environment import configure_determinism, machine, now, package_versions
 from robustbench_lfm.executors import ExecSpec, run_tasks
-from robustbench_lfm.files import atomic_write
+from robustbench_lfm.files import atomic_write, remove_stale_temps
 from robustbench_lfm.group import GroupResult, run_dataset, run_group
 from robustbench_lfm.lock import RunLock
 from robustbench_lfm.metrics import chance_rank1
@@ -101,6 +101,8 @@ def run_sweep(spec: RunSpec, log: Log = print, ex: ExecSpec | None = None) -> pd
         start = time.perf_counter()
         dataset = run_dataset(spec)  # before anything is written: data that cannot be scored is refused
         rundir.bind(spec)
+        for folder in (spec.out_dir, *(spec.cache_dir / k for k in ("checkpoints", "datasets", "adversarial"))):
+            remove_stale_temps(folder)  # what a killed sweep (or report) left half-written
         tables = _Tables(spec)
         done = _done_cells(spec, tables, log)  # verifies every table before any work
         configure_determinism(torch.device(spec.device))  # before machine() records it; each worker sets it too

@@ -124,3 +124,54 @@ def test_sigkill_then_rerun_finishes_the_grid_without_lost_duplicated_or_recompu
     queries = pd.read_csv(out / "queries.csv", keep_default_na=False)
     assert not queries.duplicated(["cell_id", "rerank", "query"]).any()
     assert set(queries["cell_id"]) == set(after["cell_id"])
+
+
+def test_a_full_disk_is_one_error_line_exit_2_and_the_cells_before_it_are_kept(tmp_path, monkeypatch):
+    """The second model's checkpoint save meets ENOSPC: one line naming the path, exit 2; the first
+    model's cells stay recorded and a rerun with space completes the table."""
+    import errno
+
+    import robustbench_lfm.cache as cache
+
+    real, saved = cache.save_file, []
+
+    def full_disk(state, path):
+        saved.append(path)
+        if len(saved) == 2:  # plain's checkpoint fits, lfm's does not
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(state, path)
+
+    monkeypatch.setattr(cache, "save_file", full_disk)
+    args = ["run", "--models", "lfm", "--attacks", "fgsm", "--eps", "8/255", "--dataset", TINY_CLI, "--epochs", "1",
+            "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "-q"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("lfm-bench: error: ") and "No space left on device; free space" in line
+    assert str(saved[1]) in line and "the cells already recorded are kept" in line
+    kept = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert set(kept["model"]) == {"plain"} and kept["cell_id"].nunique() == 2  # clean and fgsm
+    assert not list((tmp_path / "cache" / "checkpoints").glob(".*tmp*"))  # the failed save left no temp file
+    monkeypatch.setattr(cache, "save_file", real)
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0, again.output
+    assert set(pd.read_csv(tmp_path / "run" / "results.csv")["model"]) == {"plain", "lfm"}
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["cells_run"] == 2  # lfm's only
+
+
+def test_temp_files_of_dead_processes_are_removed_and_a_live_writers_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from robustbench_lfm.files import remove_stale_temps
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    stale = [tmp_path / f".cmc.{pid}-0a1b2c3d.tmp.png", tmp_path / f".results.{pid}-deadbeef.tmp.csv"]
+    live = tmp_path / f".cmc.{os.getpid()}-0a1b2c3d.tmp.pdf"
+    other = tmp_path / ".hidden.tmp"  # not one of ours: left alone
+    for path in (*stale, live, other):
+        path.write_text("half")
+    assert sorted(remove_stale_temps(tmp_path)) == sorted(stale)
+    assert live.exists() and other.exists() and not any(p.exists() for p in stale)

@@ -131,6 +131,10 @@ def test_a_table_edited_after_the_run_is_reported_by_its_digest(reference, tmp_p
     df = pd.read_csv(run / "results.csv", keep_default_na=False, dtype=str)
     df.loc[0, "wall_s"] = "0.001"  # a column no evidence checks
     df.to_csv(run / "results.csv", index=False)
+    (run / "report").mkdir(exist_ok=True)
+    left = run / "report" / ".cmc.2147483646-0a1b2c3d.tmp.png"  # a killed report's (no such process)
+    left.write_bytes(b"half a figure")
     with pytest.warns(UserWarning, match="results.csv is not the table the sweep wrote"):
         result = CliRunner().invoke(main, ["report", str(run)])
     assert result.exit_code == 0, result.output
+    assert not left.exists()

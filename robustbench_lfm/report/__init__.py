@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from robustbench_lfm import evidence, metric_table
-from robustbench_lfm.files import atomic_write, check_writable
+from robustbench_lfm.files import atomic_write, check_writable, remove_stale_temps
 from robustbench_lfm.identity import corrupted
 from robustbench_lfm.report import corruption
 from robustbench_lfm.report.figures import all_figures
@@ -114,6 +114,8 @@ def build_report(run_dir: Path, out: Path | None = None, pairs: Sequence[tuple[s
         raise ReportError(
             f"report folder {str(out)!r} is not writable ({err.strerror}); choose another with --out"
         ) from None
+    for folder in (out, run_dir):
+        remove_stale_temps(folder)  # a killed report's (or sweep's) half-written files
     cells = cell_errors(df, queries)
     tests = pair_tests(df, queries, default_pairs(df, list(pairs)))
     atomic_write(out / "cells.csv", cells.drop(columns=["condition"]).to_csv(index=False))
