@@ -13,7 +13,9 @@ import dataclasses
 import json
 import math
 import time
+import traceback
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,7 +45,9 @@ from robustbench_lfm.datasets import (
     training_subset,
 )
 from robustbench_lfm.environment import configure_determinism, git_sha, now
+from robustbench_lfm.files import atomic_write
 from robustbench_lfm.hashing import content_hash
+from robustbench_lfm.identity import format_eps
 from robustbench_lfm.methods import build_method
 from robustbench_lfm.metrics import AP_FORMULAS, AccuracyResult, APFormula, RankResult, evaluate_rank, pairwise_distance
 from robustbench_lfm.plugins import load_plugins
@@ -73,6 +77,7 @@ class GroupResult:
     rows: dict[str, list[dict[str, Any]]]
     training: dict[str, Any]
     failed: str | None = None
+    failed_cells: dict[str, str] = dataclasses.field(default_factory=dict)  # cell -> why (and the traceback file)
     cells_run: int = 0
     probes_run: int = 0
     skipped: int = 0
@@ -170,7 +175,14 @@ def run_group(spec: RunSpec, model_spec: ModelSpec, seed: int, cells: list[tuple
     sha = trained.sha256
     for dest, cell in cells:
         t0 = time.perf_counter()
-        results, extra = _evaluate_cell(ctx, cell)
+        try:
+            results, extra = _evaluate_cell(ctx, cell)
+        except attacks.AttackError as err:  # this cell fails; the group's other cells go on
+            where = traceback_file(
+                err, spec.out_dir / "failed" / f"{cell.cell_id(spec.data, spec.recipe, spec.evaluation)}.txt"
+            )
+            out.failed_cells[_cell_label(cell, model_spec, dest)] = f"{err} (traceback: {where})"
+            continue
         if dest == "results":
             out.rows["queries"] += _query_rows(spec, cell, results)
             if isinstance(dataset, ReIDDataset):
@@ -181,6 +193,21 @@ def run_group(spec: RunSpec, model_spec: ModelSpec, seed: int, cells: list[tuple
             out.probes_run += 1
         out.rows[dest] += result_rows(spec, cell, results, extra, sha, time.perf_counter() - t0, n_eval(dataset))
     return out
+
+
+def _cell_label(cell: Cell, model: ModelSpec, dest: str) -> str:
+    """`lfm@seed0 pgd 8/255` (`... probe` for a sanity probe): a failed cell in the manifest."""
+    attack = "clean" if cell.attack is None else f"{cell.attack.label} {format_eps(cell.eps)}"
+    return f"{model.label}@seed{cell.seed} {attack}" + (" probe" if dest == "probes" else "")
+
+
+def traceback_file(err: BaseException, path: Path) -> str:
+    """Write `err`'s traceback to `path` (RUN/failed/<cell_id>.txt); the path, or why it could not."""
+    try:
+        atomic_write(path, "".join(traceback.format_exception(err)))
+    except OSError as failed:
+        return f"not written: {failed.strerror}"
+    return str(path)
 
 
 def n_eval(data: Dataset) -> int:
@@ -326,6 +353,8 @@ def _evaluate_cell(ctx: EvalContext, cell: Cell) -> tuple[dict[str, RankResult |
     if attack is not None:  # the attacked (or corrupted) side(s) against the clean other
         for side in attack.sides():
             features[side] = attacked_side(ctx, cell, attack, side)
+            if not torch.isfinite(features[side]).all():
+                raise attacks.AttackError(f"the model's embeddings of the attacked {side} images are not finite")
     return dict(rank_results(ctx.spec, data, features["query"], features["gallery"], clean)), extra
 
 

@@ -123,7 +123,13 @@ def run_sweep(spec: RunSpec, log: Log = print, ex: ExecSpec | None = None) -> pd
         manifest.write(spec)
     if manifest.failed:
         lines = "; ".join(f"{label}: {err}" for label, err in manifest.failed.items())
-        raise SweepError(f"{len(manifest.failed)} model(s) failed to train, their cells are missing: {lines}")
+        cells = sum(" " in label for label in manifest.failed)  # a cell's label names its attack after a space
+        what = ", ".join(part for part in (
+            f"{len(manifest.failed) - cells} model(s) failed to train" if len(manifest.failed) > cells else "",
+            f"{cells} cell(s) failed" if cells else "") if part)  # fmt: skip
+        raise SweepError(
+            f"{what}; their cells are missing (every other cell is recorded; a rerun retries them): {lines}"
+        )
     return table
 
 
@@ -204,6 +210,7 @@ def _record(result: GroupResult, tables: _Tables, manifest: Manifest) -> None:
             manifest.training[label] = info
     if result.failed is not None:
         manifest.failed[result.label] = result.failed
+    manifest.failed.update(result.failed_cells)
     # The same measurements recorded under other cell ids (made by code since edited: an attack, a
     # model, a plugin) are replaced, never kept beside the new ones as if they were other seeds.
     stale = tables.results.superseded(result.rows.get("results", [])) | tables.probes.superseded(

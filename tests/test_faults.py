@@ -175,3 +175,61 @@ def test_temp_files_of_dead_processes_are_removed_and_a_live_writers_kept(tmp_pa
         path.write_text("half")
     assert sorted(remove_stale_temps(tmp_path)) == sorted(stale)
     assert live.exists() and other.exists() and not any(p.exists() for p in stale)
+
+
+BROKEN_ATTACKS = '''
+import torch
+from robustbench_lfm.attacks.base import Attack, Problem
+from robustbench_lfm.attacks.registry import register_attack
+
+
+@register_attack("nan-noise")
+class NanNoise(Attack):
+    """Returns NaN images."""
+
+    def __init__(self, side: str | None = None, seed: int = 0) -> None:
+        super().__init__("auto", "linf", side, seed)
+
+    def perturb(self, p: Problem) -> torch.Tensor:
+        return p.x * float("nan")
+
+
+@register_attack("raising")
+class Raising(Attack):
+    """Raises in its search."""
+
+    def __init__(self, side: str | None = None, seed: int = 0) -> None:
+        super().__init__("auto", "linf", side, seed)
+
+    def perturb(self, p: Problem) -> torch.Tensor:
+        raise KeyError("a bug in the plugin")
+'''
+
+
+def test_a_failing_attack_fails_its_cells_only_and_the_run_exits_1(tmp_path):
+    from robustbench_lfm import plugins
+
+    plugin = tmp_path / "broken_attacks.py"
+    plugin.write_text(BROKEN_ATTACKS)
+    args = ["run", "--plugin", str(plugin), "--models", "lfm", "--attacks", "nan-noise,fgsm,raising", "--eps", "8/255",
+            "--dataset", TINY_CLI, "--epochs", "1", "--out", str(tmp_path / "run"), "--cache-dir",
+            str(tmp_path / "cache"), "-q"]  # fmt: skip
+    try:
+        result = CliRunner().invoke(main, args)
+    finally:
+        for loaded in plugins.loaded():
+            plugins.unload(loaded)
+    assert result.exit_code == 1, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("lfm-bench: error: 8 cell(s) failed") and "internal error" not in result.output
+    assert "attack nan-noise returned" in last and "non-finite pixel value(s)" in last
+    assert "attack raising raised KeyError: 'a bug in the plugin'" in last
+    df = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert df.groupby(["model", "attack"]).size().to_dict() == {
+        (m, a): 5 for m in ("plain", "lfm") for a in ("none", "fgsm")
+    }  # every other cell recorded: clean and FGSM of both models
+    failed = json.loads((tmp_path / "run" / "manifest.json").read_text())["failed"]
+    assert set(failed) == {f"{m}@seed0 {a} {e}" for m in ("plain", "lfm") for a in ("nan-noise", "raising")
+                           for e in ("8/255", "64/255 probe")}  # fmt: skip
+    tracebacks = list((tmp_path / "run" / "failed").glob("*.txt"))
+    assert len(tracebacks) == 8 and any("KeyError" in t.read_text() for t in tracebacks)

@@ -21,7 +21,7 @@ from robustbench_lfm.attacks import pgd_l2 as _pgd_l2  # noqa: F401  (registers 
 from robustbench_lfm.attacks import sma as _sma  # noqa: F401  (registers "sma")
 from robustbench_lfm.attacks import square as _square  # noqa: F401  (registers "square")
 from robustbench_lfm.attacks import uap as _uap  # noqa: F401  (registers "uap", the universal perturbation)
-from robustbench_lfm.attacks.base import Attack, attack_mode, budget, project, quantize, resolve_options
+from robustbench_lfm.attacks.base import Attack, AttackError, attack_mode, budget, project, quantize, resolve_options
 from robustbench_lfm.attacks.objectives import OBJECTIVES, AttackContext, Fit, Guides, resolve_objective
 from robustbench_lfm.attacks.registry import UnknownAttackError, create_attack, get_attack_class, list_attacks
 
@@ -29,6 +29,7 @@ __all__ = [
     "OBJECTIVES",
     "Attack",
     "AttackContext",
+    "AttackError",
     "Fit",
     "Guides",
     "UnknownAttackError",

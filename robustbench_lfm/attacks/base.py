@@ -59,6 +59,15 @@ class Problem:
     generator: torch.Generator
 
 
+class AttackError(RuntimeError):
+    """An attack's search raised, or returned images that are not finite or not shaped as its
+    input: the cell it was crafting fails (recorded, exit 1), the run's other cells go on."""
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).splitlines() or [""])[0][:240]
+
+
 class Attack:
     """Base class of every registered attack.
 
@@ -109,7 +118,16 @@ class Attack:
         if eps == 0 and self.budgeted:  # the 0-ball holds x alone: any search, projected onto it, returns x
             return clean.clone()
         with attack_mode(model):  # the search gets a copy: an attack editing it in place cannot move the ball
-            x_adv = self.perturb(Problem(model, clean.clone(), objective, context, eps, generator))
+            try:
+                x_adv = self.perturb(Problem(model, clean.clone(), objective, context, eps, generator))
+            except Exception as err:  # the attack's (or the model's) own code: this cell fails, not the run
+                raise AttackError(f"attack {self.name} raised {type(err).__name__}: {_first_line(err)}") from err
+        if not isinstance(x_adv, Tensor) or x_adv.shape != clean.shape:
+            got = tuple(x_adv.shape) if isinstance(x_adv, Tensor) else type(x_adv).__name__
+            raise AttackError(f"attack {self.name} returned {got}, not images shaped {tuple(clean.shape)}")
+        bad = int((~torch.isfinite(x_adv)).sum())
+        if bad:
+            raise AttackError(f"attack {self.name} returned {bad} non-finite pixel value(s) (NaN or inf)")
         return project(x_adv.detach(), clean, eps, self.norm)
 
     def perturb(self, p: Problem) -> Tensor:
