@@ -14,7 +14,11 @@ results stream back into one table whatever runs the tasks.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -66,6 +70,39 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
+def local_worker(n: int) -> None:
+    """A local worker process's initialiser: its threads, and death with the coordinator."""
+    set_threads(n)
+    die_with_parent()
+
+
+def die_with_parent() -> None:
+    """End this worker process when the process that started it dies (SIGKILL included), so a
+    killed sweep leaves no worker behind: Linux's parent-death signal, and on every system a daemon
+    thread that exits once the parent's pid is no longer this process's parent."""
+    parent = os.getppid()
+    if parent == 1:  # started by init (a remote worker): no coordinator to follow
+        return
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass  # the watchdog below still holds
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="lfm-bench-parent-watch", daemon=True).start()
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
 def run_tasks(ex: ExecSpec, fn: Callable[..., Any], tasks: list[tuple]) -> Iterator[Any]:
     """Yield fn(*task) for every task, in completion order."""
     if not tasks:
@@ -85,7 +122,9 @@ def _local(ex: ExecSpec, fn: Callable[..., Any], tasks: list[tuple]) -> Iterator
             yield fn(*task)
         return
     ctx = get_context("spawn")  # fork would copy torch's thread pools into the children
-    with ProcessPoolExecutor(ex.jobs, mp_context=ctx, initializer=set_threads, initargs=(ex.worker_threads(),)) as pool:
+    with ProcessPoolExecutor(
+        ex.jobs, mp_context=ctx, initializer=local_worker, initargs=(ex.worker_threads(),)
+    ) as pool:
         for future in as_completed([pool.submit(fn, *task) for task in tasks]):
             yield future.result()
 
@@ -102,6 +141,9 @@ def _dask(ex: ExecSpec, fn: Callable[..., Any], tasks: list[tuple]) -> Iterator[
     client = Client(ex.scheduler or cluster)
     try:
         client.run(set_threads, ex.worker_threads())
+        if cluster is not None:  # this process's own cluster: its nannies and workers die with it
+            client.run(die_with_parent, nanny=True)
+            client.run(die_with_parent)
         futures = [client.submit(fn, *task, pure=False) for task in tasks]
         for future in dask_completed(futures):
             yield future.result()

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -92,3 +93,56 @@ def test_submitit_local_cluster_gives_the_same_csv(reference, tmp_path):
 def test_inconsistent_executor_options_are_refused(args, message, tmp_path):
     result = CliRunner().invoke(main, ["run", "-q", "--out", str(tmp_path / "r"), *args])
     assert result.exit_code == 2 and message in result.output
+
+
+def _children(pid: int) -> set[int]:
+    """Every live descendant of `pid` (from /proc)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_workers_die_within_seconds_when_the_coordinator_is_killed(tmp_path):
+    import os
+    import signal
+
+    args = [sys.executable, "-m", "robustbench_lfm", "run", "--models", "lfm,dropout", "--attacks", "pgd,fgsm",
+            "--dataset", TINY_CLI, "--epochs", "30", "--jobs", "2", "-q", "--out", str(tmp_path / "run"),
+            "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    parent = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 2 and time.monotonic() < deadline and parent.poll() is None:
+            time.sleep(0.5)
+            workers = _children(parent.pid)
+        assert len(workers) >= 2, "the sweep never started its workers"
+        time.sleep(2)  # the workers are training
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [w for w in workers if _alive(w)], "workers outlived the killed coordinator"
+    finally:
+        for w in [*workers, *_children(parent.pid)]:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
