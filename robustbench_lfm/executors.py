@@ -70,17 +70,19 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
-def local_worker(n: int) -> None:
-    """A local worker process's initialiser: its threads, and death with the coordinator."""
+def local_worker(n: int, coordinator: int) -> None:
+    """A local worker process's initialiser: its threads, and death with the coordinator (its pid)."""
+    die_with_parent(coordinator)
     set_threads(n)
-    die_with_parent()
 
 
-def die_with_parent() -> None:
-    """End this worker process when the process that started it dies (SIGKILL included), so a
-    killed sweep leaves no worker behind: Linux's parent-death signal, and on every system a daemon
-    thread that exits once the parent's pid is no longer this process's parent."""
-    parent = os.getppid()
+def die_with_parent(coordinator: int | None = None) -> None:
+    """End this worker process when the process that started it (`coordinator`, else its parent
+    now) dies, SIGKILL included, so a killed sweep leaves no worker behind: Linux's parent-death
+    signal, and on every system a daemon thread that exits once that pid is no longer its parent."""
+    parent = os.getppid() if coordinator is None else coordinator
+    if os.getppid() != parent:  # the coordinator died while this worker was starting
+        os._exit(1)
     if parent == 1:  # started by init (a remote worker): no coordinator to follow
         return
     if sys.platform.startswith("linux"):
@@ -123,7 +125,7 @@ def _local(ex: ExecSpec, fn: Callable[..., Any], tasks: list[tuple]) -> Iterator
         return
     ctx = get_context("spawn")  # fork would copy torch's thread pools into the children
     with ProcessPoolExecutor(
-        ex.jobs, mp_context=ctx, initializer=local_worker, initargs=(ex.worker_threads(),)
+        ex.jobs, mp_context=ctx, initializer=local_worker, initargs=(ex.worker_threads(), os.getpid())
     ) as pool:
         for future in as_completed([pool.submit(fn, *task) for task in tasks]):
             yield future.result()
