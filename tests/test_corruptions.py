@@ -245,3 +245,37 @@ def test_published_cifar10_c_is_read_as_robustbench_lays_it_out(tmp_path):
         main, ["run", "--attacks", "corrupt:source=published", "-q", "--out", str(tmp_path / "x")]
     )
     assert result.exit_code == 2 and "only cifar10 has" in result.output
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        ("truncated", "is not a numpy array file"),
+        ("shape", "has dtype uint8 and shape"),
+        ("dtype", "has dtype float32"),
+        ("labels", "holds"),
+    ],
+)
+def test_a_damaged_published_cifar10_c_folder_is_one_error_line(tmp_path, damage, expected):
+    clean, labels = _write_cifar(tmp_path / "data")
+    published = tmp_path / "data" / "CIFAR-10-C"
+    published.mkdir()
+    images = np.concatenate([clean] * 5)
+    np.save(published / "fog.npy", images)
+    np.save(published / "labels.npy", np.tile(labels, 5))
+    if damage == "truncated":
+        data = (published / "fog.npy").read_bytes()
+        (published / "fog.npy").write_bytes(data[: len(data) // 2])
+    elif damage == "shape":
+        np.save(published / "fog.npy", images[..., :1])
+    elif damage == "dtype":
+        np.save(published / "fog.npy", images.astype(np.float32))
+    else:
+        np.save(published / "labels.npy", np.tile(labels, 5)[:-5])
+    args = ["run", "--dataset", "cifar10", "--data-root", str(tmp_path / "data"), "--models", "plain", "--epochs", "1",
+            "--n-eval", "12", "-q", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run"),
+            "--attacks", "corrupt:type=fog,severity=2,source=published"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("lfm-bench: error:") and expected in line
