@@ -24,8 +24,8 @@ from robustbench_lfm import metric_table
 Older = str | Callable[[Mapping[str, str]], str] | None
 
 # 1: the tables before schema was recorded (any header since lfm-bench 0.1.0 that has
-#    data_params, recipe_key and attack_params); 2: `code` and `schema` added.
-SCHEMA = 2
+#    data_params, recipe_key and attack_params); 2: `code` and `schema` added; 3: `projected`.
+SCHEMA = 3
 
 # The roles of a column in a number's identity (robustbench_lfm.identity): run, model, seed,
 # attack, schedule and rerank make up the measurement's identity; metric names the number;
@@ -143,6 +143,11 @@ RESULTS: tuple[Column, ...] = (
     Column("step_size", "float", "schedule", None,
            "absolute step on the pixel scale actually run (APGD: its initial step 2 eps; CW: Adam's lr; 0 when "
            "clean or not applicable)"),
+    Column("projected", "float", "record", "",
+           "the largest change (pixel scale) the final projection onto the budget and [0, 1] made to the attack's "
+           "output: about 0 for a search that keeps its budget itself (more than rounding fails the sanity check "
+           "`in-budget`: a bug made visible); a minimum-norm attack's (CW, DeepFool) distance to the ball; empty "
+           "when clean, for the corruptions and for transferred images read back from the cache", empty=True),
     Column("perturbed", "text", "attack", None,
            "which side was attacked: `query` or `gallery` (re-ID), `input` (classification); a corruption may "
            "also be `both` (query and gallery, Market-1501-C's default); empty when clean", empty=True),

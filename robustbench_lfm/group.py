@@ -348,14 +348,23 @@ def _evaluate_cell(ctx: EvalContext, cell: Cell) -> tuple[dict[str, RankResult |
     attack = cell.build_attack(task)
     extra = attack_fields(cell, attack, task)
     if isinstance(data, ClassificationDataset) or clean is None:
-        return {"": attacked_accuracy(ctx, cell, attack)}, extra
+        accuracy = attacked_accuracy(ctx, cell, attack)
+        return {"": accuracy}, {**extra, "projected": _projected(attack)}
     features = {"query": clean.query, "gallery": clean.gallery}
     if attack is not None:  # the attacked (or corrupted) side(s) against the clean other
         for side in attack.sides():
             features[side] = attacked_side(ctx, cell, attack, side)
             if not torch.isfinite(features[side]).all():
                 raise attacks.AttackError(f"the model's embeddings of the attacked {side} images are not finite")
-    return dict(rank_results(ctx.spec, data, features["query"], features["gallery"], clean)), extra
+    ranked: dict[str, RankResult | AccuracyResult] = dict(
+        rank_results(ctx.spec, data, features["query"], features["gallery"], clean)
+    )
+    return ranked, {**extra, "projected": _projected(attack)}
+
+
+def _projected(attack: attacks.Attack | None) -> float | str:
+    """The CSV `projected` of a cell: the largest change the final projection made ("" unmeasured)."""
+    return "" if attack is None or attack.projected is None else attack.projected
 
 
 def rank_results(

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from robustbench_lfm import evidence, metric_table, rundir, sanity
+from robustbench_lfm import attacks, evidence, metric_table, rundir, sanity
 from robustbench_lfm.checkpoints import probe_given_models
 from robustbench_lfm.datasets import ClassificationDataset, Dataset
 from robustbench_lfm.environment import configure_determinism, machine, now, package_versions
@@ -116,7 +116,10 @@ def run_sweep(spec: RunSpec, log: Log = print, ex: ExecSpec | None = None) -> pd
             log(f"dataset {spec.data.name}:\n{dataset.summary()}")
         _run_groups(spec, ex, tables, manifest, done)
         table = tables.results.read()
-        checks = sanity.run_checks(table, tables.probes.read(), _chance(dataset))
+        projecting = frozenset(
+            n for n in attacks.registry.ATTACKS.names() if not attacks.get_attack_class(n).stays_in_budget
+        )
+        checks = sanity.run_checks(table, tables.probes.read(), _chance(dataset), projecting)
         sanity.write(checks, spec.out_dir / "sanity.csv")
         manifest.finished_at, manifest.wall_s = now(), round(time.perf_counter() - start, 2)
         manifest.tables = evidence.digests(spec.out_dir)

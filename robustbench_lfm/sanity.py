@@ -9,6 +9,10 @@ From the result rows and the probe rows (extra cells in probes.csv, see `RunSpec
                   exactly (all metrics, tolerance 0).
 * `monotone`    — the attacked metric does not increase with eps (clean counts as eps 0).
 * `pgd<=fgsm`   — PGD leaves at most FGSM's metric at the same eps (same objective and side).
+* `in-budget`   — per attack series, the final projection onto the budget and [0, 1] moved no pixel
+                  of the attack's output by more than rounding (CSV `projected`): a search that
+                  leaves the ball (a plugin's bug) is made visible, not silently repaired. Minimum-
+                  norm attacks (CW, DeepFool: `stays_in_budget = False`) are projected by design.
 * `large-eps`   — at a very large eps (64/255 L-inf, 16 L2; the attack's schedule at the sweep's
                   largest eps with its steps scaled up, as its steps/step_size columns in
                   probes.csv record) Rank-1 (accuracy) falls to near
@@ -72,8 +76,11 @@ class Check:
         )
 
 
-def run_checks(results: pd.DataFrame, probes: pd.DataFrame, chance: float) -> list[Check]:
-    """Every check the rows allow; see the module docstring."""
+def run_checks(
+    results: pd.DataFrame, probes: pd.DataFrame, chance: float, projecting: frozenset[str] = frozenset()
+) -> list[Check]:
+    """Every check the rows allow; see the module docstring. `projecting`: the attacks whose design
+    is to be projected onto the budget at the end (minimum-norm searches), exempt from `in-budget`."""
     if results.empty:
         return []
     results = canonical(results)
@@ -86,6 +93,7 @@ def run_checks(results: pd.DataFrame, probes: pd.DataFrame, chance: float) -> li
         *_monotone(clean, attacked),
         *_pgd_vs_fgsm(attacked, probes),
         *_large_eps(probes, chance),
+        *_in_budget(pd.concat([attacked, probes], ignore_index=True) if not probes.empty else attacked, projecting),
     ]
 
 
@@ -199,6 +207,30 @@ def _above_chance(clean: pd.DataFrame, chance: float) -> list[Check]:
         out.append(Check("above-chance", r["model"], int(r["train_seed"]), "none", 0.0, r["metric"], value, chance,
                          tol, ok, detail))  # fmt: skip
     return out
+
+
+def _in_budget(attacked: pd.DataFrame, projecting: frozenset[str]) -> list[Check]:
+    """Per attack series, the largest change the final projection made to the attack's output
+    (CSV `projected`): more than rounding means the search left the budget or [0, 1] itself."""
+    if "projected" not in attacked.columns or attacked.empty:
+        return []
+    rows = attacked[~attacked["attack"].isin(projecting)]
+    moved = pd.to_numeric(rows["projected"], errors="coerce")
+    rows = rows.assign(moved=moved)[moved.notna()]
+    out = []
+    for _, group in rows.groupby(ATTACK_KEY, sort=False):
+        worst = group.iloc[int(group["moved"].to_numpy().argmax())]
+        value = float(worst["moved"])
+        ok = value <= PROJECTION_ROUNDING
+        detail = ("within its budget and [0, 1]" if ok else
+                  f"its output left the budget or [0, 1] by up to {value:.3g} and was projected back: a bug in the "
+                  "attack's search (its numbers are those of the projected images)")  # fmt: skip
+        out.append(Check("in-budget", worst["model"], int(worst["train_seed"]), _label(worst), float(worst["eps"]),
+                         "all", value, 0.0, PROJECTION_ROUNDING, ok, detail))  # fmt: skip
+    return out
+
+
+PROJECTION_ROUNDING = 1e-5  # float32 arithmetic on [0, 1] pixels; one 8-bit level is 3.9e-3
 
 
 def _large_eps(probes: pd.DataFrame, chance: float) -> list[Check]:

@@ -118,3 +118,17 @@ def test_autoattack_hands_survivors_to_fab_t_and_square(swept):
     accuracy = df[(df["metric"] == "accuracy") & (df["attack"].isin(["none", "apgd-ce", "autoattack"]))]
     value = accuracy.set_index("attack")["value"].astype(float)
     assert value["autoattack"] <= value["apgd-ce"] <= value["none"]  # the ensemble is at least its first member
+
+
+def test_every_attack_that_keeps_its_budget_needs_no_projection(swept):
+    """The CSV `projected`: the final projection moved no pixel of an attack's output by more than
+    rounding, except for the minimum-norm searches that are projected by design."""
+    from robustbench_lfm.sanity import PROJECTION_ROUNDING
+
+    for task, (df, _) in swept.items():
+        attacked = df[df["attack"] != "none"].copy()
+        attacked["projected"] = pd.to_numeric(attacked["projected"], errors="coerce")
+        measured = attacked.groupby("attack")["projected"].max()
+        for name, moved in measured.items():
+            if attacks.get_attack_class(str(name)).stays_in_budget and not pd.isna(moved):
+                assert moved <= PROJECTION_ROUNDING, (task, name, moved)

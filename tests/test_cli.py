@@ -63,7 +63,7 @@ def test_run_writes_tidy_csv_manifest_and_plot(finished_run):
     assert manifest["spec"]["seeds"] == [0] and manifest["versions"]["torch"]
     assert manifest["cells_run"] == 15 and manifest["probes_run"] > 0
     checks = pd.read_csv(out / "sanity.csv")
-    assert set(checks["check"]) == {"above-chance", "eps0-clean", "monotone", "pgd<=fgsm", "large-eps"}
+    assert set(checks["check"]) == {"above-chance", "eps0-clean", "monotone", "pgd<=fgsm", "large-eps", "in-budget"}
     # two epochs on the tiny dataset leave models within noise of chance: the summary says so, and
     # the checks of the attacks themselves pass
     failed = checks[~checks["passed"]]

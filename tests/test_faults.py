@@ -233,3 +233,44 @@ def test_a_failing_attack_fails_its_cells_only_and_the_run_exits_1(tmp_path):
                            for e in ("8/255", "64/255 probe")}  # fmt: skip
     tracebacks = list((tmp_path / "run" / "failed").glob("*.txt"))
     assert len(tracebacks) == 8 and any("KeyError" in t.read_text() for t in tracebacks)
+
+
+OVERSHOOT = '''
+import torch
+from robustbench_lfm.attacks.base import Attack, Problem
+from robustbench_lfm.attacks.registry import register_attack
+
+
+@register_attack("in-place-overshoot")
+class InPlaceOvershoot(Attack):
+    """Edits its input in place, far past the budget."""
+
+    def __init__(self, side: str | None = None, seed: int = 0) -> None:
+        super().__init__("auto", "linf", side, seed)
+
+    def perturb(self, p: Problem) -> torch.Tensor:
+        return p.x.add_(0.4).clamp_(0, 1)
+'''
+
+
+def test_an_attack_that_leaves_its_budget_is_projected_and_flagged_by_the_sanity_checks(tmp_path):
+    from robustbench_lfm import plugins
+
+    plugin = tmp_path / "overshoot.py"
+    plugin.write_text(OVERSHOOT)
+    args = ["run", "--plugin", str(plugin), "--models", "plain", "--attacks", "in-place-overshoot,fgsm", "--eps",
+            "8/255", "--dataset", TINY_CLI, "--epochs", "1", "--out", str(tmp_path / "run"), "--cache-dir",
+            str(tmp_path / "cache"), "-q"]  # fmt: skip
+    try:
+        result = CliRunner().invoke(main, args)
+    finally:
+        for loaded in plugins.loaded():
+            plugins.unload(loaded)
+    assert result.exit_code == 0, result.output
+    assert "WARNING sanity in-budget: plain seed 0 in-place-overshoot" in result.output
+    checks = pd.read_csv(tmp_path / "run" / "sanity.csv")
+    budget = checks[checks["check"] == "in-budget"].set_index("attack")
+    assert not budget.loc["in-place-overshoot", "passed"] and budget.loc["fgsm", "passed"]
+    assert budget.loc["in-place-overshoot", "value"] > 0.3  # 0.4 up, less the 8/255 kept (and [0, 1])
+    df = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert (df.loc[df["attack"] == "fgsm", "projected"] == 0).all()

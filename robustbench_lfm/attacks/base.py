@@ -80,6 +80,12 @@ class Attack:
     """
 
     name: ClassVar[str] = "attack"
+    # Whether its search keeps within the budget and [0, 1] itself. Minimum-norm searches (CW,
+    # DeepFool) set False: the final projection is their design, not a repair of a bug.
+    stays_in_budget: ClassVar[bool] = True
+    # The largest pixel change (pixel scale) the final projection made to the search's output so
+    # far; None until a search has run (the cell's CSV `projected`).
+    projected: float | None = None
     tasks: ClassVar[tuple[str, ...]] = ("reid", "classification")
     default_side: ClassVar[str] = "query"
     budgeted: ClassVar[bool] = True  # False: a threat with no eps-ball (the corruptions)
@@ -128,7 +134,10 @@ class Attack:
         bad = int((~torch.isfinite(x_adv)).sum())
         if bad:
             raise AttackError(f"attack {self.name} returned {bad} non-finite pixel value(s) (NaN or inf)")
-        return project(x_adv.detach(), clean, eps, self.norm)
+        inside = project(x_adv.detach(), clean, eps, self.norm)
+        moved = float((x_adv.detach() - inside).abs().amax()) if inside.numel() else 0.0
+        self.projected = max(self.projected or 0.0, moved)
+        return inside
 
     def perturb(self, p: Problem) -> Tensor:
         """The search itself; subclasses implement it (the model is in eval mode here)."""

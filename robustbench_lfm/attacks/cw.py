@@ -30,6 +30,8 @@ class CW(TorchattacksAttack):
         seed: generator seed (CW itself is deterministic).
     """
 
+    stays_in_budget = False  # a minimum-norm search: the base class projects its result by design
+
     loss = "cw"
     norms = ("l2",)
 

@@ -28,6 +28,8 @@ class DeepFool(TorchattacksAttack):
         seed: generator seed (DeepFool itself is deterministic).
     """
 
+    stays_in_budget = False  # a minimum-norm search: the base class projects its result by design
+
     loss = "deepfool"
     norms = ("l2",)
 

@@ -66,7 +66,7 @@ class UAP(IterativeAttack):
         )
         if key not in self._learnt:
             self._learnt[key] = self.learn(p)
-        return p.x + self._learnt[key]
+        return (p.x + self._learnt[key]).clamp(0.0, 1.0)  # the one vector, each image kept in [0, 1]
 
     def learn(self, p: Problem) -> Tensor:
         """The universal perturbation (1, C, H, W) for problem `p`'s model and budget."""
