@@ -183,42 +183,59 @@ from robustbench_lfm.attacks.base import Attack, Problem
 from robustbench_lfm.attacks.registry import register_attack
 
 
-@register_attack("nan-noise")
-class NanNoise(Attack):
-    """Returns NaN images."""
+class Broken(Attack):
+    """An L-inf attack whose search is `wrong`."""
 
     def __init__(self, side: str | None = None, seed: int = 0) -> None:
         super().__init__("auto", "linf", side, seed)
 
     def perturb(self, p: Problem) -> torch.Tensor:
+        return self.wrong(p)
+
+
+@register_attack("nan-noise")
+class NanNoise(Broken):
+    """Returns NaN images."""
+
+    def wrong(self, p):
         return p.x * float("nan")
 
 
 @register_attack("raising")
-class Raising(Attack):
+class Raising(Broken):
     """Raises in its search."""
 
-    def __init__(self, side: str | None = None, seed: int = 0) -> None:
-        super().__init__("auto", "linf", side, seed)
-
-    def perturb(self, p: Problem) -> torch.Tensor:
+    def wrong(self, p):
         raise KeyError("a bug in the plugin")
+
+
+@register_attack("in-place-overshoot")
+class InPlaceOvershoot(Broken):
+    """Edits its input in place, far past the budget."""
+
+    def wrong(self, p):
+        return p.x.add_(0.4).clamp_(0, 1)
 '''
 
 
-def test_a_failing_attack_fails_its_cells_only_and_the_run_exits_1(tmp_path):
+def _with_broken_attacks(tmp_path, models: str, attack_list: str):
+    """`lfm-bench run` with the broken attacks' plugin (unloaded after)."""
     from robustbench_lfm import plugins
 
     plugin = tmp_path / "broken_attacks.py"
     plugin.write_text(BROKEN_ATTACKS)
-    args = ["run", "--plugin", str(plugin), "--models", "lfm", "--attacks", "nan-noise,fgsm,raising", "--eps", "8/255",
+    args = ["run", "--plugin", str(plugin), "--models", models, "--attacks", attack_list, "--eps", "8/255",
             "--dataset", TINY_CLI, "--epochs", "1", "--out", str(tmp_path / "run"), "--cache-dir",
             str(tmp_path / "cache"), "-q"]  # fmt: skip
     try:
-        result = CliRunner().invoke(main, args)
+        return CliRunner().invoke(main, args)
     finally:
         for loaded in plugins.loaded():
             plugins.unload(loaded)
+
+
+def test_a_failing_attack_fails_its_cells_only_and_the_run_exits_1(tmp_path):
+    result = _with_broken_attacks(tmp_path, "lfm", "nan-noise,fgsm,raising")
     assert result.exit_code == 1, result.output
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("lfm-bench: error: 8 cell(s) failed") and "internal error" not in result.output
@@ -235,37 +252,8 @@ def test_a_failing_attack_fails_its_cells_only_and_the_run_exits_1(tmp_path):
     assert len(tracebacks) == 8 and any("KeyError" in t.read_text() for t in tracebacks)
 
 
-OVERSHOOT = '''
-import torch
-from robustbench_lfm.attacks.base import Attack, Problem
-from robustbench_lfm.attacks.registry import register_attack
-
-
-@register_attack("in-place-overshoot")
-class InPlaceOvershoot(Attack):
-    """Edits its input in place, far past the budget."""
-
-    def __init__(self, side: str | None = None, seed: int = 0) -> None:
-        super().__init__("auto", "linf", side, seed)
-
-    def perturb(self, p: Problem) -> torch.Tensor:
-        return p.x.add_(0.4).clamp_(0, 1)
-'''
-
-
 def test_an_attack_that_leaves_its_budget_is_projected_and_flagged_by_the_sanity_checks(tmp_path):
-    from robustbench_lfm import plugins
-
-    plugin = tmp_path / "overshoot.py"
-    plugin.write_text(OVERSHOOT)
-    args = ["run", "--plugin", str(plugin), "--models", "plain", "--attacks", "in-place-overshoot,fgsm", "--eps",
-            "8/255", "--dataset", TINY_CLI, "--epochs", "1", "--out", str(tmp_path / "run"), "--cache-dir",
-            str(tmp_path / "cache"), "-q"]  # fmt: skip
-    try:
-        result = CliRunner().invoke(main, args)
-    finally:
-        for loaded in plugins.loaded():
-            plugins.unload(loaded)
+    result = _with_broken_attacks(tmp_path, "plain", "in-place-overshoot,fgsm")
     assert result.exit_code == 0, result.output
     assert "WARNING sanity in-budget: plain seed 0 in-place-overshoot" in result.output
     checks = pd.read_csv(tmp_path / "run" / "sanity.csv")
