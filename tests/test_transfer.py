@@ -89,7 +89,7 @@ def test_uap_is_one_perturbation_learnt_on_the_training_images_only():
     assert float(delta.abs().max()) <= 8 / 255 + 1e-6 and float(delta.abs().max()) > 4 / 255
     other = attacks.AttackContext("reid", labels=torch.arange(6), fit=attacks.Fit(255 - fit, torch.arange(12)))
     assert not torch.allclose(attacks.create_attack("uap", steps=2, batch=4)(net, x, other, eps=8 / 255), x_adv)
-    with pytest.raises(ValueError, match="learns its perturbation on training images"):
+    with pytest.raises(attacks.AttackError, match="learns its perturbation on training images"):
         attacks.create_attack("uap")(net, x, attacks.AttackContext("reid", labels=torch.arange(6)), eps=8 / 255)
 
 
