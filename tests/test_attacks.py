@@ -222,7 +222,7 @@ def test_fna_pulls_towards_the_farthest_prototype(reid_model):
 
 def test_metric_attacks_need_guides(reid_model):
     x, _ = _reid_batch()
-    with pytest.raises(attacks.AttackError, match="attack fna raised ValueError: .* needs guide features") as caught:
+    with pytest.raises(attacks.AttackError, match=r"attack fna raised ValueError: .* needs guide features") as caught:
         attacks.create_attack("fna")(reid_model, x, attacks.AttackContext("reid"), eps=8 / 255)
     assert isinstance(caught.value.__cause__, ValueError)  # the search's own error, kept as the cause
 
