@@ -207,9 +207,9 @@ def code_of(sources: Iterable[str], glue: Iterable[str] = ()) -> str:
     """Code identity (16 hex digits) of what the registering modules `sources` and the glue modules
     `glue` compute: the built-in ones' closures (robustbench_lfm.code_identity) and the whole
     code of each plugin among them."""
-    sources = list(sources)
-    found = {p for p in (plugin_of(s) for s in sources) if p is not None}
-    own = tuple(sorted({s for s in sources if plugin_of(s) is None}))
+    origin = {s: plugin_of(s) for s in sources}
+    found = {p for p in origin.values() if p is not None}
+    own = tuple(sorted(s for s, p in origin.items() if p is None))
     text = _built_in_code(own, tuple(glue)) + "".join(f"|{p.module}:{p.code}:{p.version}" for p in sorted(
         found, key=lambda p: p.module))  # fmt: skip
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -177,21 +177,24 @@ class Cell:
     def code(self, data: DataSpec) -> str:
         """The CSV `code`: identity of the code that computes this cell (robustbench_lfm.code_identity):
         what trains its model (and a surrogate's), its attack and objective, and the scoring glue."""
-        sources = [*model_sources(self.model), datasets.DATASETS.source(data.name)]
+        sources = training_sources(self.model, data)
         if self.attack is not None:
             sources += attack_sources(self.attack)
             if self.threat.surrogate is not None:
-                sources += model_sources(self.threat.surrogate)
+                sources += training_sources(self.threat.surrogate, data)
         return plugins.code_of(sources, (*code_identity.TRAINING, *code_identity.SCORING))
 
 
+def training_sources(model: ModelSpec, data: DataSpec) -> list[str]:
+    """The registering modules of what trains `model` on `data`: its components, the data's
+    generator, a MixACM teacher's (a checkpoint's architecture through `model_sources`)."""
+    teacher = [] if model.teacher is None else model_sources(model.teacher)
+    return [*model_sources(model), datasets.DATASETS.source(data.name), *teacher]
+
+
 def train_code(model: ModelSpec, data: DataSpec) -> str:
-    """Identity of the code that trains `model` on `data` (its components, the data's generator,
-    the training glue; a MixACM teacher's and a checkpoint architecture's too)."""
-    sources = [*model_sources(model), datasets.DATASETS.source(data.name)]
-    if model.teacher is not None:
-        sources += model_sources(model.teacher)
-    return plugins.code_of(sources, code_identity.TRAINING)
+    """Identity of the code that trains `model` on `data` (`training_sources` and the training glue)."""
+    return plugins.code_of(training_sources(model, data), code_identity.TRAINING)
 
 
 @dataclass(frozen=True)
