@@ -27,8 +27,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from robustbench_lfm import attacks
+from robustbench_lfm.attacks.base import checked_output
 from robustbench_lfm.attacks.corrupt import Corrupt
 from robustbench_lfm.datasets import ClassificationDataset, ClassSplit, Dataset, ReIDDataset, as_float, corrupted
+from robustbench_lfm.faults import ModelError
 from robustbench_lfm.files import read_sidecar, write_verified
 from robustbench_lfm.hashing import content_hash
 from robustbench_lfm.metrics import AccuracyResult, pairwise_distance
@@ -108,10 +110,24 @@ def embed_images(net: nn.Module, images: Tensor, precision: str = "fp32") -> Ten
 
 def _attacked(ctx: EvalContext, attack: attacks.Attack, x: Tensor, context: attacks.AttackContext, cell: Cell,
               gen: torch.Generator) -> Tensor:  # fmt: skip
-    """`attack` on the attacker's model in the run's attack precision, 8-bit rounded with --quantize."""
-    with autocast(x.device, ctx.spec.evaluation.attack_precision):
-        x_adv = attack(ctx.attacker.net, x, context, eps=cell.eps, generator=gen)
-    x_adv = x_adv.float()
+    """`attack` on the attacker's model in the run's attack precision, 8-bit rounded with --quantize.
+
+    An attack that replaces `Attack.__call__` (a corruption, a plugin's threat) gets the same
+    guards as the base class gives a search: its own copy of `x`, its errors and a non-finite or
+    misshapen output raised as AttackError (the cell fails), and its output kept in [0, 1], the
+    change that took recorded in `projected` (the sanity check `in-budget`)."""
+    try:
+        with autocast(x.device, ctx.spec.evaluation.attack_precision):
+            x_adv = attack(ctx.attacker.net, x.clone(), context, eps=cell.eps, generator=gen)
+    except attacks.AttackError:
+        raise
+    except Exception as err:  # an attack's own __call__: this cell fails, not the run
+        raise attacks.AttackError(f"attack {attack.name} raised {type(err).__name__}: {err}") from err
+    x_adv = checked_output(attack.name, x_adv, x).float()
+    if not attack.budgeted:
+        inside = x_adv.clamp(0, 1)
+        attack.projected = max(attack.projected or 0.0, float((x_adv - inside).abs().amax()) if x_adv.numel() else 0.0)
+        x_adv = inside
     return attacks.quantize(x_adv, x, cell.eps, attack.norm) if ctx.spec.threat.quantize else x_adv
 
 
@@ -138,7 +154,11 @@ def attacked_accuracy(ctx: EvalContext, cell: Cell, attack: attacks.Attack | Non
             context = attacks.AttackContext("classification", labels=y, fit=fit)
             x = _attacked(ctx, attack, x, context, cell, gen)
         with torch.inference_mode(), autocast(device, spec.evaluation.precision):
-            correct.append((ctx.target(x).argmax(1) == y).cpu())
+            logits = ctx.target(x)
+        if not torch.isfinite(logits).all():
+            which = "attacked" if attack else "clean"
+            raise ModelError(f"the model's logits of the {which} test images are not finite")
+        correct.append((logits.argmax(1) == y).cpu())
     return AccuracyResult(torch.cat(correct))
 
 

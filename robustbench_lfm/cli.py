@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from robustbench_lfm.cli_options import RUN_OPTIONS, fail, format_option, plugin_option, quiet_option, with_options
+from robustbench_lfm.faults import MACHINE_ERRORS
 from robustbench_lfm.files import atomic_write
 from robustbench_lfm.options import EXECUTOR, RunOptions
 from robustbench_lfm.parsing import SpecError
@@ -33,14 +34,6 @@ if TYPE_CHECKING:
 
     from robustbench_lfm.executors import ExecSpec
     from robustbench_lfm.spec import RunSpec
-
-
-# What the machine or the user's paths cause, not the harness: a full disk or quota, no
-# permission, a read-only file system, a name too long, a path that is a folder.
-MACHINE_ERRORS = frozenset(
-    {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG, errno.EISDIR,
-     errno.ENOTDIR}
-)  # fmt: skip
 
 
 def machine_error(err: OSError) -> str:

@@ -105,6 +105,43 @@ def die_with_parent(coordinator: int | None = None) -> None:
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
+def process_token(pid: int) -> tuple[int, str]:
+    """`pid` with its start time (from /proc; "" where there is none): a process that dies and
+    whose pid is reused has another token."""
+    try:
+        return pid, Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return pid, ""
+
+
+def _alive(token: tuple[int, str]) -> bool:
+    pid, started = token
+    if started:
+        return process_token(pid) == token
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def follow(coordinator: tuple[int, str]) -> None:
+    """End this process within a second of the coordinator's death (`process_token` of it), when
+    the coordinator is not its parent: a submitit local job runs under a controller process that
+    outlives the session that started it."""
+    if not _alive(coordinator):
+        os._exit(1)
+
+    def watch() -> None:
+        while _alive(coordinator):
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="lfm-bench-coordinator-watch", daemon=True).start()
+
+
 def run_tasks(ex: ExecSpec, fn: Callable[..., Any], tasks: list[tuple]) -> Iterator[Any]:
     """Yield fn(*task) for every task, in completion order."""
     if not tasks:
@@ -163,7 +200,9 @@ def _submitit(ex: ExecSpec, fn: Callable[..., Any], tasks: list[tuple]) -> Itera
     folder = ex.folder or Path("submitit")
     executor = submitit.AutoExecutor(folder=folder, cluster=ex.cluster)
     executor.update_parameters(timeout_min=24 * 60, slurm_array_parallelism=ex.jobs, cpus_per_task=ex.worker_threads())
-    jobs = executor.map_array(_with_threads, [ex.worker_threads()] * len(tasks), [fn] * len(tasks), tasks)
+    on_this_machine = executor.cluster in ("local", "debug")  # the cluster submitit chose, when not given
+    follows = [process_token(os.getpid()) if on_this_machine else None] * len(tasks)
+    jobs = executor.map_array(_with_threads, [ex.worker_threads()] * len(tasks), follows, [fn] * len(tasks), tasks)
     pending = list(jobs)
     while pending:
         done = [j for j in pending if j.done()]
@@ -174,6 +213,9 @@ def _submitit(ex: ExecSpec, fn: Callable[..., Any], tasks: list[tuple]) -> Itera
             time.sleep(0.5)
 
 
-def _with_threads(threads: int, fn: Callable[..., Any], task: tuple) -> Any:
+def _with_threads(threads: int, coordinator: tuple[int, str] | None, fn: Callable[..., Any], task: tuple) -> Any:
+    """A submitit job: its threads; on this machine's cluster, death with the coordinator."""
+    if coordinator is not None:
+        follow(coordinator)
     set_threads(threads)
     return fn(*task)

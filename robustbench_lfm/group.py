@@ -45,6 +45,7 @@ from robustbench_lfm.datasets import (
     training_subset,
 )
 from robustbench_lfm.environment import configure_determinism, git_sha, now
+from robustbench_lfm.faults import MACHINE_ERRORS, ModelError, describe, outside
 from robustbench_lfm.files import atomic_write
 from robustbench_lfm.hashing import content_hash
 from robustbench_lfm.identity import format_eps
@@ -155,19 +156,32 @@ def across_domains(train: Dataset, test: Dataset) -> Dataset:
 
 
 def run_group(spec: RunSpec, model_spec: ModelSpec, seed: int, cells: list[tuple[str, Cell]]) -> GroupResult:
-    """Worker: train or load one model and evaluate its cells; writes only the checkpoint cache."""
+    """Worker: train or load one model and evaluate its cells; writes only the checkpoint cache and,
+    for what failed, RUN/failed/.
+
+    A failure of the model (its training, its clean outputs, the surrogate's) fails the group's
+    cells; a failure inside one cell (its attack, corruption or the model's outputs on its images)
+    fails that cell; both are recorded and the rest goes on (robustbench_lfm/faults.py). The
+    harness's own errors and OS errors on its files propagate."""
     load_plugins([p.ref for p in spec.plugins if p.kind != "entry-point"])  # a fresh worker process registers them
     device = torch.device(spec.device)
     configure_determinism(device)
     dataset = run_dataset(spec)
     label = f"{model_spec.label}@seed{seed}"
+    own = Cell(model_spec, None, 0.0, seed)
     try:
         trained = trained_model(spec, model_spec, seed, dataset, device)
-    except TrainingError as err:
-        return GroupResult(label, {}, {}, str(err), skipped=len(cells))
-    net = models.FlipAveraged(trained.net).eval() if spec.evaluation.flip else trained.net
-    clean = clean_features(spec, net, dataset, device)
-    attacker, surrogate_training = attacker_for(spec, seed, net, clean, dataset, device)
+        net = models.FlipAveraged(trained.net).eval() if spec.evaluation.flip else trained.net
+        clean = clean_features(spec, net, dataset, device)
+        attacker, surrogate_training = attacker_for(spec, seed, net, clean, dataset, device)
+    except Exception as err:
+        foreign = own.foreign(spec.data) + [f for _, c in cells for f in c.foreign(spec.data)]
+        if not fails_alone(err, foreign):
+            raise
+        why = describe(err)
+        if not isinstance(err, TrainingError):
+            why += f" (traceback: {_traceback(spec, own, err, whole_model=True)})"
+        return GroupResult(label, {}, {}, why, skipped=len(cells))
     scored = scored_dataset(spec)
     ctx = EvalContext(spec, dataset, device, net, attacker, clean, scored.index, scored.n_split)
     training = {**trained.training, **surrogate_training}
@@ -177,11 +191,11 @@ def run_group(spec: RunSpec, model_spec: ModelSpec, seed: int, cells: list[tuple
         t0 = time.perf_counter()
         try:
             results, extra = _evaluate_cell(ctx, cell)
-        except attacks.AttackError as err:  # this cell fails; the group's other cells go on
-            where = traceback_file(
-                err, spec.out_dir / "failed" / f"{cell.cell_id(spec.data, spec.recipe, spec.evaluation)}.txt"
-            )
-            out.failed_cells[_cell_label(cell, model_spec, dest)] = f"{err} (traceback: {where})"
+        except Exception as err:  # this cell fails when the code that failed is not the harness's
+            if not fails_alone(err, cell.foreign(spec.data)):
+                raise
+            where = _traceback(spec, cell, err)
+            out.failed_cells[_cell_label(cell, model_spec, dest)] = f"{describe(err)} (traceback: {where})"
             continue
         if dest == "results":
             out.rows["queries"] += _query_rows(spec, cell, results)
@@ -195,14 +209,37 @@ def run_group(spec: RunSpec, model_spec: ModelSpec, seed: int, cells: list[tuple
     return out
 
 
+def fails_alone(err: Exception, foreign: list[str]) -> bool:
+    """Whether `err` costs only the cells it hit: a training failure (a NaN loss), an error from
+    code outside the harness, or any error in a cell that runs such code (`Cell.foreign`); not a
+    full disk or a path that cannot be written (faults.MACHINE_ERRORS: the CLI names the path, exit
+    2), another OS error on the harness's own files, nor the harness's own bug."""
+    if isinstance(err, OSError) and (err.errno in MACHINE_ERRORS or not outside(err)):
+        return False
+    return isinstance(err, TrainingError) or outside(err) or bool(foreign)
+
+
+def _traceback(spec: RunSpec, cell: Cell, err: BaseException, whole_model: bool = False) -> str:
+    """RUN/failed/<id>.txt holding `err`'s traceback: the cell's id, or for a failure of the whole
+    model its checkpoint key."""
+    if whole_model:
+        name = cell.train_key(spec.data, spec.recipe)
+    else:
+        name = cell.cell_id(spec.data, spec.recipe, spec.evaluation)
+    return traceback_file(err, spec.out_dir / "failed" / f"{name}.txt")
+
+
 def _cell_label(cell: Cell, model: ModelSpec, dest: str) -> str:
     """`lfm@seed0 pgd 8/255` (`... probe` for a sanity probe): a failed cell in the manifest."""
-    attack = "clean" if cell.attack is None else f"{cell.attack.label} {format_eps(cell.eps)}"
+    if cell.attack is None:
+        attack = "clean"
+    else:  # a corruption (no budget) is named by its label alone: `corrupt:type=fog,severity=3`
+        attack = cell.attack.label + (f" {format_eps(cell.eps)}" if cell.attack.budgeted else "")
     return f"{model.label}@seed{cell.seed} {attack}" + (" probe" if dest == "probes" else "")
 
 
 def traceback_file(err: BaseException, path: Path) -> str:
-    """Write `err`'s traceback to `path` (RUN/failed/<cell_id>.txt); the path, or why it could not."""
+    """Write `err`'s traceback to `path` (RUN/failed/<id>.txt); the path, or why it could not."""
     try:
         atomic_write(path, "".join(traceback.format_exception(err)))
     except OSError as failed:
@@ -355,7 +392,7 @@ def _evaluate_cell(ctx: EvalContext, cell: Cell) -> tuple[dict[str, RankResult |
         for side in attack.sides():
             features[side] = attacked_side(ctx, cell, attack, side)
             if not torch.isfinite(features[side]).all():
-                raise attacks.AttackError(f"the model's embeddings of the attacked {side} images are not finite")
+                raise ModelError(f"the model's embeddings of the attacked {side} images are not finite")
     ranked: dict[str, RankResult | AccuracyResult] = dict(
         rank_results(ctx.spec, data, features["query"], features["gallery"], clean)
     )

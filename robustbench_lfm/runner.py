@@ -35,7 +35,6 @@ from robustbench_lfm.metrics import chance_rank1
 from robustbench_lfm.rerank import RerankParams
 from robustbench_lfm.spec import Cell, ModelSpec, RunSpec
 from robustbench_lfm.store import ResultStore, valid_value
-from robustbench_lfm.training import TrainingError
 
 Log = Callable[[str], None]
 
@@ -77,8 +76,8 @@ class Manifest:
             self.invocations = [*earlier, {k: old.get(k) for k in keep}]
 
 
-class SweepError(TrainingError):
-    """Some models could not be trained; every other cell was evaluated and recorded."""
+class SweepError(RuntimeError):
+    """Some models or cells failed; every other cell was evaluated and recorded (exit 1)."""
 
 
 def run_sweep(spec: RunSpec, log: Log = print, ex: ExecSpec | None = None) -> pd.DataFrame:
@@ -87,14 +86,15 @@ def run_sweep(spec: RunSpec, log: Log = print, ex: ExecSpec | None = None) -> pd
     Cells are grouped by (model, seed) so a checkpoint is trained once; the checkpoints other
     groups need (MixACM teachers, the transfer surrogate) are trained first. Each finished group's
     rows stream into the run's CSVs here, the only writer. A model whose training fails (e.g. a
-    NaN loss) loses its own cells only: the others run, the sanity checks and manifest are
-    written, then SweepError names each failure.
+    NaN loss) loses its own cells only, a cell whose attack, corruption or model outputs fail
+    loses itself only (robustbench_lfm/faults.py): the others run, the sanity checks and
+    manifest are written, then SweepError names each failure.
 
     Raises:
         RunLockedError: another sweep is writing the same run directory.
         ModelOutputError: a given model (`ckpt:`, `evaluate`) maps the dataset's images to no
             finite (N, D) output; raised before any cell runs.
-        SweepError: one or more models failed to train.
+        SweepError: one or more models or cells failed.
     """
     ex = ex or ExecSpec()
     with RunLock(spec.out_dir):
@@ -128,7 +128,7 @@ def run_sweep(spec: RunSpec, log: Log = print, ex: ExecSpec | None = None) -> pd
         lines = "; ".join(f"{label}: {err}" for label, err in manifest.failed.items())
         cells = sum(" " in label for label in manifest.failed)  # a cell's label names its attack after a space
         what = ", ".join(part for part in (
-            f"{len(manifest.failed) - cells} model(s) failed to train" if len(manifest.failed) > cells else "",
+            f"{len(manifest.failed) - cells} model(s) failed" if len(manifest.failed) > cells else "",
             f"{cells} cell(s) failed" if cells else "") if part)  # fmt: skip
         raise SweepError(
             f"{what}; their cells are missing (every other cell is recorded; a rerun retries them): {lines}"

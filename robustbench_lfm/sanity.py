@@ -86,14 +86,15 @@ def run_checks(
     results = canonical(results)
     probes = canonical(probes) if not probes.empty else probes
     clean = results[results["attack"] == "none"]
-    attacked = results[(results["attack"] != "none") & ~corrupted(results)]  # a corruption has no eps series
+    threatened = results[results["attack"] != "none"]
+    attacked = threatened[~corrupted(threatened)]  # a corruption has no eps series
     return [
         *_above_chance(clean, chance),
         *_eps0(clean, probes[probes["eps"] == 0]),
         *_monotone(clean, attacked),
         *_pgd_vs_fgsm(attacked, probes),
         *_large_eps(probes, chance),
-        *_in_budget(pd.concat([attacked, probes], ignore_index=True) if not probes.empty else attacked, projecting),
+        *_in_budget(pd.concat([threatened, probes], ignore_index=True) if not probes.empty else threatened, projecting),
     ]
 
 

@@ -177,12 +177,26 @@ class Cell:
     def code(self, data: DataSpec) -> str:
         """The CSV `code`: identity of the code that computes this cell (robustbench_lfm.code_identity):
         what trains its model (and a surrogate's), its attack and objective, and the scoring glue."""
+        return plugins.code_of(self.code_sources(data), (*code_identity.TRAINING, *code_identity.SCORING))
+
+    def foreign(self, data: DataSpec) -> list[str]:
+        """What of this cell's code lfm-bench does not own: the plugins that register its components
+        and a given model (`ckpt:`, `evaluate()`); a failure in such a cell fails it alone
+        (robustbench_lfm/faults.py)."""
+        sources = self.code_sources(data)
+        found = [f"plugin {p.module}" for p in dict.fromkeys(map(plugins.plugin_of, sources)) if p is not None]
+        given = [m for m in (self.model, self.threat.surrogate if self.attack is not None else None) if m and m.given]
+        return found + [f"given model {m.label}" for m in given]
+
+    def code_sources(self, data: DataSpec) -> list[str]:
+        """The registering modules of everything this cell runs: its model's (and a surrogate's)
+        training and its attack and objective."""
         sources = training_sources(self.model, data)
         if self.attack is not None:
             sources += attack_sources(self.attack)
             if self.threat.surrogate is not None:
                 sources += training_sources(self.threat.surrogate, data)
-        return plugins.code_of(sources, (*code_identity.TRAINING, *code_identity.SCORING))
+        return sources
 
 
 def training_sources(model: ModelSpec, data: DataSpec) -> list[str]:

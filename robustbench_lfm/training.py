@@ -21,13 +21,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustbench_lfm.datasets import ClassificationDataset, Dataset, as_float
+from robustbench_lfm.faults import ComponentError
 from robustbench_lfm.models import SiteNet
 from robustbench_lfm.precision import autocast
 from robustbench_lfm.recipe import TrainRecipe
 
 
-class TrainingError(RuntimeError):
-    """Training failed (e.g. the loss became NaN); the message names the cell and the step."""
+class TrainingError(ComponentError):
+    """Training failed (e.g. the loss became NaN); the message names the cell and the step. The
+    model's cells fail, the run's others go on (robustbench_lfm/faults.py)."""
 
 
 @dataclass(frozen=True)

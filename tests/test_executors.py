@@ -119,22 +119,46 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _training_workers(pid: int) -> set[int]:
+    """Descendants of `pid` that run a (model, seed) group: they have imported lfm-bench's training."""
+    found = set()
+    for child in _children(pid):
+        try:
+            maps = Path(f"/proc/{child}/maps").read_text()
+        except OSError:
+            continue
+        if "torch" in maps:
+            found.add(child)
+    return found
+
+
+EXECUTORS = {
+    "local": ["--jobs", "2"],
+    "dask": ["--executor", "dask", "--jobs", "2"],
+    "submitit": ["--executor", "submitit", "--cluster", "local", "--jobs", "2"],
+}
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
-def test_workers_die_within_seconds_when_the_coordinator_is_killed(tmp_path):
+@pytest.mark.parametrize("executor", list(EXECUTORS))
+def test_workers_die_within_seconds_when_the_coordinator_is_killed(executor, tmp_path):
+    """SIGKILL to `lfm-bench run` leaves no process behind: local workers, dask's nannies and
+    workers, submitit's local controllers and jobs."""
     import os
     import signal
 
+    pytest.importorskip({"local": "concurrent", "dask": "distributed", "submitit": "submitit"}[executor])
     args = [sys.executable, "-m", "robustbench_lfm", "run", "--models", "lfm,dropout", "--attacks", "pgd,fgsm",
-            "--dataset", TINY_CLI, "--epochs", "30", "--jobs", "2", "-q", "--out", str(tmp_path / "run"),
-            "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+            "--dataset", TINY_CLI, "--epochs", "30", "-q", "--out", str(tmp_path / "run"),
+            "--cache-dir", str(tmp_path / "cache"), *EXECUTORS[executor]]  # fmt: skip
     parent = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     workers: set[int] = set()
     try:
         deadline = time.monotonic() + 120
-        while len(workers) < 2 and time.monotonic() < deadline and parent.poll() is None:
+        while len(_training_workers(parent.pid)) < 2 and time.monotonic() < deadline and parent.poll() is None:
             time.sleep(0.5)
-            workers = _children(parent.pid)
-        assert len(workers) >= 2, "the sweep never started its workers"
+        workers = _children(parent.pid)
+        assert len(_training_workers(parent.pid)) >= 2, "the sweep never started its workers"
         time.sleep(2)  # the workers are training
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait()

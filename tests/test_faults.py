@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 from click.testing import CliRunner
 
 import robustbench_lfm.group as group
@@ -45,7 +46,7 @@ def test_the_cli_exits_1_after_printing_what_finished(tmp_path, monkeypatch):
     args = ["run", "--models", "lfm", "--dataset", TINY_CLI, "--epochs", "1", "--eps", "8/255", "-q",
             "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
     result = CliRunner().invoke(main, args)
-    assert result.exit_code == 1 and "failed to train" in result.output and "nan" in result.output
+    assert result.exit_code == 1 and "model(s) failed" in result.output and "nan" in result.output
 
 
 def test_a_second_sweep_on_a_locked_run_directory_is_refused(tmp_path):
@@ -220,18 +221,7 @@ class InPlaceOvershoot(Broken):
 
 def _with_broken_attacks(tmp_path, models: str, attack_list: str):
     """`lfm-bench run` with the broken attacks' plugin (unloaded after)."""
-    from robustbench_lfm import plugins
-
-    plugin = tmp_path / "broken_attacks.py"
-    plugin.write_text(BROKEN_ATTACKS)
-    args = ["run", "--plugin", str(plugin), "--models", models, "--attacks", attack_list, "--eps", "8/255",
-            "--dataset", TINY_CLI, "--epochs", "1", "--out", str(tmp_path / "run"), "--cache-dir",
-            str(tmp_path / "cache"), "-q"]  # fmt: skip
-    try:
-        return CliRunner().invoke(main, args)
-    finally:
-        for loaded in plugins.loaded():
-            plugins.unload(loaded)
+    return _run_plugin(tmp_path, BROKEN_ATTACKS, models, attack_list)
 
 
 def test_a_failing_attack_fails_its_cells_only_and_the_run_exits_1(tmp_path):
@@ -262,3 +252,220 @@ def test_an_attack_that_leaves_its_budget_is_projected_and_flagged_by_the_sanity
     assert budget.loc["in-place-overshoot", "value"] > 0.3  # 0.4 up, less the 8/255 kept (and [0, 1])
     df = pd.read_csv(tmp_path / "run" / "results.csv")
     assert (df.loc[df["attack"] == "fgsm", "projected"] == 0).all()
+
+
+BROKEN_CORRUPTIONS = '''
+import torch
+from robustbench_lfm.attacks.base import Attack
+from robustbench_lfm.attacks.registry import register_attack
+
+
+class Threat(Attack):
+    """A threat with no budget that replaces Attack.__call__, as the corruptions do."""
+
+    budgeted = False
+
+    def __init__(self, side: str | None = None, seed: int = 0) -> None:
+        super().__init__("auto", "linf", side, seed)
+
+    def __call__(self, model, x, context, *, eps=0.0, generator=None):
+        return self.wrong(x)
+
+
+@register_attack("raising-corruption")
+class RaisingCorruption(Threat):
+    def wrong(self, x):
+        raise ZeroDivisionError("a bug in the corruption")
+
+
+@register_attack("nan-corruption")
+class NanCorruption(Threat):
+    def wrong(self, x):
+        return x * float("inf") * 0
+
+
+@register_attack("overexposed")
+class Overexposed(Threat):
+    """Edits its input in place and leaves [0, 1]."""
+
+    def wrong(self, x):
+        return x.mul_(3)
+'''
+
+
+def _run_plugin(tmp_path, source: str, models: str, attack_list: str, *extra: str):
+    """`lfm-bench run` with the plugin `source` (unloaded after)."""
+    from robustbench_lfm import plugins
+
+    plugin = tmp_path / "plugin_under_test.py"
+    plugin.write_text(source)
+    args = ["run", "--plugin", str(plugin), "--models", models, "--attacks", attack_list, "--eps", "8/255",
+            "--dataset", TINY_CLI, "--epochs", "1", "--out", str(tmp_path / "run"), "--cache-dir",
+            str(tmp_path / "cache"), "-q", *extra]  # fmt: skip
+    try:
+        return CliRunner().invoke(main, args)
+    finally:
+        for loaded in plugins.loaded():
+            plugins.unload(loaded)
+
+
+def test_a_corruption_of_its_own_fails_its_cell_only_and_cannot_leave_0_1_unseen(tmp_path):
+    result = _run_plugin(tmp_path, BROKEN_CORRUPTIONS, "plain", "raising-corruption,nan-corruption,overexposed,fgsm",
+                         "--no-baseline")  # fmt: skip
+    assert result.exit_code == 1, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("lfm-bench: error: 2 cell(s) failed") and "internal error" not in result.output
+    assert "attack raising-corruption raised ZeroDivisionError: a bug in the corruption" in last
+    assert "plugin_under_test.py:" in last  # where, outside the harness, it was raised
+    assert "attack nan-corruption returned" in last and "non-finite" in last
+    df = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert set(df["attack"]) == {"none", "overexposed", "fgsm"}
+    checks = pd.read_csv(tmp_path / "run" / "sanity.csv")
+    budget = checks[checks["check"] == "in-budget"].set_index("attack")
+    assert not budget.loc["overexposed", "passed"] and budget.loc["overexposed", "value"] > 1  # 3x, clamped to 1
+    assert "WARNING sanity in-budget: plain seed 0 overexposed" in result.output
+    clean = df[(df["attack"] == "none") & (df["metric"] == "rank1")]["value"].iloc[0]
+    assert df[(df["attack"] == "overexposed") & (df["metric"] == "rank1")]["value"].iloc[0] != clean
+    assert len(list((tmp_path / "run" / "failed").glob("*.txt"))) == 2
+
+
+RAISING_REGULARIZER = """
+from robustbench_lfm.models.registry import ModelEntry, register_model, register_regularizer
+from robustbench_lfm.models.regularizers import Regularizer
+
+
+@register_regularizer("raises-in-training")
+class RaisesInTraining(Regularizer):
+    site = "layer2"
+
+    def __init__(self, p: float = 0.5, at: str | None = None, seed: int = 0) -> None:
+        super().__init__(p, seed, at)
+
+    def apply_train(self, x):
+        raise RuntimeError("the plugin regularizer broke")
+
+
+register_model(ModelEntry("raiser", "raises-in-training", description="raises in training"))
+"""
+
+
+def test_a_plugin_model_that_raises_in_training_fails_its_cells_only(tmp_path):
+    result = _run_plugin(tmp_path, RAISING_REGULARIZER, "raiser,dropout", "fgsm")
+    assert result.exit_code == 1, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("lfm-bench: error: 1 model(s) failed") and "internal error" not in result.output
+    assert "raiser@seed0: RuntimeError: the plugin regularizer broke (raised in" in last
+    df = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert set(df["model"]) == {"plain", "dropout"}
+    (trace,) = (tmp_path / "run" / "failed").glob("*.txt")
+    assert "apply_train" in trace.read_text()
+
+
+def test_the_harness_s_own_bug_is_still_an_internal_error(tmp_path, monkeypatch):
+    """A bug in lfm-bench's own code, on built-in components only, is exit 3, never a failed cell."""
+
+    monkeypatch.setattr(group, "_ap_formula", lambda name: "nonsense")  # handed to metrics.py, which refuses it
+    args = ["run", "--models", "plain", "--no-baseline", "--dataset", TINY_CLI, "--epochs", "1", "-q",
+            "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 3 and "internal error (ValueError: unknown ap formula" in result.output
+
+
+class _BreaksOnAttackedImages(torch.nn.Module):
+    """An evaluate() model whose forward raises on images off the 8-bit grid (attacked ones)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(3, 8)
+
+    def forward(self, x):
+        if (x * 255 - (x * 255).round()).abs().amax() > 1e-3 and not torch.is_grad_enabled():
+            raise ValueError("cannot embed these images")
+        return self.head(x.mean((2, 3)))
+
+
+def test_a_given_model_that_raises_on_attacked_images_fails_those_cells_only(tmp_path):
+    from robustbench_lfm.evaluation import evaluate
+
+    with pytest.raises(runner.SweepError, match=r"cannot embed these images \(raised in .*test_faults.py:\d+\)"):
+        evaluate(_BreaksOnAttackedImages(), out=tmp_path / "run", dataset=TINY_CLI, attacks="fgsm", eps="8/255",
+                 cache_dir=tmp_path / "cache", quiet=True)  # fmt: skip
+    df = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert set(df["attack"]) == {"none"}  # the clean cell, scored on 8-bit images, is kept
+    failed = json.loads((tmp_path / "run" / "manifest.json").read_text())["failed"]
+    assert set(failed) == {"my-model@seed0 fgsm 8/255", "my-model@seed0 fgsm 64/255 probe"}
+
+
+FULL_DISK_IN_A_WORKER = """
+import errno
+import os
+import time
+from pathlib import Path
+
+import robustbench_lfm.cache as cache
+
+_real = cache.save_file
+
+
+def _save(state, path):
+    try:  # the first checkpoint saved in any worker fits
+        os.close(os.open(os.environ["LFM_TEST_MARKER"], os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:  # the second meets a full disk once the first model's rows are recorded
+        results, deadline = Path(os.environ["LFM_TEST_RESULTS"]), time.monotonic() + 120
+        while time.monotonic() < deadline and not (results.exists() and results.read_text().count("\\n") > 5):
+            time.sleep(0.2)
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    _real(state, path)
+
+
+cache.save_file = _save
+"""
+
+
+def test_a_full_disk_in_a_worker_process_is_one_line_exit_2_and_keeps_what_was_recorded(tmp_path):
+    """--jobs 2: the worker's OSError crosses the process boundary with its errno and path."""
+    import os
+    import subprocess
+    import sys
+
+    plugin, out = tmp_path / "full_disk.py", tmp_path / "run"
+    plugin.write_text(FULL_DISK_IN_A_WORKER)
+    env = {**os.environ, "LFM_TEST_MARKER": str(tmp_path / "first-saved"), "LFM_TEST_RESULTS": str(out / "results.csv")}
+    args = [sys.executable, "-m", "robustbench_lfm", "run", "--models", "lfm", "--attacks", "fgsm", "--eps", "8/255",
+            "--dataset", TINY_CLI, "--epochs", "1", "--jobs", "2", "-q", "--out", str(out), "--cache-dir",
+            str(tmp_path / "cache")]  # fmt: skip
+    done = subprocess.run([*args, "--plugin", str(plugin)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("lfm-bench: error: ") and "No space left on device; free space" in line
+    assert str(tmp_path / "cache" / "checkpoints") in line and "the cells already recorded are kept" in line
+    kept = pd.read_csv(out / "results.csv")
+    assert kept["model"].nunique() == 1 and kept["cell_id"].nunique() == 2  # the first model: clean and fgsm
+    again = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert set(pd.read_csv(out / "results.csv")["model"]) == {"plain", "lfm"}
+    assert not [p for p in (tmp_path / "cache" / "checkpoints").iterdir() if ".tmp" in p.name]
+
+
+class _NanOnceAttacked(torch.nn.Module):
+    """An evaluate() classifier whose logits turn NaN once an attack has run through it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(3, 10)
+        self.attacked = False
+
+    def forward(self, x):
+        self.attacked |= torch.is_grad_enabled() and x.requires_grad
+        logits = self.head(x.mean((2, 3)))
+        return logits * float("nan") if self.attacked and not torch.is_grad_enabled() else logits
+
+
+def test_a_classifier_with_nan_logits_on_attacked_images_fails_those_cells_only(tmp_path):
+    from robustbench_lfm.evaluation import evaluate
+
+    with pytest.raises(runner.SweepError, match=r"logits of the attacked test images are not finite"):
+        evaluate(_NanOnceAttacked(), out=tmp_path / "run", dataset="digits:test_fraction=0.1", attacks="pgd",
+                 eps="8/255", cache_dir=tmp_path / "cache", quiet=True)  # fmt: skip
+    df = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert set(df["attack"]) == {"none"} and df["value"].notna().all()

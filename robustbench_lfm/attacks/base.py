@@ -61,7 +61,21 @@ class Problem:
 
 class AttackError(RuntimeError):
     """An attack's search raised, or returned images that are not finite or not shaped as its
-    input: the cell it was crafting fails (recorded, exit 1), the run's other cells go on."""
+    input: the cell it was crafting fails (recorded, exit 1), the run's other cells go on
+    (`component_failure`: robustbench_lfm/faults.py, which this leaf library does not import)."""
+
+    component_failure: ClassVar[bool] = True
+
+
+def checked_output(name: str, x_adv: Any, clean: Tensor) -> Tensor:
+    """`x_adv` when it is a tensor of `clean`'s shape with finite values; else AttackError naming `name`."""
+    if not isinstance(x_adv, Tensor) or x_adv.shape != clean.shape:
+        got = tuple(x_adv.shape) if isinstance(x_adv, Tensor) else type(x_adv).__name__
+        raise AttackError(f"attack {name} returned {got}, not images shaped {tuple(clean.shape)}")
+    bad = int((~torch.isfinite(x_adv)).sum())
+    if bad:
+        raise AttackError(f"attack {name} returned {bad} non-finite pixel value(s) (NaN or inf)")
+    return x_adv
 
 
 def _first_line(err: BaseException) -> str:
@@ -128,12 +142,7 @@ class Attack:
                 x_adv = self.perturb(Problem(model, clean.clone(), objective, context, eps, generator))
             except Exception as err:  # the attack's (or the model's) own code: this cell fails, not the run
                 raise AttackError(f"attack {self.name} raised {type(err).__name__}: {_first_line(err)}") from err
-        if not isinstance(x_adv, Tensor) or x_adv.shape != clean.shape:
-            got = tuple(x_adv.shape) if isinstance(x_adv, Tensor) else type(x_adv).__name__
-            raise AttackError(f"attack {self.name} returned {got}, not images shaped {tuple(clean.shape)}")
-        bad = int((~torch.isfinite(x_adv)).sum())
-        if bad:
-            raise AttackError(f"attack {self.name} returned {bad} non-finite pixel value(s) (NaN or inf)")
+        x_adv = checked_output(self.name, x_adv, clean)
         inside = project(x_adv.detach(), clean, eps, self.norm)
         moved = float((x_adv.detach() - inside).abs().amax()) if inside.numel() else 0.0
         self.projected = max(self.projected or 0.0, moved)
