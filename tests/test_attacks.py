@@ -298,3 +298,36 @@ def test_bad_options_are_rejected_at_construction(name, options, match):
 def test_unknown_attack_suggests_close_names():
     with pytest.raises(attacks.UnknownAttackError, match="did you mean 'pgd'"):
         attacks.create_attack("pdg")
+
+
+class _Quadratic(nn.Module):
+    """Two logits, the first sum(w * x^2): each image's input gradient points its own way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.linspace(-1, 1, 3 * 4 * 4).view(1, 3, 4, 4))
+
+    def forward(self, x):
+        first = (self.w * x * x).flatten(1).sum(1, keepdim=True)
+        return torch.cat([first, torch.zeros_like(first)], 1)
+
+
+def test_uap_steps_on_the_gradient_summed_over_its_batch():
+    """One L2 step of `uap` on a batch of 4 training images is eps/10 along the normalised sum of
+    their cross-entropy gradients (computed here by autograd), not along any one image's."""
+    g = torch.Generator().manual_seed(0)
+    train = (torch.rand(4, 3, 4, 4, generator=g) * 200 + 20).to(torch.uint8)
+    labels = torch.tensor([0, 1, 1, 0])
+    net = _Quadratic().eval()
+    x = train.float() / 255
+    x.requires_grad_(True)
+    nn.functional.cross_entropy(net(x), labels, reduction="sum").backward()
+    total, each = x.grad.sum(0), x.grad
+    eps = 1.0
+    expected = eps / 10 * total / total.norm()
+    assert all(float((expected - eps / 10 * e / e.norm()).abs().max()) > 1e-3 for e in each)  # the images disagree
+    attack = attacks.create_attack("uap", norm="l2", steps=1, batch=4, images=4, random_start=False, seed=0)
+    context = attacks.AttackContext("classification", labels=labels, fit=attacks.Fit(train, labels))
+    probe = torch.full((1, 3, 4, 4), 0.5)
+    delta = attack(net, probe, context, eps=eps) - probe
+    assert torch.allclose(delta[0], expected, atol=1e-6)

@@ -201,6 +201,24 @@ def test_mce_is_the_error_ratio_to_plain_averaged_over_corruptions():
     assert mce(pd.DataFrame(rows))[("plain", "")] == pytest.approx(100.0)
 
 
+def test_mce_sums_errors_over_severities_then_averages_the_ratios_over_corruptions():
+    """Three corruptions, three severities, unequal per-severity ratios: Hendrycks & Dietterich's
+    mCE (ratio of summed errors per corruption, then the mean) differs from the median of the
+    CEs (100), the ratio of all errors (108.3) and the mean of per-severity ratios (117.0)."""
+    plain = {"fog": (0.1, 0.2, 0.3), "snow": (0.2, 0.2, 0.4), "frost": (0.5, 0.25, 0.25)}
+    lfm = {"fog": (0.1, 0.1, 0.4), "snow": (0.1, 0.3, 0.2), "frost": (0.2, 0.2, 1.0)}
+    rows = [
+        {"task": "classification", "dataset": "digits", "model": model, "attack": "corrupt",
+         "attack_label": f"corrupt:type={name}", "attack_params": f'{{"type": "{name}"}}', "severity": severity,
+         "eps": 0.0, "metric": "accuracy", "value": 1 - error, "rerank": "", "perturbed": "input", "train_seed": 0}
+        for model, errors in (("plain", plain), ("lfm", lfm))
+        for name, by_severity in errors.items()
+        for severity, error in enumerate(by_severity, 1)
+    ]  # fmt: skip
+    # CE: fog 0.6 / 0.6 = 1.0, snow 0.6 / 0.8 = 0.75, frost 1.4 / 1.0 = 1.4; mCE = 3.15 / 3 = 105 %
+    assert mce(pd.DataFrame(rows))[("lfm", "")] == pytest.approx(105.0)
+
+
 def _write_cifar(root, n_test=20):
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
@@ -279,3 +297,39 @@ def test_a_damaged_published_cifar10_c_folder_is_one_error_line(tmp_path, damage
     assert result.exit_code == 2, result.output
     (line,) = result.output.strip().splitlines()
     assert line.startswith("lfm-bench: error:") and expected in line
+
+
+# CIFAR-10-C's parameters as make_cifar_c.py writes them (hendrycks/robustness,
+# ImageNet-C/create_c/make_cifar_c.py, commit ca36008), transcribed by hand for this comparison:
+# per corruption, the list indexed by severity - 1. elastic_transform's are multiples of IMSIZE
+# (32) there, given here as those multiples; zoom_blur's are the np.arange(start, stop, step) calls.
+MAKE_CIFAR_C = {
+    "gaussian_noise": [0.04, 0.06, 0.08, 0.09, 0.10],
+    "shot_noise": [500, 250, 100, 75, 50],
+    "impulse_noise": [0.01, 0.02, 0.03, 0.05, 0.07],
+    "defocus_blur": [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)],
+    "glass_blur": [(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)],
+    "motion_blur": [(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)],
+    "zoom_blur": [(1, 1.06, 0.01), (1, 1.11, 0.01), (1, 1.16, 0.01), (1, 1.21, 0.01), (1, 1.26, 0.01)],
+    "snow": [(0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9), (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
+             (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85), (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8)],
+    "frost": [(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)],
+    "fog": [(0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)],
+    "brightness": [0.05, 0.1, 0.15, 0.2, 0.3],
+    "contrast": [0.75, 0.5, 0.4, 0.3, 0.15],
+    "elastic_transform": [(0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03)],
+    "pixelate": [0.95, 0.9, 0.85, 0.75, 0.65],
+    "jpeg_compression": [80, 65, 58, 50, 40],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(MAKE_CIFAR_C))
+def test_the_cifar_table_is_make_cifar_c_s_parameter_by_parameter(name):
+    from robustbench_lfm.attacks.corruptions import CORRUPTIONS, PARAMS
+
+    assert set(MAKE_CIFAR_C) == set(CORRUPTIONS)  # the 15 of CIFAR-10-C, no more, no fewer
+    ours, theirs = PARAMS[name]["cifar"], MAKE_CIFAR_C[name]
+    assert len(ours) == 5
+    for severity, (a, b) in enumerate(zip(ours, theirs, strict=True), 1):
+        a, b = np.atleast_1d(np.asarray(a, dtype=float)), np.atleast_1d(np.asarray(b, dtype=float))
+        assert a.shape == b.shape and np.allclose(a, b, rtol=0, atol=1e-12), f"{name} severity {severity}: {a} != {b}"
