@@ -173,6 +173,7 @@ def compare(run_dir: Path, baseline: Path, tolerance: float = 0.02, alpha: float
     try:  # each value against its cell's per-query rows, both sides
         evidence.verify(current, run_dir / "queries.csv", run_dir / "results.csv")
         evidence.verify(base, baseline.with_name("queries.csv"), baseline)
+        evidence.verify_members_of(run_dir)
     except evidence.EvidenceError as err:
         raise CheckError(str(err)) from None
     merged = base.merge(current, on=KEY, how="left", suffixes=("_base", ""), indicator=True)

@@ -3,8 +3,9 @@
 `RESULTS` declares `results.csv` (and `probes.csv`, same columns): each `Column` has its name,
 its dtype, its role in a number's identity (robustbench_lfm.identity derives its key tuples from
 the roles), the value a table written before the column existed implies, and the line
-`results/README.md` shows for it. `CMC` and `QUERIES` declare `cmc.csv` and `queries.csv` (the
-latter's outcome columns come from the metric table).
+`results/README.md` shows for it. `CMC`, `queries()` and `MEMBERS` declare `cmc.csv`,
+`queries.csv` (its outcome columns come from the metric table) and `members.csv` (each member's
+per-query outcome in an ensemble cell, auto-reid).
 
 Tables are read by header name (robustbench_lfm.store): a column this version declares but an
 older file lacks takes its `older` value (a constant, or a function of the row for a value that
@@ -210,6 +211,16 @@ CMC: tuple[Column, ...] = (
     Column("rerank", "text", "rerank", None, "the re-ranking mode", empty=True),
     Column("rank", "int", "record", None, "rank k, from 1"),
     Column("cmc", "float", "record", None, "the share of queries with a match within the first k"),
+)  # fmt: skip
+
+
+MEMBERS: tuple[Column, ...] = (
+    Column("cell_id", "text", "record", None, "the ensemble's cell (`results.csv`)"),
+    Column("rerank", "text", "rerank", None, "the re-ranking mode", empty=True),
+    Column("member", "text", "record", None, "the member attack, by its label (`sma:geometry=cosine`)"),
+    Column("query", "int", "record", None, "0-based index in the query split"),
+    Column("first_match", "int", "record", None, "the rank of the query's first true match under this member"),
+    Column("ap", "float", "record", None, "the query's AP under this member"),
 )  # fmt: skip
 
 

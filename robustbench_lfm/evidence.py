@@ -64,7 +64,48 @@ def verify(results: pd.DataFrame, queries_path: Path, table: Path) -> int:
     return checked
 
 
-TABLES = ("results.csv", "probes.csv", "queries.csv", "cmc.csv")
+def verify_members(members: pd.DataFrame, queries_path: Path, table: Path) -> int:
+    """Check that each ensemble cell's per-query outcome in queries.csv (`hit`, `ap`) is the worst
+    over its members in members.csv (Rank-1 hit only when no member pushed the first match past
+    rank 1; AP the lowest); returns the queries checked.
+
+    Raises:
+        EvidenceError: a query's outcome is not the worst of its members', or it has none.
+    """
+    if members.empty or not queries_path.is_file():
+        return 0
+    queries = ResultStore.queries(queries_path).read()
+    key = ["cell_id", "rerank", "query"]
+    m = members.assign(rerank=members["rerank"].fillna(""), query=pd.to_numeric(members["query"]),
+                       first_match=pd.to_numeric(members["first_match"]), ap=pd.to_numeric(members["ap"]))  # fmt: skip
+    worst = m.groupby(key).agg(rank=("first_match", "max"), ap=("ap", "min"))
+    q = queries.assign(rerank=queries["rerank"].fillna(""), query=pd.to_numeric(queries["query"]))
+    q = q[q["cell_id"].isin(set(m["cell_id"]))].set_index(key)
+    joined = q.join(worst, how="left", rsuffix="_right")
+    hit = pd.to_numeric(joined["hit"], errors="coerce")
+    bad = joined[
+        joined["rank"].isna()
+        | (hit != (joined["rank"] == 1).astype(float))
+        | ((pd.to_numeric(joined["ap"], errors="coerce") - joined["ap_right"]).abs() > TOLERANCE)
+    ]
+    if not bad.empty:
+        cell, _, query = bad.index[0]
+        raise EvidenceError(
+            f"{table}: ensemble cell {cell} query {query}: its outcome in {queries_path.name} is not the worst "
+            f"of its members' here: the tables were edited or mixed with another run's; rerun the sweep"
+        )
+    return len(joined)
+
+
+def verify_members_of(run_dir: Path) -> int:
+    """`verify_members` on a run directory's members.csv and queries.csv (0 without members.csv)."""
+    path = run_dir / "members.csv"
+    if not path.is_file():
+        return 0
+    return verify_members(ResultStore.members(path).read(), run_dir / "queries.csv", path)
+
+
+TABLES = ("results.csv", "probes.csv", "queries.csv", "cmc.csv", "members.csv")
 
 
 def digests(run_dir: Path) -> dict[str, str]:

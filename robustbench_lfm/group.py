@@ -50,11 +50,19 @@ from robustbench_lfm.files import atomic_write
 from robustbench_lfm.hashing import content_hash
 from robustbench_lfm.identity import format_eps
 from robustbench_lfm.methods import build_method
-from robustbench_lfm.metrics import AP_FORMULAS, AccuracyResult, APFormula, RankResult, evaluate_rank, pairwise_distance
+from robustbench_lfm.metrics import (
+    AP_FORMULAS,
+    AccuracyResult,
+    APFormula,
+    RankResult,
+    evaluate_rank,
+    pairwise_distance,
+    worst_case,
+)
 from robustbench_lfm.plugins import load_plugins
 from robustbench_lfm.pretrained import initialise
 from robustbench_lfm.rerank import RerankParams, rerank
-from robustbench_lfm.spec import Cell, ModelSpec, RunSpec, SpecError
+from robustbench_lfm.spec import AttackSpec, Cell, ModelSpec, RunSpec, SpecError
 from robustbench_lfm.training import TrainingError, train_model
 from robustbench_lfm.version import __version__
 
@@ -185,7 +193,7 @@ def run_group(spec: RunSpec, model_spec: ModelSpec, seed: int, cells: list[tuple
     scored = scored_dataset(spec)
     ctx = EvalContext(spec, dataset, device, net, attacker, clean, scored.index, scored.n_split)
     training = {**trained.training, **surrogate_training}
-    out = GroupResult(label, {"queries": [], "curves": [], "probes": [], "results": []}, training)
+    out = GroupResult(label, {"queries": [], "members": [], "curves": [], "probes": [], "results": []}, training)
     sha = trained.sha256
     for dest, cell in cells:
         t0 = time.perf_counter()
@@ -197,8 +205,10 @@ def run_group(spec: RunSpec, model_spec: ModelSpec, seed: int, cells: list[tuple
             where = _traceback(spec, cell, err)
             out.failed_cells[_cell_label(cell, model_spec, dest)] = f"{describe(err)} (traceback: {where})"
             continue
+        members = extra.pop("members", {})
         if dest == "results":
             out.rows["queries"] += _query_rows(spec, cell, results)
+            out.rows["members"] += _member_rows(spec, cell, members)
             if isinstance(dataset, ReIDDataset):
                 ranked = {k: v for k, v in results.items() if isinstance(v, RankResult)}
                 out.rows["curves"] += _curve_rows(spec, cell, ranked, extra)
@@ -387,6 +397,10 @@ def _evaluate_cell(ctx: EvalContext, cell: Cell) -> tuple[dict[str, RankResult |
     if isinstance(data, ClassificationDataset) or clean is None:
         accuracy = attacked_accuracy(ctx, cell, attack)
         return {"": accuracy}, {**extra, "projected": _projected(attack)}
+    if isinstance(attack, attacks.Ensemble):  # each query at its worst over the members
+        worst, members = _ensemble_results(ctx, cell, attack)
+        projected = max((m.projected or 0.0 for m in members.values()), default=0.0)
+        return dict(worst), {**extra, "projected": projected, "members": _member_outcomes(members)}
     features = {"query": clean.query, "gallery": clean.gallery}
     if attack is not None:  # the attacked (or corrupted) side(s) against the clean other
         for side in attack.sides():
@@ -397,6 +411,59 @@ def _evaluate_cell(ctx: EvalContext, cell: Cell) -> tuple[dict[str, RankResult |
         rank_results(ctx.spec, data, features["query"], features["gallery"], clean)
     )
     return ranked, {**extra, "projected": _projected(attack)}
+
+
+@dataclass
+class _Member:
+    """One ensemble member's run in a cell: its attack object and its rank results per re-ranking mode."""
+
+    attack: attacks.Attack
+    results: dict[str, RankResult]
+
+    @property
+    def projected(self) -> float | None:
+        return self.attack.projected
+
+
+def _ensemble_results(
+    ctx: EvalContext, cell: Cell, ensemble: attacks.Ensemble
+) -> tuple[dict[str, RankResult], dict[str, _Member]]:
+    """Each query at its worst over the ensemble's members (robustbench_lfm/attacks/ensemble.py).
+
+    Each member runs as the same attack alone in this cell (its spec, the cell's seed, eps, threat
+    and probe schedule: `dataclasses.replace(cell, attack=member)`), its attacked queries scored
+    against the clean gallery; `metrics.worst_case` keeps each query's worst outcome."""
+    assert isinstance(ctx.data, ReIDDataset) and ctx.clean is not None
+    members: dict[str, _Member] = {}
+    for name, options in ensemble.member_options():
+        member_cell = dataclasses.replace(cell, attack=AttackSpec.create(name, options))
+        member = member_cell.build_attack("reid")
+        assert member is not None and member_cell.attack is not None
+        features = attacked_side(ctx, member_cell, member, "query")
+        if not torch.isfinite(features).all():
+            raise ModelError(f"the model's embeddings of the query images attacked by {name} are not finite")
+        ranked = rank_results(ctx.spec, ctx.data, features, ctx.clean.gallery, ctx.clean)
+        members[member_cell.attack.label_on("reid")] = _Member(member, ranked)
+    modes = next(iter(members.values())).results
+    return {mode: worst_case([m.results[mode] for m in members.values()]) for mode in modes}, members
+
+
+def _member_outcomes(members: dict[str, _Member]) -> dict[str, dict[str, RankResult]]:
+    """Each member's rank results per re-ranking mode, by member label (members.csv)."""
+    return {label: m.results for label, m in members.items()}
+
+
+def _member_rows(spec: RunSpec, cell: Cell, members: dict[str, dict[str, RankResult]]) -> list[dict[str, Any]]:
+    """members.csv rows: each member's first-match rank and AP for every scored query."""
+    cell_id = cell.cell_id(spec.data, spec.recipe, spec.evaluation)
+    rows = []
+    for label, results in members.items():
+        for mode, r in results.items():
+            for i, rank, ap in zip(r.query_index(), r.first_match.tolist(), r.ap.tolist(), strict=True):
+                values = {"cell_id": cell_id, "rerank": mode, "member": label, "query": i,
+                          "first_match": int(rank), "ap": round(float(ap), 6)}  # fmt: skip
+                rows.append(columns.row(columns.MEMBERS, values))
+    return rows
 
 
 def _projected(attack: attacks.Attack | None) -> float | str:

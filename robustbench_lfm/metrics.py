@@ -26,6 +26,7 @@ processed in chunks so memory stays bounded at any gallery size.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
@@ -57,6 +58,7 @@ class RankResult:
         valid: (n_q,) bool, which queries were counted.
         first_match: (num_valid,) filtered rank (1-based) of each valid query's first match.
         ap: (num_valid,) AP of each valid query, float64; lets reports bootstrap over queries.
+        inp: (num_valid,) INP of each valid query, float64.
     """
 
     cmc: Tensor
@@ -66,6 +68,7 @@ class RankResult:
     valid: Tensor
     first_match: Tensor
     ap: Tensor
+    inp: Tensor
 
     def query_index(self) -> list[int]:
         """The index of each valid query: the rows of its per-query record (queries.csv)."""
@@ -152,7 +155,25 @@ def evaluate_rank(
         valid=valid,
         first_match=first[valid],
         ap=aps[valid],
+        inp=inps[valid],
     )
+
+
+def worst_case(results: Sequence[RankResult]) -> RankResult:
+    """Each query at its worst over `results` (the same queries scored against the same gallery
+    after different attacks): the largest first-match rank (Rank-k), the lowest AP (mAP) and INP
+    (mINP); the three may come from different results. The attack ensemble's score (auto-reid)."""
+    if not results:
+        raise ValueError("worst_case needs at least one result")
+    first = results[0]
+    if any(not torch.equal(r.valid, first.valid) or len(r.cmc) != len(first.cmc) for r in results):
+        raise ValueError("worst_case: the results score different queries or galleries")
+    rank = torch.stack([r.first_match for r in results]).amax(0)
+    ap = torch.stack([r.ap for r in results]).amin(0)
+    inp = torch.stack([r.inp for r in results]).amin(0)
+    ks = torch.arange(1, len(first.cmc) + 1)
+    cmc = (rank[:, None] <= ks[None]).double().mean(0)
+    return RankResult(cmc.float(), float(ap.mean()), float(inp.mean()), first.num_valid, first.valid, rank, ap, inp)
 
 
 _NO_VALID_QUERY = (

@@ -144,6 +144,7 @@ class _Tables:
         self.probes = ResultStore(spec.out_dir / "probes.csv")
         self.curves = ResultStore.cmc(spec.out_dir / "cmc.csv")
         self.queries = ResultStore.queries(spec.out_dir / "queries.csv")
+        self.members = ResultStore.members(spec.out_dir / "members.csv")
 
 
 def expected_rows(spec: RunSpec) -> set[tuple[str, str]]:
@@ -170,15 +171,22 @@ def _done_cells(spec: RunSpec, tables: _Tables, log: Log) -> dict[str, set[str]]
     sides = [tables.queries] + ([tables.curves] if spec.recipe.task == "reid" else [])
     side_cells = [{r["cell_id"] for r in t.repair().rows} for t in sides]
     complete = complete_cells(results, expected)
-    done = {c for c in complete if all(c in side for side in side_cells)}
+    ensembles = {r["cell_id"] for r in results if _is_ensemble(r["attack"])}  # their members.csv rows too
+    with_members = {r["cell_id"] for r in tables.members.repair().rows} if ensembles else set()
+    done = {c for c in complete if all(c in side for side in side_cells) and (c not in ensembles or c in with_members)}
     redo = {r["cell_id"] for r in results} - done
     if redo:
         warnings.warn(
             f"{len(redo)} recorded cell(s) in {tables.results.path} are incomplete, invalid or lack their "
-            "queries.csv / cmc.csv rows; recomputing them",
+            "queries.csv / cmc.csv rows (an ensemble cell its members.csv rows); recomputing them",
             stacklevel=2,
         )
     return {"results": done, "probes": complete_cells(probes, expected)}
+
+
+def _is_ensemble(name: str) -> bool:
+    """Whether attack `name` is scored per query over members (auto-reid), so its cells have members.csv rows."""
+    return name in attacks.registry.ATTACKS.names() and issubclass(attacks.get_attack_class(name), attacks.Ensemble)
 
 
 def _run_groups(spec: RunSpec, ex: ExecSpec, tables: _Tables, manifest: Manifest, done: dict[str, set[str]]) -> None:
@@ -219,7 +227,7 @@ def _record(result: GroupResult, tables: _Tables, manifest: Manifest) -> None:
     stale = tables.results.superseded(result.rows.get("results", [])) | tables.probes.superseded(
         result.rows.get("probes", [])
     )
-    for name in ("queries", "curves", "probes", "results"):  # results last: they record the cells as done
+    for name in ("queries", "members", "curves", "probes", "results"):  # results last: they record the cells as done
         if result.rows.get(name) or stale:
             getattr(tables, name).append(result.rows.get(name, []), replace_cells=True, drop_cells=stale)
     manifest.cells_run += result.cells_run

@@ -4,8 +4,10 @@
 CMC curve up to rank 50 for the CMC plot. `queries.csv`: one row per cell x scored query (or test
 image): its outcome in each per-query column of the metric table (robustbench_lfm.metric_table:
 the Rank-1 hit or correct class, the AP), which the report's standard errors and paired
-tests resample. Appending rewrites the file through a temp file, fsync and a rename
-(robustbench_lfm.files.atomic_write), so a crash leaves either the old table or the new one, never half a row.
+tests resample. `members.csv`: one row per ensemble cell (auto-reid) x member x scored query: the
+member's own first-match rank and AP, from which the report says which member decided.
+Appending rewrites the file through a temp file, fsync and a rename (robustbench_lfm.files.atomic_write),
+so a crash leaves either the old table or the new one, never half a row.
 
 Tables are read by header name (`scan`), so a table of an older version reads: a column it lacks
 takes the value its declaration says older tables imply (robustbench_lfm.columns), and the next
@@ -71,6 +73,11 @@ class ResultStore:
     def cmc(cls, path: Path) -> ResultStore:
         """`cmc.csv`."""
         return cls(path, columns.CMC)
+
+    @classmethod
+    def members(cls, path: Path) -> ResultStore:
+        """`members.csv`: each ensemble member's per-query outcome (auto-reid)."""
+        return cls(path, columns.MEMBERS)
 
     @classmethod
     def queries(cls, path: Path) -> ResultStore:

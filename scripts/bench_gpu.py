@@ -9,13 +9,15 @@ with the `paper` recipe, the registered `pgd` attack, attacking.embed_images), i
 - training images/s, fp32 and under bf16 autocast (one P x K batch per step: forward, ID loss with
   label smoothing plus batch-hard triplet, backward, Adam step);
 - PGD-20 queries/s (L-inf, 8/255, query side, the re-ID objective), fp32 (the harness's default);
+  every attack step of the preset is costed at this rate (one forward and backward each);
 - feature extraction images/s, fp32 and bf16.
 
 Each figure is the median of `--iters` timed iterations after `--warmup` (3) untimed ones, with the device
 synchronised around each. The ratios bf16 / fp32 compare the two in the same process. Last, the
-cost of `--preset lfm-paper` (4 models with the plain baseline, 120 epochs on Market-1501,
-SMA-15 at 5/255 plus its two sanity probes, every image embedded once) follows from these rates;
-attack steps are costed at PGD's rate (one forward and backward each, as SMA's). Runs on CPU too
+cost of `--preset lfm-paper` (4 models with the plain baseline, 120 epochs on Market-1501, its
+attacks at 5/255 and their large-eps sanity probes, every image embedded once) follows from these
+rates: `preset_attack_steps` counts the steps of each attack the preset names (auto-reid: every
+member's) at its budget and again at the probe, which runs the same schedule. Runs on CPU too
 (`--device cpu --iters 1 --warmup 1` with small batches), which is how the README's CPU-derived estimate was made.
 """
 
@@ -26,6 +28,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.resources import files
 
 import torch
 
@@ -34,14 +37,28 @@ from robustbench_lfm.attacking import embed_images
 from robustbench_lfm.datasets import ReIDDataset, ReIDSplit
 from robustbench_lfm.environment import configure_determinism
 from robustbench_lfm.precision import autocast
-from robustbench_lfm.recipe import load_recipe
+from robustbench_lfm.recipe import load_recipe, tomllib
 from robustbench_lfm.spec import resolve_attack
 from robustbench_lfm.training import images_per_epoch, make_optimizer, standard_step
 
 MARKET = {"train_ids": 751, "train": 12936, "query": 3368, "gallery": 15913}
 PAPER_MODELS = 4  # plain, lfm, dropout, cutout
-ATTACK_CELLS = 3  # sma at 5/255, and its probes at 0 and 64/255, each 15 steps on every query
-SMA_STEPS = 15
+PAPER_EPS = 5 / 255
+
+
+def preset_attack_steps() -> int:
+    """Attack steps per query and model of `--preset lfm-paper`: each attack's (auto-reid: each
+    member's) schedule at 5/255, twice: the cell and its large-eps probe, which runs the same
+    schedule scaled (the probe at eps 0 runs no search)."""
+    preset = tomllib.loads((files("robustbench_lfm") / "presets" / "lfm-paper.toml").read_text())
+    steps = 0
+    for item in preset["attacks"]:
+        attack = resolve_attack(item).build(0)
+        parts = attack.member_options() if isinstance(attack, attacks.Ensemble) else [(attack.name, {})]
+        for name, options in parts:
+            one = attack if not options else attacks.create_attack(name, **options)
+            steps += one.schedule_for(PAPER_EPS, "reid")[0]
+    return 2 * steps
 
 
 @dataclass(frozen=True)
@@ -126,7 +143,7 @@ def paper_hours(train: float, pgd: float, features: float) -> dict[str, float]:
     return {
         "train": PAPER_MODELS * recipe.epochs * epoch_images() / train / 3600,
         "features": PAPER_MODELS * (MARKET["query"] + MARKET["gallery"]) / features / 3600,
-        "attacks": PAPER_MODELS * ATTACK_CELLS * MARKET["query"] * SMA_STEPS * per_step / 3600,
+        "attacks": PAPER_MODELS * MARKET["query"] * preset_attack_steps() * per_step / 3600,
     }
 
 

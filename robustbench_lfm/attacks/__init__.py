@@ -11,6 +11,7 @@ from robustbench_lfm.attacks import autoattack as _autoattack  # noqa: F401  (re
 from robustbench_lfm.attacks import corrupt as _corrupt  # noqa: F401  (registers "corrupt", the common corruptions)
 from robustbench_lfm.attacks import cw as _cw  # noqa: F401  (registers "cw")
 from robustbench_lfm.attacks import deepfool as _deepfool  # noqa: F401  (registers "deepfool")
+from robustbench_lfm.attacks import ensemble as _ensemble  # noqa: F401  (registers "auto-reid")
 from robustbench_lfm.attacks import fgsm as _fgsm  # noqa: F401  (registers "fgsm")
 from robustbench_lfm.attacks import fna as _fna  # noqa: F401  (registers "fna")
 from robustbench_lfm.attacks import metric_ifgsm as _metric_ifgsm  # noqa: F401  (registers "metric-ifgsm")
@@ -22,6 +23,7 @@ from robustbench_lfm.attacks import sma as _sma  # noqa: F401  (registers "sma")
 from robustbench_lfm.attacks import square as _square  # noqa: F401  (registers "square")
 from robustbench_lfm.attacks import uap as _uap  # noqa: F401  (registers "uap", the universal perturbation)
 from robustbench_lfm.attacks.base import Attack, AttackError, attack_mode, budget, project, quantize, resolve_options
+from robustbench_lfm.attacks.ensemble import Ensemble
 from robustbench_lfm.attacks.objectives import OBJECTIVES, AttackContext, Fit, Guides, resolve_objective
 from robustbench_lfm.attacks.registry import UnknownAttackError, create_attack, get_attack_class, list_attacks
 
@@ -30,6 +32,7 @@ __all__ = [
     "Attack",
     "AttackContext",
     "AttackError",
+    "Ensemble",
     "Fit",
     "Guides",
     "UnknownAttackError",

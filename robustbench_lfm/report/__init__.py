@@ -1,11 +1,12 @@
 """`lfm-bench report RUN_DIR`: tables, statistics and figures a paper can use.
 
-Reads only the run's CSVs (results.csv, queries.csv, cmc.csv), so it works on a machine with no
+Reads only the run's CSVs (results.csv, queries.csv, cmc.csv, members.csv), so it works on a machine with no
 checkpoints and no GPU. Writes under RUN_DIR/report/ (or --out):
 
 * `report.md` and `report.tex` — models as rows, clean and attacked metrics as columns (%),
   mean ± std over seeds (± the cell's standard error for a single seed), the best of each column
-  in bold, the change against `plain` in parentheses; then the paired tests;
+  in bold, the change against `plain` in parentheses; for an ensemble (auto-reid), which member
+  decided how many queries (report/ensemble.py); then the paired tests;
 * `cells.csv` — every cell's value and standard error (bootstrap over queries, binomial for
   accuracy); `tests.csv` — the paired tests (robustbench_lfm/stats.py);
 * figures as PNG and PDF (report/figures.py) and `report.html`, one self-contained page (figures
@@ -26,7 +27,7 @@ import pandas as pd
 from robustbench_lfm import evidence, metric_table
 from robustbench_lfm.files import atomic_write, check_writable, remove_stale_temps
 from robustbench_lfm.identity import corrupted
-from robustbench_lfm.report import corruption
+from robustbench_lfm.report import corruption, ensemble
 from robustbench_lfm.report.figures import all_figures
 from robustbench_lfm.report.tables import (
     BASELINE,
@@ -82,6 +83,19 @@ def load_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataF
     return with_conditions(df), queries, cmc_labelled(curves, df)
 
 
+def load_members(run_dir: Path) -> pd.DataFrame | None:
+    """The run's members.csv (auto-reid's per-member outcomes), checked against queries.csv; None without one."""
+    path = run_dir / "members.csv"
+    if not path.is_file():
+        return None
+    try:
+        evidence.verify_members_of(run_dir)
+        members = ResultStore.members(path).read()
+    except StoreError as err:
+        raise ReportError(str(err)) from None
+    return members
+
+
 def incomplete_cells(df: pd.DataFrame) -> set[str]:
     """Cells lacking some of the rows their task records: every metric for every re-ranking mode."""
     out: set[str] = set()
@@ -123,11 +137,14 @@ def build_report(run_dir: Path, out: Path | None = None, pairs: Sequence[tuple[s
     title = f"{scored_on(df)}: {', '.join(dict.fromkeys(df['row']))}"
     main = cells[~corrupted(cells)]  # the corruptions get their own tables, one column per type
     extra = corruption.sections(df)
-    md = f"# {title}\n\n{markdown_table(main)}\n{extra['md']}## Paired tests\n\n{markdown_tests(tests)}"
+    members = ensemble.sections(df, load_members(run_dir))
+    md = (f"# {title}\n\n{markdown_table(main)}\n{members['md']}{extra['md']}"
+          f"## Paired tests\n\n{markdown_tests(tests)}")  # fmt: skip
     atomic_write(out / "report.md", md)
-    atomic_write(out / "report.tex", latex_table(main, f"Clean and attacked {title} (%)") + extra["tex"])
+    tex = latex_table(main, f"Clean and attacked {title} (%)") + members["tex"] + extra["tex"]
+    atomic_write(out / "report.tex", tex)
     figures = all_figures(df, curves, out)
-    atomic_write(out / "report.html", _html(title, main, tests, figures, extra["html"]))
+    atomic_write(out / "report.html", _html(title, main, tests, figures, members["html"] + extra["html"]))
     return Report(out / "report.md", out / "report.tex", out / "report.html", figures)
 
 

@@ -1,0 +1,146 @@
+"""auto-reid: each query at its worst over a fixed ensemble of metric attacks (robustbench_lfm/attacks/ensemble.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from robustbench_lfm import attacks
+from robustbench_lfm.attacks.ensemble import MEMBERS, MEMBERS_TEXT
+from robustbench_lfm.cli import main
+from robustbench_lfm.metrics import evaluate_rank, worst_case
+from robustbench_lfm.spec import AttackSpec
+from tests.conftest import TINY_CLI
+
+
+def _gallery(n_q: int = 12, n_g: int = 40, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    q_pids, g_pids = torch.arange(n_q) % 6, torch.arange(n_g) % 8
+    return q_pids, g_pids, torch.zeros(n_q, dtype=torch.long), torch.ones(n_g, dtype=torch.long), g
+
+
+def test_worst_case_is_each_query_scored_on_its_worst_member_s_distances():
+    """When one member is worst for a query on every metric (its true matches pushed back), the
+    ensemble equals evaluate_rank of a matrix taking each query's row from that member."""
+    q_pids, g_pids, q_cams, g_cams, g = _gallery()
+    a = torch.rand(12, 40, generator=g)
+    b = a + 2.0 * (q_pids[:, None] == g_pids[None]) * torch.rand(12, 40, generator=g)  # matches moved back
+    worse_in_b = torch.arange(12) % 2 == 0
+    c = torch.where(worse_in_b[:, None], a, a + 2.0 * (q_pids[:, None] == g_pids[None]))  # odd rows: c is worse
+    mixed = torch.where(worse_in_b[:, None], b, c)
+    scored = [evaluate_rank(m, q_pids, g_pids, q_cams, g_cams) for m in (b, c)]
+    oracle = evaluate_rank(mixed, q_pids, g_pids, q_cams, g_cams)
+    got = worst_case(scored)
+    assert torch.equal(got.first_match, oracle.first_match) and torch.allclose(got.ap, oracle.ap)
+    assert torch.allclose(got.cmc, oracle.cmc) and got.mAP == pytest.approx(oracle.mAP)
+    assert got.mINP == pytest.approx(oracle.mINP)
+    for member in scored:  # never above any member, on any metric
+        assert got.mAP <= member.mAP and got.mINP <= member.mINP and bool((got.cmc <= member.cmc).all())
+
+
+def test_worst_case_takes_rank_and_ap_from_different_members():
+    """A query can have its worst first match under one member and its worst AP under another."""
+    q_pids, g_pids, q_cams, g_cams, _ = _gallery(1, 4)
+    g_pids = torch.tensor([0, 0, 1, 2])  # two true matches
+    early_then_last = torch.tensor([[0.0, 3.0, 1.0, 2.0]])  # matches at ranks 1 and 4: AP (1 + 2/4) / 2
+    second_and_third = torch.tensor([[2.0, 1.0, 0.0, 3.0]])  # ranks 2 and 3: AP (1/2 + 2/3) / 2
+    one, two = (evaluate_rank(d, q_pids, g_pids, q_cams, g_cams) for d in (early_then_last, second_and_third))
+    got = worst_case([one, two])
+    assert int(got.first_match[0]) == 2 and float(got.cmc[0]) == 0.0  # rank from `two`
+    assert float(got.ap[0]) == pytest.approx(min(0.75, (0.5 + 2 / 3) / 2))  # AP from whichever is lower
+    with pytest.raises(ValueError, match="at least one"):
+        worst_case([])
+
+
+def test_the_members_are_fixed_recorded_and_both_geometries():
+    spec = AttackSpec.create("auto-reid")
+    assert json.loads(spec.params_json())["members"] == MEMBERS_TEXT and spec.label == "auto-reid"
+    geometries = {dict(options).get("geometry") for name, options in MEMBERS if name in ("sma", "fna")}
+    assert geometries == {"cosine", "euclidean"}
+    assert all(dict(o).get("side", "query") == "query" for _, o in MEMBERS)  # per query: query-side only
+    with pytest.raises(ValueError, match="the members are fixed"):
+        AttackSpec.create("auto-reid", {"members": "sma"}).build(0)
+    l2 = attacks.create_attack("auto-reid", norm="l2")
+    assert {o["norm"] for _, o in l2.member_options()} == {"l2"}  # one norm, one budget
+
+
+def _args(out, cache, attack_list: str) -> list[str]:
+    return ["run", "--models", "lfm", "--no-baseline", "--attacks", attack_list, "--eps", "8/255", "--distance",
+            "euclidean", "--dataset", TINY_CLI, "--epochs", "2", "-q", "--out", str(out),
+            "--cache-dir", str(cache)]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """lfm under auto-reid and each of its members alone, scored in Euclidean distance."""
+    root = tmp_path_factory.mktemp("ensemble")
+    alone = ",".join(AttackSpec.create(name, dict(options)).label for name, options in MEMBERS)
+    result = CliRunner().invoke(main, _args(root / "run", root / "cache", f"auto-reid,{alone}"))
+    assert result.exit_code == 0, result.output
+    read = {t: pd.read_csv(root / "run" / f"{t}.csv", keep_default_na=False) for t in ("results", "queries", "members")}
+    return {**read, "run": root / "run", "cache": root / "cache"}
+
+
+def test_each_member_in_the_ensemble_is_the_same_attack_run_alone(sweep):
+    results, queries, members = sweep["results"], sweep["queries"], sweep["members"]
+    cells = results.drop_duplicates("cell_id").set_index("attack_label")
+    ensemble = cells.loc["auto-reid", "cell_id"]
+    ours = members[members["cell_id"] == ensemble]
+    assert sorted(ours["member"].unique()) == sorted(AttackSpec.create(n, dict(o)).label for n, o in MEMBERS)
+    for label, rows in ours.groupby("member"):
+        run_alone = queries[queries["cell_id"] == cells.loc[label, "cell_id"]].set_index("query")
+        rows = rows.set_index("query").loc[run_alone.index]
+        assert ((rows["first_match"] == 1).astype(int) == run_alone["hit"]).all(), label
+        assert (rows["ap"] - run_alone["ap"]).abs().max() < 1e-6, label
+
+
+def test_the_ensemble_scores_each_query_at_its_worst_and_is_never_weaker(sweep):
+    results, queries, members = sweep["results"], sweep["queries"], sweep["members"]
+    ensemble = results.loc[results["attack"] == "auto-reid", "cell_id"].iloc[0]
+    scored = queries[queries["cell_id"] == ensemble].set_index("query")
+    ours = members[members["cell_id"] == ensemble]
+    assert (scored["ap"] - ours.groupby("query")["ap"].min()).abs().max() < 1e-6
+    assert ((ours.groupby("query")["first_match"].max() == 1).astype(int) == scored["hit"]).all()
+    value = results.pivot_table(index="attack_label", columns="metric", values="value")
+    for metric in ("rank1", "rank5", "rank10", "mAP", "mINP"):
+        assert (value.loc["auto-reid", metric] <= value.drop(index=["auto-reid", "none"])[metric] + 1e-9).all()
+    row = results[results["attack"] == "auto-reid"].iloc[0]
+    assert row["objective"] == "worst-case" and row["perturbed"] == "query" and row["distance"] == "euclidean"
+    assert float(row["projected"]) <= 1e-5  # each member's output checked against the budget
+
+
+def test_the_report_says_which_member_decided_and_refuses_members_that_disagree(sweep, tmp_path):
+    import shutil
+
+    from robustbench_lfm.report import ReportError, build_report
+
+    run = tmp_path / "run"
+    shutil.copytree(sweep["run"], run)
+    report = build_report(run).markdown.read_text()
+    assert "## Worst-case ensemble: which member decided" in report
+    for name, options in MEMBERS:
+        assert f"| {AttackSpec.create(name, dict(options)).label} " in report
+    members = pd.read_csv(run / "members.csv", keep_default_na=False, dtype=str)
+    lowest = pd.to_numeric(members["ap"]).idxmin()
+    members.loc[lowest, "ap"] = "1.0"  # a member's worst AP raised: the ensemble's AP is no longer the minimum
+    members.to_csv(run / "members.csv", index=False)
+    with pytest.raises(ReportError, match=r"ensemble cell \w+ query \d+: its outcome in queries.csv is not the worst"):
+        build_report(run)
+
+
+def test_an_ensemble_cell_without_its_members_rows_is_recomputed(sweep, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(sweep["run"], run)
+    (run / "members.csv").unlink()
+    with pytest.warns(UserWarning, match=r"1 recorded cell\(s\) .*\(an ensemble cell its members.csv rows\)"):
+        result = CliRunner().invoke(main, _args(run, sweep["cache"], "auto-reid"))
+    assert result.exit_code == 0, result.output
+    rebuilt = pd.read_csv(run / "members.csv", keep_default_na=False)
+    original = sweep["members"]
+    assert len(rebuilt) == len(original) and set(rebuilt["member"]) == set(original["member"])
