@@ -1,8 +1,9 @@
 """Uncertainty of a cell and tests between two models, from per-query outcomes (queries.csv).
 
-* Standard error of a cell: Rank-1 and mAP by a bootstrap over queries (resample the scored
-  queries with replacement, `N_BOOT` times, the SE is the std of the resampled means); accuracy
-  by the binomial formula sqrt(p (1 - p) / n).
+* Standard error of a cell: proportions (Rank-k, accuracy) by the binomial formula
+  sqrt(p (1 - p) / n) over the n scored queries or test images; means of per-query scores (mAP)
+  by a bootstrap over queries (resample the scored queries with replacement, `N_BOOT` times, the
+  SE is the std of the resampled means).
 * Paired comparison of two models with two or more training seeds: a paired t-test over seeds
   (`seed_t_test`) of the per-seed differences of the means over queries. The unit of
   replication is the training seed: queries within a seed share one trained network, so pooling
@@ -15,7 +16,9 @@
   for 0/1 outcomes (Rank-1 hits, correct classes) McNemar's exact test on the discordant pairs;
   for AP a sign-flip permutation test of the mean paired difference (`N_PERM` random sign
   patterns plus the observed one). Both two-sided. Reports label it so.
-* Across seeds, reports show mean +- std of the per-seed values.
+* Across seeds, reports show mean +- std of the per-seed values, and mark a column's best only
+  when it beats the runner-up by `seed_t_test` at p < 0.05 after Holm's correction over the
+  table's columns (`holm`); a one-seed table marks none.
 
 Every random draw comes from a generator seeded with `seed`, so a report is reproducible.
 """
@@ -23,6 +26,7 @@ Every random draw comes from a generator seeded with `seed`, so a report is repr
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,18 +98,32 @@ def paired_test(a: np.ndarray, b: np.ndarray, binary: bool, seed: int = 0) -> Pa
 def seed_t_test(a: np.ndarray, b: np.ndarray) -> PairedTest:
     """Two-sided paired t-test over seeds of per-seed means `a` and `b` (same seeds, same order).
 
-    df = seeds - 1. Identical differences give p = 1 when they are all zero, else 0.
+    df = seeds - 1. Differences with no spread cannot be tested: p = 1 when they are all zero,
+    NaN (not tested) otherwise; never 0, which would claim certainty from two equal numbers.
     """
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     if len(d) < 2:
         raise ValueError(f"a paired test over seeds needs at least two seeds; got {len(d)}")
     sd = d.std(ddof=1)
     if sd == 0:
-        p = 1.0 if d.mean() == 0 else 0.0
+        p = 1.0 if d.mean() == 0 else math.nan
     else:
         t = d.mean() / (sd / math.sqrt(len(d)))
         p = float(2 * scipy_stats.t.sf(abs(t), df=len(d) - 1))
     return PairedTest(float(d.mean()), p, len(d), "paired-t over seeds")
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (Holm 1979), in the input's order: the i-th smallest of m
+    tested p is multiplied by m - i + 1, made monotone, capped at 1. NaN (not tested) stays NaN and
+    does not count in m."""
+    tested = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    out = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - rank) * p))
+        out[i] = running
+    return out
 
 
 def two_proportion_p(p1: float, n1: int, p2: float, n2: int) -> float:

@@ -333,3 +333,30 @@ def test_the_cifar_table_is_make_cifar_c_s_parameter_by_parameter(name):
     for severity, (a, b) in enumerate(zip(ours, theirs, strict=True), 1):
         a, b = np.atleast_1d(np.asarray(a, dtype=float)), np.atleast_1d(np.asarray(b, dtype=float))
         assert a.shape == b.shape and np.allclose(a, b, rtol=0, atol=1e-12), f"{name} severity {severity}: {a} != {b}"
+
+
+def _corruption_rows(accuracy: dict[str, list[float]], corruption: str = "fog") -> list[dict]:
+    """Classification corruption rows: per model, one accuracy per training seed (severity 3)."""
+    return [
+        {"task": "classification", "dataset": "digits", "model": model, "attack": "corrupt",
+         "attack_label": f"corrupt:type={corruption}", "attack_params": f'{{"type": "{corruption}"}}',
+         "severity": 3, "eps": 0.0, "metric": "accuracy", "value": value, "rerank": "", "perturbed": "input",
+         "train_seed": seed}
+        for model, values in accuracy.items()
+        for seed, value in enumerate(values)
+    ]  # fmt: skip
+
+
+def test_the_corruption_tables_bold_a_lead_that_holds_over_the_seeds_only():
+    from robustbench_lfm.report.corruption import MCE, corruption_tables
+
+    leads = pd.DataFrame(_corruption_rows({"plain": [0.50, 0.52, 0.51], "lfm": [0.70, 0.71, 0.73]}))
+    ((_, table),) = corruption_tables(leads)
+    assert table.bold.loc["lfm", "fog"] and table.bold.loc["lfm", "mean"] and not table.bold.loc["plain"].any()
+    assert MCE in table.text.columns and not table.bold[MCE].any()  # a ratio to plain's errors: never marked
+    one_seed = pd.DataFrame(_corruption_rows({"plain": [0.50], "lfm": [0.90]}))
+    ((_, table),) = corruption_tables(one_seed)
+    assert not table.bold.to_numpy().any() and "compare trained checkpoints, not methods" in table.legend
+    within_spread = pd.DataFrame(_corruption_rows({"plain": [0.50, 0.60, 0.40], "lfm": [0.55, 0.45, 0.62]}))
+    ((_, table),) = corruption_tables(within_spread)
+    assert not table.bold.to_numpy().any()

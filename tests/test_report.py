@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -17,7 +18,7 @@ from robustbench_lfm import metric_table
 from robustbench_lfm.cli import main
 from robustbench_lfm.hashing import file_sha256
 from robustbench_lfm.options import RunOptions
-from robustbench_lfm.report.tables import html_table, latex_table, markdown_table
+from robustbench_lfm.report.tables import formatted_table, html_table, latex_table, markdown_table
 from robustbench_lfm.runner import run_sweep
 from robustbench_lfm.spec import build_spec
 from tests.test_threats import DATA
@@ -55,10 +56,10 @@ def test_report_writes_tables_tests_figures_and_one_page(run_dir, tmp_path):
     assert result.exit_code == 0, result.output
     md = re.sub(" +", " ", (tmp_path / "report.md").read_text())  # tabulate pads columns
     assert "| model | clean Rank-1 | clean mAP | pgd 2/255 Rank-1 | pgd 2/255 mAP |" in md
-    assert "**" in md and " ± " in md and "sample std over 2 training seeds" in md
+    assert " ± " in md and "sample std over 2 training seeds" in md and "Holm-corrected over the table" in md
     assert md.index("| plain |") < md.index("| lfm |")  # the baseline row first
     tex = (tmp_path / "report.tex").read_text()
-    assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex and r"\textbf{" in tex
+    assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
     tests = pd.read_csv(tmp_path / "tests.csv")
     assert set(tests["test"]) == {"paired-t over seeds"} and tests["p_value"].between(0, 1).all()
     assert (tests["n"] == 2).all() and (tests["seeds"] == 2).all()  # the seed is the unit, not the query
@@ -183,10 +184,12 @@ def test_a_metric_added_as_one_entry_reaches_the_csv_the_report_and_the_gate(run
     assert regressed and all(line.split(":")[0].endswith("rank20") for line in regressed)
 
 
-def _cells(model: str, condition: str) -> pd.DataFrame:
+def _cells(model: str, condition: str, values=(0.49, 0.50, 0.51), plain=(0.40, 0.40, 0.41)) -> pd.DataFrame:
+    """Rank-1 of `model` and plain over len(values) seeds (one seed: the SE column stands as ±)."""
+    seeds = range(len(values))
     return pd.DataFrame(
-        {"row": [model, "plain"], "condition": [condition] * 2, "metric": ["rank1"] * 2, "value": [0.5, 0.4],
-         "se": [0.01, 0.02], "eps": [0.0, 0.0], "task": ["reid"] * 2}
+        {"row": [model] * len(values) + ["plain"] * len(plain), "condition": condition, "metric": "rank1",
+         "value": [*values, *plain], "se": 0.01, "eps": 0.0, "task": "reid", "train_seed": [*seeds, *seeds]}
     )  # fmt: skip
 
 
@@ -206,6 +209,27 @@ def test_every_table_format_renders_any_model_name(model, condition):
     assert r"\toprule" in tex and r"\textbf{50.0" in tex and r"caption \& 100\%" in tex
     page = html_table(_cells(model, condition))
     assert html.escape(model) in page and "font-weight: bold" in page
+
+
+def test_bold_marks_a_lead_that_holds_over_the_seeds_and_nothing_else():
+    """A 9.7-point lead over three seeds with little spread is bold (p shown in the legend's
+    terms); a lead smaller than the seeds' spread is not, and one seed marks nothing."""
+    wins = formatted_table(_cells("lfm", "clean"))
+    assert wins.bold.loc["lfm", ("clean", "Rank-1")] and not wins.bold.loc["plain"].any()
+    assert "paired t-test over the training seeds, Holm-corrected over the table's 1 such test(s)" in wins.legend
+    tie = formatted_table(_cells("lfm", "clean", values=(0.42, 0.38, 0.45), plain=(0.41, 0.40, 0.40)))
+    assert not tie.bold.to_numpy().any()  # lfm's mean is higher, by less than the seeds' spread
+    one = formatted_table(_cells("lfm", "clean", values=(0.60,), plain=(0.40,)))
+    assert not one.bold.to_numpy().any() and "compare trained checkpoints, not methods" in one.legend
+    assert "binomial over the scored queries" in one.legend  # what ± is, as the code computes it
+
+
+def test_holm_adjusts_in_order_and_keeps_untested_apart():
+    from robustbench_lfm.stats import holm
+
+    got = holm([0.01, 0.04, float("nan"), 0.03])  # m = 3: 0.01 x 3, 0.03 x 2, max(0.04 x 1, 0.06)
+    assert got[0] == pytest.approx(0.03) and got[1] == pytest.approx(0.06) and got[3] == pytest.approx(0.06)
+    assert np.isnan(got[2])
 
 
 def _resnet50_file(tmp_path):

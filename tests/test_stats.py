@@ -119,3 +119,10 @@ def test_sign_flip_p_estimates_the_exact_enumeration():
     exact = np.mean([abs((np.array(s) * d).mean()) >= observed - 1e-12 for s in itertools.product((-1, 1), repeat=10)])
     got = sign_flip(d, np.zeros_like(d), n_perm=20000, seed=1).p_value
     assert abs(got - exact) <= 4 * np.sqrt(exact * (1 - exact) / 20000) + 1 / 20001
+
+
+def test_the_seed_t_test_never_claims_certainty_from_no_spread():
+    """Two seeds whose differences are equal (each one query apart) have no spread to test against:
+    p is NaN (not tested), never 0; equal results give p = 1."""
+    assert np.isnan(seed_t_test(np.array([0.50, 0.60]), np.array([0.49, 0.59])).p_value)
+    assert seed_t_test(np.array([0.5, 0.6]), np.array([0.5, 0.6])).p_value == 1.0

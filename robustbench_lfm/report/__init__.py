@@ -4,11 +4,12 @@ Reads only the run's CSVs (results.csv, queries.csv, cmc.csv, members.csv), so i
 checkpoints and no GPU. Writes under RUN_DIR/report/ (or --out):
 
 * `report.md` and `report.tex` — models as rows, clean and attacked metrics as columns (%),
-  mean ± std over seeds (± the cell's standard error for a single seed), the best of each column
-  in bold, the change against `plain` in parentheses; for an ensemble (auto-reid), which member
+  mean ± std over seeds (± the cell's standard error for a single seed), a column's best in bold
+  when it leads the runner-up over the seeds (report/tables.py `marked`), the change against
+  `plain` in parentheses; for an ensemble (auto-reid), which member
   decided how many queries (report/ensemble.py); then the paired tests;
-* `cells.csv` — every cell's value and standard error (bootstrap over queries, binomial for
-  accuracy); `tests.csv` — the paired tests (robustbench_lfm/stats.py);
+* `cells.csv` — every cell's value and standard error (bootstrap over queries for mAP, binomial for
+  Rank-k and accuracy); `tests.csv` — the paired tests (robustbench_lfm/stats.py);
 * figures as PNG and PDF (report/figures.py) and `report.html`, one self-contained page (figures
   embedded) with everything.
 """

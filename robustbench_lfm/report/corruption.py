@@ -25,7 +25,19 @@ import pandas as pd
 
 from robustbench_lfm import metric_table
 from robustbench_lfm.identity import corrupted, labelled, subset_title
-from robustbench_lfm.report.tables import BASELINE, FormattedTable, render_html, render_latex, render_markdown
+from robustbench_lfm.report.tables import (
+    BASELINE,
+    FormattedTable,
+    leader,
+    marked,
+    marks_legend,
+    render_html,
+    render_latex,
+    render_markdown,
+    tested_count,
+)
+
+MCE = "mCE vs plain"  # how every table and summary heads the column: relative to plain, not to AlexNet
 
 
 def corruption_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -77,6 +89,30 @@ def mce(df: pd.DataFrame) -> pd.Series:
     return (100 * ce.groupby(level=[0, 1]).mean()).rename("mCE")
 
 
+def _per_seed(df: pd.DataFrame) -> pd.DataFrame:
+    """(row, variant, metric, corruption, train_seed) -> value averaged over the severities, with
+    `mean` over corruptions as a corruption of its own: what the marks of best test over seeds."""
+    rows = corruption_rows(_named(df))
+    rows = rows[rows["rerank"].fillna("") == ""]
+    key = ["row", "variant", "metric", "train_seed"]
+    by_type = rows.groupby([*key, "corruption"], sort=False)["value"].mean().reset_index()
+    mean = by_type.groupby(key, sort=False)["value"].mean().reset_index().assign(corruption="mean")
+    return pd.concat([by_type, mean], ignore_index=True)
+
+
+def _leaders(seeded: pd.DataFrame, table: pd.DataFrame, sign: int) -> dict:
+    """The seed-level leader of each corruption column and of `mean` (tables.leader); the clean
+    column is the main table's, and mCE, a ratio to plain's errors, is not marked."""
+    out = {}
+    for column in table.columns:
+        if column in ("clean", "mCE"):
+            continue
+        rows = seeded[seeded["corruption"] == column]
+        per_seed = rows.set_index(["row", "train_seed"])["value"].astype(float)
+        out[column] = leader(per_seed, {str(r): float(v) for r, v in table[column].items()}, sign)
+    return out
+
+
 def severities_text(df: pd.DataFrame) -> str:
     """'severity 3' or 'severities 1-5' of the corruption cells in `df`."""
     levels = sorted({int(s) for s in pd.to_numeric(df.loc[corrupted(df), "severity"])})
@@ -89,12 +125,13 @@ def severities_text(df: pd.DataFrame) -> str:
 
 def corruption_tables(df: pd.DataFrame) -> list[tuple[str, FormattedTable]]:
     """One (title, table) per variant and headline metric: models as rows; clean, each corruption,
-    their mean and (classification) mCE as columns, in %; the best of each column bold."""
+    their mean and (classification) mCE as columns, in %; a corruption's (or the mean's) best bold
+    when it leads the runner-up over the seeds (tables.marked)."""
     df = _named(df)
     values = per_corruption(df)
     if values.empty:
         return []
-    clean, ce = _clean(df), mce(df)
+    clean, ce, per_seed = _clean(df), mce(df), _per_seed(df)
     out = []
     for (variant, metric), group in values.groupby(["variant", "metric"], sort=False):
         table = group.pivot(index="row", columns="corruption", values="value")[list(dict.fromkeys(group["corruption"]))]
@@ -105,12 +142,15 @@ def corruption_tables(df: pd.DataFrame) -> list[tuple[str, FormattedTable]]:
         chance_metric = metric in metric_table.all_names(chance=True)
         if chance_metric and str(df["task"].iloc[0]) == "classification" and len(ce):
             table["mCE"] = [ce.get((r, variant), np.nan) for r in table.index]
-        sign = pd.Series({c: -1 if c == "mCE" else metric_table.get_metric(str(metric)).sign for c in table.columns})
-        bold = (table * sign).eq((table * sign).max(axis=0), axis=1) & table.notna()
+        seeded = per_seed[(per_seed["variant"] == variant) & (per_seed["metric"] == metric)]
+        leaders = _leaders(seeded, table, metric_table.get_metric(str(metric)).sign)
+        best = marked(leaders)
+        bold = pd.DataFrame({c: [r in best.get(c, set()) for r in table.index] for c in table.columns}, table.index)
+        table, bold = (t.rename(columns={"mCE": MCE}) for t in (table, bold))
         text = table.map(lambda v: "-" if pd.isna(v) else f"{v:.1f}")
         text.index.name = bold.index.name = "model"
         name = f"{metric_table.label(str(metric))}" + (f", {variant}" if variant else "")
-        out.append((name, FormattedTable(text, bold, legend(df))))
+        out.append((name, FormattedTable(text, bold, legend(df) + "; " + marks_legend(tested_count(leaders)))))
     return out
 
 
@@ -137,7 +177,7 @@ def legend(df: pd.DataFrame) -> str:
     task = str(df["task"].iloc[0])
     side = "" if task != "reid" else "; re-ID: the corrupted side is the `perturbed` column, both = query and gallery"
     ce = "; mCE: mean corruption error against `plain` in % (lower is better)" if task == "classification" else ""
-    return f"% per corruption, averaged over {mean}; mean = over corruptions{ce}{side}; best of each column in bold"
+    return f"% per corruption, averaged over {mean}; mean = over corruptions{ce}{side}"
 
 
 def summary_text(df: pd.DataFrame) -> str:
@@ -148,9 +188,9 @@ def summary_text(df: pd.DataFrame) -> str:
         return ""
     columns = {}
     for name, table in tables:
-        for column, heading in (("clean", "clean"), ("mean", "corrupted"), ("mCE", "mCE")):
+        for column, heading in (("clean", "clean"), ("mean", "corrupted"), (MCE, MCE)):
             if column in table.text.columns:
-                columns[f"{heading} {name}" if column != "mCE" else "mCE (%)"] = table.text[column]
+                columns[f"{heading} {name}" if column != MCE else f"{MCE} (%)"] = table.text[column]
     frame = pd.DataFrame(columns).fillna("-")
     types = corruption_rows(df)["corruption"].nunique()
     head = f"common corruptions: mean over {types} type(s) at {severities_text(df)} (%; each type in report.md)"

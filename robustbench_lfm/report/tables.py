@@ -15,6 +15,7 @@ condition for one headline metric (Rank-1 and mAP for re-ID, accuracy for classi
 from __future__ import annotations
 
 import html
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,7 @@ import pandas as pd
 
 from robustbench_lfm import metric_table
 from robustbench_lfm.identity import labelled, ordered_conditions, subset_note
-from robustbench_lfm.stats import binomial_se, bootstrap_se, paired_test, seed_t_test
+from robustbench_lfm.stats import binomial_se, bootstrap_se, holm, paired_test, seed_t_test
 
 BASELINE = "plain"
 
@@ -128,13 +129,70 @@ def _columns(cells: pd.DataFrame) -> list[tuple[str, str]]:
     return [(c, m) for c in ordered_conditions(cells) for m in headline_metrics(cells)]
 
 
-def _best(agg: dict, models: list[str], col: tuple[str, str]) -> set[str]:
-    """The models with the column's best mean (ties all bold)."""
-    sign = metric_table.get_metric(col[1]).sign
-    keys = {m: (m, col[0], col[1]) for m in models}
-    scores = {m: round(sign * agg[key].mean, 6) for m, key in keys.items() if key in agg}
-    top = max(scores.values(), default=None)
-    return {m for m, v in scores.items() if v == top}
+ALPHA = 0.05  # the level at which a column's best is marked (after Holm's correction)
+
+
+@dataclass(frozen=True)
+class Leader:
+    """A column's best model against its runner-up, tested over their common seeds."""
+
+    model: str
+    runner_up: str
+    p_value: float  # paired t-test over seeds; NaN when untestable (one seed, no spread)
+    seeds: int
+
+
+def leader(per_seed: pd.Series, means: dict[str, float], sign: int) -> Leader | None:
+    """The best and runner-up of `means` (one column; `sign` +1 when higher is better) and the
+    paired t-test over their common seeds of `per_seed` ((row, train_seed) -> value); None when
+    fewer than two models have the column, or the two tie."""
+    scores = {m: sign * v for m, v in means.items() if np.isfinite(v)}
+    ranked = sorted(scores, key=lambda m: -scores[m])
+    if len(ranked) < 2 or round(scores[ranked[0]], 6) == round(scores[ranked[1]], 6):
+        return None
+    best, second = ranked[:2]
+    rows = set(per_seed.index.get_level_values(0))
+    if best not in rows or second not in rows:
+        return Leader(best, second, math.nan, 0)
+    a, b = per_seed.loc[best], per_seed.loc[second]
+    common = sorted(set(a.index) & set(b.index))
+    if len(common) < 2:
+        return Leader(best, second, math.nan, len(common))
+    test = seed_t_test(a.loc[common].to_numpy(float), b.loc[common].to_numpy(float))
+    return Leader(best, second, test.p_value, len(common))
+
+
+def marked(leaders: dict) -> dict:
+    """Per column, the model marked best: its leader when ahead of the runner-up at p < ALPHA after
+    Holm's correction over the columns tested; else none."""
+    tested = [col for col, lead in leaders.items() if lead is not None]
+    adjusted = dict(zip(tested, holm([leaders[c].p_value for c in tested]), strict=True))
+    return {col: ({leaders[col].model} if col in adjusted and adjusted[col] < ALPHA else set()) for col in leaders}
+
+
+def tested_count(leaders: dict) -> int:
+    """How many columns have a leader testable over two or more seeds (Holm's m)."""
+    return sum(lead is not None and not math.isnan(lead.p_value) for lead in leaders.values())
+
+
+def column_leaders(cells: pd.DataFrame, agg: dict, models: list[str], cols: list[tuple[str, str]]) -> dict:
+    """`leader` of each (condition, metric) column of the main table."""
+    out = {}
+    for col in cols:
+        rows = cells[(cells["condition"] == col[0]) & (cells["metric"] == col[1])]
+        per_seed = rows.groupby(["row", "train_seed"])["value"].mean().astype(float)
+        means = {m: agg[(m, col[0], col[1])].mean for m in models if (m, col[0], col[1]) in agg}
+        out[col] = leader(per_seed, means, metric_table.get_metric(col[1]).sign)
+    return out
+
+
+def marks_legend(tested: int) -> str:
+    """What bold means in a table whose marks `marked` set."""
+    if tested:
+        return (f"bold: a column's best, ahead of its runner-up at p < {ALPHA} by a paired t-test over "
+                f"the training seeds, Holm-corrected over the table's {tested} such test(s); no bold, no "
+                "such lead")  # fmt: skip
+    return "no best is marked: with one training seed the rows compare trained checkpoints, not methods"
 
 
 def _models(cells: pd.DataFrame) -> list[str]:
@@ -160,11 +218,15 @@ def _fmt(cell: TableCell | None, mark: bool) -> str:
     return text
 
 
-SE_TEXT = "standard error of one trained model over queries (bootstrap) or test images (binomial)"
+SE_TEXT = (
+    "standard error of one trained model: binomial over the scored queries or test images for Rank-k and "
+    "accuracy, bootstrap over the queries for mAP"
+)
 
 
-def _legend(agg: dict) -> str:
-    """Says which quantity every ± is: std over seeds, or one checkpoint's standard error."""
+def _legend(agg: dict, tested: int) -> str:
+    """Says which quantity every ± is (std over seeds, or one checkpoint's standard error) and
+    what bold means (`best_marks`)."""
     seeds = sorted({c.n_seeds for c in agg.values()})
     several = [n for n in seeds if n > 1]
     std = f"sample std over {'/'.join(map(str, several))} training seeds" if several else ""
@@ -174,7 +236,8 @@ def _legend(agg: dict) -> str:
         spread = f"mean ± {std}; † one seed: ± is the {SE_TEXT}"
     else:
         spread = f"mean ± {std}"
-    return f"{spread}; in parentheses the change against `{BASELINE}` in points; best of each column in bold"
+    marks = marks_legend(tested)
+    return f"{spread}; in parentheses the change against `{BASELINE}` in points; {marks}"
 
 
 @dataclass(frozen=True)
@@ -196,12 +259,13 @@ def formatted_table(cells: pd.DataFrame) -> FormattedTable:
     """Models as rows, condition x headline metric as columns, in % (the one table every format renders)."""
     agg, cols = aggregate(cells), _columns(cells)
     models, mark = _models(cells), _mixed(agg)
-    best = {col: _best(agg, models, col) for col in cols}
+    leaders = column_leaders(cells, agg, models, cols)
+    best = marked(leaders)
     columns = pd.MultiIndex.from_tuples([(c, metric_table.label(m)) for c, m in cols], names=["condition", "metric"])
     index = pd.Index(models, name="model")
     text = pd.DataFrame([[_fmt(agg.get((m, *col)), mark) for col in cols] for m in models], index, columns)
     bold = pd.DataFrame([[m in best[col] for col in cols] for m in models], index, columns)
-    return FormattedTable(text, bold, _legend(agg) + subset_note(cells))
+    return FormattedTable(text, bold, _legend(agg, tested_count(leaders)) + subset_note(cells))
 
 
 def _md_escape(text: object) -> str:
