@@ -22,19 +22,31 @@ from robustbench_lfm.report.tables import FormattedTable, render_html, render_la
 
 def decided(members: pd.DataFrame) -> pd.DataFrame:
     """Per (cell, rerank, member): queries whose worst rank (`rank_decided`) and worst AP
-    (`ap_decided`) this member gave, and the member's own Rank-1 and mAP (fractions)."""
+    (`ap_decided`) this member gave, among the queries where the members differ, and the member's
+    own Rank-1 and mAP (fractions); `rank_equal` / `ap_equal`: the cell's queries on which every
+    member gave the same outcome, which no member decided."""
     order = {m: i for i, m in enumerate(dict.fromkeys(members["member"]))}  # the ensemble's order, as written
     rows = members.assign(order=members["member"].map(order)).sort_values(["cell_id", "rerank", "query", "order"])
     key = ["cell_id", "rerank", "query"]
-    worst_rank = rows.loc[rows.groupby(key)["first_match"].idxmax()]  # idxmax: the first of tied maxima
-    worst_ap = rows.loc[rows.groupby(key)["ap"].idxmin()]
+    by_query = rows.groupby(key)
+    rank_equal = by_query["first_match"].transform("min") == by_query["first_match"].transform("max")
+    ap_equal = by_query["ap"].transform("min") == by_query["ap"].transform("max")
+    differ_rank, differ_ap = rows[~rank_equal], rows[~ap_equal]
+    worst_rank = differ_rank.loc[differ_rank.groupby(key)["first_match"].idxmax()]  # idxmax: the first of tied maxima
+    worst_ap = differ_ap.loc[differ_ap.groupby(key)["ap"].idxmin()]
     count = ["cell_id", "rerank", "member"]
     alone = rows.groupby(count).agg(rank1=("first_match", lambda r: float((r == 1).mean())), mAP=("ap", "mean"))
     out = alone.join(worst_rank.groupby(count).size().rename("rank_decided"), how="left")
     out = out.join(worst_ap.groupby(count).size().rename("ap_decided"), how="left").fillna(0)
     out["queries"] = rows.groupby(count).size()
     out["order"] = [order[m] for m in out.index.get_level_values("member")]
-    return out.astype({"rank_decided": int, "ap_decided": int}).reset_index()
+    cell = ["cell_id", "rerank"]
+    n_members = len(order)
+    out = out.reset_index()
+    equal = pd.DataFrame({"rank_equal": rank_equal.groupby([rows[c] for c in cell]).sum() // n_members,
+                          "ap_equal": ap_equal.groupby([rows[c] for c in cell]).sum() // n_members})  # fmt: skip
+    out = out.merge(equal.reset_index(), on=cell, how="left")
+    return out.astype({"rank_decided": int, "ap_decided": int, "rank_equal": int, "ap_equal": int})
 
 
 def decided_tables(results: pd.DataFrame, members: pd.DataFrame) -> list[tuple[str, FormattedTable]]:
@@ -51,12 +63,12 @@ def decided_tables(results: pd.DataFrame, members: pd.DataFrame) -> list[tuple[s
         n = int(g["queries"].iloc[0])
         text = pd.DataFrame(
             {
-                "Rank-1 alone": (100 * g["rank1"]).map("{:.1f}".format).to_numpy(),
-                "mAP alone": (100 * g["mAP"]).map("{:.1f}".format).to_numpy(),
-                "decided Rank-k": [f"{k}/{n}" for k in g["rank_decided"]],
-                "decided AP": [f"{k}/{n}" for k in g["ap_decided"]],
+                "Rank-1 alone": [*(100 * g["rank1"]).map("{:.1f}".format), "-"],
+                "mAP alone": [*(100 * g["mAP"]).map("{:.1f}".format), "-"],
+                "decided Rank-k": [*(f"{k}/{n}" for k in g["rank_decided"]), f"{int(g['rank_equal'].iloc[0])}/{n}"],
+                "decided AP": [*(f"{k}/{n}" for k in g["ap_decided"]), f"{int(g['ap_equal'].iloc[0])}/{n}"],
             },
-            index=pd.Index(g["member"].to_numpy(), name="member"),
+            index=pd.Index([*g["member"], "(every member alike)"], name="member"),
         )
         bold = pd.DataFrame(False, index=text.index, columns=text.columns)
         title = f"{c['model']} seed {c['train_seed']}, {c['attack_label']} {format_eps(float(c['eps']))}" + (
@@ -64,7 +76,8 @@ def decided_tables(results: pd.DataFrame, members: pd.DataFrame) -> list[tuple[s
         )
         legend = (
             f"each member run alone in this cell, % over {n} queries; a member decides a query when it gives "
-            "the worst first-match rank (Rank-k) or the lowest AP, the first in this order on ties"
+            "its worst first-match rank (Rank-k) or lowest AP while another member gives a better one (the "
+            "first in this order on ties); on the last row's queries every member gave the same outcome"
         )
         out.append((title, FormattedTable(text, bold, legend)))
     return out
