@@ -47,8 +47,8 @@ register_model(
 
 @register_attack("sign-noise")
 class SignNoise(Attack):
-    """Random corners of the L-inf ball, x + eps * sign(u) with u ~ U(-1, 1): the noise baseline
-    that any gradient attack must beat (no gradient is used).
+    """Random corners of the L-inf ball, x + eps * sign(u) with u ~ U(-1, 1), kept in [0, 1]: the
+    noise baseline that any gradient attack must beat (no gradient is used).
 
     Args:
         side: re-ID side perturbed, `query` or `gallery`.
@@ -60,4 +60,4 @@ class SignNoise(Attack):
 
     def perturb(self, p: Problem) -> Tensor:
         u = torch.rand(p.x.shape, generator=p.generator, device=p.x.device, dtype=p.x.dtype)
-        return p.x + p.eps * torch.sign(u - 0.5)
+        return (p.x + p.eps * torch.sign(u - 0.5)).clamp(0, 1)  # in [0, 1]: the sanity check `in-budget` holds

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import sys
 import tempfile
@@ -263,6 +264,49 @@ def check(run_dir: Path, baseline: Path, tolerance: float, alpha: float, fmt: st
     else:
         click.echo(result.to_text())
     sys.exit(0 if result.passed else 1)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path), required=False)
+@click.option("--difference", type=float, required=True, help="The true difference to detect, in points (3 = 3).")
+@click.option("--power", type=float, default=0.8, show_default=True, help="The chance of detecting it.")
+@click.option("--alpha", type=float, default=0.05, show_default=True, help="The test's level (two-sided).")
+@click.option("--metric", default="rank1", show_default=True, help="A metric with per-query outcomes: rank1 or mAP.")
+@click.option("--queries", default="", help="Query counts to plan for, e.g. 277,3368 (default: the pilot's).")
+@click.option("--seed-spread", type=float, default=None, help="Without RUN_DIR: the seed-to-seed spread of the "
+              "difference, in points.")  # fmt: skip
+@click.option("--query-spread", type=float, default=None, help="Without RUN_DIR: the spread of one query's paired "
+              "difference, in points.")  # fmt: skip
+def plan(run_dir: Path | None, difference: float, power: float, alpha: float, metric: str, queries: str,
+         seed_spread: float | None, query_spread: float | None) -> None:  # fmt: skip
+    """How many training seeds (and queries) detect a DIFFERENCE between two models with POWER.
+
+    From a pilot RUN_DIR with two or more seeds (every model against plain, every condition), or
+    from spreads you give (--seed-spread, --query-spread, --queries). The test planned for is the
+    report's: a paired t-test over training seeds (robustbench_lfm/plan.py says the model).
+    """
+    from robustbench_lfm.plan import PlanError, Spreads, as_fraction, explain, pilot_spreads, plan_table
+
+    try:
+        wanted = as_fraction(difference, "--difference")
+        if not 0 < power < 1 or not 0 < alpha < 1:
+            raise PlanError(f"--power {power} and --alpha {alpha} must lie in (0, 1)")
+        counts = [int(q) for q in queries.split(",") if q.strip()] if queries else []
+        if any(q < 1 for q in counts):
+            raise PlanError(f"--queries {queries}: give whole numbers >= 1, e.g. 277,3368")
+        if run_dir is None:
+            if seed_spread is None or query_spread is None or not counts:
+                raise PlanError("give a pilot RUN_DIR, or --seed-spread, --query-spread and --queries")
+            if not math.isfinite(seed_spread) or not 0 <= seed_spread < 100:
+                raise PlanError(f"--seed-spread {seed_spread} must be a number of points in [0, 100)")
+            rows = [("A", "B", "given", Spreads(seed_spread / 100, as_fraction(query_spread, "--query-spread")))]
+        else:
+            rows = pilot_spreads(run_dir, metric)
+    except (PlanError, ValueError) as err:
+        fail(str(err))
+    table = plan_table(rows, wanted, counts, power, alpha)
+    click.echo(table.to_string(index=False))
+    click.echo(explain(wanted, power, alpha))
 
 
 @main.command(name="ls")

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats as scipy_stats
+from scipy.optimize import brentq
 
 N_BOOT = 2000
 N_PERM = 10000
@@ -111,6 +112,35 @@ def seed_t_test(a: np.ndarray, b: np.ndarray) -> PairedTest:
         t = d.mean() / (sd / math.sqrt(len(d)))
         p = float(2 * scipy_stats.t.sf(abs(t), df=len(d) - 1))
     return PairedTest(float(d.mean()), p, len(d), "paired-t over seeds")
+
+
+POWER = 0.8  # the power at which reports state the smallest detectable difference
+ALPHA = 0.05
+
+
+def t_test_power(difference: float, sd: float, n: int, alpha: float = ALPHA) -> float:
+    """Power of the two-sided paired t-test over `n` seeds (df = n - 1) at level `alpha` against a
+    true mean difference `difference` when the per-seed differences spread with standard deviation
+    `sd`: P(|T| > t_crit) with T noncentral t, noncentrality difference / (sd / sqrt(n))."""
+    if n < 2 or not sd > 0:
+        return math.nan
+    crit = float(scipy_stats.t.ppf(1 - alpha / 2, n - 1))
+    nc = abs(difference) / (sd / math.sqrt(n))
+    upper = float(scipy_stats.nct.sf(crit, n - 1, nc))
+    lower = float(scipy_stats.nct.cdf(-crit, n - 1, nc))  # NaN where scipy underflows: a negligible tail
+    return min(1.0, upper + (0.0 if math.isnan(lower) else lower))
+
+
+def detectable_difference(sd: float, n: int, power: float = POWER, alpha: float = ALPHA) -> float:
+    """The smallest true mean difference the paired t-test over `n` seeds detects with `power`
+    when the per-seed differences spread with `sd` (same unit as sd); NaN below two seeds or with
+    no spread to scale it."""
+    if n < 2 or not sd > 0:
+        return math.nan
+    high = sd
+    while t_test_power(high, sd, n, alpha) < power:
+        high *= 2
+    return float(brentq(lambda d: t_test_power(d, sd, n, alpha) - power, 0.0, high, xtol=1e-10 * sd))
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

@@ -238,3 +238,37 @@ def _resnet50_file(tmp_path):
     path = tmp_path / "resnet50.safetensors"
     save_file(torchvision_resnet50_state(), str(path))
     return path
+
+
+def test_plan_from_a_two_seed_pilot_names_every_comparison_and_its_seed_count(run_dir):
+    result = CliRunner().invoke(main, ["plan", str(run_dir), "--difference", "3", "--queries", "277,3368"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "seeds at 277 queries" in lines[0] and "seeds at 3368 queries" in lines[0]
+    assert any(line.split()[:2] == ["lfm", "plain"] for line in lines[1:])
+    assert "detect a true difference of 3.0 points with 80% power at alpha 0.05" in lines[-1]
+
+
+def test_plan_refuses_a_one_seed_pilot_and_bad_values_in_one_line(run_dir, cache, tmp_path):
+    one = tmp_path / "one-seed"
+    _sweep(one, cache, seeds="0")
+    result = CliRunner().invoke(main, ["plan", str(one), "--difference", "3"])
+    assert result.exit_code == 2 and "a pilot needs two or more" in result.output and "--seeds 0,1,2" in result.output
+    for args, message in ((["--difference", "0"], "must be a number of points in (0, 100)"),
+                          (["--difference", "3"], "give a pilot RUN_DIR, or --seed-spread"),
+                          (["--difference", "3", "--power", "1.5", "--seed-spread", "1", "--query-spread", "40",
+                            "--queries", "100"], "--power 1.5")):  # fmt: skip
+        bad = CliRunner().invoke(main, ["plan", *args])
+        assert bad.exit_code == 2 and message in bad.output and len(bad.output.strip().splitlines()) == 1
+
+
+def test_plan_gives_the_smallest_seed_count_whose_power_reaches_the_target():
+    from robustbench_lfm.plan import Spreads, seeds_needed
+    from robustbench_lfm.stats import t_test_power
+
+    spreads = Spreads(seed=0.015, query=0.40)
+    for queries in (277, 3368):
+        n = seeds_needed(0.03, spreads, queries)
+        assert n is not None and t_test_power(0.03, spreads.sd(queries), n) >= 0.8
+        assert n == 2 or t_test_power(0.03, spreads.sd(queries), n - 1) < 0.8
+    assert seeds_needed(0.03, spreads, 3368) <= seeds_needed(0.03, spreads, 277)  # more queries never need more seeds

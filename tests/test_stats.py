@@ -126,3 +126,20 @@ def test_the_seed_t_test_never_claims_certainty_from_no_spread():
     p is NaN (not tested), never 0; equal results give p = 1."""
     assert np.isnan(seed_t_test(np.array([0.50, 0.60]), np.array([0.49, 0.59])).p_value)
     assert seed_t_test(np.array([0.5, 0.6]), np.array([0.5, 0.6])).p_value == 1.0
+
+
+@pytest.mark.parametrize("seeds", [2, 3, 5])
+def test_the_stated_detectable_difference_is_detected_with_80_percent_power(seeds):
+    """Simulation: per-seed differences drawn around the stated detectable difference, with the
+    stated spread, are found significant by the seed t-test in 80% of trials (within 2.5 points)."""
+    from robustbench_lfm.stats import detectable_difference, t_test_power
+
+    sd = 0.02
+    difference = detectable_difference(sd, seeds)
+    assert t_test_power(difference, sd, seeds) == pytest.approx(0.8, abs=1e-6)
+    rng = np.random.default_rng(seeds)
+    trials = 4000
+    hits = sum(seed_t_test(rng.normal(difference, sd, seeds), np.zeros(seeds)).p_value < 0.05 for _ in range(trials))
+    assert abs(hits / trials - 0.8) < 0.025
+    null = sum(seed_t_test(rng.normal(0, sd, seeds), np.zeros(seeds)).p_value < 0.05 for _ in range(trials))
+    assert abs(null / trials - 0.05) < 0.015  # and the level holds

@@ -23,7 +23,15 @@ import pandas as pd
 
 from robustbench_lfm import metric_table
 from robustbench_lfm.identity import labelled, ordered_conditions, subset_note
-from robustbench_lfm.stats import binomial_se, bootstrap_se, holm, paired_test, seed_t_test
+from robustbench_lfm.stats import (
+    POWER,
+    binomial_se,
+    bootstrap_se,
+    detectable_difference,
+    holm,
+    paired_test,
+    seed_t_test,
+)
 
 BASELINE = "plain"
 
@@ -83,7 +91,7 @@ def aggregate(cells: pd.DataFrame) -> dict[tuple[str, str, str], TableCell]:
     return out
 
 
-TEST_COLUMNS = ["condition", "metric", "a", "b", "diff", "p_value", "n", "seeds", "test"]
+TEST_COLUMNS = ["condition", "metric", "a", "b", "diff", "p_value", "n", "seeds", "test", "detectable"]
 
 
 def pair_tests(df: pd.DataFrame, queries: pd.DataFrame | None, pairs: list[tuple[str, str]]) -> pd.DataFrame:
@@ -112,17 +120,19 @@ def pair_tests(df: pd.DataFrame, queries: pd.DataFrame | None, pairs: list[tuple
 
 
 def _pair_test(both: pd.DataFrame, metric: str) -> list:
-    """[diff, p_value, n, seeds, test] of the paired outcomes `both` (columns *_a, *_b)."""
+    """[diff, p_value, n, seeds, test, detectable] of the paired outcomes `both` (columns *_a,
+    *_b); `detectable`: the smallest mean difference the seed-level test detects with 80% power
+    at the observed spread of the per-seed differences (NaN with one seed: no seed spread)."""
     entry = metric_table.get_metric(metric)
     column, binary = entry.query_column, entry.proportion
     seeds = both["train_seed"].nunique()
     if seeds >= 2:
         means = both.groupby("train_seed")[[f"{column}_a", f"{column}_b"]].mean()
         t = seed_t_test(means[f"{column}_a"].to_numpy(), means[f"{column}_b"].to_numpy())
-    else:
-        t = paired_test(both[f"{column}_a"].to_numpy(float), both[f"{column}_b"].to_numpy(float), binary)
-        t = type(t)(t.diff, t.p_value, t.n, f"{t.test} over queries (one seed: two checkpoints)")
-    return [t.diff, t.p_value, t.n, seeds, t.test]
+        spread = float((means[f"{column}_a"] - means[f"{column}_b"]).std(ddof=1))
+        return [t.diff, t.p_value, t.n, seeds, t.test, detectable_difference(spread, seeds)]
+    t = paired_test(both[f"{column}_a"].to_numpy(float), both[f"{column}_b"].to_numpy(float), binary)
+    return [t.diff, t.p_value, t.n, seeds, f"{t.test} over queries (one seed: two checkpoints)", math.nan]
 
 
 def _columns(cells: pd.DataFrame) -> list[tuple[str, str]]:
@@ -360,7 +370,10 @@ TESTS_NOTE = (
     "Two-sided p. With two or more seeds the test is a paired t-test over training seeds (n = seeds): "
     "it asks whether the methods differ beyond seed-to-seed spread. With one seed it compares two trained "
     "checkpoints over the same queries (n = queries: McNemar for Rank-1 and accuracy, sign-flip for AP) "
-    "and says nothing about training variation."
+    "and says nothing about training variation. `detectable`: the smallest true difference the seed-level "
+    "test would detect with 80% power at alpha 0.05, given its seed count and the observed spread of the "
+    "per-seed differences (noncentral t); a smaller difference is not evidence of no effect. With one seed "
+    "there is no seed spread and no method difference is detectable: run more seeds (`lfm-bench plan`)."
 )
 NO_TESTS = "(no paired tests: the run has no second model to compare, or no queries.csv)"
 
@@ -374,10 +387,13 @@ def tests_frame(tests: pd.DataFrame) -> pd.DataFrame:
             "A": tests["a"],
             "B": tests["b"],
             "A - B (points)": (100 * tests["diff"].astype(float)).map("{:+.1f}".format),
-            "p": tests["p_value"].astype(float).map("{:.3g}".format),
+            "p": tests["p_value"].astype(float).map(lambda p: "not tested" if math.isnan(p) else f"{p:.3g}"),
             "n": tests["n"].astype(str),
             "seeds": tests["seeds"].astype(str),
             "test": tests["test"],
+            f"detectable at {POWER:.0%} power (points)": (100 * tests["detectable"].astype(float)).map(
+                lambda d: "-" if math.isnan(d) else f"{d:.1f}"
+            ),
         }
     ).astype(str)
 
