@@ -217,8 +217,10 @@ def test_bold_marks_a_lead_that_holds_over_the_seeds_and_nothing_else():
     wins = formatted_table(_cells("lfm", "clean"))
     assert wins.bold.loc["lfm", ("clean", "Rank-1")] and not wins.bold.loc["plain"].any()
     assert "paired t-test over the training seeds, Holm-corrected over the table's 1 such test(s)" in wins.legend
+    assert re.search(r"clean Rank-1: lfm over plain p=0\.00\d+ \(Holm 0\.00\d+\)", wins.legend)  # the p behind the bold
     tie = formatted_table(_cells("lfm", "clean", values=(0.42, 0.38, 0.45), plain=(0.41, 0.40, 0.40)))
     assert not tie.bold.to_numpy().any()  # lfm's mean is higher, by less than the seeds' spread
+    assert "no column has such a lead: no bold" in tie.legend
     one = formatted_table(_cells("lfm", "clean", values=(0.60,), plain=(0.40,)))
     assert not one.bold.to_numpy().any() and "compare trained checkpoints, not methods" in one.legend
     assert "binomial over the scored queries" in one.legend  # what ± is, as the code computes it

@@ -34,7 +34,6 @@ from robustbench_lfm.report.tables import (
     render_html,
     render_latex,
     render_markdown,
-    tested_count,
 )
 
 MCE = "mCE vs plain"  # how every table and summary heads the column: relative to plain, not to AlexNet
@@ -150,7 +149,7 @@ def corruption_tables(df: pd.DataFrame) -> list[tuple[str, FormattedTable]]:
         text = table.map(lambda v: "-" if pd.isna(v) else f"{v:.1f}")
         text.index.name = bold.index.name = "model"
         name = f"{metric_table.label(str(metric))}" + (f", {variant}" if variant else "")
-        out.append((name, FormattedTable(text, bold, legend(df) + "; " + marks_legend(tested_count(leaders)))))
+        out.append((name, FormattedTable(text, bold, legend(df) + "; " + marks_legend(leaders))))
     return out
 
 

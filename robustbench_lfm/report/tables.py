@@ -196,13 +196,28 @@ def column_leaders(cells: pd.DataFrame, agg: dict, models: list[str], cols: list
     return out
 
 
-def marks_legend(tested: int) -> str:
-    """What bold means in a table whose marks `marked` set."""
-    if tested:
-        return (f"bold: a column's best, ahead of its runner-up at p < {ALPHA} by a paired t-test over "
-                f"the training seeds, Holm-corrected over the table's {tested} such test(s); no bold, no "
-                "such lead")  # fmt: skip
-    return "no best is marked: with one training seed the rows compare trained checkpoints, not methods"
+def marks_legend(leaders: dict) -> str:
+    """What bold means in a table whose marks `marked` set, with each marked lead's p (raw, then
+    Holm-adjusted)."""
+    tested = tested_count(leaders)
+    if not tested:
+        return "no best is marked: with one training seed the rows compare trained checkpoints, not methods"
+    columns = [col for col, lead in leaders.items() if lead is not None]
+    adjusted = dict(zip(columns, holm([leaders[c].p_value for c in columns]), strict=True))
+    leads = [
+        f"{_column_name(col)}: {leaders[col].model} over {leaders[col].runner_up} p={leaders[col].p_value:.2g} "
+        f"(Holm {adjusted[col]:.2g})"
+        for col in columns
+        if adjusted[col] < ALPHA
+    ]
+    rule = (f"bold: a column's best, ahead of its runner-up at p < {ALPHA} by a paired t-test over the training "
+            f"seeds, Holm-corrected over the table's {tested} such test(s)")  # fmt: skip
+    return rule + ("; " + "; ".join(leads) if leads else "; no column has such a lead: no bold")
+
+
+def _column_name(col: object) -> str:
+    """A column key as a legend names it: `clean Rank-1`, or a corruption's name."""
+    return f"{col[0]} {metric_table.label(col[1])}" if isinstance(col, tuple) else str(col)
 
 
 def _models(cells: pd.DataFrame) -> list[str]:
@@ -234,7 +249,7 @@ SE_TEXT = (
 )
 
 
-def _legend(agg: dict, tested: int) -> str:
+def _legend(agg: dict, leaders: dict) -> str:
     """Says which quantity every ± is (std over seeds, or one checkpoint's standard error) and
     what bold means (`best_marks`)."""
     seeds = sorted({c.n_seeds for c in agg.values()})
@@ -246,7 +261,7 @@ def _legend(agg: dict, tested: int) -> str:
         spread = f"mean ± {std}; † one seed: ± is the {SE_TEXT}"
     else:
         spread = f"mean ± {std}"
-    marks = marks_legend(tested)
+    marks = marks_legend(leaders)
     return f"{spread}; in parentheses the change against `{BASELINE}` in points; {marks}"
 
 
@@ -275,7 +290,7 @@ def formatted_table(cells: pd.DataFrame) -> FormattedTable:
     index = pd.Index(models, name="model")
     text = pd.DataFrame([[_fmt(agg.get((m, *col)), mark) for col in cols] for m in models], index, columns)
     bold = pd.DataFrame([[m in best[col] for col in cols] for m in models], index, columns)
-    return FormattedTable(text, bold, _legend(agg, tested_count(leaders)) + subset_note(cells))
+    return FormattedTable(text, bold, _legend(agg, leaders) + subset_note(cells))
 
 
 def _md_escape(text: object) -> str:
