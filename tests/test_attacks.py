@@ -331,3 +331,43 @@ def test_uap_steps_on_the_gradient_summed_over_its_batch():
     probe = torch.full((1, 3, 4, 4), 0.5)
     delta = attack(net, probe, context, eps=eps) - probe
     assert torch.allclose(delta[0], expected, atol=1e-6)
+
+
+class _NoisyLinear(nn.Module):
+    """A classifier random in evaluation: first logit sum((w + 4 z) * x), z ~ N(0, 1) drawn per call
+    from its own generator, so each input gradient is w plus noise four times its size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.where(torch.arange(3 * 8 * 8) % 3 == 0, 1.0, -1.0).view(1, 3, 8, 8) * 0.1)
+        self.noise = torch.Generator().manual_seed(7)
+
+    def forward(self, x):
+        z = torch.randn(self.w.shape, generator=self.noise)
+        first = ((self.w + 0.4 * z) * x).flatten(1).sum(1, keepdim=True)
+        return torch.cat([first, torch.zeros_like(first)], 1)
+
+
+def test_eot_averages_gradients_over_a_random_model_s_passes():
+    """Athalye et al. 2018: FGSM on a model random at evaluation follows the noise with one pass and
+    the true gradient's sign with many; on a deterministic model the average changes nothing."""
+    x, labels = torch.full((4, 3, 8, 8), 0.5), torch.zeros(4, dtype=torch.long)
+    context = attacks.AttackContext("classification", labels=labels)
+    truth = -torch.sign(_NoisyLinear().w.detach())  # the loss (CE of label 0) falls along +w: ascend along -w
+
+    def agreement(eot: int) -> float:
+        step = attacks.create_attack("fgsm", eot=eot)(_NoisyLinear(), x, context, eps=8 / 255) - x
+        return float((torch.sign(step) == truth).float().mean())
+
+    assert agreement(1) < 0.7 and agreement(256) > 0.95
+    steady = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
+    one, many = (attacks.create_attack("pgd", steps=3, eot=e)(steady, x, context, eps=8 / 255) for e in (1, 4))
+    assert torch.allclose(one, many, atol=1e-6)
+    from robustbench_lfm.spec import AttackSpec
+
+    assert "eot" not in AttackSpec.create("pgd").params_json()  # at 1, earlier cell ids stand
+    assert '"eot":4' in AttackSpec.create("pgd", {"eot": 4}).params_json()
+    with pytest.raises(ValueError, match="eot=0 must be a whole number >= 1"):
+        attacks.create_attack("pgd", eot=0)
+    with pytest.raises(ValueError, match="or EOT"):
+        attacks.create_attack("pgd", eot=2, backend="torchattacks")

@@ -29,6 +29,7 @@ class Searcher(Protocol):
     momentum: float
     di_prob: float
     ti_kernel: int
+    eot: int
 
     def search(self, p: Problem) -> Tensor: ...
 
@@ -67,8 +68,8 @@ class TorchattacksRunner:
     def check(self, attack: Searcher) -> None:
         if attack.objective not in ("auto", "ce") or attack.restarts != 1 or attack.momentum:
             raise ValueError("backend=torchattacks supports the cross-entropy objective, 1 restart, no momentum")
-        if attack.di_prob or attack.ti_kernel:
-            raise ValueError("backend=torchattacks has no input diversity (DI) or translation invariance (TI)")
+        if attack.di_prob or attack.ti_kernel or attack.eot > 1:
+            raise ValueError("backend=torchattacks has no input diversity (DI), translation invariance (TI) or EOT")
 
     def perturb(self, attack: Searcher, p: Problem) -> Tensor:
         if p.context.task != "classification" or p.context.labels is None:

@@ -33,6 +33,7 @@ class FGSM(IterativeAttack):
         backend: `native` or `torchattacks`.
         di_prob, di_scale, ti_kernel: input diversity and translation invariance for transfer
             (robustbench_lfm/attacks/transfer.py); off by default.
+        eot: gradient passes averaged for the step (expectation over transformation); 1 = one.
         seed: generator seed for the random start.
     """
 
@@ -47,11 +48,12 @@ class FGSM(IterativeAttack):
         di_prob: float = 0.0,
         di_scale: float = 1.1,
         ti_kernel: int = 0,
+        eot: int = 1,
         seed: int = 0,
     ) -> None:
         super().__init__(
             objective, "linf", side, steps=1, step_size=step_size, random_start=random_start, geometry=geometry,
-            di_prob=di_prob, di_scale=di_scale, ti_kernel=ti_kernel, seed=seed,
+            di_prob=di_prob, di_scale=di_scale, ti_kernel=ti_kernel, eot=eot, seed=seed,
         )  # fmt: skip
         self.backend = choose_backend(self, backend)
 

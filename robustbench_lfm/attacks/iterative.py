@@ -45,13 +45,17 @@ class IterativeAttack(Attack):
         di_scale: the largest resize factor of input diversity (330/299 in the paper).
         ti_kernel: translation invariance (Dong et al. 2019): the side in pixels of the Gaussian
             kernel the gradient is smoothed with, odd (15 in the paper); 0 = off.
+        eot: expectation over transformation (Athalye et al., ICML 2018, "Obfuscated gradients give
+            a false sense of security"): each step's gradient is the mean of `eot` forward and
+            backward passes, for a model whose output is random in evaluation (a given model with
+            dropout left on, a randomized defence); 1 = one pass.
         seed: generator seed for the random starts.
     """
 
     default_momentum: ClassVar[float] = 0.0
     default_random_start: ClassVar[bool | None] = None
     backend: Backend = NATIVE  # an attack that torchattacks implements may choose another
-    added_defaults: ClassVar[dict[str, Any]] = {"di_prob": 0.0, "di_scale": 1.1, "ti_kernel": 0}
+    added_defaults: ClassVar[dict[str, Any]] = {"di_prob": 0.0, "di_scale": 1.1, "ti_kernel": 0, "eot": 1}
 
     def __init__(
         self,
@@ -68,9 +72,13 @@ class IterativeAttack(Attack):
         di_prob: float = 0.0,
         di_scale: float = 1.1,
         ti_kernel: int = 0,
+        eot: int = 1,
         seed: int = 0,
     ) -> None:
         super().__init__(objective, norm, side, seed)
+        if isinstance(eot, bool) or not isinstance(eot, int) or eot < 1:
+            raise ValueError(f"{self.name}: eot={eot!r} must be a whole number >= 1 (gradient passes per step)")
+        self.eot = eot
         if not 0 <= di_prob <= 1 or not 1 < di_scale <= 2:
             raise ValueError(f"{self.name}: di_prob={di_prob} must lie in [0, 1] and di_scale={di_scale} in (1, 2]")
         if isinstance(ti_kernel, bool) or not isinstance(ti_kernel, int) or ti_kernel < 0 or ti_kernel in (1, 2):
@@ -172,11 +180,18 @@ class IterativeAttack(Attack):
         accumulated = torch.zeros_like(p.x) if self.momentum else None
         model = self.stepping_model(p)
         for _ in range(steps):
-            g = self.smoothed(gradient(model, x_adv, p.objective, state))
+            g = self.smoothed(self.gradient(model, x_adv, p.objective, state))
             if accumulated is not None:
                 g = accumulated.mul_(self.momentum).add_(g / _per_image(g.abs().mean, g).clamp_min(1e-12))
             x_adv = project(x_adv + alpha * self.direction(g), p.x, p.eps, self.norm)
         return x_adv
+
+    def gradient(self, model: torch.nn.Module, x_adv: Tensor, objective: Objective, state: Any) -> Tensor:
+        """d objective / d x_adv, the mean over `eot` passes (Athalye et al. 2018's EOT); one pass at eot 1."""
+        g = gradient(model, x_adv, objective, state)
+        for _ in range(self.eot - 1):
+            g = g.add_(gradient(model, x_adv, objective, state))
+        return g.div_(self.eot) if self.eot > 1 else g
 
     def stepping_model(self, p: Problem) -> torch.nn.Module:
         """The model the gradient steps see: p's, behind input diversity when `di_prob` > 0."""

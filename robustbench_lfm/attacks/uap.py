@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from robustbench_lfm.attacks.base import Problem, gradient
+from robustbench_lfm.attacks.base import Problem
 from robustbench_lfm.attacks.iterative import IterativeAttack
 from robustbench_lfm.attacks.metric import PIXEL
 from robustbench_lfm.attacks.registry import register_attack
@@ -86,7 +86,9 @@ class UAP(IterativeAttack):
                 x = fit.images[index].to(device).float().div_(255)
                 batch = dataclasses.replace(context, labels=fit.labels[index].to(device), guides=None, fit=None)
                 state = p.objective.prepare(p.model, x, batch)
-                grad = self.smoothed(gradient(model, (x + delta).clamp(0, 1), p.objective, state).sum(0, keepdim=True))
+                grad = self.smoothed(
+                    self.gradient(model, (x + delta).clamp(0, 1), p.objective, state).sum(0, keepdim=True)
+                )
                 delta = self._project(delta + alpha * self.direction(grad), p.eps)
         return delta.detach()
 
