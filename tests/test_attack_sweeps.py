@@ -108,7 +108,10 @@ def test_every_attack_runs_in_a_sweep_on_channels_last_batches_of_a_trained_mode
     df, spies = swept[task]
     rows = df[df["attack"] == name]
     assert len(rows) and rows["value"].astype(float).between(0, 1).all()
-    assert "channels_last" in spies.layouts[name]  # the layout a trained model's pipeline hands over
+    attack = attacks.create_attack(name, **attacks.get_attack_class(name).expand(OPTIONS.get(name, {}), task)[0])
+    # the layout a trained model's pipeline hands over; an ensemble's batches go to its members
+    receivers = [m for m, _ in attack.member_options()] if isinstance(attack, attacks.Ensemble) else [name]
+    assert all("channels_last" in spies.layouts[r] for r in receivers)
 
 
 def test_autoattack_hands_survivors_to_fab_t_and_square(swept):

@@ -101,4 +101,7 @@ def test_a_run_directory_refuses_other_dataset_options_and_accepts_a_larger_grid
 def test_unknown_attack_options_are_refused_with_the_accepted_ones(tmp_path):
     result = _run(tmp_path / "r", tmp_path / "c", "--attacks", "pgd:stepz=3")
     assert result.exit_code == 2
-    assert "pgd has no option(s) stepz (it takes: backend, di_prob, di_scale, geometry, momentum, norm" in result.output
+    assert (
+        "pgd has no option(s) stepz (it takes: backend, di_prob, di_scale, eot, geometry, momentum, norm"
+        in result.output
+    )

@@ -78,7 +78,7 @@ def test_the_seed_level_test_keeps_its_level_on_identical_methods_and_pooling_do
     seed_level, pooled = [], []
     for _ in range(trials):
         both = _identical_methods_trial(rng, seeds=3, queries=500, spread=0.03)
-        _, p, n, seeds, test = _pair_test(both, "rank1")
+        _, p, n, seeds, test, _ = _pair_test(both, "rank1")
         assert test == "paired-t over seeds" and n == 3 and seeds == 3
         seed_level.append(p < 0.05)
         pooled.append(mcnemar(both["hit_a"].to_numpy(), both["hit_b"].to_numpy()).p_value < 0.05)
@@ -89,8 +89,8 @@ def test_the_seed_level_test_keeps_its_level_on_identical_methods_and_pooling_do
 
 def test_one_seed_is_labelled_a_comparison_of_two_checkpoints():
     both = _identical_methods_trial(np.random.default_rng(1), seeds=1, queries=200, spread=0.0)
-    *_, seeds, test = _pair_test(both, "rank1")
-    assert seeds == 1 and test == "mcnemar over queries (one seed: two checkpoints)"
+    *_, seeds, test, detectable = _pair_test(both, "rank1")
+    assert seeds == 1 and test == "mcnemar over queries (one seed: two checkpoints)" and np.isnan(detectable)
 
 
 def test_the_seed_t_test_matches_scipy():
