@@ -70,7 +70,7 @@ def test_the_members_are_fixed_recorded_and_both_geometries():
 
 def _args(out, cache, attack_list: str) -> list[str]:
     return ["run", "--models", "lfm", "--no-baseline", "--attacks", attack_list, "--eps", "8/255", "--distance",
-            "euclidean", "--dataset", TINY_CLI, "--epochs", "2", "-q", "--out", str(out),
+            "euclidean", "--dataset", TINY_CLI, "--epochs", "2", "--n-eval", "8", "-q", "--out", str(out),
             "--cache-dir", str(cache)]  # fmt: skip
 
 

@@ -137,10 +137,11 @@ EXECUTORS = {
     "dask": ["--executor", "dask", "--jobs", "2"],
     "submitit": ["--executor", "submitit", "--cluster", "local", "--jobs", "2"],
 }
+SLOW = pytest.mark.slow  # a cluster of processes started and killed: the slow tier (.ci/run)
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
-@pytest.mark.parametrize("executor", list(EXECUTORS))
+@pytest.mark.parametrize("executor", ["local", pytest.param("dask", marks=SLOW), pytest.param("submitit", marks=SLOW)])
 def test_workers_die_within_seconds_when_the_coordinator_is_killed(executor, tmp_path):
     """SIGKILL to `lfm-bench run` leaves no process behind: local workers, dask's nannies and
     workers, submitit's local controllers and jobs."""
