@@ -95,7 +95,7 @@ def main() -> None:
     Sweeps registered models against registered attacks and records clean and attacked
     Rank-1 / mAP / mINP (re-ID) or accuracy (classification) into a tidy CSV, a manifest and
     plots; `report` turns a run into paper tables and figures, `check` gates CI on robustness
-    regressions. See `lfm-bench ls`.
+    regressions, `plan` says how many seeds a comparison needs. See `lfm-bench ls`.
     """
 
 

@@ -47,6 +47,7 @@ def test_local_worker_processes_give_the_same_csv(reference, tmp_path):
     pd.testing.assert_series_equal(got, reference)
 
 
+@pytest.mark.slow  # a scheduler and two workers started as processes: the slow tier (.ci/run)
 def test_a_dask_scheduler_and_two_worker_processes_give_the_same_csv(reference, tmp_path):
     pytest.importorskip("distributed")
     port = _free_port()
@@ -74,6 +75,7 @@ def test_a_dask_scheduler_and_two_worker_processes_give_the_same_csv(reference, 
     pd.testing.assert_series_equal(got, reference)
 
 
+@pytest.mark.slow  # submitit's controllers and jobs as processes: the slow tier (.ci/run)
 def test_submitit_local_cluster_gives_the_same_csv(reference, tmp_path):
     pytest.importorskip("submitit")
     ex = ExecSpec("submitit", jobs=2, threads=1, folder=tmp_path / "submitit", cluster="local")
