@@ -399,8 +399,8 @@ def _evaluate_cell(ctx: EvalContext, cell: Cell) -> tuple[dict[str, RankResult |
         return {"": accuracy}, {**extra, "projected": _projected(attack)}
     if isinstance(attack, attacks.Ensemble):  # each query at its worst over the members
         worst, members = _ensemble_results(ctx, cell, attack)
-        projected = max((m.projected or 0.0 for m in members.values()), default=0.0)
-        return dict(worst), {**extra, "projected": projected, "members": _member_outcomes(members)}
+        projected = max((m.attack.projected or 0.0 for m in members.values()), default=0.0)
+        return dict(worst), {**extra, "projected": projected, "members": members}
     features = {"query": clean.query, "gallery": clean.gallery}
     if attack is not None:  # the attacked (or corrupted) side(s) against the clean other
         for side in attack.sides():
@@ -419,10 +419,6 @@ class _Member:
 
     attack: attacks.Attack
     results: dict[str, RankResult]
-
-    @property
-    def projected(self) -> float | None:
-        return self.attack.projected
 
 
 def _ensemble_results(
@@ -448,17 +444,12 @@ def _ensemble_results(
     return {mode: worst_case([m.results[mode] for m in members.values()]) for mode in modes}, members
 
 
-def _member_outcomes(members: dict[str, _Member]) -> dict[str, dict[str, RankResult]]:
-    """Each member's rank results per re-ranking mode, by member label (members.csv)."""
-    return {label: m.results for label, m in members.items()}
-
-
-def _member_rows(spec: RunSpec, cell: Cell, members: dict[str, dict[str, RankResult]]) -> list[dict[str, Any]]:
+def _member_rows(spec: RunSpec, cell: Cell, members: dict[str, _Member]) -> list[dict[str, Any]]:
     """members.csv rows: each member's first-match rank and AP for every scored query."""
     cell_id = cell.cell_id(spec.data, spec.recipe, spec.evaluation)
     rows = []
-    for label, results in members.items():
-        for mode, r in results.items():
+    for label, member in members.items():
+        for mode, r in member.results.items():
             for i, rank, ap in zip(r.query_index(), r.first_match.tolist(), r.ap.tolist(), strict=True):
                 values = {"cell_id": cell_id, "rerank": mode, "member": label, "query": i,
                           "first_match": int(rank), "ap": round(float(ap), 6)}  # fmt: skip

@@ -172,11 +172,16 @@ def leader(per_seed: pd.Series, means: dict[str, float], sign: int) -> Leader | 
     return Leader(best, second, test.p_value, len(common))
 
 
+def _adjusted(leaders: dict) -> dict:
+    """Holm-adjusted p of each column that has a leader (NaN where untestable)."""
+    columns = [col for col, lead in leaders.items() if lead is not None]
+    return dict(zip(columns, holm([leaders[c].p_value for c in columns]), strict=True))
+
+
 def marked(leaders: dict) -> dict:
     """Per column, the model marked best: its leader when ahead of the runner-up at p < ALPHA after
     Holm's correction over the columns tested; else none."""
-    tested = [col for col, lead in leaders.items() if lead is not None]
-    adjusted = dict(zip(tested, holm([leaders[c].p_value for c in tested]), strict=True))
+    adjusted = _adjusted(leaders)
     return {col: ({leaders[col].model} if col in adjusted and adjusted[col] < ALPHA else set()) for col in leaders}
 
 
@@ -202,12 +207,11 @@ def marks_legend(leaders: dict) -> str:
     tested = tested_count(leaders)
     if not tested:
         return "no best is marked: with one training seed the rows compare trained checkpoints, not methods"
-    columns = [col for col, lead in leaders.items() if lead is not None]
-    adjusted = dict(zip(columns, holm([leaders[c].p_value for c in columns]), strict=True))
+    adjusted = _adjusted(leaders)
     leads = [
         f"{_column_name(col)}: {leaders[col].model} over {leaders[col].runner_up} p={leaders[col].p_value:.2g} "
         f"(Holm {adjusted[col]:.2g})"
-        for col in columns
+        for col in adjusted
         if adjusted[col] < ALPHA
     ]
     rule = (f"bold: a column's best, ahead of its runner-up at p < {ALPHA} by a paired t-test over the training "
@@ -251,7 +255,7 @@ SE_TEXT = (
 
 def _legend(agg: dict, leaders: dict) -> str:
     """Says which quantity every ± is (std over seeds, or one checkpoint's standard error) and
-    what bold means (`best_marks`)."""
+    what bold means (`marked`)."""
     seeds = sorted({c.n_seeds for c in agg.values()})
     several = [n for n in seeds if n > 1]
     std = f"sample std over {'/'.join(map(str, several))} training seeds" if several else ""
