@@ -291,7 +291,10 @@ def plan(run_dir: Path | None, difference: float, power: float, alpha: float, me
         wanted = as_fraction(difference, "--difference")
         if not 0 < power < 1 or not 0 < alpha < 1:
             raise PlanError(f"--power {power} and --alpha {alpha} must lie in (0, 1)")
-        counts = [int(q) for q in queries.split(",") if q.strip()] if queries else []
+        items = [q.strip() for q in queries.split(",") if q.strip()]
+        if not all(q.isdigit() for q in items):
+            raise PlanError(f"--queries {queries}: give whole numbers >= 1, e.g. 277,3368")
+        counts = [int(q) for q in items]
         if any(q < 1 for q in counts):
             raise PlanError(f"--queries {queries}: give whole numbers >= 1, e.g. 277,3368")
         if run_dir is None:

@@ -258,6 +258,8 @@ def test_plan_refuses_a_one_seed_pilot_and_bad_values_in_one_line(run_dir, cache
     assert result.exit_code == 2 and "a pilot needs two or more" in result.output and "--seeds 0,1,2" in result.output
     for args, message in ((["--difference", "0"], "must be a number of points in (0, 100)"),
                           (["--difference", "3"], "give a pilot RUN_DIR, or --seed-spread"),
+                          (["--difference", "3", "--seed-spread", "1", "--query-spread", "40", "--queries", "abc"],
+                           "--queries abc: give whole numbers >= 1"),
                           (["--difference", "3", "--power", "1.5", "--seed-spread", "1", "--query-spread", "40",
                             "--queries", "100"], "--power 1.5")):  # fmt: skip
         bad = CliRunner().invoke(main, ["plan", *args])
