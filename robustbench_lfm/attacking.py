@@ -79,6 +79,8 @@ class EvalContext:
         clean: the target's clean query and gallery embeddings (re-ID); None for classification.
         scored: where the scored queries or test images sit in their whole split (--n-eval).
         n_split: the size of that whole split.
+        rescored: the clean embeddings of each further scoring pass (--score-repeats above 1: a
+            model random in eval mode), in pass order after `clean`.
     """
 
     spec: RunSpec
@@ -89,6 +91,12 @@ class EvalContext:
     clean: CleanFeatures | None = None
     scored: Tensor | None = None
     n_split: int = 0
+    rescored: tuple[CleanFeatures, ...] = ()
+
+    @property
+    def passes(self) -> int:
+        """Scoring passes per cell (--score-repeats)."""
+        return self.spec.evaluation.score_repeats
 
 
 def to_model_input(images: Tensor, device: torch.device) -> Tensor:
@@ -131,8 +139,9 @@ def _attacked(ctx: EvalContext, attack: attacks.Attack, x: Tensor, context: atta
     return attacks.quantize(x_adv, x, cell.eps, attack.norm) if ctx.spec.threat.quantize else x_adv
 
 
-def attacked_accuracy(ctx: EvalContext, cell: Cell, attack: attacks.Attack | None) -> AccuracyResult:
-    """Which test images the target classifies correctly, clean (`attack` None) or attacked.
+def attacked_accuracy(ctx: EvalContext, cell: Cell, attack: attacks.Attack | None) -> list[AccuracyResult]:
+    """Which test images the target classifies correctly, clean (`attack` None) or attacked, in
+    each scoring pass (one, or --score-repeats forwards of the same images).
 
     Adversarial images are crafted on `ctx.attacker.net` (the target itself, or the surrogate),
     batch by batch, from a generator seeded by the cell's seed, so a transfer attack gives every
@@ -145,7 +154,7 @@ def attacked_accuracy(ctx: EvalContext, cell: Cell, attack: attacks.Attack | Non
     test = data.test
     if isinstance(attack, Corrupt) and attack.source == "published":  # the published images, as they are
         test, attack = _published(ctx, attack), None
-    correct = []
+    correct: list[list[Tensor]] = [[] for _ in range(ctx.passes)]
     for images, labels in zip(
         torch.split(test.images, spec.batch_size), torch.split(test.labels, spec.batch_size), strict=True
     ):
@@ -153,13 +162,14 @@ def attacked_accuracy(ctx: EvalContext, cell: Cell, attack: attacks.Attack | Non
         if attack is not None:
             context = attacks.AttackContext("classification", labels=y, fit=fit)
             x = _attacked(ctx, attack, x, context, cell, gen)
-        with torch.inference_mode(), autocast(device, spec.evaluation.precision):
-            logits = ctx.target(x)
-        if not torch.isfinite(logits).all():
-            which = "attacked" if attack else "clean"
-            raise ModelError(f"the model's logits of the {which} test images are not finite")
-        correct.append((logits.argmax(1) == y).cpu())
-    return AccuracyResult(torch.cat(correct))
+        for hits in correct:
+            with torch.inference_mode(), autocast(device, spec.evaluation.precision):
+                logits = ctx.target(x)
+            if not torch.isfinite(logits).all():
+                which = "attacked" if attack else "clean"
+                raise ModelError(f"the model's logits of the {which} test images are not finite")
+            hits.append((logits.argmax(1) == y).cpu())
+    return [AccuracyResult(torch.cat(hits)) for hits in correct]
 
 
 def _published(ctx: EvalContext, attack: Corrupt) -> ClassSplit:
@@ -171,11 +181,16 @@ def _published(ctx: EvalContext, attack: Corrupt) -> ClassSplit:
     )
 
 
-def attacked_side(ctx: EvalContext, cell: Cell, attack: attacks.Attack, side: str) -> Tensor:
-    """The target's embeddings of `side` (query or gallery) under the cell's attack."""
+def attacked_side(ctx: EvalContext, cell: Cell, attack: attacks.Attack, side: str) -> list[Tensor]:
+    """The target's embeddings of `side` (query or gallery) under the cell's attack, one tensor per
+    scoring pass: each pass embeds the same adversarial images afresh (--score-repeats)."""
     stored = ctx.attacker.key and cell.threat.surrogate is not None and cell.eps != 0  # eps 0: the clean images
     batches = _stored_batches(ctx, cell, attack, side) if stored else _adversarial_batches(ctx, cell, attack, side)
-    return torch.cat([embed_images(ctx.target, x_adv, ctx.spec.evaluation.precision) for x_adv in batches])
+    passes: list[list[Tensor]] = [[] for _ in range(ctx.passes)]
+    for x_adv in batches:
+        for embedded in passes:
+            embedded.append(embed_images(ctx.target, x_adv, ctx.spec.evaluation.precision))
+    return [torch.cat(embedded) for embedded in passes]
 
 
 def _adversarial_batches(ctx: EvalContext, cell: Cell, attack: attacks.Attack, side: str) -> Iterator[Tensor]:

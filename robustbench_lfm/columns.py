@@ -25,8 +25,9 @@ from robustbench_lfm import metric_table
 Older = str | Callable[[Mapping[str, str]], str] | None
 
 # 1: the tables before schema was recorded (any header since lfm-bench 0.1.0 that has
-#    data_params, recipe_key and attack_params); 2: `code` and `schema` added; 3: `projected`.
-SCHEMA = 3
+#    data_params, recipe_key and attack_params); 2: `code` and `schema` added; 3: `projected`;
+#    4: `score_repeats` and `score_sd`.
+SCHEMA = 4
 
 # The roles of a column in a number's identity (robustbench_lfm.identity): run, model, seed,
 # attack, schedule and rerank make up the measurement's identity; metric names the number;
@@ -180,6 +181,12 @@ RESULTS: tuple[Column, ...] = (
     Column("n_eval", "int", "record", None,
            "number of queries attacked and ranked (queries with no valid match are then skipped by the metric), "
            "or of test images classified"),
+    Column("score_repeats", "int", "run", "1",
+           "scoring passes averaged into `value` (`--score-repeats`): 1 for a deterministic model; more for a "
+           "model random in eval mode, each pass a fresh forward of the same clean and adversarial images"),
+    Column("score_sd", "float", "record", "",
+           "standard deviation of the metric over the scoring passes (n - 1 denominator): how much the "
+           "model's own randomness moves the number; empty when `score_repeats` is 1", empty=True),
     Column("eval_subset", "text", "run", "",
            "empty when every query (test image) was scored; `N/M` when `--n-eval N` scored a fixed subset of N of "
            "the M (the first N of one permutation seeded with 0, the same for every model and seed; the gallery "

@@ -14,6 +14,7 @@ import json
 import math
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ from robustbench_lfm.metrics import (
     AccuracyResult,
     APFormula,
     RankResult,
+    Repeated,
     evaluate_rank,
     pairwise_distance,
     worst_case,
@@ -108,6 +110,7 @@ class Scored:
 
 
 _DATASETS: dict[str, Scored] = {}  # per process: a worker loads the dataset once
+RESCORE_SEED = 104729  # seeds the clean embeddings of the scoring passes (scoring_features)
 _SURROGATES: dict[tuple[str, int], tuple[Attacker, dict[str, dict[str, Any]]]] = {}
 
 
@@ -180,7 +183,7 @@ def run_group(spec: RunSpec, model_spec: ModelSpec, seed: int, cells: list[tuple
     try:
         trained = trained_model(spec, model_spec, seed, dataset, device)
         net = models.FlipAveraged(trained.net).eval() if spec.evaluation.flip else trained.net
-        clean = clean_features(spec, net, dataset, device)
+        clean, rescored = scoring_features(spec, net, dataset, device)
         attacker, surrogate_training = attacker_for(spec, seed, net, clean, dataset, device)
     except Exception as err:
         foreign = own.foreign(spec.data) + [f for _, c in cells for f in c.foreign(spec.data)]
@@ -191,7 +194,7 @@ def run_group(spec: RunSpec, model_spec: ModelSpec, seed: int, cells: list[tuple
             why += f" (traceback: {_traceback(spec, own, err, whole_model=True)})"
         return GroupResult(label, {}, {}, why, skipped=len(cells))
     scored = scored_dataset(spec)
-    ctx = EvalContext(spec, dataset, device, net, attacker, clean, scored.index, scored.n_split)
+    ctx = EvalContext(spec, dataset, device, net, attacker, clean, scored.index, scored.n_split, rescored)
     training = {**trained.training, **surrogate_training}
     out = GroupResult(label, {"queries": [], "members": [], "curves": [], "probes": [], "results": []}, training)
     sha = trained.sha256
@@ -210,7 +213,7 @@ def run_group(spec: RunSpec, model_spec: ModelSpec, seed: int, cells: list[tuple
             out.rows["queries"] += _query_rows(spec, cell, results)
             out.rows["members"] += _member_rows(spec, cell, members)
             if isinstance(dataset, ReIDDataset):
-                ranked = {k: v for k, v in results.items() if isinstance(v, RankResult)}
+                ranked = {k: v for k, v in results.items() if isinstance(v, RankResult | Repeated)}
                 out.rows["curves"] += _curve_rows(spec, cell, ranked, extra)
             out.cells_run += 1
         else:
@@ -385,32 +388,71 @@ def clean_features(spec: RunSpec, net: nn.Module, data: Dataset, device: torch.d
     )
 
 
-def _evaluate_cell(ctx: EvalContext, cell: Cell) -> tuple[dict[str, RankResult | AccuracyResult], dict[str, Any]]:
+Result = RankResult | AccuracyResult | Repeated
+
+
+def scoring_features(
+    spec: RunSpec, net: nn.Module, data: Dataset, device: torch.device
+) -> tuple[CleanFeatures | None, tuple[CleanFeatures, ...]]:
+    """The clean embeddings of the first scoring pass, and of each further one (--score-repeats;
+    re-ID): each pass embeds the clean images afresh, as a model random in eval mode draws anew,
+    under torch's global generator seeded with RESCORE_SEED (and restored after), so a rerun
+    draws the same passes. One pass: `clean_features` as it is."""
+    repeats = spec.evaluation.score_repeats
+    if repeats == 1 or isinstance(data, ClassificationDataset):
+        return clean_features(spec, net, data, device), ()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(RESCORE_SEED)
+        first, *rest = (clean_features(spec, net, data, device) for _ in range(repeats))
+    return first, tuple(p for p in rest if p is not None)
+
+
+def _evaluate_cell(ctx: EvalContext, cell: Cell) -> tuple[dict[str, Result], dict[str, Any]]:
+    """`_scored_cell`; with --score-repeats above 1, under torch's global generator seeded from the
+    cell id (and restored after), so a model random in eval mode draws the same randomness when
+    the cell is run again, alone or beside other cells."""
+    if ctx.passes == 1:
+        return _scored_cell(ctx, cell)
+    with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
+        torch.manual_seed(int(cell.cell_id(ctx.spec.data, ctx.spec.recipe, ctx.spec.evaluation)[:12], 16))
+        return _scored_cell(ctx, cell)
+
+
+def _scored_cell(ctx: EvalContext, cell: Cell) -> tuple[dict[str, Result], dict[str, Any]]:
     """Results of one cell keyed by the CSV `rerank` value ("" = off), and the cell's attack fields.
 
     Re-ID: rank results of the attacked side against the clean other side. Classification:
-    accuracy on the (attacked) test images."""
+    accuracy on the (attacked) test images. With --score-repeats above 1 each result is the
+    `Repeated` of its passes."""
     data, clean = ctx.data, ctx.clean
     task = "classification" if isinstance(data, ClassificationDataset) else "reid"
     attack = cell.build_attack(task)
     extra = attack_fields(cell, attack, task)
     if isinstance(data, ClassificationDataset) or clean is None:
         accuracy = attacked_accuracy(ctx, cell, attack)
-        return {"": accuracy}, {**extra, "projected": _projected(attack)}
+        return {"": _averaged(accuracy)}, {**extra, "projected": _projected(attack)}
     if isinstance(attack, attacks.Ensemble):  # each query at its worst over the members
         worst, members = _ensemble_results(ctx, cell, attack)
         projected = max((m.attack.projected or 0.0 for m in members.values()), default=0.0)
         return dict(worst), {**extra, "projected": projected, "members": members}
-    features = {"query": clean.query, "gallery": clean.gallery}
+    passes = [{"query": c.query, "gallery": c.gallery} for c in (clean, *ctx.rescored)]
     if attack is not None:  # the attacked (or corrupted) side(s) against the clean other
         for side in attack.sides():
-            features[side] = attacked_side(ctx, cell, attack, side)
-            if not torch.isfinite(features[side]).all():
-                raise ModelError(f"the model's embeddings of the attacked {side} images are not finite")
-    ranked: dict[str, RankResult | AccuracyResult] = dict(
-        rank_results(ctx.spec, data, features["query"], features["gallery"], clean)
-    )
-    return ranked, {**extra, "projected": _projected(attack)}
+            for features, embedded in zip(passes, attacked_side(ctx, cell, attack, side), strict=True):
+                if not torch.isfinite(embedded).all():
+                    raise ModelError(f"the model's embeddings of the attacked {side} images are not finite")
+                features[side] = embedded
+    ranked = [
+        rank_results(ctx.spec, data, f["query"], f["gallery"], c)
+        for f, c in zip(passes, (clean, *ctx.rescored), strict=True)
+    ]
+    modes = ranked[0]
+    return {mode: _averaged([r[mode] for r in ranked]) for mode in modes}, {**extra, "projected": _projected(attack)}
+
+
+def _averaged(passes: Sequence[RankResult] | Sequence[AccuracyResult]) -> Result:
+    """One pass as it is; several as their `Repeated` (mean and spread over the passes)."""
+    return passes[0] if len(passes) == 1 else Repeated(tuple(passes))  # type: ignore[arg-type]  # one kind per cell
 
 
 @dataclass
@@ -435,7 +477,7 @@ def _ensemble_results(
         member_cell = dataclasses.replace(cell, attack=AttackSpec.create(name, options))
         member = member_cell.build_attack("reid")
         assert member is not None and member_cell.attack is not None
-        features = attacked_side(ctx, member_cell, member, "query")
+        (features,) = attacked_side(ctx, member_cell, member, "query")  # one scoring pass: spec.py refuses more
         if not torch.isfinite(features).all():
             raise ModelError(f"the model's embeddings of the query images attacked by {name} are not finite")
         ranked = rank_results(ctx.spec, ctx.data, features, ctx.clean.gallery, ctx.clean)
@@ -507,9 +549,9 @@ def _distances(spec: RunSpec, qf: Tensor, gf: Tensor, clean: CleanFeatures) -> l
 
 
 def _curve_rows(
-    spec: RunSpec, cell: Cell, results: dict[str, RankResult], extra: dict[str, Any]
+    spec: RunSpec, cell: Cell, results: dict[str, RankResult | Repeated], extra: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """cmc.csv rows: the CMC curve of each re-ranking mode of the cell."""
+    """cmc.csv rows: the CMC curve of each re-ranking mode of the cell (averaged over scoring passes)."""
     base = {
         "cell_id": cell.cell_id(spec.data, spec.recipe, spec.evaluation),
         "model": cell.model.label,
@@ -524,7 +566,7 @@ def _curve_rows(
     ]
 
 
-def _query_rows(spec: RunSpec, cell: Cell, results: dict[str, RankResult | AccuracyResult]) -> list[dict[str, Any]]:
+def _query_rows(spec: RunSpec, cell: Cell, results: dict[str, Result]) -> list[dict[str, Any]]:
     """queries.csv rows: each scored query's (or test image's) outcome in every per-query column of
     the metric table, per re-ranking mode; a column no metric of the task fills stays empty."""
     cell_id = cell.cell_id(spec.data, spec.recipe, spec.evaluation)
@@ -532,7 +574,7 @@ def _query_rows(spec: RunSpec, cell: Cell, results: dict[str, RankResult | Accur
     empty = dict.fromkeys(metric_table.query_columns(), "")
     rows = []
     for label, result in results.items():
-        columns = metric_table.per_query_all(task, result)
+        columns = result.per_query() if isinstance(result, Repeated) else metric_table.per_query_all(task, result)
         for j, i in enumerate(result.query_index()):
             outcomes = {c: _outcome(v[j]) for c, v in columns.items()}
             rows.append({"cell_id": cell_id, "rerank": label, "query": i, **empty, **outcomes})
@@ -549,7 +591,7 @@ def _outcome(value: float) -> int | float | str:
 def result_rows(
     spec: RunSpec,
     cell: Cell,
-    results: dict[str, RankResult | AccuracyResult],
+    results: dict[str, Result],
     extra: dict[str, Any],
     sha: str,
     wall: float,
@@ -581,6 +623,7 @@ def result_rows(
         "attack_precision": spec.evaluation.attack_precision if cell.attack is not None else "",
         "n_eval": n_eval,
         "eval_subset": eval_subset(spec),
+        "score_repeats": spec.evaluation.score_repeats,
         "wall_s": round(wall, 3),
         "checkpoint_sha256": sha,
         "code": cell.code(spec.data),
@@ -592,7 +635,15 @@ def result_rows(
         **extra,
     }
     return [
-        columns.row(columns.RESULTS, {**base, "rerank": label, "metric": name, "value": value})
+        columns.row(
+            columns.RESULTS,
+            {**base, "rerank": label, "metric": name, "value": value, "score_sd": _spread(result).get(name, "")},
+        )
         for label, result in results.items()
         for name, value in result.as_metrics().items()
     ]
+
+
+def _spread(result: Result) -> dict[str, float]:
+    """Each metric's standard deviation over the scoring passes (none for one pass)."""
+    return result.spread() if isinstance(result, Repeated) else {}

@@ -306,3 +306,54 @@ class AccuracyResult:
     def as_metrics(self) -> dict[str, float]:
         """The CSV metrics of the classification task (robustbench_lfm.metric_table)."""
         return metric_table.compute_all("classification", self)
+
+
+@dataclass(frozen=True)
+class Repeated:
+    """One cell scored in several passes (--score-repeats), for a model random in eval mode.
+
+    Each pass is a fresh forward of the same clean and adversarial images, so the passes differ only
+    by the model's own randomness; a metric is their mean (the expected score over that randomness,
+    as Athalye et al., ICML 2018, score randomized defences) and `spread` their standard deviation.
+
+    Attributes:
+        passes: RankResult or AccuracyResult of each pass, all over the same scored queries.
+    """
+
+    passes: tuple[RankResult, ...] | tuple[AccuracyResult, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.passes) < 2:
+            raise ValueError("Repeated needs at least two scoring passes")
+        first = self.passes[0].query_index()
+        if any(p.query_index() != first for p in self.passes):
+            raise ValueError("Repeated: the passes score different queries")
+
+    @property
+    def task(self) -> str:
+        return "reid" if isinstance(self.passes[0], RankResult) else "classification"
+
+    def query_index(self) -> list[int]:
+        """The scored queries (or test images), the same in every pass."""
+        return self.passes[0].query_index()
+
+    def as_metrics(self) -> dict[str, float]:
+        """Each CSV metric as its mean over the passes (fractions in [0, 1])."""
+        per = [p.as_metrics() for p in self.passes]
+        return {name: float(np.mean([m[name] for m in per])) for name in per[0]}
+
+    def spread(self) -> dict[str, float]:
+        """Each metric's standard deviation over the passes (n - 1 denominator)."""
+        per = [p.as_metrics() for p in self.passes]
+        return {name: float(np.std([m[name] for m in per], ddof=1)) for name in per[0]}
+
+    def per_query(self) -> dict[str, list[float]]:
+        """queries.csv columns: each query's outcome averaged over the passes (a hit becomes the
+        share of passes that hit), so a column's mean is the metric's mean."""
+        per = [metric_table.per_query_all(self.task, p) for p in self.passes]
+        return {c: np.mean([p[c] for p in per], axis=0).tolist() for c in per[0]}
+
+    @property
+    def cmc(self) -> Tensor:
+        """The CMC curve averaged over the passes (re-ID)."""
+        return torch.stack([p.cmc for p in self.passes if isinstance(p, RankResult)]).mean(0)

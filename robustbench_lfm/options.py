@@ -133,6 +133,13 @@ class RunOptions:
         "A quick look: the subset size is in the n_eval column and the report says so.",
         "eval", column="eval_subset", key_default=0, minimum=0, maximum=INT_LIMIT - 1, evaluate=True,
     )  # fmt: skip
+    score_repeats: int = option(
+        1,
+        "Score every cell this many times (fresh forward passes of the same clean and adversarial images) "
+        "and record the mean and its spread (CSV value, score_sd): for a model random in eval mode, which "
+        "needs >= 2 and eot >= 2 on every gradient attack.",
+        "eval", column="score_repeats", key_default=1, minimum=1, maximum=1000, evaluate=True,
+    )  # fmt: skip
     train_fraction: float = option(
         1.0,
         "Train on this share of the training split, in (0, 1]: a fixed draw (seed 0), stratified "

@@ -33,7 +33,7 @@ from robustbench_lfm.group import GroupResult, run_dataset, run_group
 from robustbench_lfm.lock import RunLock
 from robustbench_lfm.metrics import chance_rank1
 from robustbench_lfm.rerank import RerankParams
-from robustbench_lfm.spec import Cell, ModelSpec, RunSpec
+from robustbench_lfm.spec import Cell, ModelSpec, RunSpec, SpecError
 from robustbench_lfm.store import ResultStore, valid_value
 
 Log = Callable[[str], None]
@@ -56,6 +56,7 @@ class Manifest:
     executor: dict[str, Any] = field(default_factory=dict)
     wall_s: float = 0.0
     tables: dict[str, str] = field(default_factory=dict)  # sha256 of each table as this sweep left it
+    random_in_eval: dict[str, Any] = field(default_factory=dict)  # given models random in eval mode, how much
 
     invocations: list[dict[str, Any]] = field(default_factory=list)
 
@@ -74,6 +75,24 @@ class Manifest:
             earlier: list[Any] = recorded if isinstance(recorded, list) else []
             keep = ("spec", "started_at", "finished_at", "cells_run", "cells_skipped", "failed")
             self.invocations = [*earlier, {k: old.get(k) for k in keep}]
+
+
+def _random_models(spec: RunSpec, random: dict[str, float]) -> dict[str, Any]:
+    """The manifest's record of the given models random in eval mode, once the run is shown to score
+    them as it must (RunSpec.random_model_shortfall; SpecError naming the fix otherwise)."""
+    missing = spec.random_model_shortfall()
+    if missing:
+        label, gap = next(iter(random.items()))
+        raise SpecError(
+            f"model {label!r} is random in eval mode (two forwards of the same images differ by up to {gap:.3g} "
+            f"of its output's scale): it is scored only with {'; '.join(missing)}; or make its eval-mode "
+            "forward deterministic"
+        )
+    eot = {a.label: int(dict(a.options).get("eot", 1)) for a in spec.attacks}
+    return {
+        label: {"relative_gap": gap, "score_repeats": spec.evaluation.score_repeats, "attack_eot": eot}
+        for label, gap in random.items()
+    }
 
 
 class SweepError(RuntimeError):
@@ -111,7 +130,11 @@ def run_sweep(spec: RunSpec, log: Log = print, ex: ExecSpec | None = None) -> pd
         manifest.carry_over(spec)
         manifest.write(spec)
         given = (*spec.models, *((spec.threat.surrogate,) if spec.threat.surrogate else ()))
-        probe_given_models(given, dataset, torch.device(spec.device))  # before any cell: a bad output is refused
+        # before any cell: a bad output is refused, a model random in eval mode needs EOT and repeated scoring
+        random = probe_given_models(given, dataset, torch.device(spec.device))
+        if random:
+            manifest.random_in_eval = _random_models(spec, random)
+            manifest.write(spec)
         if not spec.quiet:
             log(f"dataset {spec.data.name}:\n{dataset.summary()}")
         _run_groups(spec, ex, tables, manifest, done)

@@ -85,6 +85,9 @@ class EvalSpec:
             images (classification), drawn once by a generator seeded with 0; 0 = all of them.
         precision: "fp32" or "bf16" (autocast) for clean and attacked feature extraction.
         attack_precision: "fp32" or "bf16" for the attacks' forward and backward passes.
+        score_repeats: scoring passes per cell, each a fresh forward of the same clean and
+            adversarial images, averaged (a model random in eval mode: the mean and spread over
+            its randomness, as Athalye et al. 2018 score randomized defences); 1 = one.
         test: the dataset scored, when not the one trained on (--test-dataset: generalization
             across domains, e.g. market1501 -> dukemtmc); None = the training dataset's own
             query and gallery (test) split.
@@ -97,11 +100,15 @@ class EvalSpec:
     n_eval: int = 0
     precision: str = "fp32"
     attack_precision: str = "fp32"
+    score_repeats: int = 1
     test: DataSpec | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.n_eval, bool) or not isinstance(self.n_eval, int) or self.n_eval < 0:
             raise SpecError(f"--n-eval {self.n_eval!r} must be a whole number >= 0 (0 = every query or test image)")
+        repeats = self.score_repeats
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+            raise SpecError(f"--score-repeats {repeats!r} must be a whole number >= 1 (scoring passes per cell)")
         for value, what in ((self.precision, "--precision"), (self.attack_precision, "--attack-precision")):
             try:
                 check_precision(value, what)

@@ -246,6 +246,25 @@ class RunSpec:
                         out.append(Cell(model, a, 0.0, seed, ThreatSpec(corruptions=self.threat.corruptions)))
         return out
 
+    def random_model_shortfall(self) -> list[str]:
+        """What this run lacks to score a model random in eval mode (empty: nothing): scoring
+        repeated (--score-repeats 2 or more: the mean and spread over the model's randomness), and
+        every attack that follows gradients averaging them over eot >= 2 passes (Athalye et al.,
+        ICML 2018: a gradient of one random pass points at the noise, and the model looks robust)."""
+        missing = []
+        if self.evaluation.score_repeats < 2:
+            missing.append("--score-repeats 2 or more (evaluate(..., score_repeats=5))")
+        for a in self.attacks:
+            cls = attacks.get_attack_class(a.name)
+            if not cls.uses_gradients:
+                continue
+            if "eot" not in attacks.resolve_options(cls, {}):
+                missing.append(f"an attack with an eot option in place of {a.label} (it has none)")
+            elif int(dict(a.options).get("eot", 1)) < 2:
+                better = f"{a.label},eot=10" if ":" in a.label else f"{a.label}:eot=10"
+                missing.append(f"eot >= 2 on every gradient attack ({better} in place of {a.label})")
+        return missing
+
     def probe_cells(self) -> list[Cell]:
         """Extra cells the sanity checks need (robustbench_lfm.sanity): per model, seed and attack,
         eps 0 and a very large eps; and FGSM at the sweep's eps when PGD runs without it. A
@@ -300,8 +319,8 @@ def large_eps(attack: AttackSpec) -> float:
 
 
 def fgsm_like(pgd: AttackSpec) -> AttackSpec:
-    """FGSM with PGD's objective and side, the reference of the PGD >= FGSM check."""
-    keep = {k: v for k, v in pgd.options if k in ("objective", "side")}
+    """FGSM with PGD's objective, side and EOT passes, the reference of the PGD >= FGSM check."""
+    keep = {k: v for k, v in pgd.options if k in ("objective", "side", "eot")}
     return AttackSpec.create("fgsm", keep)
 
 
@@ -431,8 +450,14 @@ def build_spec(o: RunOptions, given: tuple[ModelSpec, ...] = ()) -> RunSpec:
     test = resolve_test_data(o.test_dataset, o.data_root, task, data, backbones)
     evaluation = EvalSpec(
         distance=o.distance, ap=o.ap, flip=o.flip, rerank=o.rerank, n_eval=o.n_eval, precision=recipe.precision,
-        attack_precision=o.attack_precision, test=test,
+        attack_precision=o.attack_precision, score_repeats=o.score_repeats, test=test,
     )  # fmt: skip
+    ensembles = [a.label for a in attack_specs if issubclass(attacks.get_attack_class(a.name), attacks.Ensemble)]
+    if o.score_repeats > 1 and ensembles:
+        raise SpecError(
+            f"--score-repeats {o.score_repeats} with {ensembles[0]}: an ensemble takes each query's worst case in "
+            "one scoring pass; on a model random in eval mode run its members alone with eot (lfm-bench ls)"
+        )
     threat = ThreatSpec(surrogate, o.quantize, _published_corruptions(test or data, attack_specs))
     parts: dict[str, Any] = dict(
         models=model_specs, attacks=attack_specs, eps=parse_eps(o.eps), seeds=parse_seeds(o.seeds),

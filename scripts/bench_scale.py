@@ -119,7 +119,7 @@ def run(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     adversarial = spec.cache_dir / "adversarial"
     before = set(adversarial.glob("*.safetensors"))
     with stage(rows, "SMA 5/255 on the queries", len(data.query)):
-        attacked = attacking.attacked_side(ctx, cell, attack)
+        (attacked,) = attacking.attacked_side(ctx, cell, attack, "query")
     results: dict[str, Any] = {}
     for mode, name in (("off", "evaluate"), ("on", "evaluate + re-ranking")):
         mode_spec = dataclasses.replace(spec, evaluation=dataclasses.replace(spec.evaluation, rerank=mode))

@@ -104,6 +104,9 @@ class Attack:
     default_side: ClassVar[str] = "query"
     budgeted: ClassVar[bool] = True  # False: a threat with no eps-ball (the corruptions)
     axis: ClassVar[str | None] = None  # the option that takes eps's place in tables and figures
+    # Whether it follows the model's gradients: on a model random in eval mode such an attack needs
+    # an `eot` option above 1 (Athalye et al. 2018). False: a corruption, a score-based search.
+    uses_gradients: ClassVar[bool] = True
     # Options added after the first format, with their defaults: a spec leaves them out at these
     # values, so the attack_params and cell ids of earlier runs stand.
     added_defaults: ClassVar[dict[str, Any]] = {}

@@ -40,6 +40,8 @@ SOURCES = ("generated", "published")
 class Corrupt(Attack):
     """One corruption at one severity; options as the module docstring."""
 
+    uses_gradients = False  # it consults no model
+
     budgeted = False
     axis = "severity"
     default_side = "both"

@@ -28,6 +28,8 @@ class Square(TorchattacksAttack):
         seed: generator seed (drawn into torchattacks' seed).
     """
 
+    uses_gradients = False  # a score-based search (Andriushchenko et al. 2020)
+
     loss = "margin"
 
     def __init__(

@@ -6,7 +6,8 @@ checkpoints and no GPU. Writes under RUN_DIR/report/ (or --out):
 * `report.md` and `report.tex` — models as rows, clean and attacked metrics as columns (%),
   mean ± std over seeds (± the cell's standard error for a single seed), a column's best in bold
   when it leads the runner-up over the seeds (report/tables.py `marked`), the change against
-  `plain` in parentheses; for an ensemble (auto-reid), which member
+  `plain` in parentheses; for a model random in eval mode, each cell's mean and spread over its
+  scoring passes (report/repeats.py); for an ensemble (auto-reid), which member
   decided how many queries (report/ensemble.py); then the paired tests;
 * `cells.csv` — every cell's value and standard error (bootstrap over queries for mAP, binomial for
   Rank-k and accuracy); `tests.csv` — the paired tests (robustbench_lfm/stats.py);
@@ -28,7 +29,7 @@ import pandas as pd
 from robustbench_lfm import evidence, metric_table
 from robustbench_lfm.files import atomic_write, check_writable, remove_stale_temps
 from robustbench_lfm.identity import corrupted
-from robustbench_lfm.report import corruption, ensemble
+from robustbench_lfm.report import corruption, ensemble, repeats
 from robustbench_lfm.report.figures import all_figures
 from robustbench_lfm.report.tables import (
     BASELINE,
@@ -139,13 +140,15 @@ def build_report(run_dir: Path, out: Path | None = None, pairs: Sequence[tuple[s
     main = cells[~corrupted(cells)]  # the corruptions get their own tables, one column per type
     extra = corruption.sections(df)
     members = ensemble.sections(df, load_members(run_dir))
-    md = (f"# {title}\n\n{markdown_table(main)}\n{members['md']}{extra['md']}"
+    passes = repeats.sections(df)
+    md = (f"# {title}\n\n{markdown_table(main)}\n{passes['md']}{members['md']}{extra['md']}"
           f"## Paired tests\n\n{markdown_tests(tests)}")  # fmt: skip
     atomic_write(out / "report.md", md)
-    tex = latex_table(main, f"Clean and attacked {title} (%)") + members["tex"] + extra["tex"]
+    tex = latex_table(main, f"Clean and attacked {title} (%)") + passes["tex"] + members["tex"] + extra["tex"]
     atomic_write(out / "report.tex", tex)
     figures = all_figures(df, curves, out)
-    atomic_write(out / "report.html", _html(title, main, tests, figures, members["html"] + extra["html"]))
+    html_extra = passes["html"] + members["html"] + extra["html"]
+    atomic_write(out / "report.html", _html(title, main, tests, figures, html_extra))
     return Report(out / "report.md", out / "report.tex", out / "report.html", figures)
 
 
