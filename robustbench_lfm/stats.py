@@ -42,6 +42,21 @@ def binomial_se(p: float, n: int) -> float:
     return math.sqrt(max(p * (1 - p), 0.0) / n) if n > 0 else math.nan
 
 
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: two-sided 95% intervals
+
+
+def wilson_interval(p: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """95% Wilson score interval (Wilson, JASA 1927) of a proportion p measured on n items: unlike
+    p ± z·SE it stays inside [0, 1] and keeps its coverage near 0 and 1 (Brown, Cai & DasGupta 2001),
+    where attacked Rank-1 lives. (nan, nan) for n = 0."""
+    if n <= 0 or not math.isfinite(p):
+        return math.nan, math.nan
+    z2n = z * z / n
+    centre = (p + z2n / 2) / (1 + z2n)
+    half = z * math.sqrt(max(p * (1 - p), 0.0) / n + z2n / (4 * n)) / (1 + z2n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def bootstrap_se(values: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> float:
     """Standard error of the mean of `values` by resampling them with replacement."""
     values = np.asarray(values, dtype=np.float64)

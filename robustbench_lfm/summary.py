@@ -106,9 +106,49 @@ def _norms(df: pd.DataFrame) -> str:
     return ", ".join(names[n] for n in sorted({str(n) for n in df["norm"] if n} & set(names))) or "L-inf"
 
 
+def error_bars(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per group of `keys`: the mean `value` over seeds and its error bar below (`low`) and above
+    (`high`), as fractions: the sample std over seeds when a group has two or more; with one seed,
+    the 95% Wilson interval of a proportion over its n_eval queries (robustbench_lfm.stats), none
+    (0) for another metric. `error_bar_note` says it in words."""
+    from robustbench_lfm.stats import wilson_interval  # scipy: only when a figure is drawn
+
+    out = (
+        rows.groupby(keys, sort=False)
+        .agg(
+            mean=("value", "mean"),
+            std=("value", "std"),
+            seeds=("value", "size"),
+            n=("n_eval", "first"),
+            metric_name=("metric", "first"),
+        )
+        .reset_index()
+    )
+    low, high = [], []
+    for _, r in out.iterrows():
+        if r["seeds"] > 1:
+            low.append(float(r["std"]))
+            high.append(float(r["std"]))
+        elif metric_table.get_metric(str(r["metric_name"])).proportion:
+            lo, hi = wilson_interval(float(r["mean"]), int(r["n"]))
+            low.append(float(r["mean"]) - lo)
+            high.append(hi - float(r["mean"]))
+        else:
+            low.append(0.0)
+            high.append(0.0)
+    return out.assign(low=low, high=high)
+
+
+def error_bar_note(df: pd.DataFrame) -> str:
+    """What the figures' error bars are, for their titles."""
+    seeds = int(df["train_seed"].nunique())
+    return f"bars: ± std over {seeds} seeds" if seeds > 1 else "bars: 95% Wilson interval over the queries (one seed)"
+
+
 def plot_eps_curves(df: pd.DataFrame, path: Path) -> Path | None:
-    """Headline metrics against eps (in /255), one line per model and attack, clean at eps 0; None
-    when no cell was attacked within a budget (the corruptions have their own figure)."""
+    """Headline metrics against eps (in /255), one line per model and attack, clean at eps 0, with
+    error bars (`error_bars`); None when no cell was attacked within a budget (the corruptions have
+    their own figure)."""
     df = df[~corrupted(df)]
     if df.empty or not (df["attack"] != "none").any():
         return None
@@ -123,11 +163,13 @@ def plot_eps_curves(df: pd.DataFrame, path: Path) -> Path | None:
     for ax, metric in zip(axes[0], metrics, strict=True):
         for attack in series:
             sub = pd.concat([clean, df[df["series"] == attack]])
-            sub = sub[sub["metric"] == metric].groupby(["row", "rerank", "eps"])["value"].mean().reset_index()
+            sub = error_bars(sub[sub["metric"] == metric], ["row", "rerank", "eps"]).sort_values("eps")
             for (model, rr), curve in sub.groupby(["row", "rerank"], sort=False):
-                ax.plot(
+                ax.errorbar(
                     curve["eps"] * 255,
-                    100 * curve["value"],
+                    100 * curve["mean"],
+                    yerr=[100 * curve["low"], 100 * curve["high"]],
+                    capsize=2,
                     marker=markers.get(attack, "o"),
                     color=colours[model],
                     linestyle="--" if rr else "-",
@@ -138,7 +180,9 @@ def plot_eps_curves(df: pd.DataFrame, path: Path) -> Path | None:
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    fig.suptitle(f"{df['dataset'].iloc[0]}: clean (eps 0) and attacked {_sides(df)}{subset_title(df)}")
+    fig.suptitle(
+        f"{df['dataset'].iloc[0]}: clean (eps 0) and attacked {_sides(df)}{subset_title(df)}\n{error_bar_note(df)}"
+    )
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
     plt.close(fig)

@@ -124,7 +124,7 @@ def test_market1501_folder_run_with_every_evaluation_option(tmp_path):
     spec = json.loads((out / "manifest.json").read_text())["spec"]
     assert spec["evaluation"] == {"distance": "euclidean", "ap": "trapezoid", "flip": True, "rerank": "both",
                                   "n_eval": 0, "precision": "fp32", "attack_precision": "fp32",
-                                  "test": None}  # fmt: skip
+                                  "score_repeats": 1, "test": None}  # fmt: skip
     assert spec["data"]["root"] == str((tmp_path / "data").resolve()) and spec["data"]["source"]
     assert "+rerank" in proc.stdout
 

@@ -143,3 +143,37 @@ def test_the_stated_detectable_difference_is_detected_with_80_percent_power(seed
     assert abs(hits / trials - 0.8) < 0.025
     null = sum(seed_t_test(rng.normal(0, sd, seeds), np.zeros(seeds)).p_value < 0.05 for _ in range(trials))
     assert abs(null / trials - 0.05) < 0.015  # and the level holds
+
+
+@pytest.mark.parametrize(("hits", "n"), [(0, 277), (1, 277), (22, 277), (139, 277), (276, 277), (277, 277), (3, 7)])
+def test_the_wilson_interval_matches_scipy(hits, n):
+    from robustbench_lfm.stats import wilson_interval
+
+    low, high = wilson_interval(hits / n, n)
+    expected = sp.binomtest(hits, n).proportion_ci(confidence_level=0.95, method="wilson")
+    assert low == pytest.approx(expected.low, abs=1e-9) and high == pytest.approx(expected.high, abs=1e-9)
+    assert 0.0 <= low <= hits / n <= high <= 1.0
+    assert all(math.isnan(v) for v in wilson_interval(0.5, 0))
+
+
+def test_figures_draw_wilson_intervals_for_one_seed_and_the_seed_spread_for_several():
+    """One seed: the bar spans the Wilson interval of the cell (asymmetric near 0); several: ± the
+    sample std over seeds; a metric that is not a proportion gets no bar from one seed."""
+    from robustbench_lfm.stats import wilson_interval
+    from robustbench_lfm.summary import error_bar_note, error_bars
+
+    one = pd.DataFrame({"row": ["plain", "plain"], "metric": ["rank1", "mAP"], "value": [0.05, 0.10],
+                        "n_eval": [277, 277], "train_seed": [0, 0]})  # fmt: skip
+    bars = error_bars(one, ["row", "metric"]).set_index("metric")
+    low, high = wilson_interval(0.05, 277)
+    assert bars.loc["rank1", "low"] == pytest.approx(0.05 - low) and bars.loc["rank1", "high"] == pytest.approx(
+        high - 0.05
+    )
+    assert bars.loc["rank1", "high"] > bars.loc["rank1", "low"]  # near 0 the interval leans up
+    assert bars.loc["mAP", "low"] == 0 and bars.loc["mAP", "high"] == 0
+    assert "95% Wilson interval" in error_bar_note(one)
+    seeds = pd.DataFrame({"row": ["plain"] * 3, "metric": ["rank1"] * 3, "value": [0.1, 0.2, 0.3],
+                          "n_eval": [277] * 3, "train_seed": [0, 1, 2]})  # fmt: skip
+    (spread,) = error_bars(seeds, ["row"]).itertuples()
+    assert spread.low == pytest.approx(0.1) and spread.high == pytest.approx(0.1)
+    assert "std over 3 seeds" in error_bar_note(seeds)

@@ -26,7 +26,7 @@ from robustbench_lfm import metric_table
 from robustbench_lfm.identity import corrupted, format_eps, subset_title
 from robustbench_lfm.plotting import model_colours, save_figure
 from robustbench_lfm.report.corruption import plot_severity
-from robustbench_lfm.summary import plot_cmc, plot_eps_curves
+from robustbench_lfm.summary import error_bar_note, error_bars, plot_cmc, plot_eps_curves
 
 FORMATS = (".png", ".pdf")
 
@@ -55,8 +55,8 @@ def scatter(df: pd.DataFrame, stem: Path) -> list[Path]:
     """Clean against attacked top-1 metric per model, one marker per attack."""
     metric = _top1(df)
     rows = df[(df["metric"] == metric) & (df["rerank"] == "")]
-    clean = rows[rows["attack"] == "none"].groupby("row")["value"].agg(["mean", "std"])
-    attacked = _strongest(rows).groupby(["series", "eps", "row"])["value"].agg(["mean", "std"]).reset_index()
+    clean = error_bars(rows[rows["attack"] == "none"], ["row"]).set_index("row")
+    attacked = error_bars(_strongest(rows), ["series", "eps", "row"])
     fig, ax = plt.subplots(figsize=(5.2, 4.2))
     markers = dict(zip(sorted(attacked["series"].unique()), "osD^vP*X", strict=False))
     colours = model_colours(list(dict.fromkeys(df["row"])))
@@ -64,9 +64,9 @@ def scatter(df: pd.DataFrame, stem: Path) -> list[Path]:
         if r["row"] not in clean.index:
             continue
         c = clean.loc[r["row"]]
-        ax.errorbar(100 * c["mean"], 100 * r["mean"], xerr=100 * np.nan_to_num(c["std"]),
-                    yerr=100 * np.nan_to_num(r["std"]), fmt=markers.get(r["series"], "o"), color=colours[r["row"]],
-                    capsize=2, label=r["row"])  # fmt: skip
+        ax.errorbar(100 * c["mean"], 100 * r["mean"], xerr=[[100 * c["low"]], [100 * c["high"]]],
+                    yerr=[[100 * r["low"]], [100 * r["high"]]], fmt=markers.get(r["series"], "o"),
+                    color=colours[r["row"]], capsize=2, label=r["row"])  # fmt: skip
     handles = {h.get_label(): h for h in ax.get_legend_handles_labels()[0]}
     if handles:  # no model has both a clean and an attacked row: an empty plot, no legend
         ax.legend(
@@ -81,7 +81,9 @@ def scatter(df: pd.DataFrame, stem: Path) -> list[Path]:
     )
     ax.set_xlabel(f"clean {metric_table.label(metric)} (%)")
     ax.set_ylabel(f"attacked {metric_table.label(metric)} (%)")
-    ax.set_title(f"{df['dataset'].iloc[0]}: clean vs robust{subset_title(df)}\n{attacks}", fontsize=9)
+    ax.set_title(
+        f"{df['dataset'].iloc[0]}: clean vs robust{subset_title(df)}\n{attacks}; {error_bar_note(df)}", fontsize=9
+    )
     ax.grid(alpha=0.3)
     return _save(fig, stem)
 
@@ -90,7 +92,7 @@ def bars(df: pd.DataFrame, stem: Path) -> list[Path]:
     """Attacked top-1 metric per model, one group per attack at its largest eps."""
     metric = _top1(df)
     rows = _strongest(df[df["metric"] == metric])
-    stats = rows.groupby(["series", "eps", "row"], sort=False)["value"].agg(["mean", "std"]).reset_index()
+    stats = error_bars(rows, ["series", "eps", "row"])
     groups = list(dict.fromkeys(zip(stats["series"], stats["eps"], strict=True)))
     models = list(dict.fromkeys(df["row"]))
     colours = model_colours(models)
@@ -99,17 +101,22 @@ def bars(df: pd.DataFrame, stem: Path) -> list[Path]:
     for i, model in enumerate(models):
         sel = [stats[(stats["series"] == a) & (stats["eps"] == e) & (stats["row"] == model)] for a, e in groups]
         means = [100 * s["mean"].iloc[0] if len(s) else np.nan for s in sel]
-        errs = [100 * np.nan_to_num(s["std"].iloc[0]) if len(s) else 0 for s in sel]
+        errs = [[100 * s[side].iloc[0] if len(s) else 0.0 for s in sel] for side in ("low", "high")]
         ax.bar(
             np.arange(len(groups)) + i * width, means, width, yerr=errs, capsize=2, label=model, color=colours[model]
         )
-    ax.set_xticks(np.arange(len(groups)) + width * (len(models) - 1) / 2, [f"{a} {format_eps(e)}" for a, e in groups])
+    ticks = [f"{a} {format_eps(e)}" for a, e in groups]
+    slanted = max(map(len, ticks), default=0) * len(ticks) > 60  # long labels side by side would overlap
+    ax.set_xticks(
+        np.arange(len(groups)) + width * (len(models) - 1) / 2, ticks,
+        rotation=25 if slanted else 0, ha="right" if slanted else "center", fontsize=8 if slanted else None,
+    )  # fmt: skip
     ax.set_ylabel(f"attacked {metric_table.label(metric)} (%)")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    seeds = df["train_seed"].nunique()
-    spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed, no error bars"
-    title = f"{df['dataset'].iloc[0]}: {metric_table.label(metric)} under attack ({spread}){subset_title(df)}"
+    title = (
+        f"{df['dataset'].iloc[0]}: {metric_table.label(metric)} under attack{subset_title(df)}\n{error_bar_note(df)}"
+    )
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, stem)

@@ -25,12 +25,14 @@ from robustbench_lfm import metric_table
 from robustbench_lfm.identity import labelled, ordered_conditions, subset_note
 from robustbench_lfm.stats import (
     POWER,
+    Z95,
     binomial_se,
     bootstrap_se,
     detectable_difference,
     holm,
     paired_test,
     seed_t_test,
+    wilson_interval,
 )
 
 BASELINE = "plain"
@@ -47,10 +49,11 @@ def with_conditions(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def cell_errors(df: pd.DataFrame, queries: pd.DataFrame | None) -> pd.DataFrame:
-    """One row per (cell, rerank, headline metric): its value and standard error.
+    """One row per (cell, rerank, headline metric): its value, standard error and 95% interval.
 
-    A proportion (Rank-k, accuracy): binomial over the n_eval queries or test images. A mean of
-    per-query scores (mAP): bootstrap over the cell's queries (needs queries.csv; NaN without it).
+    A proportion (Rank-k, accuracy): binomial SE and Wilson interval (stats.wilson_interval) over
+    the n_eval queries or test images. A mean of per-query scores (mAP): bootstrap SE over the
+    cell's queries (needs queries.csv; NaN without it) and the normal interval value ± 1.96 SE.
     """
     rows = df[df["metric"].isin(headline_metrics(df))].copy()
     grouped = {} if queries is None else dict(list(queries.groupby(["cell_id", "rerank"])))
@@ -64,7 +67,13 @@ def cell_errors(df: pd.DataFrame, queries: pd.DataFrame | None) -> pd.DataFrame:
             errors.append(np.nan)
         else:
             errors.append(bootstrap_se(outcomes[metric.query_column].to_numpy(dtype=float)))
-    return rows.assign(se=errors)
+    intervals = [
+        wilson_interval(float(r["value"]), int(r["n_eval"]))
+        if metric_table.get_metric(r["metric"]).proportion
+        else (max(0.0, float(r["value"]) - Z95 * se), min(1.0, float(r["value"]) + Z95 * se))
+        for (_, r), se in zip(rows.iterrows(), errors, strict=True)
+    ]
+    return rows.assign(se=errors, ci_low=[lo for lo, _ in intervals], ci_high=[hi for _, hi in intervals])
 
 
 @dataclass(frozen=True)
