@@ -33,7 +33,7 @@ from robustbench_lfm.datasets import ClassificationDataset, ClassSplit, Dataset,
 from robustbench_lfm.faults import ModelError
 from robustbench_lfm.files import read_sidecar, write_verified
 from robustbench_lfm.hashing import content_hash
-from robustbench_lfm.metrics import AccuracyResult, pairwise_distance
+from robustbench_lfm.metrics import AccuracyResult
 from robustbench_lfm.precision import autocast
 from robustbench_lfm.spec import Cell, RunSpec
 
@@ -61,13 +61,6 @@ class CleanFeatures:
 
     query: Tensor
     gallery: Tensor
-    _gallery_gallery: Tensor | None = None
-
-    def gallery_distances(self, metric: str) -> Tensor:
-        """Gallery x gallery distances for re-ranking: the gallery stays clean, so computed once."""
-        if self._gallery_gallery is None:
-            self._gallery_gallery = pairwise_distance(self.gallery, self.gallery, metric)
-        return self._gallery_gallery
 
 
 @dataclass(frozen=True)

@@ -442,10 +442,7 @@ def _scored_cell(ctx: EvalContext, cell: Cell) -> tuple[dict[str, Result], dict[
                 if not torch.isfinite(embedded).all():
                     raise ModelError(f"the model's embeddings of the attacked {side} images are not finite")
                 features[side] = embedded
-    ranked = [
-        rank_results(ctx.spec, data, f["query"], f["gallery"], c)
-        for f, c in zip(passes, (clean, *ctx.rescored), strict=True)
-    ]
+    ranked = [rank_results(ctx.spec, data, f["query"], f["gallery"]) for f in passes]
     modes = ranked[0]
     return {mode: _averaged([r[mode] for r in ranked]) for mode in modes}, {**extra, "projected": _projected(attack)}
 
@@ -480,7 +477,7 @@ def _ensemble_results(
         (features,) = attacked_side(ctx, member_cell, member, "query")  # one scoring pass: spec.py refuses more
         if not torch.isfinite(features).all():
             raise ModelError(f"the model's embeddings of the query images attacked by {name} are not finite")
-        ranked = rank_results(ctx.spec, ctx.data, features, ctx.clean.gallery, ctx.clean)
+        ranked = rank_results(ctx.spec, ctx.data, features, ctx.clean.gallery)
         members[member_cell.attack.label_on("reid")] = _Member(member, ranked)
     modes = next(iter(members.values())).results
     return {mode: worst_case([m.results[mode] for m in members.values()]) for mode in modes}, members
@@ -504,15 +501,13 @@ def _projected(attack: attacks.Attack | None) -> float | str:
     return "" if attack is None or attack.projected is None else attack.projected
 
 
-def rank_results(
-    spec: RunSpec, data: ReIDDataset, qf: Tensor, gf: Tensor, clean: CleanFeatures
-) -> dict[str, RankResult]:
+def rank_results(spec: RunSpec, data: ReIDDataset, qf: Tensor, gf: Tensor) -> dict[str, RankResult]:
     """Market-1501 scores of query features `qf` against gallery features `gf`, per re-ranking mode
     of the run (keyed by the CSV `rerank` value, "" = off)."""
     q, g = data.query, data.gallery
     return {
         label: evaluate_rank(dist, q.pids, g.pids, q.camids, g.camids, ap=_ap_formula(spec.evaluation.ap))
-        for label, dist in _distances(spec, qf, gf, clean)
+        for label, dist in _distances(spec, qf, gf)
     }
 
 
@@ -532,16 +527,20 @@ def attack_fields(cell: Cell, attack: attacks.Attack | None, task: str) -> dict[
             "attack_params": cell.attack.params_json(), "severity": 0, **attack.describe(cell.eps, task)}  # fmt: skip
 
 
-def _distances(spec: RunSpec, qf: Tensor, gf: Tensor, clean: CleanFeatures) -> list[tuple[str, Tensor]]:
-    """(rerank label, query x gallery distances) for each re-ranking mode of the run."""
+def _distances(spec: RunSpec, qf: Tensor, gf: Tensor) -> list[tuple[str, Tensor]]:
+    """(rerank label, query x gallery distances) for each re-ranking mode of the run. Re-ranking
+    computes the gallery x gallery distances chunk by chunk into its own buffer (no copy kept)."""
     metric = spec.evaluation.distance
     q_g = pairwise_distance(qf, gf, metric)
     out = []
+
+    def gallery_rows(start: int, stop: int) -> Tensor:
+        return pairwise_distance(gf[start:stop], gf, metric)
+
     for on in spec.evaluation.rerank_modes():
         if on:
             params = RerankParams()
-            g_g = clean.gallery_distances(metric) if gf is clean.gallery else pairwise_distance(gf, gf, metric)
-            reranked = rerank(q_g, pairwise_distance(qf, qf, metric), g_g, params)
+            reranked = rerank(q_g, pairwise_distance(qf, qf, metric), gallery_rows, params)
             out.append((params.label(), reranked))
         else:
             out.append(("", q_g))

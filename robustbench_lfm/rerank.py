@@ -22,10 +22,14 @@ itself, and the Jaccard sums are an inverted-index join processed in bounded chu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+GalleryRows = Callable[[int, int], Tensor]  # (start, stop) -> rows start..stop-1 of the gallery x gallery distances
+GALLERY_CHUNK = 1024  # gallery rows computed at a time when they are written straight into the joint buffer
 
 
 @dataclass(frozen=True)
@@ -41,8 +45,12 @@ class RerankParams:
         return f"k1={self.k1},k2={self.k2},lambda={self.lam}"
 
 
-def rerank(q_g: Tensor, q_q: Tensor, g_g: Tensor, params: RerankParams = RerankParams()) -> Tensor:
-    """Re-ranked (n_q, n_g) distances from query-gallery, query-query and gallery-gallery distances."""
+def rerank(q_g: Tensor, q_q: Tensor, g_g: Tensor | GalleryRows, params: RerankParams = RerankParams()) -> Tensor:
+    """Re-ranked (n_q, n_g) distances from query-gallery, query-query and gallery-gallery distances.
+
+    `g_g` is the (n_g, n_g) matrix, or a function giving its rows start..stop-1: then each chunk of
+    rows is computed and written straight into the joint buffer, and no gallery x gallery matrix
+    exists beside it (at Market-1501 size, 1 GB saved)."""
     nq, ng = q_g.shape
     n = nq + ng
     if not 1 <= params.k2 <= params.k1 + 1 or params.k1 + 1 > n:
@@ -62,17 +70,24 @@ def rerank(q_g: Tensor, q_q: Tensor, g_g: Tensor, params: RerankParams = RerankP
     return _jaccard(v, nq).mul_(1 - params.lam).add_(d[:nq, nq:] * params.lam)  # in place: n_q x n_g is 214 MB
 
 
-def _normalised_transpose(q_q: Tensor, q_g: Tensor, g_g: Tensor) -> Tensor:
+def _normalised_transpose(q_q: Tensor, q_g: Tensor, g_g: Tensor | GalleryRows) -> Tensor:
     """Step 1 in one (N, N) float32 buffer: the released code's transpose(d**2 / max(d**2, axis=0)).
 
     The blocks are written transposed, so row i of the buffer is column i of d; squaring and dividing
     each row by its maximum then gives exactly the released code's matrix, with no second N x N copy
-    (at Market-1501 size, 19,281 items, one copy is 1.5 GB)."""
-    nq = q_q.shape[0]
-    n = nq + g_g.shape[0]
+    (at Market-1501 size, 19,281 items, one copy is 1.5 GB). Gallery rows given as a function are
+    written chunk by chunk, as the columns of the gallery block."""
+    nq, ng = q_g.shape
+    n = nq + ng
     d = torch.empty(n, n, dtype=torch.float32)
     d[:nq, :nq], d[:nq, nq:] = q_q.T, q_g
-    d[nq:, :nq], d[nq:, nq:] = q_g.T, g_g.T
+    d[nq:, :nq] = q_g.T
+    if isinstance(g_g, Tensor):
+        d[nq:, nq:] = g_g.T
+    else:
+        for start in range(0, ng, GALLERY_CHUNK):
+            stop = min(start + GALLERY_CHUNK, ng)
+            d[nq:, nq + start : nq + stop] = g_g(start, stop).T
     d.pow_(2)
     return d.div_(d.amax(1, keepdim=True).clamp_(min=1e-12))
 

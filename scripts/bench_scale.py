@@ -124,11 +124,9 @@ def run(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     for mode, name in (("off", "evaluate"), ("on", "evaluate + re-ranking")):
         mode_spec = dataclasses.replace(spec, evaluation=dataclasses.replace(spec.evaluation, rerank=mode))
         with stage(rows, name, len(data.query)):
-            results.update(group.rank_results(mode_spec, data, attacked, clean.gallery, clean))
+            results.update(group.rank_results(mode_spec, data, attacked, clean.gallery))
     clean_cell = spec.cells()[0]
-    _record(
-        spec, clean_cell, None, group.rank_results(spec, data, clean.query, clean.gallery, clean), trained.sha256, data
-    )
+    _record(spec, clean_cell, None, group.rank_results(spec, data, clean.query, clean.gallery), trained.sha256, data)
     _record(spec, cell, attack, results, trained.sha256, data)
     with stage(rows, "report", 0):
         build_report(spec.out_dir)

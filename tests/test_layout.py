@@ -89,3 +89,21 @@ def test_evaluate_runs_from_a_script_beside_user_packages_named_models_and_attac
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "['fgsm', 'none']" in done.stdout
+
+
+def test_torchattacks_is_imported_only_by_the_attacks_that_run_it():
+    """Loading every registry (what `lfm-bench ls` and any run do) leaves torchattacks, and the
+    scipy.stats it pulls in, unimported; building a wrapped attack's torchattacks object imports it."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import torch
+        from robustbench_lfm import attacks, datasets, methods, models
+        assert "torchattacks" not in sys.modules and "scipy.stats" not in sys.modules, "at import"
+        attack = attacks.create_attack("deepfool", steps=1)
+        attack.build(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2)), 0.1, 0, 2)
+        assert "torchattacks" in sys.modules
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr

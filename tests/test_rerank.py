@@ -51,7 +51,7 @@ def test_matches_the_per_item_reference(k1, k2, lam):
     np.testing.assert_allclose(got.numpy(), want, atol=2e-6)
 
 
-def test_reranking_helps_on_clustered_features():
+def test_reranking_helps_on_clustered_features(monkeypatch):
     # identities as noisy clusters with several gallery images each: the setting re-ranking is built
     # for (neighbours of neighbours share the identity); mAP 0.685 -> 0.730 here
     g = torch.Generator().manual_seed(0)
@@ -67,6 +67,15 @@ def test_reranking_helps_on_clustered_features():
     plain = evaluate_rank(q_g, q_pids, g_pids, q_cams, g_cams)
     reranked = rerank(q_g, pairwise_distance(qf, qf, "euclidean"), pairwise_distance(gf, gf, "euclidean"))
     assert evaluate_rank(reranked, q_pids, g_pids, q_cams, g_cams).mAP > plain.mAP
+    from robustbench_lfm import rerank as module
+
+    monkeypatch.setattr(module, "GALLERY_CHUNK", 7)  # 180 gallery rows in chunks of 7: a ragged last one
+
+    def gallery_rows(start, stop):  # computed chunk by chunk into the buffer: no gallery matrix beside it
+        return pairwise_distance(gf[start:stop], gf, "euclidean")
+
+    chunked = rerank(q_g, pairwise_distance(qf, qf, "euclidean"), gallery_rows)
+    assert torch.allclose(chunked, reranked, atol=1e-6)
 
 
 def test_k_larger_than_the_items_is_a_clear_error():

@@ -1,4 +1,4 @@
-"""lfm-bench attack library (leaf: imports torch, and torchattacks for wrapped attacks).
+"""lfm-bench attack library (leaf: imports torch; torchattacks only when a wrapped attack or backend runs).
 
 Attacks are built without a model and called with one:
 `create_attack("pgd", steps=10)(model, x, AttackContext("reid"), eps=8/255)`.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import torchattacks
 from torch import nn
 
 from robustbench_lfm.attacks.registry import register_attack
@@ -41,6 +40,8 @@ class APGDCE(TorchattacksAttack):
         self.steps, self.restarts, self.rho = int(steps), int(restarts), float(rho)
 
     def build(self, model: nn.Module, eps: float, seed: int, n_classes: int) -> Any:
+        import torchattacks  # only where it runs: importing it costs scipy.stats at start-up
+
         return torchattacks.APGD(
             model, norm=self.ta_norm(), eps=eps, steps=self.steps, n_restarts=self.restarts,
             seed=seed, loss=self.loss, rho=self.rho,

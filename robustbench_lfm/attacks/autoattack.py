@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torchattacks
 from torch import nn
 
 from robustbench_lfm.attacks.registry import register_attack
@@ -38,6 +37,8 @@ class AutoAttack(TorchattacksAttack):
     def build(self, model: nn.Module, eps: float, seed: int, n_classes: int) -> Any:
         if n_classes < 3:
             raise ValueError(f"autoattack needs at least 3 classes (the model has {n_classes})")
+        import torchattacks  # only where it runs: importing it costs scipy.stats at start-up
+
         return torchattacks.AutoAttack(
             model, norm=self.ta_norm(), eps=eps, version=self.version, n_classes=n_classes, seed=seed
         )

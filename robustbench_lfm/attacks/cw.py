@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torchattacks
 from torch import nn
 
 from robustbench_lfm.attacks.registry import register_attack
@@ -50,6 +49,8 @@ class CW(TorchattacksAttack):
         self.c, self.kappa, self.steps, self.lr = float(c), float(kappa), int(steps), float(lr)
 
     def build(self, model: nn.Module, eps: float, seed: int, n_classes: int) -> Any:
+        import torchattacks  # only where it runs: importing it costs scipy.stats at start-up
+
         return torchattacks.CW(model, c=self.c, kappa=self.kappa, steps=self.steps, lr=self.lr)
 
     def schedule(self, eps: float) -> tuple[int, float]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torchattacks
 from torch import nn
 
 from robustbench_lfm.attacks.registry import register_attack
@@ -40,6 +39,8 @@ class DeepFool(TorchattacksAttack):
         self.steps, self.overshoot = int(steps), float(overshoot)
 
     def build(self, model: nn.Module, eps: float, seed: int, n_classes: int) -> Any:
+        import torchattacks  # only where it runs: importing it costs scipy.stats at start-up
+
         return torchattacks.DeepFool(model, steps=self.steps, overshoot=self.overshoot)
 
     def schedule(self, eps: float) -> tuple[int, float]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torchattacks
 from torch import nn
 
 from robustbench_lfm.attacks.backends import choose_backend
@@ -63,4 +62,6 @@ class FGSM(IterativeAttack):
     def torchattacks_attack(self, model: nn.Module, eps: float) -> Any:
         if self.random_start:
             raise ValueError("fgsm: backend=torchattacks has no random start")
+        import torchattacks  # only where it runs: importing it costs scipy.stats at start-up
+
         return torchattacks.FGSM(model, eps=eps)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torchattacks
 from torch import nn
 
 from robustbench_lfm.attacks.backends import choose_backend
@@ -42,4 +41,6 @@ class PGDL2(IterativeAttack):
 
     def torchattacks_attack(self, model: nn.Module, eps: float) -> Any:
         steps, alpha = self.schedule(eps)
+        import torchattacks  # only where it runs: importing it costs scipy.stats at start-up
+
         return torchattacks.PGDL2(model, eps=eps, alpha=alpha, steps=steps, random_start=bool(self.random_start))

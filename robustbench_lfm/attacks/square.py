@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torchattacks
 from torch import nn
 
 from robustbench_lfm.attacks.registry import register_attack
@@ -41,6 +40,8 @@ class Square(TorchattacksAttack):
         self.queries, self.p_init, self.restarts = int(queries), float(p_init), int(restarts)
 
     def build(self, model: nn.Module, eps: float, seed: int, n_classes: int) -> Any:
+        import torchattacks  # only where it runs: importing it costs scipy.stats at start-up
+
         return torchattacks.Square(
             model, norm=self.ta_norm(), eps=eps, n_queries=self.queries, n_restarts=self.restarts,
             p_init=self.p_init, seed=seed,
