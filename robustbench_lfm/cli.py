@@ -156,8 +156,11 @@ def _print_summary(spec: RunSpec, df: pd.DataFrame, failure: Exception | None, f
     checks = sanity.read(spec.out_dir / "sanity.csv")
     plots = [str(p) for p in (plot, severity_plot, cmc_plot) if p is not None]
     if fmt == "json":
-        click.echo(json.dumps(summary_json(df, checks, spec.out_dir, plots, took, failure), indent=2))
+        summary = summary_json(df, checks, spec.out_dir, plots, took, failure)
+        click.echo(json.dumps({"note": spec.note, **summary} if spec.note else summary, indent=2))
         return
+    if spec.note:
+        click.echo(f"{spec.note}\n")
     click.echo(summary_table(df))
     click.echo("\n" + sanity.summary(checks))
     click.echo(f"\n{len(df)} rows in {spec.out_dir / 'results.csv'}; plots {', '.join(plots) or 'none'}; {took:.1f} s")

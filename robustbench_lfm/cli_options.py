@@ -111,7 +111,11 @@ def _eager(name: str, help: str) -> Decorator:
 # `run`'s options in --help order: the two that read a file of options, every declared option,
 # then the output format (the CLI's own).
 RUN_OPTIONS: list[Decorator] = [
-    _eager("preset", "Run a shipped protocol: lfm-paper, rcm-cifar, robustbench-linf (robustbench_lfm/presets/)."),
+    _eager(
+        "preset",
+        "Run a shipped protocol: smoke (a first table in a minute), lfm-paper, rcm-cifar, robustbench-linf "
+        "(robustbench_lfm/presets/).",
+    ),
     _eager("config", "Run the options of a TOML file (keys are option names: models, attacks, eps, dataset, ...)."),
     *(_click_option(name) for name in options.declared()),
     format_option(

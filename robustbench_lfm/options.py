@@ -213,6 +213,10 @@ class RunOptions:
         None, "submitit cluster (default: Slurm when available).", "exec", choices=("slurm", "local", "debug")
     )
     quiet: bool = option(False, "No progress bars or dataset summary.", "exec", short="-q", evaluate=True)
+    note: str | None = option(
+        None, "A line printed above the result table and kept in manifest.json (the smoke preset says what it is).",
+        "exec",
+    )  # fmt: skip
 
 
 EXECUTOR = ("executor", "jobs", "threads", "scheduler", "cluster")  # where groups run: not the spec's

@@ -228,6 +228,7 @@ class RunSpec:
     device: str = "cpu"
     batch_size: int = 256
     quiet: bool = False
+    note: str = ""
     pretrained: Path | None = None
     plugins: tuple[plugins.Plugin, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
@@ -477,6 +478,7 @@ def build_spec(o: RunOptions, given: tuple[ModelSpec, ...] = ()) -> RunSpec:
         device=device,
         batch_size=o.batch_size,
         quiet=o.quiet,
+        note=o.note or "",
         pretrained=pretrained,
         plugins=loaded,
     )

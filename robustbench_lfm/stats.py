@@ -54,7 +54,7 @@ def wilson_interval(p: float, n: int, z: float = Z95) -> tuple[float, float]:
     z2n = z * z / n
     centre = (p + z2n / 2) / (1 + z2n)
     half = z * math.sqrt(max(p * (1 - p), 0.0) / n + z2n / (4 * n)) / (1 + z2n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))  # at p = 0 or 1 rounding may not hold p
 
 
 def bootstrap_se(values: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> float:

@@ -61,7 +61,11 @@ def test_a_run_without_the_baseline_cells_fails_the_gate(run, tmp_path):
 
 @pytest.mark.parametrize(
     "column",
-    [c for c in IDENTITY if c not in ("task", "train_seed", "eps", "severity", "steps", "step_size", "rerank")],
+    [
+        c
+        for c in IDENTITY
+        if c not in ("task", "train_seed", "eps", "severity", "steps", "step_size", "rerank", "score_repeats")
+    ],
 )
 def test_every_identity_column_keeps_unlike_measurements_apart(run, tmp_path, column):
     table = _table(run)
@@ -72,7 +76,15 @@ def test_every_identity_column_keeps_unlike_measurements_apart(run, tmp_path, co
 
 
 @pytest.mark.parametrize(
-    ("column", "value"), [("eps", "0.5"), ("severity", "3"), ("steps", "7"), ("step_size", "0.25"), ("train_seed", "9")]
+    ("column", "value"),
+    [
+        ("eps", "0.5"),
+        ("severity", "3"),
+        ("steps", "7"),
+        ("step_size", "0.25"),
+        ("train_seed", "9"),
+        ("score_repeats", "4"),
+    ],
 )
 def test_numeric_identity_columns_keep_measurements_apart(run, tmp_path, column, value):
     table = _table(run)

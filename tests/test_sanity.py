@@ -23,7 +23,7 @@ def row(attack, eps, metric, value, model="m", objective="sma", options="{}"):
         "step_size": 0.0 if clean else eps / 4, "surrogate": "", "quantize": False, "rerank": "", "eps": eps,
         "metric": metric, "value": value, "n_eval": N, "precision": "fp32", "eval_subset": "", "train_fraction": "",
         "attack_precision": "" if clean else "fp32", "test_dataset": "synthreid", "test_data_params": "{}",
-        "severity": 0,
+        "severity": 0, "score_repeats": 1,
     }  # fmt: skip
 
 

@@ -154,6 +154,8 @@ def test_the_wilson_interval_matches_scipy(hits, n):
     assert low == pytest.approx(expected.low, abs=1e-9) and high == pytest.approx(expected.high, abs=1e-9)
     assert 0.0 <= low <= hits / n <= high <= 1.0
     assert all(math.isnan(v) for v in wilson_interval(0.5, 0))
+    for n in range(1, 400):  # the ends hold their p exactly, whatever the rounding
+        assert wilson_interval(0.0, n)[0] == 0.0 and wilson_interval(1.0, n)[1] == 1.0
 
 
 def test_figures_draw_wilson_intervals_for_one_seed_and_the_seed_spread_for_several():
