@@ -138,9 +138,8 @@ def shot_noise(x: Tensor, c: float, table: str, g: torch.Generator) -> Tensor:
 def impulse_noise(x: Tensor, c: float, table: str, g: torch.Generator) -> Tensor:
     """Salt and pepper (skimage `random_noise(mode="s&p")`): a share c of the values set to 0 or 1,
     half each."""
-    hit = torch.rand(x.shape, generator=g, device=x.device) < c
-    salt = torch.rand(x.shape, generator=g, device=x.device) < 0.5
-    return torch.where(hit, salt.to(x.dtype), x)
+    u = torch.rand(x.shape, generator=g, device=x.device)  # one draw: u < c hits, and u < c / 2 of those is salt
+    return torch.where(u < c, (u < c / 2).to(x.dtype), x)
 
 
 # ---- blur ------------------------------------------------------------------------------------------
