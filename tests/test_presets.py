@@ -48,7 +48,7 @@ SLOW = {"rcm-cifar"}  # 12 models; its VGG-16s, one epoch on 67 images, resist A
 def test_every_preset_runs_in_a_tiny_form(tmp_path, preset, imagenet_like):
     shipped = tomllib.loads((PRESET_DIR / f"{preset}.toml").read_text())
     task = get_dataset_info(shipped["dataset"]).task
-    extra = ["--pretrained", imagenet_like] if task == "reid" else []
+    extra = ["--pretrained", imagenet_like] if task == "reid" and shipped.get("recipe") == "paper" else []
     args = ["run", "--preset", preset, *TINY[task], *extra, "--out", str(tmp_path / "run"), "-q"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
@@ -57,3 +57,20 @@ def test_every_preset_runs_in_a_tiny_form(tmp_path, preset, imagenet_like):
     assert ran | {"none"} == set(df["attack"])  # every attack of the preset, and the clean cells
     assert set(df["recipe_key"]) and df["value"].astype(float).between(0, 1).all()
     assert set(shipped["models"]) <= set(df["model"])  # every model, under its own label
+
+
+@pytest.mark.slow
+def test_the_smoke_preset_as_shipped_prints_a_labelled_table(tmp_path):
+    """`lfm-bench run --preset smoke` as a newcomer types it: the line saying it is a smoke test, then
+    a table with clean and attacked Rank-1 and mAP of plain and lfm, and the note in the manifest."""
+    result = CliRunner().invoke(main, ["run", "--preset", "smoke", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    note = next(i for i, line in enumerate(lines) if line.startswith("SMOKE TEST"))
+    header = lines[note + 2]
+    assert "clean Rank-1" in header and "pgd:steps=5 8/255 Rank-1" in header
+    assert {line.split()[0] for line in lines[note + 3 : note + 6] if line.strip()} >= {"plain", "lfm"}
+    import json
+
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["spec"]["note"].startswith("SMOKE TEST")
