@@ -116,6 +116,15 @@ def run(fmt: str, **opts: Any) -> None:  # opts: one keyword per RunOptions fiel
     executor = {k: opts[k] for k in EXECUTOR}
     spec = _guard(lambda: build_spec(RunOptions(**opts)))
     ex = _guard(lambda: _exec_spec(spec, **executor))
+    if opts["dry_run"]:
+        from robustbench_lfm.datasets import DatasetFolderError
+        from robustbench_lfm.runner import dry_run
+
+        try:
+            click.echo(dry_run(spec))
+        except (SpecError, DatasetFolderError) as err:
+            fail(str(err))
+        return
     start = time.perf_counter()
     df, failure = _sweep(spec, ex, log=(lambda line: click.echo(line, err=True)) if fmt == "json" else click.echo)
     _print_summary(spec, df, failure, fmt, time.perf_counter() - start)

@@ -213,6 +213,12 @@ class RunOptions:
         None, "submitit cluster (default: Slurm when available).", "exec", choices=("slurm", "local", "debug")
     )
     quiet: bool = option(False, "No progress bars or dataset summary.", "exec", short="-q", evaluate=True)
+    dry_run: bool = option(
+        False,
+        "Print the grid (models to train or reuse, cells to run or resume) and an estimate of its time from the "
+        "rates earlier sweeps measured, then stop: nothing is trained, attacked or written.",
+        "exec",
+    )  # fmt: skip
     note: str | None = option(
         None, "A line printed above the result table and kept in manifest.json (the smoke preset says what it is).",
         "exec",

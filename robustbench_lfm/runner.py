@@ -16,6 +16,7 @@ import json
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,7 +24,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from robustbench_lfm import attacks, evidence, metric_table, rundir, sanity
+from robustbench_lfm import attacks, estimate, evidence, metric_table, rundir, sanity
 from robustbench_lfm.checkpoints import probe_given_models
 from robustbench_lfm.datasets import ClassificationDataset, Dataset
 from robustbench_lfm.environment import configure_determinism, machine, now, package_versions
@@ -137,8 +138,12 @@ def run_sweep(spec: RunSpec, log: Log = print, ex: ExecSpec | None = None) -> pd
             manifest.write(spec)
         if not spec.quiet:
             log(f"dataset {spec.data.name}:\n{dataset.summary()}")
-        _run_groups(spec, ex, tables, manifest, done)
+        shape = work_shape(spec, dataset)
+        ran = _run_groups(spec, ex, tables, manifest, done, shape)
         table = tables.results.read()
+        with suppress(OSError):  # the rates only feed estimates: a cache that cannot take them loses nothing
+            rows = [r for r in tables.results.scan().rows if r["cell_id"] in ran]
+            estimate.record(spec.cache_dir, estimate.measured_rates(spec, manifest.training, rows, shape))
         projecting = frozenset(
             n for n in attacks.registry.ATTACKS.names() if not attacks.get_attack_class(n).stays_in_budget
         )
@@ -212,21 +217,42 @@ def _is_ensemble(name: str) -> bool:
     return name in attacks.registry.ATTACKS.names() and issubclass(attacks.get_attack_class(name), attacks.Ensemble)
 
 
-def _run_groups(spec: RunSpec, ex: ExecSpec, tables: _Tables, manifest: Manifest, done: dict[str, set[str]]) -> None:
-    """Run the pending (model, seed) groups on the executor and write what comes back."""
+def _run_groups(
+    spec: RunSpec, ex: ExecSpec, tables: _Tables, manifest: Manifest, done: dict[str, set[str]], shape: estimate.Shape
+) -> set[str]:
+    """Run the pending (model, seed) groups on the executor and write what comes back; the ids of
+    the cells it ran. The progress bar counts the whole sweep in estimated seconds of work
+    (training and cells, robustbench_lfm/estimate.py), so its ETA covers what is left."""
     cells = [("results", c) for c in spec.cells()] + [("probes", c) for c in spec.probe_cells()]
     pending = [(dest, c) for dest, c in cells if c.cell_id(spec.data, spec.recipe, spec.evaluation) not in done[dest]]
     manifest.cells_skipped = sum(d == "results" for d, _ in cells) - sum(d == "results" for d, _ in pending)
     groups = _by_model(pending)
-    bar = tqdm(total=len(pending), desc="cells", disable=spec.quiet, unit="cell")
+    rates = estimate.read_rates(spec.cache_dir)
+    seconds = {
+        key: estimate.group_seconds(spec, key[0], key[1], [c for _, c in group], shape, rates)
+        for key, group in groups.items()
+    }
+    bar = tqdm(total=round(sum(seconds.values()), 1), desc=f"sweep ({len(pending)} cells)", disable=spec.quiet,
+               unit="s", bar_format=SWEEP_BAR)  # fmt: skip
     first: list[tuple[RunSpec, ModelSpec, int, list[tuple[str, Cell]]]] = [
         (spec, m, seed, []) for m, seed in _prerequisites(spec, groups)
     ]
     for tasks in (first, [(spec, m, seed, group) for (m, seed), group in groups.items()]):
         for result in run_tasks(ex, run_group, tasks):
             _record(result, tables, manifest)
-            bar.update(result.cells_run + result.probes_run + result.skipped)
+            key = _group_key(result, groups)
+            bar.update(round(seconds[key], 1) if key is not None else 0.0)
     bar.close()
+    return {c.cell_id(spec.data, spec.recipe, spec.evaluation) for _, c in pending}
+
+
+# The sweep bar: its unit is an estimated second of work, so "left" is the ETA of the whole sweep.
+SWEEP_BAR = "{desc}: {percentage:3.0f}%|{bar}| {elapsed} elapsed, about {remaining} left"
+
+
+def _group_key(result: GroupResult, groups: dict) -> tuple[ModelSpec, int] | None:
+    """The (model, seed) key of a finished group, from its `label@seedN` label."""
+    return next((k for k in groups if f"{k[0].label}@seed{k[1]}" == result.label), None)
 
 
 def _prerequisites(spec: RunSpec, groups: dict) -> list[tuple[ModelSpec, int]]:
@@ -255,6 +281,31 @@ def _record(result: GroupResult, tables: _Tables, manifest: Manifest) -> None:
             getattr(tables, name).append(result.rows.get(name, []), replace_cells=True, drop_cells=stale)
     manifest.cells_run += result.cells_run
     manifest.probes_run += result.probes_run
+
+
+def work_shape(spec: RunSpec, data: Dataset) -> estimate.Shape:
+    """The sizes the sweep's work scales with (robustbench_lfm/estimate.py), from its dataset."""
+    from robustbench_lfm.training import images_per_epoch
+
+    if isinstance(data, ClassificationDataset):
+        scored, gallery, images = len(data.test.images), 0, data.test.images
+    else:
+        scored, gallery, images = len(data.query.images), len(data.gallery.images), data.query.images
+    pixels = int(images.shape[-2] * images.shape[-1])
+    return estimate.Shape(scored, gallery, pixels, images_per_epoch(data, spec.recipe))
+
+
+def dry_run(spec: RunSpec) -> str:
+    """What `run --dry-run` prints: the models to train or reuse, the cells to run or resume, and
+    the estimated time (robustbench_lfm/estimate.py). Reads the run directory, writes nothing there."""
+    dataset = run_dataset(spec)
+    expected = expected_rows(spec)
+    done = {
+        name: complete_cells(ResultStore(spec.out_dir / f"{name}.csv").scan().rows, expected)
+        for name in ("results", "probes")
+    }
+    work = estimate.pending_work(spec, work_shape(spec, dataset), done)
+    return estimate.describe(work, estimate.read_rates(spec.cache_dir))[0]
 
 
 def _chance(data: Dataset) -> float:
