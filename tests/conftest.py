@@ -13,6 +13,23 @@ TINY = {"train_ids": 12, "test_ids": 6, "distractor_ids": 2, "cameras": 3, "max_
 TINY_CLI = "synthreid:" + ",".join(f"{k}={v}" for k, v in TINY.items())
 
 
+# The modules that train models and run sweeps end to end: `-m "not slow and not sweep"` leaves them
+# out, the fast tier a developer runs on every change (under 90 s on 2 cores); the default command
+# runs them too. Measured per module with `--durations=0` (README, "Tests").
+SWEEP_MODULES = {
+    "test_attack_sweeps", "test_classification", "test_cli", "test_code_identity", "test_ensemble",
+    "test_executors", "test_faults", "test_given_models", "test_identity", "test_outside_models", "test_plugins",
+    "test_presets", "test_report", "test_resume", "test_scale", "test_threats",
+}  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test of SWEEP_MODULES `sweep`."""
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in SWEEP_MODULES:
+            item.add_marker(pytest.mark.sweep)
+
+
 def pytest_configure(config):
     """Under pytest-xdist, each worker's torch takes its share of the cores (no oversubscription)."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
