@@ -111,10 +111,17 @@ def run(fmt: str, **opts: Any) -> None:  # opts: one keyword per RunOptions fiel
     directory refuses a run with another dataset, recipe or evaluation (more models, attacks, eps
     or seeds may join it). Real datasets: --dataset market1501 --data-root DIR (or dukemtmc).
     """
-    from robustbench_lfm.spec import build_spec
+    from robustbench_lfm import names
+    from robustbench_lfm.files import default_cache_dir
+
+    cache_dir = Path(opts["cache_dir"]) if opts.get("cache_dir") else default_cache_dir()
+    _guard(lambda: names.precheck(opts, cache_dir))  # a typo: one line before torch is imported
+    from robustbench_lfm.spec import build_spec  # imports torch
 
     executor = {k: opts[k] for k in EXECUTOR}
     spec = _guard(lambda: build_spec(RunOptions(**opts)))
+    if not spec.plugins:  # the registries hold the built-in names alone: remember them for the next typo
+        names.remember(spec.cache_dir)
     ex = _guard(lambda: _exec_spec(spec, **executor))
     if opts["dry_run"]:
         from robustbench_lfm.datasets import DatasetFolderError
@@ -339,6 +346,11 @@ def ls(fmt: str, quiet: bool, plugins: tuple[str, ...]) -> None:
 
     _guard(lambda: load_plugins(plugins))
     listing = registry_listing()
+    if not plugins:
+        from robustbench_lfm import names
+        from robustbench_lfm.files import default_cache_dir
+
+        names.remember(default_cache_dir())
     if fmt == "json":
         click.echo(json.dumps(listing, indent=2, default=str))
     elif quiet:

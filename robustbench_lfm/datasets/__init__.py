@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 
 from robustbench_lfm import plugins
 from robustbench_lfm.datasets import classification, corrupted, folders, synthreid
@@ -218,6 +216,9 @@ def _cached_dataset(path: Path, name: str, task: str) -> Dataset | None:
 
 
 def _read_cached(path: Path) -> tuple[dict, dict[str, str]] | None:
+    from safetensors import safe_open  # here, not at import: `ls` and a spec's checks never read a dataset
+    from safetensors.torch import load_file
+
     if read_sidecar(path) is None:  # UnverifiedFileError when changed, cut or without its sidecar
         return None
     with safe_open(path, "pt") as f:
@@ -226,6 +227,8 @@ def _read_cached(path: Path) -> tuple[dict, dict[str, str]] | None:
 
 
 def _write_cached(path: Path, dataset: Dataset) -> None:
+    from safetensors.torch import save_file
+
     path.parent.mkdir(parents=True, exist_ok=True)
     task = "reid" if isinstance(dataset, ReIDDataset) else "classification"
     tensors = {}

@@ -1,0 +1,96 @@
+"""Names checked before torch (robustbench_lfm/names.py): a typo is refused from the names an earlier
+command remembered for this code, without importing torch; anything it cannot vouch for goes to
+the full check."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from robustbench_lfm import names
+from robustbench_lfm.parsing import SpecError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TYPO = textwrap.dedent(
+    """
+    import sys
+    from robustbench_lfm.cli import main
+    try:
+        main.main(args=sys.argv[1:], standalone_mode=True)
+    except SystemExit as exit:
+        print("torch imported:", "torch" in sys.modules, "exit:", exit.code)
+    """
+)
+
+
+def _typo(cache: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LFM_BENCH_CACHE": str(cache)}
+    argv = [sys.executable, "-c", TYPO, "run", *args, "--out", str(cache.parent / "out")]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A cache directory whose names `lfm-bench ls` remembered."""
+    cache = tmp_path_factory.mktemp("names") / "cache"
+    env = {**os.environ, "LFM_BENCH_CACHE": str(cache)}
+    subprocess.run([sys.executable, "-m", "robustbench_lfm", "ls", "-q"], check=True, capture_output=True, env=env)
+    assert len(list(cache.glob("names-*.json"))) == 1
+    return cache
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--models", "lfmm"], "unknown model 'lfmm'; did you mean 'lfm'"),
+     (["--models", "rcm-up+pgd-att"], "unknown model 'pgd-att'; did you mean 'pgd-at'"),
+     (["--attacks", "pgd,smaa"], "unknown attack 'smaa'; did you mean 'sma'"),
+     (["--attacks", "pgd:stepz=3"], "pgd has no option(s) stepz (it takes: backend,"),
+     (["--models", "lfm:pp=3"], "model 'lfm' has no parameter(s) pp (it takes: area,"),
+     (["--dataset", "synthreidd"], "unknown dataset 'synthreidd'; did you mean 'synthreid'")],
+)  # fmt: skip
+def test_a_typo_is_one_line_and_exit_2_before_torch(cache, args, message):
+    done = _typo(cache, *args)
+    assert "torch imported: False exit: 2" in done.stdout, done.stdout + done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("lfm-bench: error: ") and message in line
+
+
+def test_what_the_names_cannot_vouch_for_goes_to_the_full_check(cache, tmp_path):
+    (tmp_path / "extra.py").write_text(
+        "from robustbench_lfm.lfm_registry import Registry\n"  # a plugin file: it may register anything
+    )
+    plugin = _typo(cache, "--models", "lfmm", "--plugin", str(tmp_path / "extra.py"))
+    assert "torch imported: True exit: 2" in plugin.stdout and "unknown model 'lfmm'" in plugin.stderr
+    (remembered,) = cache.glob("names-*.json")
+    remembered.write_text('{"models": ')  # torn: ignored, never trusted
+    assert names.remembered(cache) is None
+    torn = _typo(cache, "--models", "lfmm")
+    assert "torch imported: True exit: 2" in torn.stdout and "unknown model 'lfmm'" in torn.stderr
+
+
+def test_names_are_keyed_by_the_installed_code(tmp_path, monkeypatch):
+    monkeypatch.setattr(names, "code_digest", lambda: "a" * 16)
+    (tmp_path / f"names-{'a' * 16}.json").write_text(json.dumps({"models": {"m": []}, "attacks": {}, "datasets": []}))
+    with pytest.raises(SpecError, match="unknown model 'lfm'"):
+        names.precheck({"models": "lfm"}, tmp_path)
+    monkeypatch.setattr(names, "code_digest", lambda: "b" * 16)  # edited code: those names say nothing
+    names.precheck({"models": "lfm"}, tmp_path)
+
+
+def test_the_code_digest_follows_an_edit_of_any_package_file(tmp_path, monkeypatch):
+    (tmp_path / "sub").mkdir()
+    module = tmp_path / "sub" / "attack.py"
+    module.write_text("x = 1\n")
+    monkeypatch.setattr(names, "PACKAGE", tmp_path)
+    first = names.code_digest()
+    assert names.code_digest() == first
+    module.write_text("x = 2\n")  # same size, later mtime
+    os.utime(module, ns=(module.stat().st_atime_ns, module.stat().st_mtime_ns + 1_000_000))
+    assert names.code_digest() != first
