@@ -24,7 +24,15 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from robustbench_lfm.cli_options import RUN_OPTIONS, fail, format_option, plugin_option, quiet_option, with_options
+from robustbench_lfm.cli_options import (
+    RUN_OPTIONS,
+    SectionedCommand,
+    fail,
+    format_option,
+    plugin_option,
+    quiet_option,
+    with_options,
+)
 from robustbench_lfm.faults import MACHINE_ERRORS
 from robustbench_lfm.files import atomic_write
 from robustbench_lfm.options import EXECUTOR, RunOptions
@@ -99,7 +107,7 @@ def main() -> None:
     """
 
 
-@main.command()
+@main.command(cls=SectionedCommand)
 @with_options(RUN_OPTIONS)
 def run(fmt: str, **opts: Any) -> None:  # opts: one keyword per RunOptions field
     """Train (or reuse cached) models and evaluate them clean and under attack.

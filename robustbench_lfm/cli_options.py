@@ -125,6 +125,37 @@ RUN_OPTIONS: list[Decorator] = [
 ]
 
 
+SECTION_TITLES = {
+    "file": "Options from a file",
+    "model": "Models and training",
+    "threat": "Threat: attacks and budgets",
+    "data": "Data",
+    "eval": "Evaluation",
+    "exec": "Execution",
+    "output": "Output",
+}
+
+
+class SectionedCommand(click.Command):
+    """`run`: its --help lists the options under their declared sections (robustbench_lfm/options.py)."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        declared = options.declared()
+        sections: dict[str, list[tuple[str, str]]] = {key: [] for key in SECTION_TITLES}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            name = param.name or ""
+            key = declared[name][1].section if name in declared else "output"
+            key = "file" if name in ("preset", "config") else key
+            sections[key].append(record)
+        for key, records in sections.items():
+            if records:
+                with formatter.section(SECTION_TITLES[key]):
+                    formatter.write_dl(records)
+
+
 @functools.cache
 def run_command() -> click.Command:
     """A command holding `run`'s options (for reading their names, types and defaults)."""

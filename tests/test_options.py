@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import inspect
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -133,3 +134,22 @@ def test_no_docstring_cites_a_file_the_repository_lacks():
             if not (ROOT / name).exists():
                 missing.append(f"{path.relative_to(ROOT)}: {name}")
     assert not missing
+
+
+def test_run_help_lists_every_option_under_its_declared_section():
+    from click.testing import CliRunner
+
+    from robustbench_lfm.cli import main
+    from robustbench_lfm.cli_options import SECTION_TITLES
+
+    text = CliRunner().invoke(main, ["run", "--help"]).output
+    headings = [line[:-1] for line in text.splitlines() if line[:-1] in SECTION_TITLES.values()]
+    assert headings == list(SECTION_TITLES.values())  # in this order, each once
+    listed, heading = {}, None
+    for line in text.splitlines():
+        if line[:-1] in SECTION_TITLES.values():
+            heading = line[:-1]
+        elif heading and (listing := re.match(r"  (-[\w-]+(?:, -[\w-]+)*)", line)):  # `  -q, --quiet   help`
+            listed.update(dict.fromkeys(listing.group(1).split(", "), heading))
+    for name, (_, declared) in options.declared().items():
+        assert listed[options.flag(name)] == SECTION_TITLES[declared.section], name
