@@ -6,7 +6,7 @@ Each case runs `python -m robustbench_lfm ...` (the code under `--repo`, default
 an older commit checked out elsewhere can be compared with this one) in a fresh folder, and prints
 one Markdown row: the case, the exit status, the last line the command printed and what it left
 (cells recorded, processes left behind, temp files). The cases are those of docs/evaluation.md,
-"When a cell fails", and of README "Failures" and "Integrity": a plugin attack returning NaN or
+"When a cell fails", and of docs/usage.md "Failures" and "Integrity": a plugin attack returning NaN or
 editing its input in place, a corruption and a plugin regularizer that raise, a given model that
 cannot embed attacked images, a full disk in the coordinator and in a `--jobs` worker, SIGKILL to
 the coordinator of `--jobs 2` / dask / submitit sweeps, a killed report's temp file, an edited
