@@ -228,8 +228,8 @@ def _run_groups(
     manifest.cells_skipped = sum(d == "results" for d, _ in cells) - sum(d == "results" for d, _ in pending)
     groups = _by_model(pending)
     rates = estimate.read_rates(spec.cache_dir)
-    seconds = {
-        key: estimate.group_seconds(spec, key[0], key[1], [c for _, c in group], shape, rates)
+    seconds = {  # whole tenths, so the updates add up to the total exactly
+        key: round(estimate.group_seconds(spec, key[0], key[1], [c for _, c in group], shape, rates), 1)
         for key, group in groups.items()
     }
     bar = tqdm(total=round(sum(seconds.values()), 1), desc=f"sweep ({len(pending)} cells)", disable=spec.quiet,
@@ -241,7 +241,7 @@ def _run_groups(
         for result in run_tasks(ex, run_group, tasks):
             _record(result, tables, manifest)
             key = _group_key(result, groups)
-            bar.update(round(seconds[key], 1) if key is not None else 0.0)
+            bar.update(min(seconds[key], bar.total - bar.n) if key is not None else 0.0)
     bar.close()
     return {c.cell_id(spec.data, spec.recipe, spec.evaluation) for _, c in pending}
 

@@ -67,8 +67,8 @@ def test_the_smoke_preset_as_shipped_prints_a_labelled_table(tmp_path):
     a table with clean and attacked Rank-1 and mAP of plain and lfm, and the note in the manifest."""
     result = CliRunner().invoke(main, ["run", "--preset", "smoke", "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
-    note = next(i for i, line in enumerate(lines) if line.startswith("SMOKE TEST"))
+    lines = result.output.splitlines()  # the progress bars (stderr) come first, mixed in by the runner
+    note = next(i for i, line in enumerate(lines) if "SMOKE TEST (--preset smoke)" in line)
     header = lines[note + 2]
     assert "clean Rank-1" in header and "pgd:steps=5 8/255 Rank-1" in header
     assert {line.split()[0] for line in lines[note + 3 : note + 6] if line.strip()} >= {"plain", "lfm"}
