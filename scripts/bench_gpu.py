@@ -18,7 +18,8 @@ cost of `--preset lfm-paper` (4 models with the plain baseline, 120 epochs on Ma
 attacks at 5/255 and their large-eps sanity probes, every image embedded once) follows from these
 rates: `preset_attack_steps` counts the steps of each attack the preset names (auto-reid: every
 member's) at its budget and again at the probe, which runs the same schedule. Runs on CPU too
-(`--device cpu --iters 1 --warmup 1` with small batches), which is how the CPU-derived estimate in docs/usage.md was made.
+(`--device cpu --iters 1 --warmup 1` with small batches), which is how the CPU-derived estimate in
+docs/usage.md was made.
 """
 
 from __future__ import annotations
