@@ -232,8 +232,9 @@ def _run_groups(
         key: round(estimate.group_seconds(spec, key[0], key[1], [c for _, c in group], shape, rates), 1)
         for key, group in groups.items()
     }
-    bar = tqdm(total=round(sum(seconds.values()), 1), desc=f"sweep ({len(pending)} cells)", disable=spec.quiet,
-               unit="s", bar_format=SWEEP_BAR)  # fmt: skip
+    total = round(sum(seconds.values()), 1)
+    bar = tqdm(total=total, desc=f"sweep ({len(pending)} cells)", disable=spec.quiet, unit="s", bar_format=SWEEP_BAR)
+    done = 0.0
     first: list[tuple[RunSpec, ModelSpec, int, list[tuple[str, Cell]]]] = [
         (spec, m, seed, []) for m, seed in _prerequisites(spec, groups)
     ]
@@ -241,7 +242,9 @@ def _run_groups(
         for result in run_tasks(ex, run_group, tasks):
             _record(result, tables, manifest)
             key = _group_key(result, groups)
-            bar.update(min(seconds[key], bar.total - bar.n) if key is not None else 0.0)
+            step = min(seconds[key], total - done) if key is not None else 0.0
+            done += step
+            bar.update(step)
     bar.close()
     return {c.cell_id(spec.data, spec.recipe, spec.evaluation) for _, c in pending}
 
