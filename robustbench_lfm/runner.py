@@ -234,7 +234,7 @@ def _run_groups(
     }
     total = round(sum(seconds.values()), 1)
     bar = tqdm(total=total, desc=f"sweep ({len(pending)} cells)", disable=spec.quiet, unit="s", bar_format=SWEEP_BAR)
-    done = 0.0
+    progressed = 0.0
     first: list[tuple[RunSpec, ModelSpec, int, list[tuple[str, Cell]]]] = [
         (spec, m, seed, []) for m, seed in _prerequisites(spec, groups)
     ]
@@ -242,8 +242,8 @@ def _run_groups(
         for result in run_tasks(ex, run_group, tasks):
             _record(result, tables, manifest)
             key = _group_key(result, groups)
-            step = min(seconds[key], total - done) if key is not None else 0.0
-            done += step
+            step = min(seconds[key], total - progressed) if key is not None else 0.0
+            progressed += step
             bar.update(step)
     bar.close()
     return {c.cell_id(spec.data, spec.recipe, spec.evaluation) for _, c in pending}
