@@ -29,6 +29,8 @@ def test_a_dry_run_writes_nothing_and_counts_what_a_real_run_then_does(tmp_path)
     assert _run(out, cache).exit_code == 0
     rates = json.loads((cache / estimate.RATES_FILE).read_text())  # the real run measured its stages
     assert rates["train"]["resnet-mini"] and all(v > 0 for v in rates["cell"]["resnet-mini"])
+    cell = rates["cell"]["resnet-mini"]  # one attacked cell per model; a clean cell times no embedding
+    assert len(cell) == 2 and max(cell) < 3 * min(cell)
     again = _run(out, cache, "--dry-run", "--eps", "4/255,8/255")
     assert "models: 0 to train, 2 cached or given" in again.output
     assert "cells: 2 of 6 to run (4 recorded)" in again.output and "assumed" not in again.output
