@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from robustbench_lfm import attacks
 from robustbench_lfm.files import atomic_write
-from robustbench_lfm.spec import Cell, ModelSpec, RunSpec
+from robustbench_lfm.spec import AttackSpec, Cell, ModelSpec, RunSpec
 
 Rates = dict[str, dict[str, list[float]]]  # stage ("train", "cell") -> backbone -> seconds per megapixel-pass
 RATES_FILE = "rates.json"
@@ -59,13 +60,10 @@ def cell_passes(spec: RunSpec, cell: Cell) -> float:
     attack = cell.build_attack(task)
     if attack is None:
         return 1.0
-    members = getattr(attack, "member_options", None)
-    if callable(members):  # an ensemble: each member runs as it would alone
-        from robustbench_lfm.spec import AttackSpec
-
+    if isinstance(attack, attacks.Ensemble):  # each member runs as it would alone
         return sum(
             cell_passes(spec, Cell(cell.model, AttackSpec.create(n, o), cell.eps, cell.seed, cell.threat))
-            for n, o in members()
+            for n, o in attack.member_options()
         )
     steps = int(attack.describe(cell.eps, task)["steps"] or 0)
     return float((steps + 1) * int(options.get("eot", 1)))

@@ -50,13 +50,15 @@ def remember(cache_dir: Path) -> None:
     Best effort: a cache that cannot take the file costs only the fast check."""
     from robustbench_lfm.listing import registry_listing
 
+    digest = code_digest()
+    if remembered(cache_dir) is not None:  # this code's names are there already: nothing to write
+        return
     listing = registry_listing()
     names = {
         "models": {n: sorted(e["parameters"]) for n, e in listing["models"].items()},
         "attacks": {n: sorted(e["parameters"]) for n, e in listing["attacks"].items()},
         "datasets": sorted(listing["datasets"]),
     }
-    digest = code_digest()
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         for old in cache_dir.glob("names-*.json"):  # another version's: never read again

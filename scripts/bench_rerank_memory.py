@@ -63,7 +63,8 @@ def main() -> None:
             argv = [sys.executable, "-c", CHILD, variant, str(args.queries), str(args.gallery), str(args.dim)]
             done = subprocess.run([*argv, f"{tmp}/{variant}.pt"], capture_output=True, text=True, check=True)
             results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
-        diff = float((torch.load(f"{tmp}/matrix.pt") - torch.load(f"{tmp}/rows.pt")).abs().max())
+        first, second = (torch.load(f"{tmp}/{v}.pt", weights_only=True) for v in ("matrix", "rows"))
+        diff = float((first - second).abs().max())
     print(f"re-ranking, {args.queries} queries x {args.gallery} gallery, dim {args.dim}, 1 thread, fresh process each")
     for variant, r in results.items():
         print(f"  {variant:<7} peak {r['peak_mb']:8.0f} MiB   {r['wall_s']:6.1f} s")
