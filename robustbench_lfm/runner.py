@@ -58,6 +58,7 @@ class Manifest:
     wall_s: float = 0.0
     tables: dict[str, str] = field(default_factory=dict)  # sha256 of each table as this sweep left it
     random_in_eval: dict[str, Any] = field(default_factory=dict)  # given models random in eval mode, how much
+    command: str = ""  # the command line that ran this sweep (`lfm-bench run ...`); "" through the Python API
 
     invocations: list[dict[str, Any]] = field(default_factory=list)
 
@@ -74,7 +75,7 @@ class Manifest:
         if isinstance(old, dict):
             recorded = old.get("invocations")
             earlier: list[Any] = recorded if isinstance(recorded, list) else []
-            keep = ("spec", "started_at", "finished_at", "cells_run", "cells_skipped", "failed")
+            keep = ("spec", "command", "started_at", "finished_at", "cells_run", "cells_skipped", "failed")
             self.invocations = [*earlier, {k: old.get(k) for k in keep}]
 
 
@@ -100,7 +101,7 @@ class SweepError(RuntimeError):
     """Some models or cells failed; every other cell was evaluated and recorded (exit 1)."""
 
 
-def run_sweep(spec: RunSpec, log: Log = print, ex: ExecSpec | None = None) -> pd.DataFrame:
+def run_sweep(spec: RunSpec, log: Log = print, ex: ExecSpec | None = None, command: str = "") -> pd.DataFrame:
     """Run every pending cell of `spec` on the executor `ex`; returns the whole result table.
 
     Cells are grouped by (model, seed) so a checkpoint is trained once; the checkpoints other
@@ -126,7 +127,7 @@ def run_sweep(spec: RunSpec, log: Log = print, ex: ExecSpec | None = None) -> pd
         tables = _Tables(spec)
         done = _done_cells(spec, tables, log)  # verifies every table before any work
         configure_determinism(torch.device(spec.device))  # before machine() records it; each worker sets it too
-        manifest = Manifest(spec.to_json(), package_versions(), machine(torch.device(spec.device)))
+        manifest = Manifest(spec.to_json(), package_versions(), machine(torch.device(spec.device)), command=command)
         manifest.executor = {**asdict(ex), "folder": str(ex.folder or ""), "worker_threads": ex.worker_threads()}
         manifest.carry_over(spec)
         manifest.write(spec)
