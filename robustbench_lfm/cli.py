@@ -13,6 +13,7 @@ import errno
 import json
 import math
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -70,11 +71,16 @@ def _warning_line(message: Warning | str, *args: Any, **kwargs: Any) -> str:
     return f"lfm-bench: warning: {message}\n"
 
 
+INVOCATION: list[str] = []  # this process's arguments after `lfm-bench`, as given (manifest.json `command`)
+
+
 class LfmBench(click.Group):
     """The command group, with the exit-status contract of the module docstring."""
 
     def main(self, *args: Any, **kwargs: Any) -> NoReturn:
         kwargs["standalone_mode"] = False
+        given = kwargs.get("args", args[0] if args else None)
+        INVOCATION[:] = [str(a) for a in (sys.argv[1:] if given is None else given)]
         warnings.formatwarning = _warning_line
         try:
             status = super().main(*args, **kwargs)
@@ -102,8 +108,9 @@ def main() -> None:
 
     Sweeps registered models against registered attacks and records clean and attacked
     Rank-1 / mAP / mINP (re-ID) or accuracy (classification) into a tidy CSV, a manifest and
-    plots; `report` turns a run into paper tables and figures, `check` gates CI on robustness
-    regressions, `plan` says how many seeds a comparison needs. See `lfm-bench ls`.
+    plots; `report` turns a run into paper tables and figures, `board` puts many runs side by
+    side as a static leaderboard site, `check` gates CI on robustness regressions, `plan` says
+    how many seeds a comparison needs. See `lfm-bench ls`.
     """
 
 
@@ -159,7 +166,7 @@ def _sweep(spec: RunSpec, ex: ExecSpec, log: Callable[[str], None]) -> tuple[pd.
     from robustbench_lfm.store import ResultStore, StoreError
 
     try:
-        return run_sweep(spec, log=log, ex=ex), None
+        return run_sweep(spec, log=log, ex=ex, command=shlex.join(["lfm-bench", *INVOCATION])), None
     except SweepError as err:  # the other models' cells are done: show them, then fail
         return ResultStore(spec.out_dir / "results.csv").read(), err
     except (StoreError, RunLockedError, SpecError, DatasetFolderError) as err:
@@ -244,6 +251,48 @@ def report(run_dir: Path, out: Path | None, pairs: tuple[str, ...], quiet: bool)
     click.echo(written.markdown.read_text())
     figures = ", ".join(sorted(written.figures))
     click.echo(f"wrote {written.markdown}, {written.latex}, {written.html}; figures ({figures}) as PNG and PDF")
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Site folder: a new or empty one, or one an earlier `board` built (updated in place).",
+)
+@quiet_option("Print nothing but the runs left out and errors.")
+def board(run_dirs: tuple[Path, ...], out: Path, quiet: bool) -> None:
+    """Build a static leaderboard site from RUN_DIRS: one board per comparable setting.
+
+    A board holds the numbers made under one setting (task, data and its options, scored data,
+    training share, recipe, evaluation options, threat and budget); its table ranks the models by
+    their robust headline metric, the worst case first where auto-reid or autoattack ran, with
+    seeds, ± and bold as `report` defines them. Each model links to a page with its provenance
+    (checkpoints, recipe, parameters, code, the runs and commands that made it, sanity verdicts)
+    and figures. Open OUT/index.html in a browser: plain files, nothing fetched, works offline.
+    Rebuilding reads only the runs that changed. A damaged or unreadable run directory is named
+    in one line and left out; the others are built (exit 0).
+    """
+    from robustbench_lfm.board import BoardError, build_board
+    from robustbench_lfm.lock import RunLockedError
+
+    try:
+        result = build_board(list(run_dirs), out)
+    except (BoardError, RunLockedError) as err:
+        fail(str(err))
+    for line in result.refused:
+        click.echo(f"lfm-bench: warning: left out: {line}", err=True)
+    if quiet:
+        return
+    for table in result.boards:
+        click.echo(f"  {table.board.title}: {len(table.entries)} models from {len(table.runs)} run(s)")
+    used, read = len(result.used), len(result.read)
+    click.echo(
+        f"{len(result.boards)} boards from {used} run(s) ({read} read, {used - read} unchanged since the last build); "
+        f"{len(result.written)} files written, "
+        f"{len(result.removed)} removed in {result.seconds:.1f} s: {out / 'index.html'}"
+    )
 
 
 @main.command()

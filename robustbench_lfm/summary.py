@@ -17,7 +17,7 @@ import pandas as pd
 
 from robustbench_lfm import metric_table
 from robustbench_lfm.identity import corrupted, labelled, ordered_conditions, subset_note, subset_title
-from robustbench_lfm.plotting import model_colours, save_figure
+from robustbench_lfm.plotting import fitted_title, model_colours, save_figure
 
 
 def summary_table(df: pd.DataFrame) -> str:
@@ -139,10 +139,16 @@ def error_bars(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return out.assign(low=low, high=high)
 
 
-def error_bar_note(df: pd.DataFrame) -> str:
-    """What the figures' error bars are, for their titles."""
+def error_bar_note(df: pd.DataFrame, metrics: list[str] | None = None) -> str:
+    """What the figures' error bars are, for their titles; with one seed, which of the plotted
+    `metrics` (default: those of `df`) have none (a mean of per-query scores: mAP)."""
     seeds = int(df["train_seed"].nunique())
-    return f"bars: ± std over {seeds} seeds" if seeds > 1 else "bars: 95% Wilson interval over the queries (one seed)"
+    if seeds > 1:
+        return f"bars: ± std over {seeds} seeds"
+    plotted = metrics if metrics is not None else list(dict.fromkeys(df["metric"]))
+    what = "test images" if "accuracy" in plotted else "queries"
+    none = [metric_table.label(m) for m in plotted if not metric_table.get_metric(m).proportion]
+    return f"bars: 95% Wilson interval over the {what} (one seed)" + (f"; none for {', '.join(none)}" if none else "")
 
 
 def plot_eps_curves(df: pd.DataFrame, path: Path) -> Path | None:
@@ -180,11 +186,10 @@ def plot_eps_curves(df: pd.DataFrame, path: Path) -> Path | None:
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    fig.suptitle(
-        f"{df['dataset'].iloc[0]}: clean (eps 0) and attacked {_sides(df)}{subset_title(df)}\n{error_bar_note(df)}"
-    )
+    title = f"{df['dataset'].iloc[0]}: clean (eps 0) and attacked {_sides(df)}{subset_title(df)}"
+    fig.suptitle(fitted_title(f"{title}\n{error_bar_note(df)}", fig))
     fig.tight_layout()
-    save_figure(fig, path, dpi=120)
+    save_figure(fig, path, dpi=120, bbox_inches="tight")  # the title's whole width, with one panel too
     plt.close(fig)
     return path
 

@@ -360,3 +360,12 @@ def test_the_corruption_tables_bold_a_lead_that_holds_over_the_seeds_only():
     within_spread = pd.DataFrame(_corruption_rows({"plain": [0.50, 0.60, 0.40], "lfm": [0.55, 0.45, 0.62]}))
     ((_, table),) = corruption_tables(within_spread)
     assert not table.bold.to_numpy().any()
+
+
+def test_the_corruption_table_shows_the_mean_and_mce_before_the_types():
+    """report.html's wide corruption table scrolls: the summary columns come first, where the page
+    starts (they were the last two, off the page's edge)."""
+    from robustbench_lfm.report.corruption import MCE, corruption_tables
+
+    ((_, table),) = corruption_tables(pd.DataFrame(_corruption_rows({"plain": [0.50], "lfm": [0.70]})))
+    assert list(table.text.columns[:3]) == ["clean", "mean", MCE] and len(table.text.columns) > 3

@@ -179,7 +179,9 @@ def _html(
     )
     style = (
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-        "td,th{border-bottom:1px solid #ccc;padding:2px 8px;text-align:right}td:first-child{text-align:left}"
+        "td,th{border-bottom:1px solid #ccc;padding:2px 8px;text-align:right;white-space:nowrap}"
+        "td:first-child{text-align:left}"
+        "table{display:block;overflow-x:auto;max-width:100%}"  # a wide table scrolls instead of running off the page
         "img{max-width:100%}"
     )
     return (

@@ -123,9 +123,9 @@ def severities_text(df: pd.DataFrame) -> str:
 
 
 def corruption_tables(df: pd.DataFrame) -> list[tuple[str, FormattedTable]]:
-    """One (title, table) per variant and headline metric: models as rows; clean, each corruption,
-    their mean and (classification) mCE as columns, in %; a corruption's (or the mean's) best bold
-    when it leads the runner-up over the seeds (tables.marked)."""
+    """One (title, table) per variant and headline metric: models as rows; clean, the mean over the
+    corruptions and (classification) mCE, then each corruption, as columns, in %; a corruption's (or
+    the mean's) best bold when it leads the runner-up over the seeds (tables.marked)."""
     df = _named(df)
     values = per_corruption(df)
     if values.empty:
@@ -141,6 +141,8 @@ def corruption_tables(df: pd.DataFrame) -> list[tuple[str, FormattedTable]]:
         chance_metric = metric in metric_table.all_names(chance=True)
         if chance_metric and str(df["task"].iloc[0]) == "classification" and len(ce):
             table["mCE"] = [ce.get((r, variant), np.nan) for r in table.index]
+        summary = [c for c in ("clean", "mean", "mCE") if c in table.columns]  # first: a wide table scrolls
+        table = table[summary + [c for c in table.columns if c not in summary]]
         seeded = per_seed[(per_seed["variant"] == variant) & (per_seed["metric"] == metric)]
         leaders = _leaders(seeded, table, metric_table.get_metric(str(metric)).sign)
         best = marked(leaders)
@@ -200,7 +202,7 @@ def summary_text(df: pd.DataFrame) -> str:
 def plot_severity(df: pd.DataFrame, path: Path) -> Path | None:
     """Headline metrics against severity (0 = clean), one line per model and variant, the mean over
     the corruptions run at each severity; None when the run has no corruption cell."""
-    from robustbench_lfm.plotting import model_colours, plt, save_figure  # matplotlib without a display
+    from robustbench_lfm.plotting import fitted_title, model_colours, plt, save_figure  # matplotlib without a display
 
     named = _named(df)
     rows = corruption_rows(named)
@@ -224,7 +226,9 @@ def plot_severity(df: pd.DataFrame, path: Path) -> Path | None:
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     types = rows["corruption"].nunique()
-    fig.suptitle(f"{df['dataset'].iloc[0]}: {types} common corruptions by severity{subset_title(df)}")
+    fig.suptitle(
+        fitted_title(f"{df['dataset'].iloc[0]}: {types} common corruptions by severity{subset_title(df)}", fig)
+    )
     fig.tight_layout()
     save_figure(fig, path, dpi=120, bbox_inches="tight")
     plt.close(fig)

@@ -24,7 +24,7 @@ import pandas as pd
 
 from robustbench_lfm import metric_table
 from robustbench_lfm.identity import corrupted, format_eps, subset_title
-from robustbench_lfm.plotting import model_colours, save_figure
+from robustbench_lfm.plotting import fitted_title, model_colours, save_figure
 from robustbench_lfm.report.corruption import plot_severity
 from robustbench_lfm.summary import error_bar_note, error_bars, plot_cmc, plot_eps_curves
 
@@ -51,41 +51,65 @@ def _strongest(df: pd.DataFrame) -> pd.DataFrame:
     return attacked[attacked["eps"] == largest]
 
 
+COINCIDENT = 1.0  # points (%) within which two markers would hide one another
+
+
+def _coincident_rank(points: list[tuple[float, float]]) -> list[int]:
+    """For each point, how many earlier points lie within COINCIDENT of it on both axes."""
+    return [
+        sum(abs(x - px) < COINCIDENT and abs(y - py) < COINCIDENT for px, py in points[:i])
+        for i, (x, y) in enumerate(points)
+    ]
+
+
 def scatter(df: pd.DataFrame, stem: Path) -> list[Path]:
-    """Clean against attacked top-1 metric per model, one marker per attack."""
+    """Clean against attacked top-1 metric per model, one marker per attack, on fixed 0-100 axes of
+    equal scale (an auto-scaled axis made a 2-point gap look large), with the line robust = clean.
+    A marker that would hide an earlier one is drawn as a larger ring around it, and the models
+    that share a spot are named beside it."""
     metric = _top1(df)
     rows = df[(df["metric"] == metric) & (df["rerank"] == "")]
     clean = error_bars(rows[rows["attack"] == "none"], ["row"]).set_index("row")
     attacked = error_bars(_strongest(rows), ["series", "eps", "row"])
-    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    attacked = attacked[attacked["row"].isin(clean.index)]
+    fig, ax = plt.subplots(figsize=(5.6, 4.6))
     markers = dict(zip(sorted(attacked["series"].unique()), "osD^vP*X", strict=False))
     colours = model_colours(list(dict.fromkeys(df["row"])))
-    for _, r in attacked.iterrows():
-        if r["row"] not in clean.index:
-            continue
+    ax.plot([0, 100], [0, 100], color="0.75", linewidth=0.8, zorder=0, label="robust = clean")
+    points = [(100 * clean.loc[r["row"], "mean"], 100 * r["mean"]) for _, r in attacked.iterrows()]
+    for (_, r), (x, y), rank in zip(attacked.iterrows(), points, _coincident_rank(points), strict=True):
         c = clean.loc[r["row"]]
-        ax.errorbar(100 * c["mean"], 100 * r["mean"], xerr=[[100 * c["low"]], [100 * c["high"]]],
-                    yerr=[[100 * r["low"]], [100 * r["high"]]], fmt=markers.get(r["series"], "o"),
-                    color=colours[r["row"]], capsize=2, label=r["row"])  # fmt: skip
+        has_bars = max(c["low"], c["high"], r["low"], r["high"]) > 0
+        ax.errorbar(x, y, xerr=[[100 * c["low"]], [100 * c["high"]]], yerr=[[100 * r["low"]], [100 * r["high"]]],
+                    fmt=markers.get(r["series"], "o"), color=colours[r["row"]], capsize=2 if has_bars else 0,
+                    markersize=6 + 4 * rank, fillstyle="full" if rank == 0 else "none", label=r["row"])  # fmt: skip
+    for (x, y), group in _shared_spots(points, list(attacked["row"])).items():
+        ax.annotate(", ".join(group), (x, y), xytext=(6, -10), textcoords="offset points", fontsize=7)
     handles = {h.get_label(): h for h in ax.get_legend_handles_labels()[0]}
-    if handles:  # no model has both a clean and an attacked row: an empty plot, no legend
-        ax.legend(
-            handles=list(handles.values()),
-            labels=[str(k) for k in handles],
-            fontsize=7,
-            loc="upper left",
-            bbox_to_anchor=(1.02, 1.0),
-        )
+    ax.legend(handles=list(handles.values()), labels=[str(k) for k in handles], fontsize=7, loc="upper left",
+              bbox_to_anchor=(1.02, 1.0))  # fmt: skip
     attacks = ", ".join(
         f"{a} {format_eps(e)} ({markers[a]})" for a, e in attacked[["series", "eps"]].drop_duplicates().values
     )
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 100)
+    ax.set_aspect("equal")
     ax.set_xlabel(f"clean {metric_table.label(metric)} (%)")
     ax.set_ylabel(f"attacked {metric_table.label(metric)} (%)")
-    ax.set_title(
-        f"{df['dataset'].iloc[0]}: clean vs robust{subset_title(df)}\n{attacks}; {error_bar_note(df)}", fontsize=9
-    )
+    title = f"{df['dataset'].iloc[0]}: clean vs robust{subset_title(df)}\n{attacks}; {error_bar_note(df, [metric])}"
+    ax.set_title(fitted_title(title, fig, 9), fontsize=9)
     ax.grid(alpha=0.3)
     return _save(fig, stem)
+
+
+def _shared_spots(points: list[tuple[float, float]], models: list[str]) -> dict[tuple[float, float], list[str]]:
+    """The spots where two or more different models' markers coincide: spot -> the models there."""
+    spots: dict[tuple[float, float], list[str]] = {}
+    for (x, y), model in zip(points, models, strict=True):
+        spot = next((s for s in spots if abs(s[0] - x) < COINCIDENT and abs(s[1] - y) < COINCIDENT), (x, y))
+        if model not in spots.setdefault(spot, []):
+            spots[spot].append(model)
+    return {s: m for s, m in spots.items() if len(m) > 1}
 
 
 def bars(df: pd.DataFrame, stem: Path) -> list[Path]:
@@ -101,10 +125,13 @@ def bars(df: pd.DataFrame, stem: Path) -> list[Path]:
     for i, model in enumerate(models):
         sel = [stats[(stats["series"] == a) & (stats["eps"] == e) & (stats["row"] == model)] for a, e in groups]
         means = [100 * s["mean"].iloc[0] if len(s) else np.nan for s in sel]
-        errs = [[100 * s[side].iloc[0] if len(s) else 0.0 for s in sel] for side in ("low", "high")]
-        ax.bar(
-            np.arange(len(groups)) + i * width, means, width, yerr=errs, capsize=2, label=model, color=colours[model]
-        )
+        errs = np.array([[100 * s[side].iloc[0] if len(s) else 0.0 for s in sel] for side in ("low", "high")])
+        x = np.arange(len(groups)) + i * width
+        ax.bar(x, means, width, label=model, color=colours[model])
+        has = errs.max(axis=0) > 0  # a bar with no interval (mAP of one seed) gets no whisker and no cap
+        if has.any():
+            ax.errorbar(x[has], np.array(means)[has], yerr=errs[:, has], fmt="none", ecolor="black", capsize=2,
+                        elinewidth=1)  # fmt: skip
     ticks = [f"{a} {format_eps(e)}" for a, e in groups]
     slanted = max(map(len, ticks), default=0) * len(ticks) > 60  # long labels side by side would overlap
     ax.set_xticks(
@@ -114,10 +141,9 @@ def bars(df: pd.DataFrame, stem: Path) -> list[Path]:
     ax.set_ylabel(f"attacked {metric_table.label(metric)} (%)")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    title = (
-        f"{df['dataset'].iloc[0]}: {metric_table.label(metric)} under attack{subset_title(df)}\n{error_bar_note(df)}"
-    )
-    ax.set_title(title, fontsize=9)
+    title = f"{df['dataset'].iloc[0]}: {metric_table.label(metric)} under attack{subset_title(df)}"
+    title += f"\n{error_bar_note(df, [metric])}"
+    ax.set_title(fitted_title(title, fig, 9), fontsize=9)
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, stem)
 

@@ -262,7 +262,7 @@ SE_TEXT = (
 )
 
 
-def _legend(agg: dict, leaders: dict) -> str:
+def legend(agg: dict, leaders: dict) -> str:
     """Says which quantity every ± is (std over seeds, or one checkpoint's standard error) and
     what bold means (`marked`)."""
     seeds = sorted({c.n_seeds for c in agg.values()})
@@ -303,7 +303,7 @@ def formatted_table(cells: pd.DataFrame) -> FormattedTable:
     index = pd.Index(models, name="model")
     text = pd.DataFrame([[_fmt(agg.get((m, *col)), mark) for col in cols] for m in models], index, columns)
     bold = pd.DataFrame([[m in best[col] for col in cols] for m in models], index, columns)
-    return FormattedTable(text, bold, _legend(agg, leaders) + subset_note(cells))
+    return FormattedTable(text, bold, legend(agg, leaders) + subset_note(cells))
 
 
 def _md_escape(text: object) -> str:
