@@ -17,8 +17,9 @@ TINY_CLI = "synthreid:" + ",".join(f"{k}={v}" for k, v in TINY.items())
 # out, the fast tier a developer runs on every change (under 90 s on 2 cores); the default command
 # runs them too. Measured per module with `--durations=0` (README, "Tests").
 SWEEP_MODULES = {
-    "test_attack_sweeps", "test_classification", "test_cli", "test_code_identity", "test_ensemble", "test_estimate",
-    "test_executors", "test_faults", "test_given_models", "test_identity", "test_outside_models", "test_plugins",
+    "test_attack_sweeps", "test_board", "test_classification", "test_cli", "test_code_identity", "test_ensemble",
+    "test_estimate", "test_executors", "test_faults", "test_given_models", "test_identity", "test_outside_models",
+    "test_plugins",
     "test_presets", "test_report", "test_resume", "test_scale", "test_threats",
 }  # fmt: skip
 
