@@ -26,8 +26,9 @@ class RunLockedError(RuntimeError):
 class RunLock:
     """Context manager holding RUN_DIR/.lock exclusively for the life of a sweep."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, writer: str = "sweep") -> None:
         self.path = Path(run_dir) / ".lock"
+        self.writer = writer  # what holds it, for the message: a `sweep`, a `board` build
         self._fd: int | None = None
 
     def __enter__(self) -> RunLock:
@@ -38,7 +39,7 @@ class RunLock:
         except BlockingIOError:
             os.close(fd)
             raise RunLockedError(
-                f"{self.path.parent} is being written by {self._holder()}; wait for that sweep to finish, "
+                f"{self.path.parent} is being written by {self._holder()}; wait for that {self.writer} to finish, "
                 "or give this one another --out"
             ) from None
         self.path.write_text(f"lfm-bench pid {os.getpid()} on {socket.gethostname()}")

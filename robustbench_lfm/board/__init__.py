@@ -267,7 +267,7 @@ def build_board(run_dirs: list[Path], out: Path) -> BoardResult:
     start = time.perf_counter()
     _check_site(out)
     out.mkdir(parents=True, exist_ok=True)
-    with RunLock(out):
+    with RunLock(out, writer="board build"):
         remove_stale_temps(out)
         cache = out / STATE / "runs"
         cache.mkdir(parents=True, exist_ok=True)
