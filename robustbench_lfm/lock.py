@@ -57,3 +57,21 @@ class RunLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def writer_of(run_dir: Path) -> str | None:
+    """Who holds `run_dir`'s lock now (RUN_DIR/.lock's text), or None when no one does. A probe that
+    writes nothing: a shared lock tried and released at once (a reader, `board`, asks before reading)."""
+    try:
+        fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return RunLock(run_dir)._holder()
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

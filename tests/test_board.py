@@ -26,6 +26,7 @@ from robustbench_lfm.board.pages import NO_COMMAND
 from robustbench_lfm.cli import main
 from robustbench_lfm.evidence import digests
 from robustbench_lfm.hashing import content_hash
+from robustbench_lfm.lock import RunLock
 from tests.test_threats import DATA
 
 OLDER = Path(__file__).parent / "data" / "older"
@@ -125,6 +126,21 @@ def test_a_damaged_or_foreign_run_is_left_out_in_one_line(runs, tmp_path):
     assert "std over 2" not in index  # nothing of the damaged copies was merged as a second seed
     code, _, err = _board(str(empty), "--out", str(tmp_path / "none"))
     assert code == 2 and err.startswith("lfm-bench: error: no run directory could be used")
+
+
+def test_a_run_being_written_is_left_out_and_the_state_file_reaches_nothing_outside(runs, tmp_path):
+    busy = tmp_path / "busy"
+    shutil.copytree(runs["seed0"], busy)
+    with RunLock(busy):  # a sweep writing it
+        result = build_board([busy, runs["seed1"]], tmp_path / "site")
+    assert len(result.refused) == 1 and f"{busy} is being written by lfm-bench pid {os.getpid()}" in result.refused[0]
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    state = tmp_path / "site" / ".board" / "state.json"
+    recorded = json.loads(state.read_text())
+    state.write_text(json.dumps({"files": [*recorded["files"], str(outside), "../outside.txt"]}))  # edited by hand
+    build_board([runs["seed1"]], tmp_path / "site")
+    assert outside.read_text() == "keep"
 
 
 def test_the_site_folder_must_be_new_empty_or_a_board(runs, tmp_path):

@@ -338,7 +338,10 @@ def _prune(root: Path, site: _Site, digests: set[str]) -> list[str]:
     before: list[Any] = files if isinstance(files, list) else []
     removed = []
     for relative in before:
-        if relative not in site.made and isinstance(relative, str) and ".." not in Path(relative).parts:
+        if not isinstance(relative, str) or relative in site.made:
+            continue
+        path = Path(relative)
+        if not path.is_absolute() and ".." not in path.parts:  # a state file edited by hand reaches nothing else
             (root / relative).unlink(missing_ok=True)
             removed.append(relative)
     for cached in (root / STATE / "runs").glob("*.json"):

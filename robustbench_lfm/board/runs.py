@@ -31,6 +31,7 @@ from robustbench_lfm import code_identity, columns
 from robustbench_lfm import sanity as sanity_checks
 from robustbench_lfm.files import atomic_write
 from robustbench_lfm.identity import canonical
+from robustbench_lfm.lock import writer_of
 
 RUN_FILES = ("results.csv", "queries.csv", "cmc.csv", "members.csv", "sanity.csv", "manifest.json", "fingerprint.json")
 RECORD_FORMAT = 2  # the layout of a cached record (bump when `RunRecord` changes)
@@ -116,6 +117,9 @@ def read_run(run_dir: Path) -> RunRecord:
     run_dir = run_dir.resolve()
     if not run_dir.is_dir():
         raise RunRefusedError(f"{run_dir} is not a directory; give the run directories `lfm-bench run` wrote")
+    holder = writer_of(run_dir)
+    if holder is not None:
+        raise RunRefusedError(f"{run_dir} is being written by {holder}; build the board again when that sweep ends")
     digest = run_digest(run_dir)
     manifest = _json_file(run_dir / "manifest.json", "this run directory")
     fingerprint = _json_file(run_dir / "fingerprint.json", "it") if (run_dir / "fingerprint.json").is_file() else {}
