@@ -138,7 +138,7 @@ def run(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
 
 def _record(spec: RunSpec, cell: Cell, attack: Any, results: dict[str, Any], sha: str, data: Any) -> None:
     """The cell's rows in the run's results.csv, as the coordinator writes them."""
-    extra = group.attack_fields(cell, attack, "reid")
+    extra = {**group.attack_fields(cell, attack, "reid"), "projected": group._projected(attack)}
     rows = group.result_rows(spec, cell, results, extra, sha, 0.0, group.n_eval(data))
     spec.out_dir.mkdir(parents=True, exist_ok=True)
     ResultStore(spec.out_dir / "results.csv").append(rows, replace_cells=True)
