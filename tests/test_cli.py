@@ -246,13 +246,13 @@ except SystemExit as done:
 @pytest.mark.parametrize(
     "command",
     [["--help"], ["run", "--help"], ["check", "--help"], ["report", "--help"], ["ls", "--help"], ["report", "REPORT"],
-     ["check", "RUN", "--baseline", "BASELINE"], ["nonsense"]],
+     ["check", "RUN", "--baseline", "BASELINE"], ["board", "--help"], ["board", "REPORT"], ["nonsense"]],
 )  # fmt: skip
 def test_commands_that_read_csvs_never_import_torch(finished_run, tmp_path, command):
     out, _, _, _ = finished_run
     command = [c.replace("REPORT", str(out)).replace("RUN", str(out)) for c in command]
     command = [c.replace("BASELINE", str(out / "results.csv")) for c in command]
-    if command[0] == "report" and "--help" not in command:
+    if command[0] in ("report", "board") and "--help" not in command:
         command += ["--out", str(tmp_path / "rep"), "--quiet"]
     proc = subprocess.run([sys.executable, "-c", PROBE, *command], capture_output=True, text=True)
     status = proc.stdout.split("STATUS")[-1].split()
