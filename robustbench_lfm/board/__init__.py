@@ -42,7 +42,7 @@ from robustbench_lfm.board.settings import Board, assign, distinct_titles, recip
 from robustbench_lfm.board.table import Entry, LeaderTable, build_table
 from robustbench_lfm.files import atomic_write, remove_stale_temps
 from robustbench_lfm.hashing import content_hash
-from robustbench_lfm.identity import MODEL, corrupted, format_eps, labelled
+from robustbench_lfm.identity import MODEL, corrupted, format_eps
 from robustbench_lfm.lock import RunLock
 
 STATE = ".board"
@@ -293,9 +293,8 @@ def _build(site: _Site, records: list[RunRecord], refused: list[str]) -> BoardRe
     for board, g in board_rows.items():
         table = build_table(board, g)
         tables.append(table)
-        attacked = g[(g["attack"] != "none") & ~corrupted(g)]
-        if not attacked.empty:
-            named = labelled(g[~corrupted(g)])
+        named = table.rows[~corrupted(table.rows)]  # its labels: two code versions of a model stay apart
+        if (named["attack"] != "none").any():
             path = _figure(site, "scatter", named, _scatter)
             if path:
                 figures[board.id] = path
@@ -309,14 +308,14 @@ def _build(site: _Site, records: list[RunRecord], refused: list[str]) -> BoardRe
     for table, titled in zip(tables, distinct_titles([t.board for t in tables], notes), strict=True):
         table.board = titled
     tables.sort(key=lambda t: (t.board.fields["task"], t.board.fields["dataset"], t.board.title))
-    entries = pd.concat([t.rows for t in tables], ignore_index=True)
+    entries = dict(list(pd.concat([t.rows for t in tables], ignore_index=True).groupby("entry", sort=False)))
     seen: set[str] = set()
     for table in tables:
         for e in table.entries:
             if e.id in seen:
                 continue
             seen.add(e.id)
-            entry_rows = entries[entries["entry"] == e.id].drop_duplicates(["cell_id", "rerank", "metric"])
+            entry_rows = entries[e.id].drop_duplicates(["cell_id", "rerank", "metric"])
             boards = [t.board for t in tables if any(x.id == e.id for x in t.entries)]
             curves = pd.concat([by_path[p].curves for p in dict.fromkeys(entry_rows["run_path"])], ignore_index=True)
             curves = curves[curves["cell_id"].isin(entry_rows["cell_id"])]

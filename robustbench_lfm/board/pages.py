@@ -48,12 +48,11 @@ def _setting(board: Board) -> str:
 def _cell(table: LeaderTable, entry: Entry, index: int) -> str:
     column = table.columns[index]
     cell = table.cells.get((entry.id, index))
-    classes = [
-        c for c in ("worst" if column.worst_case else "", "best" if (entry.id, index) in table.bold else "") if c
-    ]
-    attrs = f" data-attack='{esc(column.attack)}'" + (f" class='{' '.join(classes)}'" if classes else "")
+    flags = {"worst": column.worst_case, "best": (entry.id, index) in table.bold, "missing": cell is None}
+    classes = " ".join(name for name, on in flags.items() if on)
+    attrs = f" data-attack='{esc(column.attack)}'" + (f" class='{classes}'" if classes else "")
     if cell is None:
-        return f"<td{attrs} data-value='' class='missing'>-</td>"
+        return f"<td{attrs} data-value=''>-</td>"
     text = f"{100 * cell.mean:.1f}"
     if np.isfinite(cell.spread):
         text += f" ± {100 * cell.spread:.1f}"
@@ -117,7 +116,6 @@ class IndexContent:
     runs: list[str]
     refused: list[str]
     figures: dict[str, str] = field(default_factory=dict)  # board id -> figure path (relative)
-    built: str = ""
 
 
 def _why_apart(table: LeaderTable, boards: list[Board]) -> str:
@@ -181,7 +179,7 @@ def index(tables: list[LeaderTable], content: IndexContent) -> str:
     runs = "".join(f"<li><code>{esc(r)}</code></li>" for r in content.runs)
     body = (
         "<header><h1>lfm-bench leaderboards</h1>"
-        f"<p class='lead'>{len(tables)} boards from {len(content.runs)} run directories{esc(content.built)}. "
+        f"<p class='lead'>{len(tables)} boards from {len(content.runs)} run directories. "
         "A board holds only numbers made under one setting: the same task, data and its options, scored data, "
         "training share, recipe, evaluation options, threat and budget. Cells in % (mean ± as each legend says); "
         f"click a column to sort; {_fields_that_vary(tables)}.</p></header>"

@@ -108,8 +108,9 @@ def _check_tables(run_dir: Path, manifest: dict[str, Any]) -> None:
         )
 
 
-def read_run(run_dir: Path) -> RunRecord:
-    """Read and verify one run directory (module docstring). Raises RunRefusedError."""
+def read_run(run_dir: Path, digest: str | None = None) -> RunRecord:
+    """Read and verify one run directory (module docstring); `digest` is its `run_digest` when the
+    caller has it. Raises RunRefusedError."""
     from robustbench_lfm.report import ReportError, load_run
     from robustbench_lfm.report.tables import cell_errors
     from robustbench_lfm.store import ResultStore, StoreError
@@ -120,7 +121,7 @@ def read_run(run_dir: Path) -> RunRecord:
     holder = writer_of(run_dir)
     if holder is not None:
         raise RunRefusedError(f"{run_dir} is being written by {holder}; build the board again when that sweep ends")
-    digest = run_digest(run_dir)
+    digest = digest or run_digest(run_dir)
     manifest = _json_file(run_dir / "manifest.json", "this run directory")
     fingerprint = _json_file(run_dir / "fingerprint.json", "it") if (run_dir / "fingerprint.json").is_file() else {}
     _check_tables(run_dir, manifest)
@@ -173,10 +174,9 @@ def save_record(record: RunRecord, folder: Path) -> None:
     atomic_write(folder / f"{record.digest}.json", json.dumps(data))
 
 
-def cached_record(run_dir: Path, folder: Path) -> RunRecord | None:
+def cached_record(run_dir: Path, folder: Path, digest: str) -> RunRecord | None:
     """The cached record of `run_dir` as its files are now, or None (none cached, or unreadable)."""
     run_dir = run_dir.resolve()
-    digest = run_digest(run_dir)
     try:
         data = json.loads((folder / f"{digest}.json").read_text())
         if data.get("format") != RECORD_FORMAT or data.get("digest") != digest or data.get("path") != str(run_dir):
@@ -196,9 +196,10 @@ def load_runs(run_dirs: list[Path], folder: Path) -> tuple[list[RunRecord], list
     fresh: list[Path] = []
     for run_dir in dict.fromkeys(p.resolve() for p in run_dirs):
         try:
-            record = cached_record(run_dir, folder) if run_dir.is_dir() else None
+            digest = run_digest(run_dir) if run_dir.is_dir() else None
+            record = cached_record(run_dir, folder, digest) if digest else None
             if record is None:
-                record = read_run(run_dir)
+                record = read_run(run_dir, digest)
                 fresh.append(run_dir)
                 save_record(record, folder)
         except RunRefusedError as err:

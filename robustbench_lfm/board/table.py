@@ -20,7 +20,6 @@ its severities, then over seeds). Torch-free.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 
@@ -100,7 +99,8 @@ def distinct_cells(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     clash = spread[(spread["max"] - spread["min"]).abs() > 1e-9]
     conflicts = []
     for (cell, rerank, metric), _ in clash.iterrows():
-        runs = sorted(set(rows.loc[(rows["cell_id"] == cell) & (rows["metric"] == metric), "run_path"]))
+        same = (rows["cell_id"] == cell) & (rows["rerank"] == rerank) & (rows["metric"] == metric)
+        runs = sorted(set(rows.loc[same, "run_path"]))
         conflicts.append(
             f"cell {cell} ({metric}{' ' + rerank if rerank else ''}) has different values in {', '.join(runs)}: "
             "the board shows the first; rerun one of them to settle it"
@@ -122,8 +122,10 @@ def _labels(rows: pd.DataFrame) -> pd.DataFrame:
     codes = named.groupby("row")["model_code"].transform("nunique")
     row = named["row"].where(codes <= 1, named["row"] + " [code " + model_code.str[:8] + "]")
     versions = named.groupby(["model_code", "condition"])["code"].transform("nunique")
-    condition = named["condition"].where(versions <= 1, named["condition"] + " [code " + named["code"].str[:8] + "]")
-    named = named.assign(row=row, condition=condition)
+    version = " [code " + named["code"].str[:8] + "]"
+    split = versions > 1
+    named = named.assign(row=row, condition=named["condition"].where(~split, named["condition"] + version),
+                         series=named["series"].where(~split, named["series"] + version))  # fmt: skip
     return named.assign(entry=named.apply(entry_id, axis=1))
 
 
@@ -206,12 +208,3 @@ def build_table(board: Board, rows: pd.DataFrame) -> LeaderTable:
         conflicts=conflicts,
         versioned=sorted({str(m) for m, n in named.groupby("model")["model_code"].nunique().items() if n > 1}),
     )
-
-
-def model_params(row: pd.Series) -> dict:
-    """A row's resolved model parameters as a dict ({} when the column is empty)."""
-    try:
-        value = json.loads(str(row.get("model_params") or "{}"))
-    except json.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
