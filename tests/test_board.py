@@ -151,6 +151,25 @@ def test_the_site_folder_must_be_new_empty_or_a_board(runs, tmp_path):
     assert code == 2 and "not empty and holds no board" in err and (mine / "thesis.tex").read_text() == "mine"
 
 
+def test_two_builders_of_one_site_and_a_nan_run(runs, tmp_path):
+    """A second `board` on a site being built is refused in one line; a run holding a NaN value is
+    left out, never shown as a number."""
+    site = tmp_path / "site"
+    build_board([runs["seed0"]], site)
+    with RunLock(site, writer="board build"):
+        code, _, err = _board(str(runs["seed0"]), "--out", str(site))
+    assert code == 2 and err.startswith(f"lfm-bench: error: {site} is being written by lfm-bench pid {os.getpid()}")
+    nan = tmp_path / "nan"
+    shutil.copytree(runs["seed0"], nan)
+    results = pd.read_csv(nan / "results.csv", keep_default_na=False, dtype=str)
+    results.loc[results.index[0], "value"] = "nan"
+    results.to_csv(nan / "results.csv", index=False)
+    manifest = json.loads((nan / "manifest.json").read_text())
+    (nan / "manifest.json").write_text(json.dumps({**manifest, "tables": digests(nan)}))  # as a sweep would record it
+    code, _, err = _board(str(nan), str(runs["seed1"]), "--out", str(tmp_path / "s2"))
+    assert code == 0 and err.count("\n") == 1 and "no valid value" in err and str(nan) in err
+
+
 def _named_run(source: Path, target: Path, name: str) -> None:
     """A copy of `source` whose model `lfm` is called `name`, with new cell ids (a cell id hashes the
     model's name) and its tables' digests recorded again: what a sweep of a model so named leaves."""
