@@ -38,6 +38,21 @@ from robustbench_lfm.precision import autocast
 from robustbench_lfm.spec import Cell, RunSpec
 
 SIDE_SEED = 7919  # added to the seed of the gallery's generator when both sides are perturbed
+SHORT_TAIL = 4  # a last batch under 1/SHORT_TAIL of --batch-size joins the batch before it
+
+
+def batches(items: Tensor, size: int) -> list[Tensor]:
+    """`items` in batches of `size` along the first dimension, a last batch shorter than a quarter
+    of `size` joined to the one before (so no batch exceeds 1.25 x size).
+
+    A short tail costs far more per image than a full batch: one PGD gradient on 21 images of
+    synthreid takes 50 ms on a 2-core CPU, on 256 images 231 ms, on 277 at once 239 ms. The
+    queries (277) and the gallery (1574) of the default data end in such a tail at the default 256.
+    """
+    parts = list(torch.split(items, size))
+    if len(parts) > 1 and SHORT_TAIL * len(parts[-1]) < size:
+        parts[-2:] = [items[(len(parts) - 2) * size :]]
+    return parts
 
 
 @dataclass
@@ -149,7 +164,7 @@ def attacked_accuracy(ctx: EvalContext, cell: Cell, attack: attacks.Attack | Non
         test, attack = _published(ctx, attack), None
     correct: list[list[Tensor]] = [[] for _ in range(ctx.passes)]
     for images, labels in zip(
-        torch.split(test.images, spec.batch_size), torch.split(test.labels, spec.batch_size), strict=True
+        batches(test.images, spec.batch_size), batches(test.labels, spec.batch_size), strict=True
     ):
         x, y = to_model_input(images, device), labels.to(device)
         if attack is not None:
@@ -196,9 +211,7 @@ def _adversarial_batches(ctx: EvalContext, cell: Cell, attack: attacks.Attack, s
     fit = attacks.Fit(data.train.images, data.train_labels())  # what a universal perturbation learns on
     offset = SIDE_SEED if side == "gallery" and len(attack.sides()) > 1 else 0
     gen = torch.Generator(device).manual_seed(cell.seed + offset)
-    for images, pids in zip(
-        torch.split(split.images, spec.batch_size), torch.split(split.pids, spec.batch_size), strict=True
-    ):
+    for images, pids in zip(batches(split.images, spec.batch_size), batches(split.pids, spec.batch_size), strict=True):
         x = to_model_input(images, device)
         context = attacks.AttackContext(
             "reid", labels=pids.to(device), guides=guides, distance=spec.evaluation.distance, fit=fit
@@ -217,16 +230,16 @@ def _stored_batches(ctx: EvalContext, cell: Cell, attack: attacks.Attack, side: 
         encoded = [
             encode_adversarial(x_adv, x, ctx.spec.threat.quantize)
             for x_adv, x in zip(
-                _adversarial_batches(ctx, cell, attack, side), torch.split(clean, ctx.spec.batch_size), strict=True
+                _adversarial_batches(ctx, cell, attack, side), batches(clean, ctx.spec.batch_size), strict=True
             )
         ]
         stored = {k: torch.cat([e[k] for e in encoded]) for k in encoded[0]}
         write_verified(path, lambda tmp: save_file(stored, str(tmp)), {"surrogate": ctx.attacker.key})
-    n = ctx.spec.batch_size
-    for start in range(0, len(clean), n):
-        part = {k: v[start : start + n] for k, v in stored.items()}
-        x = to_model_input(clean[start : start + n], ctx.device)
-        yield decode_adversarial(part, x, cell.eps, attack.norm)
+    start = 0
+    for images in batches(clean, ctx.spec.batch_size):
+        part = {k: v[start : start + len(images)] for k, v in stored.items()}
+        start += len(images)
+        yield decode_adversarial(part, to_model_input(images, ctx.device), cell.eps, attack.norm)
 
 
 def encode_adversarial(x_adv: Tensor, clean: Tensor, quantized: bool) -> dict[str, Tensor]:

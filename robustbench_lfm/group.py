@@ -14,6 +14,7 @@ import json
 import math
 import time
 import traceback
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,13 +24,14 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from robustbench_lfm import attacks, columns, metric_table, models
+from robustbench_lfm import attacks, columns, metric_table, models, precision
 from robustbench_lfm.attacking import (
     Attacker,
     CleanFeatures,
     EvalContext,
     attacked_accuracy,
     attacked_side,
+    batches,
     embed_images,
     to_model_input,
 )
@@ -64,7 +66,7 @@ from robustbench_lfm.metrics import (
 from robustbench_lfm.plugins import load_plugins
 from robustbench_lfm.pretrained import initialise
 from robustbench_lfm.rerank import RerankParams, rerank
-from robustbench_lfm.spec import AttackSpec, Cell, ModelSpec, RunSpec, SpecError
+from robustbench_lfm.spec import AttackSpec, Cell, ModelSpec, RunSpec, SpecError, train_code
 from robustbench_lfm.training import TrainingError, train_model
 from robustbench_lfm.version import __version__
 
@@ -307,15 +309,16 @@ def trained_model(spec: RunSpec, model_spec: ModelSpec, seed: int, data: Dataset
     net = _new_model(spec, model_spec, seed, data)
     meta = cache.load(key, net)
     label = f"{model_spec.label}@seed{seed}"
+    code = train_code(model_spec, spec.data)  # the identity of the code that trains it, in its key
     if meta is not None:
-        training[label] = {"key": key, "cached": True, "train_s": meta.get("train_s")}
+        training[label] = {"key": key, "code": code, "cached": True, "train_s": meta.get("train_s")}
         net = net.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in torch's stub
         return TrainedModel(net.eval(), meta["sha256"], training)
     info = _train(spec, model_spec, seed, data, device, net, teacher)
     meta = {**info, "key": key, "model": asdict(model_spec), "data": asdict(spec.data),
             "recipe": asdict(spec.recipe), "seed": seed}  # fmt: skip
     sha = cache.save(key, net, meta)
-    training[label] = {"key": key, **info}
+    training[label] = {"key": key, "code": code, **info}
     return TrainedModel(net.eval(), sha, training)
 
 
@@ -337,6 +340,12 @@ def _train(
         bar.set_postfix(loss=f"{loss:.3f}")
 
     method = build_method(model_spec.method, dict(model_spec.resolved), spec.recipe, seed, device, teacher)
+    if spec.recipe.precision == "bf16" and precision.slow_bf16(device):
+        warnings.warn(
+            f"training {label} under bf16 autocast as the recipe says, on a CPU without fast bf16 convolutions "
+            "(AVX-512 or AMX): slower than fp32 here; --precision fp32 trains in float32 (another recipe_key)",
+            stacklevel=2,
+        )
     stats = train_model(net, data, spec.recipe, seed, device, method, on_epoch=on_epoch)
     bar.close()
     return {
@@ -373,7 +382,7 @@ def _embed(spec: RunSpec, net: nn.Module, images: Tensor, device: torch.device) 
     return torch.cat(
         [
             embed_images(net, to_model_input(chunk, device), spec.evaluation.precision)
-            for chunk in torch.split(images, spec.batch_size)
+            for chunk in batches(images, spec.batch_size)
         ]
     )
 

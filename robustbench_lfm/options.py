@@ -154,7 +154,8 @@ class RunOptions:
     )  # fmt: skip
     precision: str | None = option(
         None,
-        "Training and feature extraction in float32 or under bfloat16 autocast (default: the recipe's, fp32).",
+        "Training and feature extraction in float32 or under bfloat16 autocast (default: training as the "
+        "recipe says, bf16 in the cpu re-ID recipe; features fp32).",
         "eval", column="precision", choices=("fp32", "bf16"), key_default="fp32", evaluate=True,
     )  # fmt: skip
     attack_precision: str = option(
@@ -198,7 +199,12 @@ class RunOptions:
     )  # fmt: skip
     device: str = option("auto", "auto, cpu, cuda or cuda:K.", "exec", evaluate=True)
     batch_size: int = option(
-        256, "Evaluation and attack batch size.", "exec", minimum=1, maximum=INT_LIMIT - 1, evaluate=True
+        256,
+        "Evaluation and attack batch size (a last batch under a quarter of it joins the one before).",
+        "exec",
+        minimum=1,
+        maximum=INT_LIMIT - 1,
+        evaluate=True,
     )
     executor: str = option(
         "local", "Where (model, seed) groups run: this machine, a dask cluster, or Slurm via submitit.", "exec",

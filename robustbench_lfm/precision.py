@@ -6,6 +6,10 @@ GPU; embeddings and logits are returned as float32. Attacks stay in fp32 unless 
 keeps 8 significant bits, so a pixel value near 1 is held to about 1/256, coarser than the 1/255
 steps of an L-inf attack, and the gradient of a perturbation that small is partly rounding noise;
 an attack in bf16 is a weaker attack, not the same one faster.
+
+The CPU re-ID recipe (recipes/reid-cpu.toml) trains in bf16: on a CPU with AVX-512 (or AMX, or
+Arm's BF16) oneDNN runs its convolutions 1.3-1.5x faster than fp32. A CPU without them has no fast
+bf16 convolution and trains slower than in fp32; `slow_bf16` says so, and a run warns.
 """
 
 from __future__ import annotations
@@ -30,3 +34,12 @@ def autocast(device: torch.device, precision: str) -> AbstractContextManager:
     import torch  # here: the recipe reads PRECISIONS from this module without torch
 
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def slow_bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast is slower than fp32 on `device`: a CPU without the instructions
+    oneDNN's bf16 convolutions need (AVX-512 BW/VL/DQ, AMX or Arm BF16), where torch falls back
+    to its reference convolution."""
+    import torch
+
+    return device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported()

@@ -446,11 +446,11 @@ def build_spec(o: RunOptions, given: tuple[ModelSpec, ...] = ()) -> RunSpec:
     data = dataclasses.replace(data, train_fraction=o.train_fraction, train_by=o.train_by)
     if data.train_by == "ids" and task != "reid":
         raise SpecError("--train-by ids draws re-ID identities; a classification run takes --train-by images")
-    if o.precision is not None:  # the flag sets training too; without it features follow the recipe
-        recipe = dataclasses.replace(recipe, precision=o.precision)
+    if o.precision is not None:  # the flag sets training too; without it training follows the recipe
+        recipe = dataclasses.replace(recipe, precision=o.precision)  # and features run in fp32
     test = resolve_test_data(o.test_dataset, o.data_root, task, data, backbones)
     evaluation = EvalSpec(
-        distance=o.distance, ap=o.ap, flip=o.flip, rerank=o.rerank, n_eval=o.n_eval, precision=recipe.precision,
+        distance=o.distance, ap=o.ap, flip=o.flip, rerank=o.rerank, n_eval=o.n_eval, precision=o.precision or "fp32",
         attack_precision=o.attack_precision, score_repeats=o.score_repeats, test=test,
     )  # fmt: skip
     ensembles = [a.label for a in attack_specs if issubclass(attacks.get_attack_class(a.name), attacks.Ensemble)]

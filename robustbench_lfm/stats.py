@@ -30,8 +30,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as scipy_stats
-from scipy.optimize import brentq
 
 N_BOOT = 2000
 N_PERM = 10000
@@ -125,6 +123,8 @@ def seed_t_test(a: np.ndarray, b: np.ndarray) -> PairedTest:
         p = 1.0 if d.mean() == 0 else math.nan
     else:
         t = d.mean() / (sd / math.sqrt(len(d)))
+        from scipy import stats as scipy_stats  # here: scipy.stats costs half a second to import
+
         p = float(2 * scipy_stats.t.sf(abs(t), df=len(d) - 1))
     return PairedTest(float(d.mean()), p, len(d), "paired-t over seeds")
 
@@ -139,6 +139,8 @@ def t_test_power(difference: float, sd: float, n: int, alpha: float = ALPHA) -> 
     `sd`: P(|T| > t_crit) with T noncentral t, noncentrality difference / (sd / sqrt(n))."""
     if n < 2 or not sd > 0:
         return math.nan
+    from scipy import stats as scipy_stats
+
     crit = float(scipy_stats.t.ppf(1 - alpha / 2, n - 1))
     nc = abs(difference) / (sd / math.sqrt(n))
     upper = float(scipy_stats.nct.sf(crit, n - 1, nc))
@@ -155,6 +157,8 @@ def detectable_difference(sd: float, n: int, power: float = POWER, alpha: float 
     high = sd
     while t_test_power(high, sd, n, alpha) < power:
         high *= 2
+    from scipy.optimize import brentq
+
     return float(brentq(lambda d: t_test_power(d, sd, n, alpha) - power, 0.0, high, xtol=1e-10 * sd))
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from robustbench_lfm import code_identity, columns, evaluate, options
+from robustbench_lfm import spec as spec_module
 from robustbench_lfm.cli_options import run_command
 from robustbench_lfm.config import read_config
 from robustbench_lfm.options import RunOptions
@@ -60,19 +61,28 @@ def test_convert_refuses_what_the_declaration_does_not_take(name, value, message
         options.convert(name, value)
 
 
-def test_the_committed_ci_baseline_keeps_its_cell_ids_checkpoint_keys_and_fingerprint(tmp_path):
-    """The options refactor by itself changes no identity: the spec of results/baseline/ci.toml
-    gives the committed run's ids (code identity, which came after that run, left out)."""
+def test_the_committed_ci_baseline_keeps_its_cell_ids_checkpoint_keys_and_fingerprint(tmp_path, monkeypatch):
+    """Options by themselves change no identity: the spec of results/baseline/ci.toml gives the
+    committed run's ids. The code's identity is taken as the run recorded it (each row's `code`,
+    each model's training `code` in manifest.json), so an edit to the code since that run does not
+    fail this test; everything else in an id (model, data, recipe, attack, eps, evaluation) must
+    come out the same."""
     values = read_config(BASELINE / "ci.toml", run_command())
     spec = build_spec(RunOptions(**values, out=tmp_path / "run", cache_dir=tmp_path / "cache"))
     run = BASELINE / "ci-synthreid"
-    for cells, table in ((spec.cells(), "results.csv"), (spec.probe_cells(), "probes.csv")):
-        ours = {c.cell_id(spec.data, spec.recipe, spec.evaluation, with_code=False) for c in cells}
-        assert ours == set(pd.read_csv(run / table)["cell_id"]), table
     trained = json.loads((run / "manifest.json").read_text())["training"]
+    monkeypatch.setattr(spec_module, "train_code", lambda model, data: trained[f"{model.label}@seed0"]["code"])
+    for cells, table in ((spec.cells(), "results.csv"), (spec.probe_cells(), "probes.csv")):
+        rows = pd.read_csv(run / table, keep_default_na=False)
+        recorded = {(r.model, r.attack_label, round(r.eps, 9)): r.code for r in rows.itertuples()}
+        label = {c: "none" if c.attack is None else c.attack.label for c in cells}
+        monkeypatch.setattr(
+            Cell, "code", lambda c, data, seen=recorded, of=label: seen[(c.model.label, of[c], round(c.eps, 9))]
+        )
+        ours = {c.cell_id(spec.data, spec.recipe, spec.evaluation) for c in cells}
+        assert ours == set(rows["cell_id"]), table
     for model in spec.models:
-        key = Cell(model, None, 0.0, 0).train_key(spec.data, spec.recipe, with_code=False)
-        assert trained[f"{model.label}@seed0"]["key"] == key
+        assert trained[f"{model.label}@seed0"]["key"] == Cell(model, None, 0.0, 0).train_key(spec.data, spec.recipe)
     assert fingerprint(spec) == json.loads((run / "fingerprint.json").read_text())
 
 

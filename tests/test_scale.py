@@ -146,7 +146,7 @@ def test_n_eval_on_classification_and_out_of_range(cache, tmp_path):
 
 
 def test_bf16_precision_reaches_the_recipe_the_columns_and_the_identity(cache, tmp_path):
-    fp32 = sweep(tmp_path / "a", cache, epochs=1)
+    fp32 = sweep(tmp_path / "a", cache, epochs=1, precision="fp32")
     bf16 = sweep(tmp_path / "b", cache, epochs=1, precision="bf16", attack_precision="bf16")
     assert set(bf16["precision"]) == {"bf16"} and set(fp32["precision"]) == {"fp32"}
     attacked = bf16["attack"] != "none"
@@ -192,12 +192,32 @@ def test_a_stored_file_of_another_layout_is_recrafted_not_used(tmp_path):
         assert attacking._read_stored(path) is None
 
 
-def test_without_the_flag_features_follow_the_recipes_precision(tmp_path):
+def test_without_the_flag_training_follows_the_recipe_and_features_run_in_fp32(tmp_path):
+    """A recipe's precision is how it trains (the cpu re-ID recipe's: bf16); features run in fp32
+    unless --precision, which sets both (and, for training, makes another recipe_key)."""
     recipe = tmp_path / "bf16.toml"
     recipe.write_text('task = "reid"\nepochs = 1\nprecision = "bf16"\n')
-    spec = build_spec(RunOptions(**{"dataset": DATA, "recipe": str(recipe), "out": tmp_path / "r",
-                         "cache_dir": tmp_path / "c"}))  # fmt: skip
-    assert spec.recipe.precision == "bf16" and spec.evaluation.precision == "bf16"
-    flagged = build_spec(RunOptions(**{"dataset": DATA, "recipe": str(recipe), "precision": "fp32",
-                            "out": tmp_path / "r2", "cache_dir": tmp_path / "c"}))  # fmt: skip
-    assert flagged.recipe.precision == "fp32" and flagged.evaluation.precision == "fp32"
+
+    def spec(**given):
+        return build_spec(RunOptions(**{"dataset": DATA, "out": tmp_path / "r", "cache_dir": tmp_path / "c", **given}))
+
+    for built in (spec(recipe=str(recipe)), spec()):
+        assert (built.recipe.precision, built.evaluation.precision) == ("bf16", "fp32")
+    fp32, bf16 = spec(precision="fp32"), spec(precision="bf16")
+    assert (fp32.recipe.precision, fp32.evaluation.precision) == ("fp32", "fp32")
+    assert (bf16.recipe.precision, bf16.evaluation.precision) == ("bf16", "bf16")
+    assert fp32.recipe.fingerprint() != spec().recipe.fingerprint() == bf16.recipe.fingerprint()
+
+
+@pytest.mark.parametrize(
+    ("n", "size", "sizes"),
+    [(277, 256, [277]), (300, 256, [300]), (320, 256, [256, 64]), (600, 256, [256, 256, 88]), (9, 8, [9]),
+     (10, 8, [8, 2]), (256, 256, [256]), (3, 256, [3]), (0, 8, [0])],
+)  # fmt: skip
+def test_a_short_last_batch_joins_the_one_before(n, size, sizes):
+    """Evaluation batches: a last batch under a quarter of --batch-size (277 queries at 256: 21)
+    joins the one before; every item once, in order."""
+    items = torch.arange(n)
+    parts = attacking.batches(items, size)
+    assert [len(p) for p in parts] == sizes
+    assert torch.equal(torch.cat(parts), items)

@@ -21,9 +21,12 @@ from tests.test_resume import _args, reference  # noqa: F401  (the module-scoped
 ROOT = Path(__file__).resolve().parents[1]
 OLDER = ROOT / "tests" / "data" / "older"
 BASELINE = ROOT / "results" / "baseline" / "ci-synthreid"
-# results/baseline/ci-synthreid/results.csv as committed in 5399ead (before the severity,
-# test_dataset and test_data_params columns, and before code and schema) and in c69e6bb (the
-# first, before data_params, recipe_key, attack_label and attack_params).
+# The CI baseline run directory as committed up to 90633cb (20-epoch fp32 recipe scaled to 6
+# epochs; regenerated after it for the 16-epoch bf16 recipe), the same sweep as the two tables
+# below; and its results.csv as committed in 5399ead (before the severity, test_dataset and
+# test_data_params columns, and before code and schema) and in c69e6bb (the first, before
+# data_params, recipe_key, attack_label and attack_params).
+BASELINE_90633CB = OLDER / "ci-synthreid-90633cb"
 BEFORE_EE29B91 = OLDER / "ci-baseline-5399ead.csv"
 FIRST = OLDER / "ci-baseline-c69e6bb.csv"
 
@@ -55,17 +58,17 @@ def test_an_older_table_reads_with_the_values_its_missing_columns_imply():
     assert list(old.columns) == list(columns.names(columns.RESULTS))
     assert set(old["schema"]) == {1} and set(old["severity"]) == {0}
     assert (old["test_dataset"] == old["dataset"]).all() and (old["test_data_params"] == old["data_params"]).all()
-    now = ResultStore(BASELINE / "results.csv").read()  # the same sweep, written by the version after
+    now = ResultStore(BASELINE_90633CB / "results.csv").read()  # the same sweep, written by a later version
     merged = canonical(old).merge(canonical(now), on=list(MEASUREMENT), suffixes=("_old", ""))
     assert len(merged) == len(old) == len(now)  # every measurement has the same identity both ways
     assert (merged["value_old"] == merged["value"]).all() and (merged["cell_id_old"] == merged["cell_id"]).all()
 
 
-def test_the_ci_baseline_of_before_ee29b91_gates_the_committed_run(tmp_path):
+def test_the_ci_baseline_of_before_ee29b91_gates_the_same_sweep_run_later(tmp_path):
     baseline = tmp_path / "results.csv"
     shutil.copy(BEFORE_EE29B91, baseline)
     shutil.copy(OLDER / "ci-baseline-5399ead-queries.csv", tmp_path / "queries.csv")
-    result = CliRunner().invoke(main, ["check", str(BASELINE), "--baseline", str(baseline), "--format", "json"])
+    result = CliRunner().invoke(main, ["check", str(BASELINE_90633CB), "--baseline", str(baseline), "--format", "json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     gated = pd.read_csv(BEFORE_EE29B91).query("metric in ['rank1', 'rank5', 'rank10', 'mAP']")

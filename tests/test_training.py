@@ -38,6 +38,20 @@ def test_augment_keeps_shape_and_content_scale():
     assert out.shape == x.shape and out.max() <= 1 and not torch.equal(out, x)
 
 
+def test_augment_flips_then_crops_each_image_at_its_own_offset():
+    """The draws in their order (flip coins, then row and column offsets), each image done alone."""
+    x, pad = torch.rand(16, 3, 12, 6), 3
+    out = augment(x, pad=pad, flip=True, g=torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    flipped = torch.rand(16, generator=g) < 0.5
+    dy, dx = (torch.randint(0, 2 * pad + 1, (16,), generator=g) for _ in range(2))
+    assert flipped.any() and not flipped.all() and len(set(dy.tolist())) > 1
+    for i in range(16):
+        image = x[i].flip(-1) if flipped[i] else x[i]
+        window = torch.nn.functional.pad(image, (pad,) * 4)[:, dy[i] : dy[i] + 12, dx[i] : dx[i] + 6]
+        assert torch.equal(out[i], window)
+
+
 def test_training_lowers_the_loss_and_is_deterministic(tiny_reid):
     recipe = TrainRecipe().scaled_to(3)
     weights = []
