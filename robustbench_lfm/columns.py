@@ -166,8 +166,8 @@ RESULTS: tuple[Column, ...] = (
     Column("flip", "bool", "run", None,
            "`True` when the embedding is the mean of the image's and its mirror's (attacks see the same model)"),
     Column("precision", "text", "run", "fp32",
-           "`fp32`, or `bf16` when feature extraction (and training: see `recipe_key`) ran under bfloat16 "
-           "autocast (`--precision`)"),
+           "`fp32`, or `bf16` when feature extraction ran under bfloat16 autocast (`--precision bf16`); how "
+           "the model was trained is the recipe's (`recipe_key`: the CPU re-ID recipe trains in bf16)"),
     Column("attack_precision", "text", "attack", _attacked_fp32,
            "`fp32` (default) or `bf16` (`--attack-precision`): the precision the attack's passes ran in; empty "
            "when clean", empty=True, older_doc="`fp32`, empty when clean"),

@@ -32,8 +32,14 @@ RATE_HISTORY = 8
 # Seconds per megapixel-pass on a 2-core CPU for resnet-mini (training: one image's forward and
 # backward in an epoch; a cell: one forward-backward of an attack step), the medians the README's
 # main job recorded cold (`lfm-bench run --models lfm,dropout --attacks pgd`, synthreid 64x32:
-# train 0.567-0.600, cells 0.364-0.372).
-DEFAULT_RATES = {"train": 0.59, "cell": 0.37}
+# train 0.567-0.600 in fp32, cells 0.364-0.372; the recipe's bf16 training 0.40-0.46, median 0.44).
+# Training rates are kept per backbone and training precision (`trained_as`): bf16 runs faster.
+DEFAULT_RATES = {"train": 0.59, "train bf16": 0.44, "cell": 0.37}
+
+
+def trained_as(spec: RunSpec, model: ModelSpec) -> str:
+    """The key of a training rate: the backbone, with ` bf16` when the recipe trains in bfloat16."""
+    return model.backbone if spec.recipe.precision == "fp32" else f"{model.backbone} {spec.recipe.precision}"
 
 
 @dataclass(frozen=True)
@@ -102,7 +108,7 @@ def pending_work(spec: RunSpec, shape: Shape, done: dict[str, set[str]]) -> Work
                 reused.append(label)
             else:
                 to_train.append(label)
-                train[model.backbone] = train.get(model.backbone, 0.0) + train_work(spec, shape)
+                train[trained_as(spec, model)] = train.get(trained_as(spec, model), 0.0) + train_work(spec, shape)
     cells: dict[str, float] = {}
     counts = {}
     for dest, grid in (("results", spec.cells()), ("probes", spec.probe_cells())):
@@ -123,7 +129,11 @@ def is_cached(spec: RunSpec, model: ModelSpec, seed: int) -> bool:
 
 def group_seconds(spec: RunSpec, model: ModelSpec, seed: int, cells: list[Cell], shape: Shape, rates: Rates) -> float:
     """Estimated seconds of one (model, seed) group: its training when not cached, and its cells."""
-    train = 0.0 if is_cached(spec, model, seed) else train_work(spec, shape) * rate(rates, "train", model.backbone)[0]
+    train = (
+        0.0
+        if is_cached(spec, model, seed)
+        else train_work(spec, shape) * rate(rates, "train", trained_as(spec, model))[0]
+    )
     return train + sum(cell_work(spec, c, shape) for c in cells) * rate(rates, "cell", model.backbone)[0]
 
 
@@ -161,9 +171,11 @@ def record(cache_dir: Path, measured: Rates) -> None:
 
 
 def rate(rates: Rates, stage: str, backbone: str) -> tuple[float, bool]:
-    """(seconds per megapixel-pass, measured?) of `stage` for `backbone`."""
+    """(seconds per megapixel-pass, measured?) of `stage` for `backbone` (for training, `trained_as`)."""
     values = rates.get(stage, {}).get(backbone, [])
-    return (statistics.median(values), True) if values else (DEFAULT_RATES[stage], False)
+    if values:
+        return statistics.median(values), True
+    return DEFAULT_RATES.get(f"{stage} bf16" if backbone.endswith(" bf16") else stage, DEFAULT_RATES[stage]), False
 
 
 def duration(seconds: float) -> str:
@@ -211,7 +223,9 @@ def measured_rates(spec: RunSpec, training: dict[str, Any], rows: list[dict[str,
     for label, info in training.items():
         model = by_label.get(label)
         if model is not None and not info.get("cached") and info.get("train_s"):
-            out["train"].setdefault(model.backbone, []).append(float(info["train_s"]) / train_work(spec, shape))
+            out["train"].setdefault(trained_as(spec, model), []).append(
+                float(info["train_s"]) / train_work(spec, shape)
+            )
     # A clean cell scores the embeddings its group computed before any cell: its wall time is not its work.
     cells = {c.cell_id(spec.data, spec.recipe, spec.evaluation): c for c in spec.cells() if c.attack is not None}
     walls = {r["cell_id"]: float(r["wall_s"]) for r in rows if r.get("cell_id") in cells and r.get("wall_s")}

@@ -28,7 +28,8 @@ def test_a_dry_run_writes_nothing_and_counts_what_a_real_run_then_does(tmp_path)
     assert not list(out.rglob("*")) and not (cache / "checkpoints").exists()  # nothing trained, nothing recorded
     assert _run(out, cache).exit_code == 0
     rates = json.loads((cache / estimate.RATES_FILE).read_text())  # the real run measured its stages
-    assert rates["train"]["resnet-mini"] and all(v > 0 for v in rates["cell"]["resnet-mini"])
+    assert set(rates["train"]) == {"resnet-mini bf16"}  # the re-ID recipe trains in bf16: its own rate
+    assert rates["train"]["resnet-mini bf16"] and all(v > 0 for v in rates["cell"]["resnet-mini"])
     cell = rates["cell"]["resnet-mini"]  # one attacked cell per model; a clean cell times no embedding
     assert len(cell) == 2 and max(cell) < 3 * min(cell)
     again = _run(out, cache, "--dry-run", "--eps", "4/255,8/255")
@@ -42,6 +43,8 @@ def test_a_damaged_rates_file_falls_back_to_the_defaults(tmp_path):
     (tmp_path / estimate.RATES_FILE).write_text('{"train": {"resnet-mini": [0.1, "x", -1, 0.3]}}')
     assert estimate.rate(estimate.read_rates(tmp_path), "train", "resnet-mini") == (0.2, True)  # median of the valid
     assert estimate.rate({}, "cell", "vgg16") == (estimate.DEFAULT_RATES["cell"], False)
+    assert estimate.rate({}, "train", "resnet-mini bf16") == (estimate.DEFAULT_RATES["train bf16"], False)
+    assert estimate.DEFAULT_RATES["train bf16"] < estimate.rate({}, "train", "resnet-mini")[0]
 
 
 def test_an_attack_s_work_counts_its_steps_eot_and_an_ensemble_s_members(tmp_path):
