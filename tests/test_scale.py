@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -221,3 +222,16 @@ def test_a_short_last_batch_joins_the_one_before(n, size, sizes):
     parts = attacking.batches(items, size)
     assert [len(p) for p in parts] == sizes
     assert torch.equal(torch.cat(parts), items)
+
+
+def test_a_bf16_recipe_on_a_cpu_without_fast_bf16_warns_once_per_training(cache, tmp_path, monkeypatch):
+    """Where torch has no fast bf16 convolution (no AVX-512, AMX or Arm BF16), the recipe's bf16
+    training is slower than fp32: the run says so and names the way out; fp32 training does not warn."""
+    from robustbench_lfm import precision
+
+    monkeypatch.setattr(precision, "slow_bf16", lambda device: device.type == "cpu")
+    with pytest.warns(UserWarning, match=r"training plain@seed0 under bf16 .* --precision fp32 trains in float32"):
+        sweep(tmp_path / "bf16", tmp_path / "own-cache", epochs=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        sweep(tmp_path / "fp32", tmp_path / "own-cache", epochs=1, precision="fp32")
