@@ -68,7 +68,7 @@ class TrainRecipe:
 
     task: str = "reid"
     backbone: str = "resnet-mini"
-    epochs: int = 16
+    epochs: int = 15
     optimizer: str = "adam"
     lr: float = 6e-3
     weight_decay: float = 5e-4
@@ -79,7 +79,7 @@ class TrainRecipe:
     images_per_id: int = 4
     warmup_epochs: int = 1
     warmup_factor: float = 0.1
-    milestones: tuple[int, ...] = (13,)
+    milestones: tuple[int, ...] = (12,)
     gamma: float = 0.1
     label_smoothing: float = 0.1
     triplet_margin: float = 0.3
