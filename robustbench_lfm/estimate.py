@@ -108,7 +108,8 @@ def pending_work(spec: RunSpec, shape: Shape, done: dict[str, set[str]]) -> Work
                 reused.append(label)
             else:
                 to_train.append(label)
-                train[trained_as(spec, model)] = train.get(trained_as(spec, model), 0.0) + train_work(spec, shape)
+                key = trained_as(spec, model)
+                train[key] = train.get(key, 0.0) + train_work(spec, shape)
     cells: dict[str, float] = {}
     counts = {}
     for dest, grid in (("results", spec.cells()), ("probes", spec.probe_cells())):
@@ -129,11 +130,8 @@ def is_cached(spec: RunSpec, model: ModelSpec, seed: int) -> bool:
 
 def group_seconds(spec: RunSpec, model: ModelSpec, seed: int, cells: list[Cell], shape: Shape, rates: Rates) -> float:
     """Estimated seconds of one (model, seed) group: its training when not cached, and its cells."""
-    train = (
-        0.0
-        if is_cached(spec, model, seed)
-        else train_work(spec, shape) * rate(rates, "train", trained_as(spec, model))[0]
-    )
+    trains = not is_cached(spec, model, seed)
+    train = train_work(spec, shape) * rate(rates, "train", trained_as(spec, model))[0] if trains else 0.0
     return train + sum(cell_work(spec, c, shape) for c in cells) * rate(rates, "cell", model.backbone)[0]
 
 
