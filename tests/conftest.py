@@ -32,12 +32,18 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_configure(config):
-    """Under pytest-xdist, each worker's torch takes its share of the cores (no oversubscription)."""
+    """Under pytest-xdist, each worker's torch takes its share of the cores (no oversubscription),
+    and so does every process a test starts (`lfm-bench` in a subprocess, --jobs and cluster
+    workers): they read the share from OMP_NUM_THREADS. Left to torch's default of one thread per
+    core, such a process spun against the other worker's busy core: test_cli's end-to-end run took
+    19.3-20.1 s beside a busy core, 11.1-11.3 s with one thread (README, "Tests")."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         import torch
 
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        share = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(share)
+        torch.set_num_threads(share)
 
 
 @pytest.fixture(scope="session")
