@@ -9,7 +9,7 @@ import pytest
 import robustbench_lfm.methods  # noqa: F401  (registers the training methods' parameters with the model registry)
 from robustbench_lfm.datasets.synthreid import SynthReIDConfig, generate
 
-TINY = {"train_ids": 12, "test_ids": 6, "distractor_ids": 2, "cameras": 3, "max_cameras": 3}
+TINY = {"train_ids": 12, "test_ids": 6, "distractor_ids": 2, "cameras": 3, "max_cameras": 3, "height": 32, "width": 16}
 TINY_CLI = "synthreid:" + ",".join(f"{k}={v}" for k, v in TINY.items())
 
 
@@ -24,11 +24,24 @@ SWEEP_MODULES = {
 }  # fmt: skip
 
 
+# The modules whose module-scoped fixtures train or sweep for seconds: each runs whole on one
+# pytest-xdist worker (`--dist loadgroup`), so its fixtures are built once, not once per worker that
+# drew some of its tests (test_report's 15.5 s runs were built twice under `--dist load`).
+ONE_WORKER_MODULES = {
+    "test_attack_sweeps", "test_board", "test_classification", "test_cli", "test_domains", "test_ensemble",
+    "test_executors", "test_gate", "test_identity", "test_report", "test_resume", "test_threats", "test_transfer",
+}  # fmt: skip
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Mark every test of SWEEP_MODULES `sweep`."""
+    """Mark every test of SWEEP_MODULES `sweep`; the tests of ONE_WORKER_MODULES one xdist group per module."""
     for item in items:
-        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in SWEEP_MODULES:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module is not None else ""
+        if module in SWEEP_MODULES:
             item.add_marker(pytest.mark.sweep)
+        if module in ONE_WORKER_MODULES:
+            item.add_marker(pytest.mark.xdist_group(module))
 
 
 def pytest_configure(config):

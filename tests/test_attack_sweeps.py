@@ -24,7 +24,7 @@ from robustbench_lfm.cli import main
 from tests.conftest import TINY_CLI
 from tests.test_attacks import FAST
 
-TASKS = {"classification": ("digits", "48"), "reid": (TINY_CLI, "16")}  # dataset, --n-eval
+TASKS = {"classification": ("digits", "48"), "reid": (TINY_CLI, "12")}  # dataset, --n-eval
 OPTIONS = {
     **FAST,
     "autoattack": {},  # the standard ensemble: every stage must be reached
@@ -69,6 +69,8 @@ class Spies:
         def spied(attack, images, labels):
             assert images.is_contiguous(), f"{stage.__name__} was handed a non-contiguous batch"
             self.stages[stage.__name__].append(len(images))
+            if stage is torchattacks.Square:  # the stage's plumbing is under test here, not its strength
+                attack.n_queries = min(attack.n_queries, SQUARE_QUERIES)
             return forward(attack, images, labels)
 
         return spied
@@ -78,6 +80,9 @@ def _channels_last(x: torch.Tensor) -> bool:
     return x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last)
 
 
+# AutoAttack's Square spends its 5000 queries on every survivor it cannot fool: 20 of this module's
+# 48 s on 2 cores. Reaching Square with survivors, and what it hands back, is what this module checks.
+SQUARE_QUERIES = 50
 EPS = {"linf": "2/255", "l2": "0.25", "none": "2/255"}  # small: AutoAttack must leave survivors for FAB-T
 
 

@@ -17,6 +17,7 @@ from robustbench_lfm.spec import resolve_data
 from tests.conftest import TINY, TINY_CLI
 
 OTHER = TINY_CLI + ",domain=b"
+SQUARE = "synthreid:" + ",".join(f"{k}={v}" for k, v in {**TINY, "width": TINY["height"]}.items())  # 32x32
 
 
 def test_domain_b_is_another_population_and_the_default_keys_stand():
@@ -85,7 +86,7 @@ def test_the_report_names_both_domains(runs):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [(["--test-dataset", "digits"], "is a classification dataset, but --dataset synthreid trains reid"),
-     (["--test-dataset", TINY_CLI + ",height=32"], "has 32x32 images"),
+     (["--test-dataset", SQUARE], "has 32x32 images"),
      (["--test-dataset", "synthreid:domain=c"], "domain='c' is not one of a, b"),
      (["--test-dataset", "nosuch"], "nosuch")],
 )  # fmt: skip
@@ -111,6 +112,6 @@ def test_evaluate_takes_a_test_dataset(tmp_path):
     from robustbench_lfm import evaluate
 
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 64 * 32, 8))
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * TINY["height"] * TINY["width"], 8))
     df = evaluate(net, dataset=TINY_CLI, test_dataset=OTHER, eps=(8 / 255,), cache_dir=tmp_path)
     assert json.loads(df["test_data_params"].iloc[0])["domain"] == "b"

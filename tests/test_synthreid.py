@@ -32,7 +32,7 @@ def test_market_style_splits(tiny_reid):
 
 def test_images_are_uint8_at_the_configured_size(tiny_reid):
     assert tiny_reid.train.images.dtype == torch.uint8
-    assert tiny_reid.image_size == (64, 32)
+    assert tiny_reid.image_size == (TINY["height"], TINY["width"])
     assert tiny_reid.train.images.float().std() > 20  # not blank
 
 
