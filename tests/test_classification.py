@@ -30,7 +30,7 @@ from robustbench_lfm.options import RunOptions
 from robustbench_lfm.runner import run_sweep
 from robustbench_lfm.spec import build_spec
 
-SMALL = "digits:test_fraction=0.1"  # 1617 training images: enough to learn in 3 epochs (about 59% accuracy)
+SMALL = "digits:test_fraction=0.1"  # 1617 training images: 42-44% accuracy after 2 epochs (chance 10%)
 TINY_CLS = "synthcls:train_per_class=8,test_per_class=3"  # for the plumbing tests
 
 
@@ -108,7 +108,7 @@ def test_classification_datasets_round_trip_through_the_cache(tmp_path):
 
 
 def _sweep(out, cache, **overrides):
-    options = {"dataset": SMALL, "models": "plain", "eps": "8/255", "epochs": 3, "out": out,
+    options = {"dataset": SMALL, "models": "plain", "eps": "8/255", "epochs": 2, "out": out,
                "cache_dir": cache, "device": "cpu", "quiet": True, **overrides}  # fmt: skip
     spec = build_spec(RunOptions(**options))
     return run_sweep(spec, log=lambda _: None), json.loads((out / "manifest.json").read_text()), spec
