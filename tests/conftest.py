@@ -49,7 +49,7 @@ def pytest_configure(config):
     and so does every process a test starts (`lfm-bench` in a subprocess, --jobs and cluster
     workers): they read the share from OMP_NUM_THREADS. Left to torch's default of one thread per
     core, such a process spun against the other worker's busy core: test_cli's end-to-end run took
-    19.3-20.1 s beside a busy core, 11.1-11.3 s with one thread (README, "Tests")."""
+    19.3-20.1 s beside a busy core, 11.1-11.3 s with one thread (2-core development machine)."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         import torch

@@ -30,8 +30,9 @@ TINY = {
     "classification": ["--dataset", "digits", "--epochs", "1", "--n-eval", "4", "--train-fraction", "0.05",
                        "--eps", "64/255"],
 }  # fmt: skip
-# robustbench-linf's pgd-at trains with PGD-10 on the paper recipe's ResNet-18: its one step on 5% of digits took
-# 16 of the preset's 22 s on 2 cores; 2% (27 images) is the same path (the last --train-fraction counts).
+# robustbench-linf's pgd-at trains with PGD-10 on the paper recipe's ResNet-18: its one step on 5% of digits
+# took 16 of the preset's 28 s in a one-thread profile; 2% (27 images) is the same path (the last
+# --train-fraction given counts).
 SMALLER = {"robustbench-linf": ["--train-fraction", "0.02"]}
 
 
