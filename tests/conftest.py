@@ -10,7 +10,14 @@ import robustbench_lfm.methods  # noqa: F401  (registers the training methods' p
 from robustbench_lfm.datasets.synthreid import SynthReIDConfig, generate
 
 TINY = {"train_ids": 12, "test_ids": 6, "distractor_ids": 2, "cameras": 3, "max_cameras": 3, "height": 32, "width": 16}
-TINY_CLI = "synthreid:" + ",".join(f"{k}={v}" for k, v in TINY.items())
+
+
+def tiny_cli(**changes: int) -> str:
+    """The tiny synthreid as a --dataset value, with `changes` to its options (say height=64, width=32)."""
+    return "synthreid:" + ",".join(f"{k}={v}" for k, v in {**TINY, **changes}.items())
+
+
+TINY_CLI = tiny_cli()
 
 
 # The modules that train models and run sweeps end to end: `-m "not slow and not sweep"` leaves them

@@ -18,11 +18,11 @@ from robustbench_lfm.attacks import objectives
 from robustbench_lfm.attacks.registry import ATTACKS
 from robustbench_lfm.identity import MEASUREMENT
 from robustbench_lfm.models import registry
-from tests.conftest import TINY
+from tests.conftest import tiny_cli
 
 # The tiny data at synthreid's own 64x32: a model trained one epoch there is moved by PGD's steps;
 # at the suite's 32x16 it stays near chance and two steps score as its random start alone.
-LEARNABLE = "synthreid:" + ",".join(f"{k}={v}" for k, v in {**TINY, "height": 64, "width": 32}.items())
+LEARNABLE = tiny_cli(height=64, width=32)
 
 PACKAGE = Path(code_identity.__file__).resolve().parent
 # Modules that cannot change a number: no component's closure may hold them.

@@ -14,10 +14,10 @@ from click.testing import CliRunner
 from robustbench_lfm.cli import main
 from robustbench_lfm.datasets.synthreid import SynthReIDConfig, generate
 from robustbench_lfm.spec import resolve_data
-from tests.conftest import TINY, TINY_CLI
+from tests.conftest import TINY, TINY_CLI, tiny_cli
 
 OTHER = TINY_CLI + ",domain=b"
-SQUARE = "synthreid:" + ",".join(f"{k}={v}" for k, v in {**TINY, "width": TINY["height"]}.items())  # 32x32
+SQUARE = tiny_cli(width=TINY["height"])  # 32x32
 
 
 def test_domain_b_is_another_population_and_the_default_keys_stand():
