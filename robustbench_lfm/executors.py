@@ -155,10 +155,14 @@ def run_tasks(ex: ExecSpec, fn: Callable[..., Any], tasks: list[tuple]) -> Itera
 
 def _local(ex: ExecSpec, fn: Callable[..., Any], tasks: list[tuple]) -> Iterator[Any]:
     if ex.jobs == 1:
+        caller = torch.get_num_threads()
         if ex.threads is not None:
             set_threads(ex.threads)
-        for task in tasks:
-            yield fn(*task)
+        try:
+            for task in tasks:
+                yield fn(*task)
+        finally:  # --threads is the sweep's: a caller of run_sweep gets its own setting back
+            torch.set_num_threads(caller)
         return
     ctx = get_context("spawn")  # fork would copy torch's thread pools into the children
     with ProcessPoolExecutor(

@@ -66,6 +66,26 @@ def pytest_configure(config):
         torch.set_num_threads(share)
 
 
+# AutoAttack's last stage, Square (Andriushchenko et al., ECCV 2020), spends its 5,000 queries on every
+# image it cannot fool: on a tiny model that saturates, one survivor costs a minute (105 of plain:vgg16's
+# 122 s in rcm-cifar's tiny form, one profile on the 2-core machine). Tests that check AutoAttack's
+# plumbing, not its strength, cap it: Square still runs on the same survivors, with the same code.
+SQUARE_QUERIES = 50
+
+
+def cap_square_queries(monkeypatch: pytest.MonkeyPatch, queries: int = SQUARE_QUERIES) -> None:
+    """Cap torchattacks' Square at `queries` queries per image for the rest of the test."""
+    import torchattacks
+
+    forward = torchattacks.Square.forward
+
+    def capped(attack, images, labels):
+        attack.n_queries = min(attack.n_queries, queries)
+        return forward(attack, images, labels)
+
+    monkeypatch.setattr(torchattacks.Square, "forward", capped)
+
+
 @pytest.fixture(scope="session")
 def tiny_reid():
     """A synthreid dataset small enough to train on in a second."""

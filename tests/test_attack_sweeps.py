@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from robustbench_lfm import attacks
 from robustbench_lfm.cli import main
-from tests.conftest import TINY_CLI
+from tests.conftest import TINY_CLI, cap_square_queries
 from tests.test_attacks import FAST
 
 TASKS = {"classification": ("digits", "48"), "reid": (TINY_CLI, "12")}  # dataset, --n-eval
@@ -53,6 +53,7 @@ class Spies:
         classes = {attacks.Attack, *(attacks.get_attack_class(n) for n in attacks.list_attacks())}
         for cls in (c for c in classes if "__call__" in vars(c)):  # the base, and any attack with its own
             monkeypatch.setattr(cls, "__call__", self._layout_spy(vars(cls)["__call__"]))
+        cap_square_queries(monkeypatch)  # Square's plumbing is under test here, not its strength
         for stage in (torchattacks.APGD, torchattacks.APGDT, torchattacks.FAB, torchattacks.Square):
             monkeypatch.setattr(stage, "forward", self._spy(stage))
 
@@ -69,8 +70,6 @@ class Spies:
         def spied(attack, images, labels):
             assert images.is_contiguous(), f"{stage.__name__} was handed a non-contiguous batch"
             self.stages[stage.__name__].append(len(images))
-            if stage is torchattacks.Square:  # the stage's plumbing is under test here, not its strength
-                attack.n_queries = min(attack.n_queries, SQUARE_QUERIES)
             return forward(attack, images, labels)
 
         return spied
@@ -80,9 +79,6 @@ def _channels_last(x: torch.Tensor) -> bool:
     return x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last)
 
 
-# AutoAttack's Square spends its 5000 queries on every survivor it cannot fool: 21 of the fixture's
-# 60 s in a one-thread profile. Square reached with survivors, on contiguous batches, is what is checked.
-SQUARE_QUERIES = 50
 EPS = {"linf": "2/255", "l2": "0.25", "none": "2/255"}  # small: AutoAttack must leave survivors for FAB-T
 
 
