@@ -9,12 +9,15 @@ model's backbone, in seconds per megapixel-pass.
 The rates are measured: every sweep records what its trainings and cells took into
 `rates.json` in its cache directory (`record`), and a dry run reads them back, each rate the median
 of the last RATE_HISTORY measurements of its backbone. A backbone no sweep of this cache has
-measured takes DEFAULT_RATES, measured on a 2-core CPU (synthreid, resnet-mini), and the estimate
-says so. A damaged rates.json is ignored (defaults), never an error.
+measured takes DEFAULT_RATES, measured on a 2-core CPU (synthreid, resnet-mini), scaled by the
+model's multiply-adds per pixel over resnet-mini's (`relative_cost`: a VGG-16 costs 20.5x), and the
+estimate says so. The training method's extra passes (pgd-at's PGD steps) are not counted until a
+sweep measures them. A damaged rates.json is ignored (defaults), never an error.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import statistics
@@ -35,6 +38,10 @@ RATE_HISTORY = 8
 # train 0.567-0.600 in fp32, cells 0.364-0.372; the recipe's bf16 training 0.40-0.46, median 0.44).
 # Training rates are kept per backbone and training precision (`trained_as`): bf16 runs faster.
 DEFAULT_RATES = {"train": 0.59, "train bf16": 0.44, "cell": 0.37}
+# The model DEFAULT_RATES were measured on: plain resnet-mini, re-ID, on synthreid's 64x32 images.
+# Scaled by multiply-adds, they predicted 12.1 s per megapixel-pass of fp32 training for plain:vgg16
+# on digits, where a sweep measured 10.0 (unscaled: 0.59).
+REFERENCE = ("plain", "reid", (64, 32))
 
 
 def trained_as(spec: RunSpec, model: ModelSpec) -> str:
@@ -44,10 +51,14 @@ def trained_as(spec: RunSpec, model: ModelSpec) -> str:
 
 @dataclass(frozen=True)
 class Work:
-    """What a sweep has left: megapixel-passes of training and of cells, per backbone, and the counts."""
+    """What a sweep has left: megapixel-passes of training and of cells, per backbone, and the counts;
+    `scaled`: the same work weighted by each model's `relative_cost`, for the rates no sweep measured
+    (per stage: "train", "cell"); `unscaled`: the models whose cost could not be counted."""
 
     train: dict[str, float]
     cells: dict[str, float]
+    scaled: dict[str, dict[str, float]]
+    unscaled: list[str]
     to_train: list[str]
     reused: list[str]
     cells_total: int
@@ -78,12 +89,68 @@ def cell_passes(spec: RunSpec, cell: Cell) -> float:
 @dataclass(frozen=True)
 class Shape:
     """The sizes the work of a sweep scales with: images scored per cell (queries or test images),
-    gallery images (re-ID), pixels an image, images a training epoch."""
+    gallery images (re-ID), an image's (height, width), images a training epoch, and the classes
+    (identities) a model is built with."""
 
     scored: int
     gallery: int
-    pixels: int
+    size: tuple[int, int]
     epoch_images: int
+    classes: int
+
+    @property
+    def pixels(self) -> int:
+        return self.size[0] * self.size[1]
+
+
+def macs_per_pixel(name: str, overrides: dict[str, Any], task: str, size: tuple[int, int], classes: int) -> float:
+    """Multiply-adds of one forward pass of the registered model `name` built with `overrides` (its
+    backbone, strides, upsampling and head), in its convolutions and linear layers, per pixel of a
+    `size` (height, width) input: counted by hooks on the forward of one blank image on the CPU (the
+    meta device, or torch's FlopCounterMode, would import torch._dynamo: a second per process).
+    Torch's global random state is left as it was."""
+    import torch
+    from torch import nn
+
+    from robustbench_lfm import models
+
+    with torch.random.fork_rng(devices=[]):  # the weights' draws leave the run's random state as it was
+        net = models.create_model(name, classes, task, **overrides).eval()
+    total = 0
+
+    def count(module: nn.Module, _inputs: Any, out: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            total += out.numel() * module.in_channels // module.groups * kh * kw
+        elif isinstance(module, nn.Linear):
+            total += out.numel() * module.in_features
+
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            module.register_forward_hook(count)
+    with torch.no_grad():
+        net(torch.zeros(1, 3, *size))
+    return total / (size[0] * size[1])
+
+
+@functools.cache
+def _cost(name: str, overrides: tuple[tuple[str, Any], ...], task: str, size: tuple[int, int], classes: int) -> float:
+    reference = macs_per_pixel(REFERENCE[0], {}, REFERENCE[1], REFERENCE[2], classes)
+    return macs_per_pixel(name, dict(overrides), task, size, classes) / reference
+
+
+def relative_cost(model: ModelSpec, task: str, shape: Shape) -> float | None:
+    """`model`'s multiply-adds per pixel at the dataset's image size over REFERENCE's: what scales
+    DEFAULT_RATES for a model no sweep has measured. None when it cannot be counted (a model given as
+    a module, or a plugin's that fails to build or to run on one blank image)."""
+    arch = model.base if model.base is not None else model
+    if model.given and model.base is None:
+        return None
+    try:
+        return _cost(arch.name, tuple(sorted(arch.overrides().items())), task, shape.size, shape.classes)
+    except Exception:  # an estimate never fails a run: unscaled, and the dry run says so
+        return None
 
 
 def cell_work(spec: RunSpec, cell: Cell, shape: Shape) -> float:
@@ -100,6 +167,20 @@ def train_work(spec: RunSpec, shape: Shape) -> float:
 def pending_work(spec: RunSpec, shape: Shape, done: dict[str, set[str]]) -> Work:
     """The work of `spec` that its run directory and cache do not hold yet (module docstring)."""
     train: dict[str, float] = {}
+    cells: dict[str, float] = {}
+    scaled: dict[str, dict[str, float]] = {"train": {}, "cell": {}}
+    unscaled: list[str] = []
+
+    def cost(model: ModelSpec) -> float:
+        factor = relative_cost(model, spec.recipe.task, shape)
+        if factor is None and model.label not in unscaled:
+            unscaled.append(model.label)
+        return 1.0 if factor is None else factor
+
+    def add(stage: str, per: dict[str, float], key: str, model: ModelSpec, work: float) -> None:
+        per[key] = per.get(key, 0.0) + work
+        scaled[stage][key] = scaled[stage].get(key, 0.0) + work * cost(model)
+
     to_train, reused = [], []
     for seed in spec.seeds:
         for model in spec.models:
@@ -108,16 +189,14 @@ def pending_work(spec: RunSpec, shape: Shape, done: dict[str, set[str]]) -> Work
                 reused.append(label)
             else:
                 to_train.append(label)
-                key = trained_as(spec, model)
-                train[key] = train.get(key, 0.0) + train_work(spec, shape)
-    cells: dict[str, float] = {}
+                add("train", train, trained_as(spec, model), model, train_work(spec, shape))
     counts = {}
     for dest, grid in (("results", spec.cells()), ("probes", spec.probe_cells())):
         left = [c for c in grid if c.cell_id(spec.data, spec.recipe, spec.evaluation) not in done[dest]]
         counts[dest] = (len(grid), len(left))
         for cell in left:
-            cells[cell.model.backbone] = cells.get(cell.model.backbone, 0.0) + cell_work(spec, cell, shape)
-    return Work(train, cells, to_train, reused, *counts["results"], *counts["probes"])
+            add("cell", cells, cell.model.backbone, cell.model, cell_work(spec, cell, shape))
+    return Work(train, cells, scaled, unscaled, to_train, reused, *counts["results"], *counts["probes"])
 
 
 def is_cached(spec: RunSpec, model: ModelSpec, seed: int) -> bool:
@@ -131,8 +210,11 @@ def is_cached(spec: RunSpec, model: ModelSpec, seed: int) -> bool:
 def group_seconds(spec: RunSpec, model: ModelSpec, seed: int, cells: list[Cell], shape: Shape, rates: Rates) -> float:
     """Estimated seconds of one (model, seed) group: its training when not cached, and its cells."""
     trains = not is_cached(spec, model, seed)
-    train = train_work(spec, shape) * rate(rates, "train", trained_as(spec, model))[0] if trains else 0.0
-    return train + sum(cell_work(spec, c, shape) for c in cells) * rate(rates, "cell", model.backbone)[0]
+    train_rate, train_measured = rate(rates, "train", trained_as(spec, model))
+    cell_rate, cell_measured = rate(rates, "cell", model.backbone)
+    cost = 1.0 if train_measured and cell_measured else relative_cost(model, spec.recipe.task, shape) or 1.0
+    train = train_work(spec, shape) * train_rate * (1.0 if train_measured else cost) if trains else 0.0
+    return train + sum(cell_work(spec, c, shape) for c in cells) * cell_rate * (1.0 if cell_measured else cost)
 
 
 def read_rates(cache_dir: Path) -> Rates:
@@ -195,6 +277,7 @@ def describe(work: Work, rates: Rates) -> tuple[str, float]:
             r, measured = rate(rates, stage, backbone)
             if not measured:
                 assumed.add(f"{stage} {backbone}")
+                mpx = work.scaled[stage][backbone]
             parts[stage] = parts.get(stage, 0.0) + mpx * r
             total += mpx * r
     lines = [
@@ -207,8 +290,10 @@ def describe(work: Work, rates: Rates) -> tuple[str, float]:
         f"about {duration(total)} in all",
     ]  # fmt: skip
     if assumed:
+        unscaled = f"; not counted, so unscaled: {', '.join(work.unscaled)}" if work.unscaled else ""
         lines.append(
-            f"  (no sweep with this cache has measured {', '.join(sorted(assumed))}: rates of a 2-core CPU assumed)"
+            f"  (no sweep with this cache has measured {', '.join(sorted(assumed))}: rates of a 2-core CPU "
+            f"assumed, resnet-mini's scaled by each model's multiply-adds per pixel{unscaled})"
         )
     return "\n".join(lines), total
 

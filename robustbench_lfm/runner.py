@@ -292,11 +292,12 @@ def work_shape(spec: RunSpec, data: Dataset) -> estimate.Shape:
     from robustbench_lfm.training import images_per_epoch
 
     if isinstance(data, ClassificationDataset):
-        scored, gallery, images = len(data.test.images), 0, data.test.images
+        scored, gallery, images, classes = len(data.test.images), 0, data.test.images, data.num_classes
     else:
         scored, gallery, images = len(data.query.images), len(data.gallery.images), data.query.images
-    pixels = int(images.shape[-2] * images.shape[-1])
-    return estimate.Shape(scored, gallery, pixels, images_per_epoch(data, spec.recipe))
+        classes = data.num_train_ids
+    size = (int(images.shape[-2]), int(images.shape[-1]))
+    return estimate.Shape(scored, gallery, size, images_per_epoch(data, spec.recipe), classes)
 
 
 def dry_run(spec: RunSpec) -> str:

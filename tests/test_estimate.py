@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+import torch
 from click.testing import CliRunner
 
-from robustbench_lfm import estimate
+from robustbench_lfm import estimate, models
 from robustbench_lfm.cli import main
 from robustbench_lfm.options import RunOptions
 from robustbench_lfm.spec import build_spec
@@ -55,3 +57,70 @@ def test_an_attack_s_work_counts_its_steps_eot_and_an_ensemble_s_members(tmp_pat
     members = [estimate.cell_passes(spec, c) for c in spec.cells() if c.attack and c.attack.name == "auto-reid"]
     assert members[0] > 6 * 4  # six members of several steps each, run as they run alone
     assert estimate.duration(59) == "59 s" and estimate.duration(125) == "2 min 05 s"
+
+
+def _flops_counted_by_torch(name: str, task: str, size: tuple[int, int], **overrides) -> float:
+    """Multiply-adds per pixel as torch's own FlopCounterMode counts them (half its FLOPs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = models.create_model(name, 10, task, **overrides).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(torch.zeros(1, 3, *size))
+    return counter.get_total_flops() / 2 / (size[0] * size[1])
+
+
+ARCHITECTURES = [("plain", {"backbone": b}) for b in models.registry.BACKBONES] + [
+    ("rcm-up", {"backbone": "vgg16"}),  # RCM's upsampled and stride-1 trunks cost 4x and 12x their plain one
+    ("rcm-stride", {"backbone": "vgg16"}),
+]
+
+
+@pytest.mark.parametrize(("name", "overrides"), ARCHITECTURES, ids=lambda v: v if isinstance(v, str) else v["backbone"])
+@pytest.mark.parametrize(("task", "size"), [("reid", (64, 32)), ("classification", (32, 32))])
+def test_every_architecture_s_multiply_adds_are_what_torch_s_flop_counter_counts(name, overrides, task, size):
+    ours = estimate.macs_per_pixel(name, overrides, task, size, 10)
+    assert ours == pytest.approx(_flops_counted_by_torch(name, task, size, **overrides), rel=1e-9)
+
+
+def _estimate(tmp_path, models_: str, rates: dict) -> tuple[str, float]:
+    spec = build_spec(RunOptions(dataset="digits", models=models_, attacks="pgd:steps=5", eps="8/255", epochs=2,
+                                 no_baseline=True, out=tmp_path / "r", cache_dir=tmp_path / "c"))  # fmt: skip
+    shape = estimate.Shape(scored=20, gallery=0, size=(32, 32), epoch_images=100, classes=10)
+    work = estimate.pending_work(spec, shape, {"results": set(), "probes": set()})
+    return estimate.describe(work, rates)
+
+
+def test_an_unmeasured_backbone_s_estimate_scales_with_its_multiply_adds_and_a_measured_one_does_not(tmp_path):
+    """The default rates are resnet-mini's: a VGG-16 no sweep has measured costs what its multiply-adds
+    say (torch's counter), not resnet-mini's price (a tiny rcm-cifar once read `about 1 s` for two minutes)."""
+    ratio = _flops_counted_by_torch("plain", "classification", (32, 32), backbone="vgg16") / _flops_counted_by_torch(
+        "plain", "classification", (32, 32), backbone="resnet-mini"
+    )
+    assert ratio > 15
+    text, vgg = _estimate(tmp_path, "plain:backbone=vgg16", {})
+    _, mini = _estimate(tmp_path, "plain:backbone=resnet-mini", {})
+    assert vgg / mini == pytest.approx(ratio, rel=1e-6)
+    assert "scaled by each model's multiply-adds per pixel" in text and "unscaled" not in text
+    measured = {"train": {"vgg16": [1.0]}, "cell": {"vgg16": [1.0]}}  # a sweep of this cache timed vgg16
+    text, vgg = _estimate(tmp_path, "plain:backbone=vgg16", measured)
+    _, mini = _estimate(
+        tmp_path, "plain:backbone=resnet-mini", {"train": {"resnet-mini": [1.0]}, "cell": {"resnet-mini": [1.0]}}
+    )
+    assert vgg == pytest.approx(mini) and "assumed" not in text  # measured rates carry the cost already
+
+
+def test_a_model_that_cannot_be_counted_is_estimated_unscaled_and_named(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a plugin's forward that needs real data")
+
+    monkeypatch.setattr(estimate, "macs_per_pixel", broken)
+    estimate._cost.cache_clear()
+    text, seconds = _estimate(tmp_path, "plain:backbone=vgg16", {})
+    estimate._cost.cache_clear()
+    assert "not counted, so unscaled: plain:backbone=vgg16" in text and seconds > 0
+
+
+def test_counting_a_model_leaves_torch_s_random_state_as_it_was():
+    state = torch.random.get_rng_state()
+    estimate.macs_per_pixel("plain", {"backbone": "resnet-mini"}, "reid", (32, 16), 12)
+    assert torch.equal(torch.random.get_rng_state(), state)
