@@ -11,8 +11,9 @@ The rates are measured: every sweep records what its trainings and cells took in
 of the last RATE_HISTORY measurements of its backbone. A backbone no sweep of this cache has
 measured takes DEFAULT_RATES, measured on a 2-core CPU (synthreid, resnet-mini), scaled by the
 model's multiply-adds per pixel over resnet-mini's (`relative_cost`: a VGG-16 costs 20.5x), and the
-estimate says so. The training method's extra passes (pgd-at's PGD steps) are not counted until a
-sweep measures them. A damaged rates.json is ignored (defaults), never an error.
+estimate says so. A training method's extra passes (pgd-at's PGD steps) count in its work
+(`train_passes`), so a backbone's rate is one per pass whatever the method. A damaged rates.json is
+ignored (defaults), never an error.
 """
 
 from __future__ import annotations
@@ -159,9 +160,19 @@ def cell_work(spec: RunSpec, cell: Cell, shape: Shape) -> float:
     return images * cell_passes(spec, cell) * shape.pixels / 1e6
 
 
-def train_work(spec: RunSpec, shape: Shape) -> float:
+def train_passes(model: ModelSpec) -> float:
+    """Forward-backward passes per training image: what the model's training method declares
+    (`passes(params)` on its class: pgd-at's PGD steps + the update), else 1."""
+    from robustbench_lfm import models
+
+    methods = models.registry.METHODS
+    passes = getattr(methods[model.method], "passes", None) if model.method in methods else None
+    return float(passes(dict(model.resolved))) if passes is not None else 1.0
+
+
+def train_work(spec: RunSpec, shape: Shape, model: ModelSpec) -> float:
     """Megapixel-passes of training one model."""
-    return spec.recipe.epochs * shape.epoch_images * shape.pixels / 1e6
+    return spec.recipe.epochs * shape.epoch_images * train_passes(model) * shape.pixels / 1e6
 
 
 def pending_work(spec: RunSpec, shape: Shape, done: dict[str, set[str]]) -> Work:
@@ -189,7 +200,7 @@ def pending_work(spec: RunSpec, shape: Shape, done: dict[str, set[str]]) -> Work
                 reused.append(label)
             else:
                 to_train.append(label)
-                add("train", train, trained_as(spec, model), model, train_work(spec, shape))
+                add("train", train, trained_as(spec, model), model, train_work(spec, shape, model))
     counts = {}
     for dest, grid in (("results", spec.cells()), ("probes", spec.probe_cells())):
         left = [c for c in grid if c.cell_id(spec.data, spec.recipe, spec.evaluation) not in done[dest]]
@@ -213,7 +224,7 @@ def group_seconds(spec: RunSpec, model: ModelSpec, seed: int, cells: list[Cell],
     train_rate, train_measured = rate(rates, "train", trained_as(spec, model))
     cell_rate, cell_measured = rate(rates, "cell", model.backbone)
     cost = 1.0 if train_measured and cell_measured else relative_cost(model, spec.recipe.task, shape) or 1.0
-    train = train_work(spec, shape) * train_rate * (1.0 if train_measured else cost) if trains else 0.0
+    train = train_work(spec, shape, model) * train_rate * (1.0 if train_measured else cost) if trains else 0.0
     return train + sum(cell_work(spec, c, shape) for c in cells) * cell_rate * (1.0 if cell_measured else cost)
 
 
@@ -307,7 +318,7 @@ def measured_rates(spec: RunSpec, training: dict[str, Any], rows: list[dict[str,
         model = by_label.get(label)
         if model is not None and not info.get("cached") and info.get("train_s"):
             out["train"].setdefault(trained_as(spec, model), []).append(
-                float(info["train_s"]) / train_work(spec, shape)
+                float(info["train_s"]) / train_work(spec, shape, model)
             )
     # A clean cell scores the embeddings its group computed before any cell: its wall time is not its work.
     cells = {c.cell_id(spec.data, spec.recipe, spec.evaluation): c for c in spec.cells() if c.attack is not None}

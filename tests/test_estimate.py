@@ -82,12 +82,15 @@ def test_every_architecture_s_multiply_adds_are_what_torch_s_flop_counter_counts
     assert ours == pytest.approx(_flops_counted_by_torch(name, task, size, **overrides), rel=1e-9)
 
 
-def _estimate(tmp_path, models_: str, rates: dict) -> tuple[str, float]:
+def _work(tmp_path, models_: str) -> estimate.Work:
     spec = build_spec(RunOptions(dataset="digits", models=models_, attacks="pgd:steps=5", eps="8/255", epochs=2,
                                  no_baseline=True, out=tmp_path / "r", cache_dir=tmp_path / "c"))  # fmt: skip
     shape = estimate.Shape(scored=20, gallery=0, size=(32, 32), epoch_images=100, classes=10)
-    work = estimate.pending_work(spec, shape, {"results": set(), "probes": set()})
-    return estimate.describe(work, rates)
+    return estimate.pending_work(spec, shape, {"results": set(), "probes": set()})
+
+
+def _estimate(tmp_path, models_: str, rates: dict) -> tuple[str, float]:
+    return estimate.describe(_work(tmp_path, models_), rates)
 
 
 def test_an_unmeasured_backbone_s_estimate_scales_with_its_multiply_adds_and_a_measured_one_does_not(tmp_path):
@@ -124,3 +127,11 @@ def test_counting_a_model_leaves_torch_s_random_state_as_it_was():
     state = torch.random.get_rng_state()
     estimate.macs_per_pixel("plain", {"backbone": "resnet-mini"}, "reid", (32, 16), 12)
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_adversarial_training_counts_its_pgd_steps_as_passes(tmp_path):
+    """pgd-at:steps=3 runs three PGD forward-backward passes and the update per image: 4x plain's
+    training work, so a rate measured on either prices the other."""
+    plain, pgd = _work(tmp_path, "plain").train, _work(tmp_path, "pgd-at:steps=3").train
+    assert set(plain) == set(pgd) and sum(pgd.values()) == pytest.approx(4 * sum(plain.values()))
+    assert sum(_work(tmp_path, "pgd-at").train.values()) == pytest.approx(11 * sum(plain.values()))  # PGD-10

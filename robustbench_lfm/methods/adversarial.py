@@ -41,6 +41,11 @@ class AdversarialTraining:
         )
         self.generator = torch.Generator(device).manual_seed(seed)
 
+    @staticmethod
+    def passes(params: dict) -> int:
+        """Forward-backward passes per training image (robustbench_lfm/estimate.py): the PGD steps and the update."""
+        return int(params["steps"]) + 1
+
     def adversarial(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """The PGD version of the batch (the attack restores the model's train mode)."""
         task: Task = "classification" if self.recipe.task == "classification" else "reid"
