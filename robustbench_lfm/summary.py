@@ -185,7 +185,11 @@ def plot_eps_curves(df: pd.DataFrame, path: Path) -> Path | None:
         ax.set_ylabel(f"{metric_table.label(metric)} (%)")
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    # A figure legend, outside the layout (as the CMC figure's): the panels keep their width however
+    # many and long the labels are; an axes legend made tight_layout squeeze the panels to slivers
+    # for rcm-cifar's twelve models, or give up with a warning.
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 0.88))
     title = f"{df['dataset'].iloc[0]}: clean (eps 0) and attacked {_sides(df)}{subset_title(df)}"
     fig.suptitle(fitted_title(f"{title}\n{error_bar_note(df)}", fig))
     fig.tight_layout()

@@ -3,6 +3,8 @@ axes where no model hides behind another, error bars said and drawn only where t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -14,6 +16,8 @@ from robustbench_lfm.identity import labelled
 from robustbench_lfm.plotting import fitted_title
 from robustbench_lfm.report import figures
 from robustbench_lfm.summary import error_bar_note
+
+BASELINE = Path(__file__).parent.parent / "results" / "baseline" / "ci-synthreid" / "results.csv"
 
 
 def test_a_long_title_is_wrapped_to_its_figures_width():
@@ -71,3 +75,40 @@ def test_the_error_bar_note_names_what_has_no_interval():
     assert error_bar_note(one, ["rank1"]) == "bars: 95% Wilson interval over the queries (one seed)"
     assert error_bar_note(one, ["rank1", "mAP"]).endswith("; none for mAP")  # the eps figure draws both
     assert error_bar_note(_rows({"plain": (0.8, 0.3)}, seeds=3)) == "bars: ± std over 3 seeds"
+
+
+def test_the_eps_figure_keeps_its_panels_wide_beside_a_long_legend(monkeypatch, tmp_path):
+    """rcm-cifar's twelve models under two attacks: 24 long legend labels. An axes legend made
+    tight_layout squeeze the panels to slivers, or give up with a warning that every run printed;
+    the legend now stands outside the layout, as the CMC figure's does."""
+    import warnings
+
+    from robustbench_lfm import summary
+
+    backbones = ("resnet18", "preact-resnet18", "vgg16", "alexnet")
+    models = [f"{m}:backbone={b}" for b in backbones for m in ("plain", "rcm-up", "rcm-stride")]
+    baseline = pd.read_csv(BASELINE, keep_default_na=False)  # a real run's rows: clean and PGD
+    one = baseline[baseline["model"] == "plain"]
+    frames = []
+    for model in models:
+        for attack, label in (("pgd", "pgd:steps=20,step_size=0.00784313725490196"), ("autoattack", "autoattack")):
+            rows = one.assign(model=model, cell_id=one["cell_id"] + model + attack)
+            attacked = rows["attack"] != "none"
+            rows.loc[attacked, "attack"], rows.loc[attacked, "attack_label"] = attack, label
+            frames.append(rows if attack == "pgd" else rows[attacked])
+    frame = pd.concat(frames, ignore_index=True)
+    kept: list = []
+    monkeypatch.setattr(summary, "save_figure", lambda fig, path, **options: kept.append(fig))
+    monkeypatch.setattr(summary.plt, "close", lambda fig: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Tight layout not applied" fails here
+        summary.plot_eps_curves(frame, tmp_path / "robustness.png")
+    (fig,) = kept
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    widths = [ax.get_position().width * fig.get_figwidth() for ax in panels]
+    assert len(panels) == 2 and min(widths) > 3.5  # inches of a 4.8-inch panel, beside a legend wider than that
+    (legend,) = fig.legends
+    assert len(legend.get_texts()) == 24 and {t.get_text() for t in legend.get_texts()} >= {
+        "rcm-stride:backbone=preact-resnet18 (pgd:steps=20,step_size=0.00784313725490196)"
+    }
+    plt.close(fig)
