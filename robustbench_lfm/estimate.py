@@ -136,9 +136,9 @@ def macs_per_pixel(name: str, overrides: dict[str, Any], task: str, size: tuple[
 
 
 @functools.cache
-def _cost(name: str, overrides: tuple[tuple[str, Any], ...], task: str, size: tuple[int, int], classes: int) -> float:
-    reference = macs_per_pixel(REFERENCE[0], {}, REFERENCE[1], REFERENCE[2], classes)
-    return macs_per_pixel(name, dict(overrides), task, size, classes) / reference
+def _macs(name: str, overrides: tuple[tuple[str, Any], ...], task: str, size: tuple[int, int], classes: int) -> float:
+    """`macs_per_pixel`, counted once per process for each model, size and head."""
+    return macs_per_pixel(name, dict(overrides), task, size, classes)
 
 
 def relative_cost(model: ModelSpec, task: str, shape: Shape) -> float | None:
@@ -149,7 +149,8 @@ def relative_cost(model: ModelSpec, task: str, shape: Shape) -> float | None:
     if model.given and model.base is None:
         return None
     try:
-        return _cost(arch.name, tuple(sorted(arch.overrides().items())), task, shape.size, shape.classes)
+        reference = _macs(REFERENCE[0], (), REFERENCE[1], REFERENCE[2], shape.classes)
+        return _macs(arch.name, tuple(sorted(arch.overrides().items())), task, shape.size, shape.classes) / reference
     except Exception:  # an estimate never fails a run: unscaled, and the dry run says so
         return None
 
@@ -223,7 +224,9 @@ def group_seconds(spec: RunSpec, model: ModelSpec, seed: int, cells: list[Cell],
     trains = not is_cached(spec, model, seed)
     train_rate, train_measured = rate(rates, "train", trained_as(spec, model))
     cell_rate, cell_measured = rate(rates, "cell", model.backbone)
-    cost = 1.0 if train_measured and cell_measured else relative_cost(model, spec.recipe.task, shape) or 1.0
+    cost = 1.0  # a measured rate already carries the model's cost; a default one is resnet-mini's
+    if not (train_measured and cell_measured):
+        cost = relative_cost(model, spec.recipe.task, shape) or 1.0
     train = train_work(spec, shape, model) * train_rate * (1.0 if train_measured else cost) if trains else 0.0
     return train + sum(cell_work(spec, c, shape) for c in cells) * cell_rate * (1.0 if cell_measured else cost)
 

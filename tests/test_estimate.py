@@ -117,9 +117,9 @@ def test_a_model_that_cannot_be_counted_is_estimated_unscaled_and_named(tmp_path
         raise RuntimeError("a plugin's forward that needs real data")
 
     monkeypatch.setattr(estimate, "macs_per_pixel", broken)
-    estimate._cost.cache_clear()
+    estimate._macs.cache_clear()
     text, seconds = _estimate(tmp_path, "plain:backbone=vgg16", {})
-    estimate._cost.cache_clear()
+    estimate._macs.cache_clear()
     assert "not counted, so unscaled: plain:backbone=vgg16" in text and seconds > 0
 
 
