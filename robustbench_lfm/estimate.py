@@ -11,9 +11,11 @@ The rates are measured: every sweep records what its trainings and cells took in
 of the last RATE_HISTORY measurements of its backbone. A backbone no sweep of this cache has
 measured takes DEFAULT_RATES, measured on a 2-core CPU (synthreid, resnet-mini), scaled by the
 model's multiply-adds per pixel over resnet-mini's (`relative_cost`: a VGG-16 costs 20.5x), and the
-estimate says so. A training method's extra passes (pgd-at's PGD steps) count in its work
-(`train_passes`), so a backbone's rate is one per pass whatever the method. A damaged rates.json is
-ignored (defaults), never an error.
+estimate says so. A training method's extra passes (pgd-at's PGD steps, MixACM's teacher forward)
+count in its work (`train_passes`), so a backbone's rate is one per pass whatever the method. The
+checkpoints other models load (a MixACM student's teacher, the transfer surrogate:
+`spec.prerequisites`) are trained first and counted as the grid's models are. A damaged rates.json
+is ignored (defaults), never an error.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from robustbench_lfm import attacks
-from robustbench_lfm.files import atomic_write
-from robustbench_lfm.spec import AttackSpec, Cell, ModelSpec, RunSpec
+from robustbench_lfm.files import UnverifiedFileError, atomic_write, read_sidecar
+from robustbench_lfm.spec import AttackSpec, Cell, ModelSpec, RunSpec, prerequisites, taught_key
 
 Rates = dict[str, dict[str, list[float]]]  # stage ("train", "cell") -> backbone -> seconds per megapixel-pass
 RATES_FILE = "rates.json"
@@ -194,14 +196,13 @@ def pending_work(spec: RunSpec, shape: Shape, done: dict[str, set[str]]) -> Work
         scaled[stage][key] = scaled[stage].get(key, 0.0) + work * cost(model)
 
     to_train, reused = [], []
-    for seed in spec.seeds:
-        for model in spec.models:
-            label = f"{model.label}@seed{seed}"
-            if is_cached(spec, model, seed):
-                reused.append(label)
-            else:
-                to_train.append(label)
-                add("train", train, trained_as(spec, model), model, train_work(spec, shape, model))
+    for model, seed, role in trained_models(spec):
+        label = f"{model.label}@seed{seed}" + (f" ({role})" if role else "")
+        if is_cached(spec, model, seed):
+            reused.append(label)
+        else:
+            to_train.append(label)
+            add("train", train, trained_as(spec, model), model, train_work(spec, shape, model))
     counts = {}
     for dest, grid in (("results", spec.cells()), ("probes", spec.probe_cells())):
         left = [c for c in grid if c.cell_id(spec.data, spec.recipe, spec.evaluation) not in done[dest]]
@@ -211,24 +212,87 @@ def pending_work(spec: RunSpec, shape: Shape, done: dict[str, set[str]]) -> Work
     return Work(train, cells, scaled, unscaled, to_train, reused, *counts["results"], *counts["probes"])
 
 
+def trained_models(spec: RunSpec) -> list[tuple[ModelSpec, int, str]]:
+    """(model, seed, role) of every checkpoint a sweep of `spec` trains or loads: the grid's models
+    (role "") and then the prerequisites no model of the grid trains already (role "teacher" or
+    "surrogate"), each checkpoint once."""
+    grid = [(m, seed) for seed in spec.seeds for m in spec.models]
+    first = prerequisites(spec, [(m, seed, bool(spec.attacks)) for m, seed in grid])
+    teachers = {m.teacher for m in spec.models if m.teacher is not None}
+    out, keys = [], set()
+    for model, seed in [*grid, *first]:
+        key = _train_key(spec, model, seed)
+        if key not in keys:
+            keys.add(key)
+            role = "" if (model, seed) in grid else "teacher" if model in teachers else "surrogate"
+            out.append((model, seed, role))
+    return out
+
+
+def _train_key(spec: RunSpec, model: ModelSpec, seed: int) -> str:
+    return Cell(model, None, 0.0, seed).train_key(spec.data, spec.recipe)
+
+
+def checkpoint_key(spec: RunSpec, model: ModelSpec, seed: int) -> str | None:
+    """The key of (model, seed)'s checkpoint in the cache (robustbench_lfm.group.trained_model): its
+    train key, and for a MixACM student its teacher checkpoint's sha256 too, read from the teacher's
+    verified sidecar; None while the teacher has no verified checkpoint (the student will be trained)."""
+    key = _train_key(spec, model, seed)
+    if model.teacher is None:
+        return key
+    from robustbench_lfm.cache import CheckpointCache
+
+    if model.teacher.given:  # evaluated as given: its weights' sha256 is its checkpoint's
+        return taught_key(key, model.teacher.weights)
+    teacher = checkpoint_key(spec, model.teacher, seed)
+    try:
+        meta = None if teacher is None else read_sidecar(CheckpointCache(spec.cache_dir).paths(teacher)[0])
+    except UnverifiedFileError:  # the sweep will retrain the teacher, and so the student
+        return None
+    return None if meta is None else taught_key(key, meta["sha256"])
+
+
 def is_cached(spec: RunSpec, model: ModelSpec, seed: int) -> bool:
     """Whether (model, seed) needs no training: a given model, or its checkpoint in the cache."""
     from robustbench_lfm.cache import CheckpointCache
 
-    key = Cell(model, None, 0.0, seed).train_key(spec.data, spec.recipe)
-    return model.given or CheckpointCache(spec.cache_dir).paths(key)[0].is_file()
+    if model.given:
+        return True
+    key = checkpoint_key(spec, model, seed)
+    return key is not None and CheckpointCache(spec.cache_dir).paths(key)[0].is_file()
 
 
-def group_seconds(spec: RunSpec, model: ModelSpec, seed: int, cells: list[Cell], shape: Shape, rates: Rates) -> float:
-    """Estimated seconds of one (model, seed) group: its training when not cached, and its cells."""
-    trains = not is_cached(spec, model, seed)
+def group_seconds(
+    spec: RunSpec, model: ModelSpec, seed: int, cells: list[Cell], shape: Shape, rates: Rates, train: bool = True
+) -> float:
+    """Estimated seconds of one (model, seed) group: its training when not cached (and `train`: False
+    where an earlier group trains it), and its cells."""
+    trains = train and not is_cached(spec, model, seed)
     train_rate, train_measured = rate(rates, "train", trained_as(spec, model))
     cell_rate, cell_measured = rate(rates, "cell", model.backbone)
     cost = 1.0  # a measured rate already carries the model's cost; a default one is resnet-mini's
     if not (train_measured and cell_measured):
         cost = relative_cost(model, spec.recipe.task, shape) or 1.0
-    train = train_work(spec, shape, model) * train_rate * (1.0 if train_measured else cost) if trains else 0.0
-    return train + sum(cell_work(spec, c, shape) for c in cells) * cell_rate * (1.0 if cell_measured else cost)
+    work = train_work(spec, shape, model) * train_rate * (1.0 if train_measured else cost) if trains else 0.0
+    return work + sum(cell_work(spec, c, shape) for c in cells) * cell_rate * (1.0 if cell_measured else cost)
+
+
+Key = tuple[ModelSpec, int]
+
+
+def phase_seconds(
+    spec: RunSpec, first: list[Key], groups: dict[Key, list[Cell]], shape: Shape, rates: Rates
+) -> tuple[dict[Key, float], dict[Key, float]]:
+    """The estimated seconds of a sweep's two phases, per (model, seed): the prerequisites' trainings
+    (`first`, robustbench_lfm.spec.prerequisites), then the groups, whose training counts only where
+    no prerequisite trained it; in whole tenths, so a progress bar's updates add up to its total."""
+    before = {key: round(group_seconds(spec, *key, [], shape, rates), 1) for key in first}
+    trained_first = {_train_key(spec, *key) for key in first}
+    after = {
+        key: round(group_seconds(spec, *key, cells, shape, rates, train=_train_key(spec, *key) not in trained_first), 1)
+        for key, cells in groups.items()
+    }
+    return before, after
 
 
 def read_rates(cache_dir: Path) -> Rates:
@@ -315,7 +379,7 @@ def describe(work: Work, rates: Rates) -> tuple[str, float]:
 def measured_rates(spec: RunSpec, training: dict[str, Any], rows: list[dict[str, str]], shape: Shape) -> Rates:
     """The rates this sweep's trainings and cells measured (seconds per megapixel-pass, per backbone);
     `rows`: the results.csv rows of the cells it ran."""
-    by_label = {f"{m.label}@seed{s}": m for m in spec.models for s in spec.seeds}
+    by_label = {f"{m.label}@seed{s}": m for m, s, _ in trained_models(spec)}
     out: Rates = {"train": {}, "cell": {}}
     for label, info in training.items():
         model = by_label.get(label)

@@ -66,7 +66,7 @@ from robustbench_lfm.metrics import (
 from robustbench_lfm.plugins import load_plugins
 from robustbench_lfm.pretrained import initialise
 from robustbench_lfm.rerank import RerankParams, rerank
-from robustbench_lfm.spec import AttackSpec, Cell, ModelSpec, RunSpec, SpecError, train_code
+from robustbench_lfm.spec import AttackSpec, Cell, ModelSpec, RunSpec, SpecError, taught_key, train_code
 from robustbench_lfm.training import TrainingError, train_model
 from robustbench_lfm.version import __version__
 
@@ -304,7 +304,7 @@ def trained_model(spec: RunSpec, model_spec: ModelSpec, seed: int, data: Dataset
     if model_spec.teacher is not None:
         taught_by = trained_model(spec, model_spec.teacher, seed, data, device)
         teacher, training = taught_by.net, dict(taught_by.training)
-        key = content_hash({"train": key, "teacher_sha256": taught_by.sha256})
+        key = taught_key(key, taught_by.sha256)
     cache = CheckpointCache(spec.cache_dir)
     net = _new_model(spec, model_spec, seed, data)
     meta = cache.load(key, net)

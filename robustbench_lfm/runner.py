@@ -34,7 +34,7 @@ from robustbench_lfm.group import GroupResult, run_dataset, run_group
 from robustbench_lfm.lock import RunLock
 from robustbench_lfm.metrics import chance_rank1
 from robustbench_lfm.rerank import RerankParams
-from robustbench_lfm.spec import Cell, ModelSpec, RunSpec, SpecError
+from robustbench_lfm.spec import Cell, ModelSpec, RunSpec, SpecError, prerequisites
 from robustbench_lfm.store import ResultStore, valid_value
 
 Log = Callable[[str], None]
@@ -228,21 +228,22 @@ def _run_groups(
     pending = [(dest, c) for dest, c in cells if c.cell_id(spec.data, spec.recipe, spec.evaluation) not in done[dest]]
     manifest.cells_skipped = sum(d == "results" for d, _ in cells) - sum(d == "results" for d, _ in pending)
     groups = _by_model(pending)
-    rates = estimate.read_rates(spec.cache_dir)
-    seconds = {  # whole tenths, so the updates add up to the total exactly
-        key: round(estimate.group_seconds(spec, key[0], key[1], [c for _, c in group], shape, rates), 1)
-        for key, group in groups.items()
-    }
-    total = round(sum(seconds.values()), 1)
+    first = prerequisites(spec, [(m, seed, any(c.attack is not None for _, c in g)) for (m, seed), g in groups.items()])
+    before, after = estimate.phase_seconds(
+        spec, first, {k: [c for _, c in g] for k, g in groups.items()}, shape, estimate.read_rates(spec.cache_dir)
+    )
+    total = round(sum(before.values()) + sum(after.values()), 1)
     bar = tqdm(total=total, desc=f"sweep ({len(pending)} cells)", disable=spec.quiet, unit="s", bar_format=SWEEP_BAR)
     progressed = 0.0
-    first: list[tuple[RunSpec, ModelSpec, int, list[tuple[str, Cell]]]] = [
-        (spec, m, seed, []) for m, seed in _prerequisites(spec, groups)
+    # Teachers and the surrogate are trained (or loaded) first, then the groups that load them.
+    phases: list[tuple[dict, list[tuple[RunSpec, ModelSpec, int, list[tuple[str, Cell]]]]]] = [
+        (before, [(spec, m, seed, []) for m, seed in first]),
+        (after, [(spec, m, seed, group) for (m, seed), group in groups.items()]),
     ]
-    for tasks in (first, [(spec, m, seed, group) for (m, seed), group in groups.items()]):
+    for seconds, tasks in phases:
         for result in run_tasks(ex, run_group, tasks):
             _record(result, tables, manifest)
-            key = _group_key(result, groups)
+            key = _group_key(result, seconds)
             step = min(seconds[key], total - progressed) if key is not None else 0.0
             progressed += step
             bar.update(step)
@@ -257,14 +258,6 @@ SWEEP_BAR = "{desc}: {percentage:3.0f}%|{bar}| {elapsed} elapsed, about {remaini
 def _group_key(result: GroupResult, groups: dict) -> tuple[ModelSpec, int] | None:
     """The (model, seed) key of a finished group, from its `label@seedN` label."""
     return next((k for k in groups if f"{k[0].label}@seed{k[1]}" == result.label), None)
-
-
-def _prerequisites(spec: RunSpec, groups: dict) -> list[tuple[ModelSpec, int]]:
-    """Checkpoints other groups load: MixACM teachers and, for attacked cells, the surrogate."""
-    needed = [(m.teacher, seed) for m, seed in groups if m.teacher is not None]
-    if spec.threat.surrogate is not None:
-        needed += [(spec.threat.surrogate, seed) for (_, seed), g in groups.items() if any(c.attack for _, c in g)]
-    return list(dict.fromkeys(needed))
 
 
 def _record(result: GroupResult, tables: _Tables, manifest: Manifest) -> None:

@@ -314,6 +314,25 @@ def attack_sources(attack: AttackSpec) -> list[str]:
     )
 
 
+def taught_key(train_key: str, teacher_sha256: str) -> str:
+    """A MixACM student's checkpoint key: its train key and its teacher checkpoint's sha256, so a
+    retrained teacher retrains the student."""
+    return content_hash({"train": train_key, "teacher_sha256": teacher_sha256})
+
+
+def prerequisites(spec: RunSpec, groups: list[tuple[ModelSpec, int, bool]]) -> list[tuple[ModelSpec, int]]:
+    """The checkpoints other groups load, trained or loaded before them, each once: a MixACM
+    student's teacher and, for a group with attacked cells, the transfer surrogate.
+
+    Args:
+        groups: (model, seed, whether the group has attacked cells) of each group.
+    """
+    needed = [(m.teacher, seed) for m, seed, _ in groups if m.teacher is not None]
+    if spec.threat.surrogate is not None:
+        needed += [(spec.threat.surrogate, seed) for _, seed, attacked in groups if attacked]
+    return list(dict.fromkeys(needed))
+
+
 def large_eps(attack: AttackSpec) -> float:
     """The 'very large' budget of the sanity check in the attack's norm: 64/255 L-inf, 16 L2."""
     return LARGE_EPS[attack.build(0).norm]

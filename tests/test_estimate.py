@@ -135,3 +135,47 @@ def test_adversarial_training_counts_its_pgd_steps_as_passes(tmp_path):
     plain, pgd = _work(tmp_path, "plain").train, _work(tmp_path, "pgd-at:steps=3").train
     assert set(plain) == set(pgd) and sum(pgd.values()) == pytest.approx(4 * sum(plain.values()))
     assert sum(_work(tmp_path, "pgd-at").train.values()) == pytest.approx(11 * sum(plain.values()))  # PGD-10
+
+
+def test_a_teacher_and_a_surrogate_are_counted_once_and_mixacm_its_teachers_forward(tmp_path):
+    """A MixACM student's teacher (pgd-at) is trained before it: the dry run lists it and counts its
+    training, once where the grid trains it too; the transfer surrogate likewise. The student's own
+    step adds the teacher's forward, a third of a forward-backward pass."""
+    plain, teacher = _work(tmp_path, "plain"), _work(tmp_path, "pgd-at")
+    student = _work(tmp_path, "mixacm")
+    assert student.to_train == ["mixacm@seed0", "pgd-at@seed0 (teacher)"]
+    expected = sum(plain.train.values()) * 4 / 3 + sum(teacher.train.values())
+    assert sum(student.train.values()) == pytest.approx(expected)
+    both = _work(tmp_path, "pgd-at,mixacm")
+    assert both.to_train == ["pgd-at@seed0", "mixacm@seed0"]
+    assert sum(both.train.values()) == pytest.approx(expected)  # the teacher once
+    spec = build_spec(RunOptions(dataset="digits", models="lfm", attacks="pgd:steps=5", eps="8/255", epochs=2,
+                                 surrogate="dropout", no_baseline=True, out=tmp_path / "r",
+                                 cache_dir=tmp_path / "c"))  # fmt: skip
+    assert [label for *_, label in estimate.trained_models(spec)] == ["", "surrogate"]
+
+
+def test_the_progress_bar_counts_a_teacher_s_training_once(tmp_path):
+    """The sweep's bar (runner._run_groups) adds the prerequisites' trainings to its total: the
+    teacher's in the first phase; a grid model that a prerequisite trained counts only its cells."""
+    spec = build_spec(RunOptions(dataset="digits", models="pgd-at,mixacm", attacks="pgd:steps=5", eps="8/255",
+                                 epochs=2, no_baseline=True, out=tmp_path / "r", cache_dir=tmp_path / "c"))  # fmt: skip
+    shape = estimate.Shape(scored=20, gallery=0, size=(32, 32), epoch_images=100, classes=10)
+    pgd_at, mixacm = spec.models
+    first = [(mixacm.teacher, 0)]
+    before, after = estimate.phase_seconds(spec, first, {(pgd_at, 0): [], (mixacm, 0): []}, shape, {})
+    alone = estimate.group_seconds(spec, pgd_at, 0, [], shape, {})
+    assert before == {(mixacm.teacher, 0): pytest.approx(alone, abs=0.05)} and alone > 0
+    assert after[(pgd_at, 0)] == 0 and after[(mixacm, 0)] > 0  # pgd-at is the teacher, trained in the first phase
+
+
+def test_a_cached_mixacm_student_is_found_through_its_teacher_s_checkpoint(tmp_path):
+    """The student's checkpoint key carries its teacher checkpoint's sha256 (group.trained_model): after
+    a sweep, a dry run finds both cached, where it once counted the student to train on every run."""
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    args = ["--models", "mixacm", "--no-baseline", "--attacks", "fgsm"]
+    dry = _run(out, cache, *args, "--dry-run")
+    assert "models: 2 to train (mixacm@seed0, pgd-at@seed0 (teacher))" in dry.output, dry.output
+    assert _run(out, cache, *args).exit_code == 0
+    again = _run(out, cache, *args, "--dry-run")
+    assert "models: 0 to train, 2 cached or given (mixacm@seed0, pgd-at@seed0 (teacher))" in again.output, again.output
