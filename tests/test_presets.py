@@ -48,44 +48,63 @@ def imagenet_like(tmp_path_factory) -> str:
 # A VGG-16 trained one step on a few dozen digits saturates: the one test image it gets right resists every
 # stage of AutoAttack, so FAB-T runs its full budget too, and the RCM variants' stride-1 or upsampled
 # trunk costs 4x per query (measured on the 2-core machine). Those two run the preset's other attacks
-# in a second sweep; plain:vgg16 runs AutoAttack through the same network code and the same attack code.
+# only; plain:vgg16 runs AutoAttack through the same network code and the same attack code.
 APART = {"rcm-cifar": ["rcm-up:backbone=vgg16", "rcm-stride:backbone=vgg16"]}
 
+# The long presets' tiny forms run in parts, each its own sweep and its own test, so the slow tier's two
+# pytest-xdist workers share them: rcm-cifar's twelve models took 113 s as one test, which left one
+# worker idle for most of the tier. The first part of a preset runs as shipped, the plain baseline
+# included; the others leave it out (--no-baseline), as it would only be computed again. A preset not
+# named here runs whole, as one part. `test_the_parts_of_a_preset_run_every_model_under_every_attack`
+# checks that the parts together are the preset.
+PARTS = {
+    "rcm-cifar": {
+        "resnet18": ["rcm-up", "rcm-stride", "pgd-at"],
+        "preact-resnet18": [
+            "plain:backbone=preact-resnet18", "rcm-up:backbone=preact-resnet18", "rcm-stride:backbone=preact-resnet18",
+        ],
+        "vgg16-alexnet": [
+            "plain:backbone=vgg16", "plain:backbone=alexnet", "rcm-up:backbone=alexnet", "rcm-stride:backbone=alexnet",
+        ],
+        "rcm-vgg16": APART["rcm-cifar"],
+    },
+    "lfm-paper": {"lfm": ["lfm"], "dropout-cutout": ["dropout", "cutout"]},
+}  # fmt: skip
 
-def _tiny_sweeps(preset: str, shipped: dict) -> list[tuple[list[str], list[str]]]:
-    """(models, attacks) of each sweep of a preset's tiny form: every model and every attack."""
+
+def _shipped(preset: str) -> dict:
+    return tomllib.loads((PRESET_DIR / f"{preset}.toml").read_text())
+
+
+def _parts(preset: str, shipped: dict) -> dict[str, tuple[list[str], list[str]]]:
+    """The (models, attacks) of each part of a preset's tiny form, by name."""
     apart = APART.get(preset, [])
-    sweeps = [([m for m in shipped["models"] if m not in apart], list(shipped["attacks"]))]
-    if apart:
-        sweeps.append((apart, [a for a in shipped["attacks"] if a.split(":")[0] != "autoattack"]))
-    return sweeps
+    out = {}
+    for name, models in PARTS.get(preset, {"all": list(shipped["models"])}).items():
+        attacks = [a for a in shipped["attacks"] if not (set(models) <= set(apart) and a.split(":")[0] == "autoattack")]
+        out[name] = (models, attacks)
+    return out
 
 
-# The presets' tiny forms are the slow tier, which .ci/run runs after the suite (`pytest -m slow`):
-# rcm-cifar's 12 models took 117 s, lfm-paper's ResNet-50s under auto-reid's six members 62 s and
-# robustbench-linf's PGD-10-trained ResNet-18 12 s (one process, 2-core development machine). The
-# smoke preset's test below runs it as shipped.
-@pytest.mark.slow
-@pytest.mark.parametrize("preset", presets())
-def test_every_preset_runs_in_a_tiny_form(tmp_path, preset, imagenet_like, monkeypatch):
-    cap_square_queries(monkeypatch)
-    shipped = tomllib.loads((PRESET_DIR / f"{preset}.toml").read_text())
-    task = get_dataset_info(shipped["dataset"].split(":")[0]).task
-    extra = ["--pretrained", imagenet_like] if task == "reid" and shipped.get("recipe") == "paper" else []
-    frames = []
-    for i, (models, attacks) in enumerate(_tiny_sweeps(preset, shipped)):
-        out = tmp_path / f"run{i}"
-        grid = ["--models", ",".join(models), "--attacks", ",".join(attacks)]
-        tiny = [*TINY[task], *SMALLER.get(preset, [])]
-        args = ["run", "--preset", preset, *tiny, *extra, *grid, "--out", str(out), "-q"]
-        result = CliRunner().invoke(main, args)
-        assert result.exit_code == 0, result.output
-        frames.append(pd.read_csv(out / "results.csv", keep_default_na=False))
-    df = pd.concat(frames, ignore_index=True)
-    ran = {a.split(":")[0] for a in shipped["attacks"]}
-    assert ran | {"none"} == set(df["attack"])  # every attack of the preset, and the clean cells
-    assert set(df["recipe_key"]) and df["value"].astype(float).between(0, 1).all()
-    assert set(shipped["models"]) <= set(df["model"])  # every model, under its own label
+# The long presets' parts first: pytest-xdist hands the tests out in this order, and a long part
+# started last would leave one worker running it alone.
+ORDER = [*PARTS, *(p for p in presets() if p not in PARTS)]
+PRESET_PARTS = [(preset, part) for preset in ORDER for part in _parts(preset, _shipped(preset))]
+
+
+def test_the_parts_of_a_preset_run_every_model_under_every_attack():
+    """The parts of each preset's tiny form (PARTS) are the preset: every model under every attack,
+    once, but for the pairs APART names."""
+    for preset in presets():
+        shipped = _shipped(preset)
+        pairs = [(m, a) for models, attacks in _parts(preset, shipped).values() for m in models for a in attacks]
+        expected = [
+            (m, a)
+            for m in shipped["models"]
+            for a in shipped["attacks"]
+            if not (m in APART.get(preset, []) and a.split(":")[0] == "autoattack")
+        ]
+        assert sorted(pairs) == sorted(expected), preset
 
 
 @pytest.mark.slow
@@ -103,3 +122,30 @@ def test_the_smoke_preset_as_shipped_prints_a_labelled_table(tmp_path):
 
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["spec"]["note"].startswith("SMOKE TEST")
+
+
+# The presets' tiny forms are the slow tier, which .ci/run runs after the suite (`pytest -m slow`). In
+# parts on the tier's two workers, one thread each: rcm-cifar's four 32-66 s, lfm-paper's ResNet-50s
+# under auto-reid's six members 32-45 s, robustbench-linf's PGD-10-trained ResNet-18 14 s (2-core
+# development machine). The smoke preset's test above runs it as shipped.
+@pytest.mark.slow
+@pytest.mark.parametrize(("preset", "part"), PRESET_PARTS)
+def test_every_preset_runs_in_a_tiny_form(tmp_path, preset, part, imagenet_like, monkeypatch):
+    cap_square_queries(monkeypatch)
+    shipped = _shipped(preset)
+    parts = _parts(preset, shipped)
+    models, attacks = parts[part]
+    task = get_dataset_info(shipped["dataset"].split(":")[0]).task
+    extra = ["--pretrained", imagenet_like] if task == "reid" and shipped.get("recipe") == "paper" else []
+    baseline = [] if part == next(iter(parts)) else ["--no-baseline"]
+    grid = ["--models", ",".join(models), "--attacks", ",".join(attacks)]
+    tiny = [*TINY[task], *SMALLER.get(preset, [])]
+    out = tmp_path / "run"
+    args = ["run", "--preset", preset, *tiny, *extra, *baseline, *grid, "--out", str(out), "-q"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    df = pd.read_csv(out / "results.csv", keep_default_na=False)
+    ran = {a.split(":")[0] for a in attacks}
+    assert ran | {"none"} == set(df["attack"])  # every attack of the part, and the clean cells
+    assert set(df["recipe_key"]) and df["value"].astype(float).between(0, 1).all()
+    assert set(models) <= set(df["model"])  # every model, under its own label
