@@ -35,6 +35,10 @@ from robustbench_lfm.spec import AttackSpec, Cell, ModelSpec, RunSpec, prerequis
 Rates = dict[str, dict[str, list[float]]]  # stage ("train", "cell") -> backbone -> seconds per megapixel-pass
 RATES_FILE = "rates.json"
 RATE_HISTORY = 8
+# rates.json's layout: 2 since training rates are per forward-backward pass (`train_passes`). A file
+# without it was written before: its training rates are per image, so a pgd-at training (11 passes an
+# image) reads 11x a plain one's, and they are dropped on reading; its cell rates mean what they mean now.
+RATES_FORMAT = 2
 # Seconds per megapixel-pass on a 2-core CPU for resnet-mini (training: one image's forward and
 # backward in an epoch; a cell: one forward-backward of an attack step), the medians the README's
 # main job recorded cold (`lfm-bench run --models lfm,dropout --attacks pgd`, synthreid 64x32:
@@ -297,7 +301,8 @@ def phase_seconds(
 
 def read_rates(cache_dir: Path) -> Rates:
     """The measured rates of `cache_dir` ({"train"|"cell": {backbone: [s per megapixel-pass, ...]}});
-    empty when none were recorded or the file is damaged."""
+    empty when none were recorded or the file is damaged; without the training rates of a file of an
+    older format (RATES_FORMAT)."""
     try:
         raw = json.loads((cache_dir / RATES_FILE).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -305,7 +310,7 @@ def read_rates(cache_dir: Path) -> Rates:
     if not isinstance(raw, dict):
         return {}
     out: Rates = {}
-    for stage in ("train", "cell"):
+    for stage in ("train", "cell") if raw.get("format") == RATES_FORMAT else ("cell",):
         entries = raw.get(stage)
         if isinstance(entries, dict):
             out[stage] = {
@@ -325,7 +330,7 @@ def record(cache_dir: Path, measured: Rates) -> None:
         for backbone, values in per.items():
             rates.setdefault(stage, {}).setdefault(backbone, [])
             rates[stage][backbone] = (rates[stage][backbone] + values)[-RATE_HISTORY:]
-    atomic_write(cache_dir / RATES_FILE, json.dumps(rates, indent=1, sort_keys=True))
+    atomic_write(cache_dir / RATES_FILE, json.dumps({"format": RATES_FORMAT, **rates}, indent=1, sort_keys=True))
 
 
 def rate(rates: Rates, stage: str, backbone: str) -> tuple[float, bool]:

@@ -42,7 +42,7 @@ def test_a_dry_run_writes_nothing_and_counts_what_a_real_run_then_does(tmp_path)
 def test_a_damaged_rates_file_falls_back_to_the_defaults(tmp_path):
     (tmp_path / estimate.RATES_FILE).write_text('{"train": {"resnet-mini": [0.1, "x", -1, NaN]}, "cell": 3')
     assert estimate.read_rates(tmp_path) == {}
-    (tmp_path / estimate.RATES_FILE).write_text('{"train": {"resnet-mini": [0.1, "x", -1, 0.3]}}')
+    (tmp_path / estimate.RATES_FILE).write_text('{"format": 2, "train": {"resnet-mini": [0.1, "x", -1, 0.3]}}')
     assert estimate.rate(estimate.read_rates(tmp_path), "train", "resnet-mini") == (0.2, True)  # median of the valid
     assert estimate.rate({}, "cell", "vgg16") == (estimate.DEFAULT_RATES["cell"], False)
     assert estimate.rate({}, "train", "resnet-mini bf16") == (estimate.DEFAULT_RATES["train bf16"], False)
@@ -179,3 +179,15 @@ def test_a_cached_mixacm_student_is_found_through_its_teacher_s_checkpoint(tmp_p
     assert _run(out, cache, *args).exit_code == 0
     again = _run(out, cache, *args, "--dry-run")
     assert "models: 0 to train, 2 cached or given (mixacm@seed0, pgd-at@seed0 (teacher))" in again.output, again.output
+
+
+def test_the_training_rates_of_a_rates_file_written_before_passes_are_dropped(tmp_path):
+    """Before training rates were per pass, a pgd-at training recorded its seconds per image: 11x a
+    plain one's on the same backbone. Such a file's training rates are dropped, its cell rates kept;
+    the next sweep writes the current format, the older cell rates kept beside its own."""
+    older = {"train": {"resnet18": [0.5, 5.5]}, "cell": {"resnet18": [0.3]}}  # plain and pgd-at, per image
+    (tmp_path / estimate.RATES_FILE).write_text(json.dumps(older))
+    assert estimate.read_rates(tmp_path) == {"cell": {"resnet18": [0.3]}}
+    estimate.record(tmp_path, {"train": {"resnet18": [0.6]}, "cell": {"resnet18": [0.4]}})
+    assert json.loads((tmp_path / estimate.RATES_FILE).read_text())["format"] == estimate.RATES_FORMAT
+    assert estimate.read_rates(tmp_path) == {"train": {"resnet18": [0.6]}, "cell": {"resnet18": [0.3, 0.4]}}
