@@ -88,10 +88,11 @@ def run_checks(
     clean = results[results["attack"] == "none"]
     threatened = results[results["attack"] != "none"]
     attacked = threatened[~corrupted(threatened)]  # a corruption has no eps series
+    values = clean_values(clean)
     return [
         *_above_chance(clean, chance),
-        *_eps0(clean, probes[probes["eps"] == 0]),
-        *_monotone(clean, attacked),
+        *_eps0(values, probes[probes["eps"] == 0]),
+        *_monotone(values, attacked),
         *_pgd_vs_fgsm(attacked, probes),
         *_large_eps(probes, chance),
         *_in_budget(pd.concat([threatened, probes], ignore_index=True) if not probes.empty else threatened, projecting),
@@ -128,15 +129,28 @@ def _slack(n_eval: float) -> float:
     return SLACK_QUERIES / max(float(n_eval), 1.0)
 
 
-def _clean_value(clean: pd.DataFrame, series: dict, metric: str) -> float | None:
+CleanValues = dict[tuple, float]
+"""The clean rows' values by (metric, *CLEAN_KEY) (`clean_values`)."""
+
+
+def clean_values(clean: pd.DataFrame) -> CleanValues:
+    """The value of each clean row by (metric, *CLEAN_KEY), the first row of a key where two share it;
+    a key holding NaN matches nothing, as an equality filter would. Built once per run_checks: a
+    filter per lookup took 0.42 of 0.48 s for a sweep of three models, two attacks and three eps."""
+    out: CleanValues = {}
+    keys = clean[["metric", *CLEAN_KEY]].itertuples(index=False, name=None)
+    for key, value in zip(keys, clean["value"], strict=True):
+        if not any(isinstance(k, float) and math.isnan(k) for k in key):
+            out.setdefault(key, float(value))
+    return out
+
+
+def _clean_value(clean: CleanValues, series: dict, metric: str) -> float | None:
     """The clean value of `metric` of the trained model (and evaluation) that `series` attacks."""
-    sel = clean[clean["metric"] == metric]
-    for column in CLEAN_KEY:
-        sel = sel[sel[column] == series[column]]
-    return float(sel["value"].iloc[0]) if len(sel) else None
+    return clean.get((metric, *(series[column] for column in CLEAN_KEY)))
 
 
-def _eps0(clean: pd.DataFrame, zero: pd.DataFrame) -> list[Check]:
+def _eps0(clean: CleanValues, zero: pd.DataFrame) -> list[Check]:
     out = []
     for key, group in zero.groupby(ATTACK_KEY, sort=False):
         row: dict[str, Any] = dict(zip(ATTACK_KEY, key, strict=True))
@@ -153,7 +167,7 @@ def _eps0(clean: pd.DataFrame, zero: pd.DataFrame) -> list[Check]:
     return out
 
 
-def _monotone(clean: pd.DataFrame, attacked: pd.DataFrame) -> list[Check]:
+def _monotone(clean: CleanValues, attacked: pd.DataFrame) -> list[Check]:
     out = []
     headline = attacked[attacked["metric"].isin(metric_table.all_names(headline=True))]
     for key, group in headline.groupby([*ATTACK_KEY, "metric"], sort=False):

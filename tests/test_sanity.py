@@ -137,3 +137,34 @@ def test_chance_rank1_is_a_random_rankings_expected_rank1(seed):
     assert chance == pytest.approx(_chance_by_loop(qp, gp, qc, gc), rel=1e-9)
     trials = [evaluate_rank(torch.rand(30, 200, generator=gen), qp, gp, qc, gc).cmc_at(1) for _ in range(400)]
     assert sum(trials) / len(trials) == pytest.approx(chance, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    "table_path",
+    [
+        "results/baseline/ci-synthreid/results.csv",
+        "tests/data/older/ci-synthreid-90633cb/results.csv",  # an older schema, upgraded on reading
+    ],
+)
+def test_the_clean_lookup_finds_what_an_equality_filter_finds(table_path):
+    """`clean_values` (one dict for all lookups) against the filter it replaced, on committed tables:
+    every attacked row's clean value, and none for a model that was never run clean."""
+    from pathlib import Path
+
+    from robustbench_lfm.identity import canonical
+    from robustbench_lfm.store import ResultStore
+
+    df = canonical(ResultStore(Path(__file__).resolve().parents[1] / table_path).read())  # older tables upgraded
+    clean, attacked = df[df["attack"] == "none"], df[df["attack"] != "none"]
+    lookup = sanity.clean_values(clean)
+    found = 0
+    for _, r in attacked.iterrows():
+        sel = clean[clean["metric"] == r["metric"]]
+        for column in sanity.CLEAN_KEY:
+            sel = sel[sel[column] == r[column]]
+        expected = float(sel["value"].iloc[0]) if len(sel) else None
+        assert sanity._clean_value(lookup, r.to_dict(), r["metric"]) == expected
+        found += expected is not None
+    assert found > 0
+    stranger = {**attacked.iloc[0].to_dict(), "model": "never-run"}
+    assert sanity._clean_value(lookup, stranger, str(stranger["metric"])) is None
