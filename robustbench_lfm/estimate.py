@@ -35,10 +35,11 @@ from robustbench_lfm.spec import AttackSpec, Cell, ModelSpec, RunSpec, prerequis
 Rates = dict[str, dict[str, list[float]]]  # stage ("train", "cell") -> backbone -> seconds per megapixel-pass
 RATES_FILE = "rates.json"
 RATE_HISTORY = 8
-# rates.json's layout: 2 since training rates are per forward-backward pass (`train_passes`). A file
-# without it was written before: its training rates are per image, so a pgd-at training (11 passes an
-# image) reads 11x a plain one's, and they are dropped on reading; its cell rates mean what they mean now.
-RATES_FORMAT = 2
+# rates.json's layout, for what its training rates are per: 3 since a PGD step of pgd-at's training
+# counts two thirds of a pass (`AdversarialTraining.passes`; 2: a whole pass; no format: per image, so
+# a pgd-at training read 11x a plain one's). The training rates of a file of another format are
+# dropped on reading; its cell rates mean what they mean now and are kept.
+RATES_FORMAT = 3
 # Seconds per megapixel-pass on a 2-core CPU for resnet-mini (training: one image's forward and
 # backward in an epoch; a cell: one forward-backward of an attack step), the medians the README's
 # main job recorded cold (`lfm-bench run --models lfm,dropout --attacks pgd`, synthreid 64x32:

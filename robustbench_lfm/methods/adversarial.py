@@ -42,9 +42,13 @@ class AdversarialTraining:
         self.generator = torch.Generator(device).manual_seed(seed)
 
     @staticmethod
-    def passes(params: dict) -> int:
-        """Forward-backward passes per training image (robustbench_lfm/estimate.py): the PGD steps and the update."""
-        return int(params["steps"]) + 1
+    def passes(params: dict) -> float:
+        """Forward-backward passes per training image (robustbench_lfm/estimate.py): the update, and
+        each PGD step at two thirds of a pass (a forward and a backward to the input, without the
+        weights' gradients, which are half of a backward). Measured against plain on the 2-core
+        machine, PGD-10 training cost 7.4x (resnet-mini) and 8.2x (resnet18), PGD-3 3.0x: this
+        gives 7.7x and 3x; counting each step as a whole pass gave 11x and 4x."""
+        return 1 + 2 / 3 * int(params["steps"])
 
     def adversarial(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """The PGD version of the batch (the attack restores the model's train mode)."""
