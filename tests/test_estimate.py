@@ -82,11 +82,16 @@ def test_every_architecture_s_multiply_adds_are_what_torch_s_flop_counter_counts
     assert ours == pytest.approx(_flops_counted_by_torch(name, task, size, **overrides), rel=1e-9)
 
 
+SHAPE = estimate.Shape(scored=20, gallery=0, size=(32, 32), epoch_images=100, classes=10)
+
+
+def _spec(tmp_path, models_: str, **changes):
+    options = {"dataset": "digits", "attacks": "pgd:steps=5", "eps": "8/255", "epochs": 2, "no_baseline": True}
+    return build_spec(RunOptions(models=models_, out=tmp_path / "r", cache_dir=tmp_path / "c", **options, **changes))
+
+
 def _work(tmp_path, models_: str) -> estimate.Work:
-    spec = build_spec(RunOptions(dataset="digits", models=models_, attacks="pgd:steps=5", eps="8/255", epochs=2,
-                                 no_baseline=True, out=tmp_path / "r", cache_dir=tmp_path / "c"))  # fmt: skip
-    shape = estimate.Shape(scored=20, gallery=0, size=(32, 32), epoch_images=100, classes=10)
-    return estimate.pending_work(spec, shape, {"results": set(), "probes": set()})
+    return estimate.pending_work(_spec(tmp_path, models_), SHAPE, {"results": set(), "probes": set()})
 
 
 def _estimate(tmp_path, models_: str, rates: dict) -> tuple[str, float]:
@@ -150,22 +155,18 @@ def test_a_teacher_and_a_surrogate_are_counted_once_and_mixacm_its_teachers_forw
     both = _work(tmp_path, "pgd-at,mixacm")
     assert both.to_train == ["pgd-at@seed0", "mixacm@seed0"]
     assert sum(both.train.values()) == pytest.approx(expected)  # the teacher once
-    spec = build_spec(RunOptions(dataset="digits", models="lfm", attacks="pgd:steps=5", eps="8/255", epochs=2,
-                                 surrogate="dropout", no_baseline=True, out=tmp_path / "r",
-                                 cache_dir=tmp_path / "c"))  # fmt: skip
+    spec = _spec(tmp_path, "lfm", surrogate="dropout")
     assert [label for *_, label in estimate.trained_models(spec)] == ["", "surrogate"]
 
 
 def test_the_progress_bar_counts_a_teacher_s_training_once(tmp_path):
     """The sweep's bar (runner._run_groups) adds the prerequisites' trainings to its total: the
     teacher's in the first phase; a grid model that a prerequisite trained counts only its cells."""
-    spec = build_spec(RunOptions(dataset="digits", models="pgd-at,mixacm", attacks="pgd:steps=5", eps="8/255",
-                                 epochs=2, no_baseline=True, out=tmp_path / "r", cache_dir=tmp_path / "c"))  # fmt: skip
-    shape = estimate.Shape(scored=20, gallery=0, size=(32, 32), epoch_images=100, classes=10)
+    spec = _spec(tmp_path, "pgd-at,mixacm")
     pgd_at, mixacm = spec.models
     first = [(mixacm.teacher, 0)]
-    before, after = estimate.phase_seconds(spec, first, {(pgd_at, 0): [], (mixacm, 0): []}, shape, {})
-    alone = estimate.group_seconds(spec, pgd_at, 0, [], shape, {})
+    before, after = estimate.phase_seconds(spec, first, {(pgd_at, 0): [], (mixacm, 0): []}, SHAPE, {})
+    alone = estimate.group_seconds(spec, pgd_at, 0, [], SHAPE, {})
     assert before == {(mixacm.teacher, 0): pytest.approx(alone, abs=0.05)} and alone > 0
     assert after[(pgd_at, 0)] == 0 and after[(mixacm, 0)] > 0  # pgd-at is the teacher, trained in the first phase
 
