@@ -245,26 +245,31 @@ def checkpoint_key(spec: RunSpec, model: ModelSpec, seed: int) -> str | None:
     key = _train_key(spec, model, seed)
     if model.teacher is None:
         return key
-    from robustbench_lfm.cache import CheckpointCache
-
     if model.teacher.given:  # evaluated as given: its weights' sha256 is its checkpoint's
         return taught_key(key, model.teacher.weights)
     teacher = checkpoint_key(spec, model.teacher, seed)
-    try:
-        meta = None if teacher is None else read_sidecar(CheckpointCache(spec.cache_dir).paths(teacher)[0])
-    except UnverifiedFileError:  # the sweep will retrain the teacher, and so the student
-        return None
+    meta = None if teacher is None else _verified(spec, teacher)
     return None if meta is None else taught_key(key, meta["sha256"])
 
 
-def is_cached(spec: RunSpec, model: ModelSpec, seed: int) -> bool:
-    """Whether (model, seed) needs no training: a given model, or its checkpoint in the cache."""
+def _verified(spec: RunSpec, key: str) -> dict[str, Any] | None:
+    """The sidecar of `key`'s checkpoint once its sha256 matches the file; None when it is absent,
+    torn or foreign, which the sweep retrains (robustbench_lfm.cache)."""
     from robustbench_lfm.cache import CheckpointCache
 
+    try:
+        return read_sidecar(CheckpointCache(spec.cache_dir).paths(key)[0])
+    except UnverifiedFileError:
+        return None
+
+
+def is_cached(spec: RunSpec, model: ModelSpec, seed: int) -> bool:
+    """Whether (model, seed) needs no training: a given model, or a verified checkpoint in the cache
+    (a torn one is retrained, so it counts as to train)."""
     if model.given:
         return True
     key = checkpoint_key(spec, model, seed)
-    return key is not None and CheckpointCache(spec.cache_dir).paths(key)[0].is_file()
+    return key is not None and _verified(spec, key) is not None
 
 
 def group_seconds(

@@ -181,6 +181,12 @@ def test_a_cached_mixacm_student_is_found_through_its_teacher_s_checkpoint(tmp_p
     assert _run(out, cache, *args).exit_code == 0
     again = _run(out, cache, *args, "--dry-run")
     assert "models: 0 to train, 2 cached or given (mixacm@seed0, pgd-at@seed0 (teacher))" in again.output, again.output
+    sidecars = (cache / "checkpoints").glob("*.json")
+    teacher = next(p for p in sidecars if json.loads(p.read_text())["model"]["method"] == "pgd-at")
+    weights = teacher.with_suffix(".safetensors")
+    weights.write_bytes(weights.read_bytes()[:100])  # torn: the sweep would retrain the teacher, so the student
+    torn = _run(out, cache, *args, "--dry-run")
+    assert "models: 2 to train (mixacm@seed0, pgd-at@seed0 (teacher))" in torn.output, torn.output
 
 
 def test_the_training_rates_of_a_rates_file_written_before_passes_are_dropped(tmp_path):
