@@ -154,3 +154,32 @@ def test_logit_attacks_run_in_classification_sweeps(cache, tmp_path):
     df, _, _ = _sweep(tmp_path / "c", cache, attacks="apgd-ce:steps=10", eps="8/255", n_eval=90)
     acc = df[df["metric"] == "accuracy"].set_index("attack")["value"]
     assert acc["apgd-ce"] < acc["none"]
+
+
+def test_a_white_box_attack_searches_only_the_images_classified_correctly_clean(cache, tmp_path, monkeypatch):
+    """AutoAttack's protocol: an image the model gets wrong clean is lost already, so the attack
+    never sees it and it counts as wrong; each one it gets right is attacked. A cell scored in
+    several passes (--score-repeats, a model random in eval mode) attacks every image, as each pass
+    decides afresh which are right."""
+    from robustbench_lfm import attacking
+
+    seen: list[tuple[int, float]] = []
+    attacked = attacking._attacked
+
+    def spy(ctx, attack, x, context, cell, gen):
+        seen.append((len(x), cell.eps))
+        return attacked(ctx, attack, x, context, cell, gen)
+
+    monkeypatch.setattr(attacking, "_attacked", spy)
+    df, _, _ = _sweep(tmp_path / "a", cache, attacks="pgd:steps=2", n_eval=90)
+    clean = df[(df["attack"] == "none") & (df["metric"] == "accuracy")]["value"].item()
+    right = round(clean * 90)
+    assert 0 < right < 90  # the model gets some images wrong, and some right
+    attacked_at = {eps: n for n, eps in seen}
+    assert attacked_at[8 / 255] == right  # the right ones only: one batch of 90
+    per_image = pd.read_csv(tmp_path / "a" / "queries.csv").merge(df[["cell_id", "attack", "eps"]].drop_duplicates())
+    hit = per_image[per_image["eps"].isin([0, 8 / 255])].pivot(index="query", columns="attack", values="hit")
+    assert (hit["pgd"] <= hit["none"]).all() and hit["none"].sum() == right  # a wrong image stays wrong
+    seen.clear()
+    _sweep(tmp_path / "b", cache, attacks="pgd:steps=2", n_eval=90, score_repeats=2)
+    assert {n for n, eps in seen if eps > 0} == {90}
