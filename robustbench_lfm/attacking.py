@@ -7,7 +7,7 @@ images are rounded to 8 bits, within the budget, before the target sees them.
 
 Classification cells attack the test images with their true labels and count correct predictions;
 clean cells (attack None) and eps 0 score the images as they are. A white-box attack runs only on
-the images the target classifies correctly clean (`robust_only`), as AutoAttack does.
+the images the target classifies correctly clean (`RunSpec.searches_right_only`), as AutoAttack does.
 
 White-box cells embed each adversarial batch at once and keep no images. Transfer cells craft
 the images once per (surrogate, attack, eps, seed) and store them in the cache directory
@@ -156,8 +156,8 @@ def attacked_accuracy(ctx: EvalContext, cell: Cell, attack: attacks.Attack | Non
     batch by batch, from a generator seeded by the cell's seed, so a transfer attack gives every
     target the same images. A white-box attack within a budget (eps > 0, one scoring pass) runs
     only on the images the target classifies correctly clean, and the others count as wrong
-    (`robust_only`): AutoAttack's protocol (Croce & Hein, ICML 2020), which spends no search on an
-    image that is already lost.
+    (`RunSpec.searches_right_only`): AutoAttack's protocol (Croce & Hein, ICML 2020), which spends
+    no search on an image that is already lost.
     """
     spec, data, device = ctx.spec, ctx.data, ctx.device
     assert isinstance(data, ClassificationDataset)
@@ -166,13 +166,13 @@ def attacked_accuracy(ctx: EvalContext, cell: Cell, attack: attacks.Attack | Non
     test = data.test
     if isinstance(attack, Corrupt) and attack.source == "published":  # the published images, as they are
         test, attack = _published(ctx, attack), None
-    only_robust = attack is not None and robust_only(ctx, cell, attack)
+    right_only = ctx.spec.searches_right_only(cell)
     correct: list[list[Tensor]] = [[] for _ in range(ctx.passes)]
     for images, labels in zip(
         batches(test.images, spec.batch_size), batches(test.labels, spec.batch_size), strict=True
     ):
         x, y = to_model_input(images, device), labels.to(device)
-        if attack is not None and only_robust:
+        if attack is not None and right_only:
             right = _classified(ctx, x, y, "clean").clone()  # a normal tensor: written in place below
             kept = right.nonzero().squeeze(1)
             if len(kept):
@@ -188,14 +188,6 @@ def attacked_accuracy(ctx: EvalContext, cell: Cell, attack: attacks.Attack | Non
         for hits in correct:
             hits.append(_classified(ctx, x, y, "attacked" if attack else "clean").cpu())
     return [AccuracyResult(torch.cat(hits)) for hits in correct]
-
-
-def robust_only(ctx: EvalContext, cell: Cell, attack: attacks.Attack) -> bool:
-    """Whether the cell attacks only the test images its target classifies correctly clean: a
-    white-box attack within a budget of eps > 0, scored in one pass. A transfer attack crafts the
-    same images for every target; a corruption has no budget and may turn a wrong image right; a
-    model random in eval mode (--score-repeats) decides afresh in every pass."""
-    return attack.budgeted and cell.eps > 0 and ctx.spec.threat.surrogate is None and ctx.passes == 1
 
 
 def _classified(ctx: EvalContext, x: Tensor, y: Tensor, which: str) -> Tensor:

@@ -4,7 +4,10 @@ The grid: per (model, seed), whether its checkpoint is in the cache (reused) or 
 per table, how many cells the run directory already holds and how many remain. The time: each
 stage's work in pixels (training: epochs x images an epoch x pixels an image; a cell: images
 scored x the forward-backward passes of its attack x pixels) times that stage's rate for the
-model's backbone, in seconds per megapixel-pass.
+model's backbone, in seconds per megapixel-pass. A classification attack that searches only the
+test images its model gets right clean (`RunSpec.searches_right_only`) is estimated as if it
+searched them all, an upper bound (the accuracy is not known before the run), and its rate is
+measured on the images it did search.
 
 The rates are measured: every sweep records what its trainings and cells took into
 `rates.json` in its cache directory (`record`), and a dry run reads them back, each rate the median
@@ -401,9 +404,29 @@ def measured_rates(spec: RunSpec, training: dict[str, Any], rows: list[dict[str,
     # A clean cell scores the embeddings its group computed before any cell: its wall time is not its work.
     cells = {c.cell_id(spec.data, spec.recipe, spec.evaluation): c for c in spec.cells() if c.attack is not None}
     walls = {r["cell_id"]: float(r["wall_s"]) for r in rows if r.get("cell_id") in cells and r.get("wall_s")}
+    right = _clean_accuracy(rows)
     for cell_id, wall in walls.items():
         cell = cells[cell_id]
         work = cell_work(spec, cell, shape)
+        if spec.searches_right_only(cell):  # the search ran on the images the model got right
+            share = right.get((cell.model.label, str(cell.seed)))
+            if share is None:
+                continue
+            work = work * share + shape.scored * shape.pixels / 1e6  # and a forward chose them
         if work > 0 and wall > 0:
             out["cell"].setdefault(cell.model.backbone, []).append(wall / work)
+    return out
+
+
+def _clean_accuracy(rows: list[dict[str, str]]) -> dict[tuple[str, str], float]:
+    """(model label, train seed) -> clean accuracy, from the clean classification rows among `rows`:
+    the share of the test images a cell that searches only the right ones searched. A model whose
+    clean cell this sweep did not run has none, and its attacked cells measure no rate."""
+    out = {}
+    for r in rows:
+        if r.get("attack") == "none" and r.get("metric") == "accuracy" and r.get("rerank", "") == "":
+            try:
+                out[(r["model"], r["train_seed"])] = float(r["value"])
+            except (KeyError, ValueError):
+                continue
     return out

@@ -266,6 +266,18 @@ class RunSpec:
                 missing.append(f"eot >= 2 on every gradient attack ({better} in place of {a.label})")
         return missing
 
+    def searches_right_only(self, cell: Cell) -> bool:
+        """Whether `cell`'s attack searches only the test images its model classifies correctly
+        clean, the others counting as wrong (AutoAttack's protocol, Croce & Hein 2020;
+        robustbench_lfm.attacking): a white-box classification attack with a budget, at eps > 0,
+        scored in one pass. A transfer attack crafts the same images for every target; a corruption
+        has no budget and may turn a wrong image right; a model random in eval mode
+        (--score-repeats) decides afresh in every pass which images are right."""
+        return (
+            self.recipe.task == "classification" and cell.attack is not None and cell.attack.budgeted
+            and cell.eps > 0 and self.threat.surrogate is None and self.evaluation.score_repeats == 1
+        )  # fmt: skip
+
     def probe_cells(self) -> list[Cell]:
         """Extra cells the sanity checks need (robustbench_lfm.sanity): per model, seed and attack,
         eps 0 and a very large eps; and FGSM at the sweep's eps when PGD runs without it. A

@@ -201,3 +201,33 @@ def test_the_training_rates_of_a_rates_file_written_before_passes_are_dropped(tm
     estimate.record(tmp_path, {"train": {"resnet18": [0.6]}, "cell": {"resnet18": [0.4]}})
     assert json.loads((tmp_path / estimate.RATES_FILE).read_text())["format"] == estimate.RATES_FORMAT
     assert estimate.read_rates(tmp_path) == {"train": {"resnet18": [0.6]}, "cell": {"resnet18": [0.3, 0.4]}}
+
+
+def test_a_cell_that_searches_only_the_right_images_measures_its_rate_on_them(tmp_path):
+    """A white-box classification attack searches only the test images its model gets right clean:
+    its wall time is measured against that share of the work (and the forward that chose them), so a
+    weak model does not record a rate that a strong one would beat 4x. Without the model's clean row
+    the share is unknown and no rate is recorded; a cell that searches every image (--score-repeats
+    2) divides by its whole work."""
+
+    def rows(spec, clean: str | None) -> list[dict[str, str]]:
+        key = (spec.data, spec.recipe, spec.evaluation)
+        row = {"attack": "pgd", "metric": "accuracy", "rerank": "", "model": "plain", "train_seed": "0", "value": "0.1"}
+        out = [{**row, "cell_id": c.cell_id(*key), "wall_s": "2.0"} for c in spec.cells() if c.attack is not None]
+        clean_ids = [c.cell_id(*key) for c in spec.cells() if c.attack is None]
+        if clean is not None:
+            out.append({**out[0], "cell_id": clean_ids[0], "attack": "none", "value": clean})
+        return out
+
+    spec = _spec(tmp_path, "plain")
+    attacked = next(c for c in spec.cells() if c.attack is not None)
+    assert spec.searches_right_only(attacked)
+    work = estimate.cell_work(spec, attacked, SHAPE)
+    choose = SHAPE.scored * SHAPE.pixels / 1e6
+    rate = estimate.measured_rates(spec, {}, rows(spec, "0.25"), SHAPE)["cell"]["resnet-mini"]
+    assert rate == [pytest.approx(2.0 / (0.25 * work + choose))]
+    assert estimate.measured_rates(spec, {}, rows(spec, None), SHAPE)["cell"] == {}
+    repeated = _spec(tmp_path, "plain", score_repeats=2)
+    assert not repeated.searches_right_only(next(c for c in repeated.cells() if c.attack is not None))
+    rate = estimate.measured_rates(repeated, {}, rows(repeated, "0.25"), SHAPE)["cell"]["resnet-mini"]
+    assert rate == [pytest.approx(2.0 / estimate.cell_work(repeated, attacked, SHAPE))]
