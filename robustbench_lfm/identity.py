@@ -25,6 +25,9 @@ measurements never share a table cell, a curve or a test. Reads only the CSV: no
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import pandas as pd
 
 from robustbench_lfm import columns
@@ -111,13 +114,18 @@ def ordered_conditions(df: pd.DataFrame) -> list[str]:
 def _injective(labels: pd.Series, keys: pd.Series) -> pd.Series:
     """`labels` with a short key hash appended wherever one label stands for several keys."""
     clashing = keys.groupby(labels).transform("nunique") > 1
-    hashes = keys.map(lambda k: content_hash(k, 4))
-    return labels.where(~clashing, labels + " #" + hashes)
+    if not clashing.any():
+        return labels
+    hashes = {k: content_hash(k, 4) for k in keys[clashing].unique()}
+    return labels.where(~clashing, labels + " #" + keys.map(hashes))
 
 
 def _key_text(df: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
+    """The values of `columns` (those present) as one text per row, joined by \\x1f."""
     present = [c for c in columns if c in df.columns]
-    return df[present].astype(str).agg("\x1f".join, axis=1) if present else pd.Series("", index=df.index)
+    if not present:
+        return pd.Series("", index=df.index)
+    return functools.reduce(lambda a, b: a + "\x1f" + b, (df[c].astype(str) for c in present))
 
 
 def labelled(df: pd.DataFrame) -> pd.DataFrame:
@@ -130,9 +138,26 @@ def labelled(df: pd.DataFrame) -> pd.DataFrame:
         rows = rows.where(~several, rows + " (" + df["backbone"].astype(str) + ")")
     return df.assign(
         row=_injective(rows, _key_text(df, ROW)),
-        condition=_injective(df.apply(condition_label, axis=1), _key_text(df, CONDITION)),
-        series=_injective(df.apply(series_label, axis=1), _key_text(df, SERIES_CONDITION)),
+        condition=_injective(_per_distinct(df, condition_label), _key_text(df, CONDITION)),
+        series=_injective(_per_distinct(df, series_label), _key_text(df, SERIES_CONDITION)),
     )
+
+
+# The columns `condition_label` and `series_label` read.
+LABEL_COLUMNS = ("attack", "attack_label", "surrogate", "quantize", "eps", "severity", "rerank")
+
+
+def _per_distinct(df: pd.DataFrame, label: Callable[[pd.Series], str]) -> pd.Series:
+    """`label` of every row of `df`, computed once per distinct value of the columns it reads
+    (LABEL_COLUMNS): a table holds a few conditions over many models and seeds."""
+    part = df[[c for c in LABEL_COLUMNS if c in df.columns]]
+    texts: dict[tuple, str] = {}
+    out = []
+    for i, key in enumerate(zip(*(part[c].tolist() for c in part.columns), strict=True)):
+        if key not in texts:  # a NaN is a new object each time: computed again, never mixed up
+            texts[key] = label(part.iloc[i])
+        out.append(texts[key])
+    return pd.Series(out, index=df.index)
 
 
 def _subsets(df: pd.DataFrame) -> list[str]:

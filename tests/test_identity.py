@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,6 +14,9 @@ from click.testing import CliRunner
 from robustbench_lfm.cli import main
 from robustbench_lfm.identity import labelled
 from tests.conftest import TINY_CLI
+
+DATA = Path(__file__).parent / "data" / "older"
+BASELINE = Path(__file__).parent.parent / "results" / "baseline" / "ci-synthreid" / "results.csv"
 
 FAST = ["--dataset", TINY_CLI, "--epochs", "1", "--eps", "8/255", "--models", "plain", "--no-baseline", "-q"]
 
@@ -71,6 +75,46 @@ def test_labels_never_merge_two_identities():
     )  # fmt: skip
     named = labelled(rows)
     assert named["row"].nunique() == 2 and named["condition"].nunique() == 2
+
+
+class _Reads(dict):
+    """A row that records in `read` which columns a label function reads."""
+
+    def __init__(self, row: dict, read: set[str]) -> None:
+        super().__init__(row)
+        self.read = read
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+
+def test_labels_are_computed_once_per_condition_from_the_columns_they_read():
+    """`labelled` computes a condition's and a series' label once per distinct value of
+    LABEL_COLUMNS: the labels are those of the row-wise definition on the committed baseline, an
+    older table from git history and a corruption sweep's rows, and every column the label
+    functions read is one of LABEL_COLUMNS (one they read beyond it would merge labels unseen)."""
+    from robustbench_lfm.identity import LABEL_COLUMNS, condition_label, series_label
+    from robustbench_lfm.store import ResultStore
+
+    corrupted = {"model": "lfm", "attack": "corrupt", "attack_label": "corrupt:type=fog", "eps": 0.0, "severity": 3}
+    transfer = {"model": "lfm", "attack": "pgd", "attack_label": "pgd", "eps": 8 / 255, "surrogate": "plain"}
+    made = pd.DataFrame([{**corrupted, "rerank": ""}, {**transfer, "quantize": True, "rerank": "rerank"}, transfer])
+    older = ResultStore(DATA / "ci-synthreid-90633cb" / "results.csv").read()
+    tables = [older, ResultStore(BASELINE).read(), made]
+    for df in tables:
+        named = labelled(df)
+        assert named["condition"].tolist() == df.apply(condition_label, axis=1).tolist()
+        assert named["series"].tolist() == df.apply(series_label, axis=1).tolist()
+        for row in df.to_dict("records"):
+            for label in (condition_label, series_label):
+                read: set[str] = set()
+                label(_Reads(row, read))  # type: ignore[arg-type]
+                assert read <= set(LABEL_COLUMNS), read - set(LABEL_COLUMNS)
 
 
 def test_the_gate_keys_on_attack_options(variants, tmp_path):
