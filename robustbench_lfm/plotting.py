@@ -3,22 +3,42 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+from matplotlib.transforms import Bbox
 
 from robustbench_lfm.files import atomic_path
 
 
-def save_figure(fig: Figure, path: Path, **options: Any) -> None:
-    """`fig.savefig` through an atomic temp file (the format named by `path`'s suffix)."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip("."), **options)
+def save_figure(fig: Figure, path: Path, *, dpi: float, also: Sequence[Path] = ()) -> None:
+    """`fig` cropped to what it draws (savefig's `bbox_inches="tight"`, with its padding) at `dpi`,
+    into `path` and then each of `also`, each in the format its suffix names (a report's PNG and
+    PDF), through atomic temp files. The crop is measured once for all of them ("tight" costs each
+    savefig two more passes over the figure's layout), with the raster's text metrics: the PNG is
+    what "tight" writes, the PDF's page within half a point of its own crop (tests/test_figures.py)."""
+    crop = "tight" if not also else _tight_crop(fig, dpi)
+    for target in (path, *also):
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format=target.suffix.lstrip("."), dpi=dpi, bbox_inches=crop)
+
+
+def _tight_crop(fig: Figure, dpi: float) -> Bbox:
+    """The box, in inches, that `savefig(bbox_inches="tight")` crops `fig` to at `dpi`."""
+    kept = fig.get_dpi()
+    fig.set_dpi(dpi)  # text extents depend on the resolution they are laid out at
+    try:
+        fig.draw_without_rendering()  # places the ticks and texts, as savefig's first pass does
+        box = fig.get_tightbbox()  # with the renderer of its canvas, at `dpi` now
+    finally:
+        fig.set_dpi(kept)
+    pad = float(matplotlib.rcParams["savefig.pad_inches"])
+    return box.padded(pad)
 
 
 def model_colours(models: list[str]) -> dict[str, tuple]:

@@ -5,6 +5,7 @@ Both read only the tidy CSV (as a DataFrame), so they work with no checkpoint an
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -151,10 +152,10 @@ def error_bar_note(df: pd.DataFrame, metrics: list[str] | None = None) -> str:
     return f"bars: 95% Wilson interval over the {what} (one seed)" + (f"; none for {', '.join(none)}" if none else "")
 
 
-def plot_eps_curves(df: pd.DataFrame, path: Path) -> Path | None:
+def plot_eps_curves(df: pd.DataFrame, path: Path, also: Sequence[Path] = ()) -> Path | None:
     """Headline metrics against eps (in /255), one line per model and attack, clean at eps 0, with
-    error bars (`error_bars`); None when no cell was attacked within a budget (the corruptions have
-    their own figure)."""
+    error bars (`error_bars`), saved to `path` and the paths in `also` (other formats of the same
+    drawing); None when no cell was attacked within a budget (the corruptions have their own figure)."""
     df = df[~corrupted(df)]
     if df.empty or not (df["attack"] != "none").any():
         return None
@@ -193,7 +194,7 @@ def plot_eps_curves(df: pd.DataFrame, path: Path) -> Path | None:
     title = f"{df['dataset'].iloc[0]}: clean (eps 0) and attacked {_sides(df)}{subset_title(df)}"
     fig.suptitle(fitted_title(f"{title}\n{error_bar_note(df)}", fig))
     fig.tight_layout()
-    save_figure(fig, path, dpi=120, bbox_inches="tight")  # the title's whole width, with one panel too
+    save_figure(fig, path, dpi=120, also=also)  # cropped to the title's whole width, with one panel too
     plt.close(fig)
     return path
 
@@ -210,9 +211,9 @@ def cmc_labelled(curves: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
     return merged.assign(condition=merged["condition"].str.removesuffix(" +rerank"))
 
 
-def plot_cmc(curves: pd.DataFrame, path: Path, dataset: str = "") -> Path | None:
+def plot_cmc(curves: pd.DataFrame, path: Path, dataset: str = "", also: Sequence[Path] = ()) -> Path | None:
     """CMC curves from `cmc_labelled` rows: one panel per condition (clean, each attack and eps), one
-    curve per model (mean over seeds); re-ranked curves dashed."""
+    curve per model (mean over seeds); re-ranked curves dashed. Saved to `path` and the paths in `also`."""
     if curves.empty:
         return None
     conditions = ordered_conditions(curves)
@@ -240,6 +241,6 @@ def plot_cmc(curves: pd.DataFrame, path: Path, dataset: str = "") -> Path | None
     fig.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 0.95))
     fig.suptitle(f"{dataset}: CMC, clean and attacked".strip(": "))
     fig.tight_layout()
-    save_figure(fig, path, dpi=120, bbox_inches="tight")
+    save_figure(fig, path, dpi=120, also=also)
     plt.close(fig)
     return path

@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -112,3 +113,36 @@ def test_the_eps_figure_keeps_its_panels_wide_beside_a_long_legend(monkeypatch, 
         "rcm-stride:backbone=preact-resnet18 (pgd:steps=20,step_size=0.00784313725490196)"
     }
     plt.close(fig)
+
+
+def test_a_figure_saved_in_two_formats_is_cropped_as_matplotlib_crops_each(tmp_path):
+    """`save_figure(..., also=...)` measures the tight crop once for the PNG and the PDF: the PNG is
+    what matplotlib's own `bbox_inches="tight"` writes, pixel for pixel; the PDF's page is its own
+    within half a point (the crop is measured with the raster's text metrics)."""
+    import re
+
+    from PIL import Image
+
+    from robustbench_lfm.plotting import save_figure
+    from robustbench_lfm.summary import plot_eps_curves
+
+    baseline = pd.read_csv(BASELINE, keep_default_na=False)
+    ours = plot_eps_curves(baseline, tmp_path / "ours.png", also=[tmp_path / "ours.pdf"])
+    assert ours == tmp_path / "ours.png" and (tmp_path / "ours.png").stat().st_size > 10_000
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.set_title("a title wider than its axes, which the crop must keep whole")
+    ax.plot([0, 1], label="a legend outside the axes")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    save_figure(fig, tmp_path / "mine.png", dpi=150, also=[tmp_path / "mine.pdf"])
+    for suffix in (".png", ".pdf"):
+        fig.savefig(tmp_path / f"theirs{suffix}", dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    mine, theirs = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in ("mine", "theirs"))
+    assert mine.shape == theirs.shape and (mine == theirs).all()
+
+    def page(name: str) -> np.ndarray:
+        (box,) = re.findall(rb"/MediaBox \[([^\]]*)\]", (tmp_path / name).read_bytes())
+        return np.array(box.split(), dtype=float)
+
+    assert np.abs(page("mine.pdf") - page("theirs.pdf")).max() <= 0.5  # points
+    assert page("ours.pdf")[2] > 300  # the eps figure's two panels and legend, in points

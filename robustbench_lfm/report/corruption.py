@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -199,9 +200,10 @@ def summary_text(df: pd.DataFrame) -> str:
     return head + "\n" + frame.to_string()
 
 
-def plot_severity(df: pd.DataFrame, path: Path) -> Path | None:
+def plot_severity(df: pd.DataFrame, path: Path, also: Sequence[Path] = ()) -> Path | None:
     """Headline metrics against severity (0 = clean), one line per model and variant, the mean over
-    the corruptions run at each severity; None when the run has no corruption cell."""
+    the corruptions run at each severity, saved to `path` and the paths in `also`; None when the run
+    has no corruption cell."""
     from robustbench_lfm.plotting import fitted_title, model_colours, plt, save_figure  # matplotlib without a display
 
     named = _named(df)
@@ -230,6 +232,6 @@ def plot_severity(df: pd.DataFrame, path: Path) -> Path | None:
         fitted_title(f"{df['dataset'].iloc[0]}: {types} common corruptions by severity{subset_title(df)}", fig)
     )
     fig.tight_layout()
-    save_figure(fig, path, dpi=120, bbox_inches="tight")
+    save_figure(fig, path, dpi=120, also=also)
     plt.close(fig)
     return path

@@ -13,6 +13,7 @@ Axis labels carry units (% and eps x 255); legends sit outside the axes so nothi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -32,12 +33,17 @@ FORMATS = (".png", ".pdf")
 
 
 def _save(fig: plt.Figure, stem: Path) -> list[Path]:
-    paths = []
-    for suffix in FORMATS:
-        save_figure(fig, stem.with_suffix(suffix), dpi=150, bbox_inches="tight")
-        paths.append(stem.with_suffix(suffix))
+    """`fig` saved in every format of FORMATS, at 150 dpi."""
+    paths = [stem.with_suffix(suffix) for suffix in FORMATS]
+    save_figure(fig, paths[0], dpi=150, also=paths[1:])
     plt.close(fig)
     return paths
+
+
+def _in_every_format(plot: Callable[[Path, list[Path]], Path | None], stem: Path) -> list[Path]:
+    """`plot(path, also)` drawn once and saved in every format of FORMATS; [] when it draws nothing."""
+    paths = [stem.with_suffix(suffix) for suffix in FORMATS]
+    return paths if plot(paths[0], paths[1:]) is not None else []
 
 
 def _top1(df: pd.DataFrame) -> str:
@@ -153,14 +159,13 @@ def all_figures(df: pd.DataFrame, curves: pd.DataFrame, out: Path) -> dict[str, 
     severity (`corruptions`), apart from the attacks."""
     figures: dict[str, list[Path]] = {}
     if corrupted(df).any():
-        figures["corruptions"] = [p for s in FORMATS if (p := plot_severity(df, out / f"corruptions{s}")) is not None]
+        figures["corruptions"] = _in_every_format(lambda p, also: plot_severity(df, p, also), out / "corruptions")
     df = df[~corrupted(df)]
     if (df["attack"] != "none").any():
-        figures["eps"] = [p for s in FORMATS if (p := plot_eps_curves(df, out / f"eps{s}")) is not None]
+        figures["eps"] = _in_every_format(lambda p, also: plot_eps_curves(df, p, also), out / "eps")
         figures["scatter"] = scatter(df, out / "scatter")
         figures["bars"] = bars(df, out / "bars")
     if not curves.empty:
-        figures["cmc"] = [
-            p for s in FORMATS if (p := plot_cmc(curves, out / f"cmc{s}", df["dataset"].iloc[0])) is not None
-        ]
+        dataset = str(df["dataset"].iloc[0])
+        figures["cmc"] = _in_every_format(lambda p, also: plot_cmc(curves, p, dataset, also), out / "cmc")
     return figures
