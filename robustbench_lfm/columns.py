@@ -120,7 +120,9 @@ RESULTS: tuple[Column, ...] = (
     Column("attack", "text", "attack", None, "attack registry name; `none` for the clean cell"),
     Column("attack_label", "text", "record", None,
            "the attack as tables name it: its name and its non-default options, `pgd:steps=1`, "
-           "`sma:side=gallery`; `none` for the clean cell (display only; the identity is `attack_params`)"),
+           "`sma:side=gallery`, a step size on the 1/255 grid as a level, `pgd:step_size=2/255` (tables read "
+           "an older row's `0.00784313725490196` alike); `none` for the clean cell (display only; the identity "
+           "is `attack_params`)"),
     Column("attack_params", "text", "attack", None,
            "JSON of every resolved option of the attack (its constructor's defaults, then the user's: "
            "`{\"steps\": 1, \"step_size\": null, ...}`; `null` = the attack's eps-dependent default, whose value "

@@ -32,7 +32,7 @@ import pandas as pd
 
 from robustbench_lfm import columns
 from robustbench_lfm.hashing import content_hash
-from robustbench_lfm.parsing import format_eps
+from robustbench_lfm.parsing import PIXEL_OPTIONS, format_eps, format_option
 
 __all__ = ["format_eps"]  # re-exported: labels and tables meet it here
 
@@ -67,12 +67,33 @@ def canonical(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def as_written_now(label: str) -> str:
+    """An attack label as `AttackSpec.label_on` writes it now: tables written before pixel-scale
+    options were written as 8-bit levels say `pgd:step_size=0.00784313725490196`, which reads
+    `pgd:step_size=2/255` (parsing.format_option), so an older run and a newer one of one attack
+    share a column."""
+    name, colon, options = label.partition(":")
+    if not colon:
+        return label
+    parts = [part.partition("=") for part in options.split(",")]
+    return name + colon + ",".join(key + equals + _option_now(key, value) for key, equals, value in parts)
+
+
+def _option_now(key: str, value: str) -> str:
+    if key not in PIXEL_OPTIONS:
+        return value
+    try:
+        return format_option(key, float(value))
+    except ValueError:  # already a level (`2/255`), or not a number
+        return value
+
+
 def series_label(row: pd.Series) -> str:
     """The attack configuration without its eps: `clean`, `pgd:steps=1`, `fgsm from plain q8`."""
     if row["attack"] == "none":
         return "clean"
     label = row.get("attack_label")
-    label = label if isinstance(label, str) and label else str(row["attack"])
+    label = as_written_now(label) if isinstance(label, str) and label else str(row["attack"])
     if row.get("surrogate"):
         label += f" from {row['surrogate']}"
     if str(row.get("quantize")) == "True":

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from robustbench_lfm.parsing import format_eps, format_param
+from robustbench_lfm.parsing import PIXEL_OPTIONS, format_eps, format_param
 
 Listing = dict[str, dict[str, dict[str, Any]]]
 
@@ -85,4 +85,4 @@ def listing_text(listing: Listing) -> str:
 
 def _show(key: str, value: Any) -> str:
     """A parameter as it is written on the command line: 0.02..0.4, 8/255."""
-    return format_eps(value) if key in ("eps", "step_size") else format_param(value)
+    return format_eps(value) if key in PIXEL_OPTIONS else format_param(value)

@@ -116,6 +116,21 @@ def format_param(value: Any) -> str:
     return f"{value[0]}..{value[1]}" if isinstance(value, tuple) else str(value)
 
 
+# The attack options on the pixel scale, which users write as 8-bit levels (`step_size=2/255`).
+PIXEL_OPTIONS = ("eps", "step_size")
+
+
+def format_option(key: str, value: Any) -> str:
+    """An option's value as a label shows it: a pixel-scale one (PIXEL_OPTIONS) that is exactly k/255
+    as `k/255` when that is shorter (`step_size=2/255`, not `0.00784313725490196`); any other value
+    as `format_param` writes it, in full, so that two values never share a text."""
+    if key in PIXEL_OPTIONS and isinstance(value, float) and value > 0:
+        k = round(value * 255)
+        if k / 255 == value and len(level := f"{k}/255") < len(str(value)):
+            return level
+    return format_param(value)
+
+
 def parse_seeds(text: str) -> tuple[int, ...]:
     """'0,1,2' -> (0, 1, 2); seeds are non-negative integers."""
     try:

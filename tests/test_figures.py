@@ -110,7 +110,7 @@ def test_the_eps_figure_keeps_its_panels_wide_beside_a_long_legend(monkeypatch, 
     assert len(panels) == 2 and min(widths) > 3.5  # inches of a 4.8-inch panel, beside a legend wider than that
     (legend,) = fig.legends
     assert len(legend.get_texts()) == 24 and {t.get_text() for t in legend.get_texts()} >= {
-        "rcm-stride:backbone=preact-resnet18 (pgd:steps=20,step_size=0.00784313725490196)"
+        "rcm-stride:backbone=preact-resnet18 (pgd:steps=20,step_size=2/255)"
     }
     plt.close(fig)
 

@@ -117,6 +117,23 @@ def test_labels_are_computed_once_per_condition_from_the_columns_they_read():
                 assert read <= set(LABEL_COLUMNS), read - set(LABEL_COLUMNS)
 
 
+def test_a_pixel_scale_option_reads_as_a_level_in_new_and_older_tables(variants, tmp_path):
+    """`step_size=1/255` is recorded and shown as it is typed, not as 0.00392156862745098; a table
+    written before that (the float) is labelled alike, so an older and a newer run of one attack
+    share a column in the tables, the figures and the board."""
+    out, cache = tmp_path / "run", variants[1]  # the module's checkpoint
+    result = _run(out, cache, "--attacks", "pgd:steps=1,step_size=1/255,pgd:steps=1")
+    assert result.exit_code == 0, result.output
+    new = pd.read_csv(out / "results.csv", keep_default_na=False)
+    assert set(new["attack_label"]) == {"none", "pgd:steps=1", "pgd:step_size=1/255,steps=1"}
+    older = new.assign(attack_label=new["attack_label"].str.replace("1/255", repr(1 / 255), regex=False))
+    assert set(older["attack_label"]) == {"none", "pgd:steps=1", "pgd:step_size=0.00392156862745098,steps=1"}
+    for column in ("series", "condition"):
+        assert labelled(older)[column].tolist() == labelled(new)[column].tolist()
+    assert "pgd:step_size=1/255,steps=1 8/255" in set(labelled(new)["condition"])
+    assert labelled(new)["condition"].nunique() == 3  # clean and the two step sizes stay apart
+
+
 def test_the_gate_keys_on_attack_options(variants, tmp_path):
     out, cache, _ = variants
     one_step = tmp_path / "pgd1"
