@@ -24,8 +24,13 @@ def _args(out, cache):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """An uninterrupted run: the numbers every repaired run must reproduce."""
+    """An uninterrupted run: the numbers every repaired run must reproduce. It starts as a new process
+    would, with no dataset held in memory, so that its cache holds the dataset too: a sweep of the same
+    data earlier in this worker (test_identity's, test_transfer's) would leave it out."""
+    from robustbench_lfm import group
+
     out, cache = tmp_path_factory.mktemp("ref") / "run", tmp_path_factory.mktemp("cache")
+    group._DATASETS.clear()
     result = CliRunner().invoke(main, _args(out, cache))
     assert result.exit_code == 0, result.output
     return out, cache
