@@ -26,6 +26,13 @@ def lfm_bench(*args: str, cwd=None) -> subprocess.CompletedProcess:
     )
 
 
+def in_process(*args: str):
+    """`lfm-bench` in this process (click's runner: exit status, stdout and stderr apart). The module's
+    first run goes through a real process (`finished_run`); its reruns need not pay for a second
+    interpreter and torch import each."""
+    return CliRunner().invoke(main, list(args))
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "r"
@@ -86,8 +93,8 @@ def test_rerun_skips_finished_cells_and_reuses_checkpoints(finished_run):
     out, cache, args, _ = finished_run
     before = (out / "results.csv").read_text()
     stamps = {p: p.stat().st_mtime_ns for p in (cache / "checkpoints").glob("*.safetensors")}
-    proc = lfm_bench(*args)
-    assert proc.returncode == 0, proc.stderr
+    result = in_process(*args)
+    assert result.exit_code == 0, result.output
     assert (out / "results.csv").read_text() == before
     assert json.loads((out / "manifest.json").read_text())["cells_skipped"] == 15
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
@@ -96,8 +103,8 @@ def test_rerun_skips_finished_cells_and_reuses_checkpoints(finished_run):
 def test_new_run_dir_reuses_cached_checkpoints_with_identical_numbers(finished_run, tmp_path):
     out, _, args, _ = finished_run
     args = [a if a != str(out) else str(tmp_path / "again") for a in args]
-    proc = lfm_bench(*args)
-    assert proc.returncode == 0, proc.stderr
+    result = in_process(*args)
+    assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "again" / "manifest.json").read_text())
     assert all(t["cached"] for t in manifest["training"].values())
     old, new = pd.read_csv(out / "results.csv"), pd.read_csv(tmp_path / "again" / "results.csv")
@@ -110,12 +117,12 @@ def test_new_run_dir_reuses_cached_checkpoints_with_identical_numbers(finished_r
 def test_market1501_folder_run_with_every_evaluation_option(tmp_path):
     write_market(tmp_path / "data")
     out = tmp_path / "run"
-    proc = lfm_bench(
+    result = in_process(
         "run", "--models", "plain", "--no-baseline", "--attacks", "fgsm", "--eps", "8/255", "--epochs", "2",
         "--dataset", "market1501:height=32,width=16", "--data-root", str(tmp_path / "data"),
         "--rerank", "both", "--flip", "--ap", "trapezoid", "--distance", "euclidean", "--out", str(out), "--quiet",
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+    assert result.exit_code == 0, result.output
     df = pd.read_csv(out / "results.csv", keep_default_na=False)
     assert set(df["dataset"]) == {"market1501"} and set(df["n_eval"]) == {8}  # the replica's 8 queries
     assert set(df["rerank"]) == {"", "k1=20,k2=6,lambda=0.3"}
@@ -126,7 +133,7 @@ def test_market1501_folder_run_with_every_evaluation_option(tmp_path):
                                   "n_eval": 0, "precision": "fp32", "attack_precision": "fp32",
                                   "score_repeats": 1, "test": None}  # fmt: skip
     assert spec["data"]["root"] == str((tmp_path / "data").resolve()) and spec["data"]["source"]
-    assert "+rerank" in proc.stdout
+    assert "+rerank" in result.stdout
 
 
 def test_folder_dataset_takes_the_backbone_input_size(tmp_path):
@@ -214,9 +221,9 @@ def test_ls_json_lists_every_registry_with_defaults_and_sources():
 
 def test_run_json_prints_one_object_and_resumes_silently(finished_run):
     out, _, args, _ = finished_run
-    proc = lfm_bench(*args, "--format", "json")
-    assert proc.returncode == 0, proc.stderr
-    summary = json.loads(proc.stdout)  # stdout is the JSON alone: progress lines go to stderr
+    result = in_process(*args, "--format", "json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)  # stdout is the JSON alone: progress lines go to stderr
     assert summary["passed"] and summary["results"] == str(out / "results.csv")
     df = pd.read_csv(out / "results.csv")
     clean = df[(df["attack"] == "none") & (df["metric"] == "rank1") & (df["model"] == "lfm")]["value"].mean()
