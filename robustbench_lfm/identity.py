@@ -80,12 +80,14 @@ def as_written_now(label: str) -> str:
 
 
 def _option_now(key: str, value: str) -> str:
+    """`value` as a level when it is a pixel-scale option's exact k/255; else the text as written."""
     if key not in PIXEL_OPTIONS:
         return value
     try:
-        return format_option(key, float(value))
+        level = format_option(key, float(value))
     except ValueError:  # already a level (`2/255`), or not a number
         return value
+    return level if "/" in level else value
 
 
 def series_label(row: pd.Series) -> str:

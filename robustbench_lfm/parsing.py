@@ -124,7 +124,7 @@ def format_option(key: str, value: Any) -> str:
     """An option's value as a label shows it: a pixel-scale one (PIXEL_OPTIONS) that is exactly k/255
     as `k/255` when that is shorter (`step_size=2/255`, not `0.00784313725490196`); any other value
     as `format_param` writes it, in full, so that two values never share a text."""
-    if key in PIXEL_OPTIONS and isinstance(value, float) and value > 0:
+    if key in PIXEL_OPTIONS and isinstance(value, float) and 0 < value * 255 < math.inf:
         k = round(value * 255)
         if k / 255 == value and len(level := f"{k}/255") < len(str(value)):
             return level

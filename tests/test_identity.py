@@ -134,6 +134,23 @@ def test_a_pixel_scale_option_reads_as_a_level_in_new_and_older_tables(variants,
     assert labelled(new)["condition"].nunique() == 3  # clean and the two step sizes stay apart
 
 
+@pytest.mark.parametrize(
+    ("label", "shown"),
+    [("pgd:step_size=0.00784313725490196,steps=20", "pgd:step_size=2/255,steps=20"),
+     ("pgd:step_size=2/255", "pgd:step_size=2/255"), ("pgd-l2:step_size=0.2", "pgd-l2:step_size=0.2"),
+     ("pgd:step_size=0.0078431", "pgd:step_size=0.0078431"), ("pgd:step_size=-1", "pgd:step_size=-1"),
+     ("pgd:step_size=inf", "pgd:step_size=inf"), ("pgd:step_size=1e308", "pgd:step_size=1e308"),
+     ("pgd:step_size=nan", "pgd:step_size=nan"), ("pgd:step_size=", "pgd:step_size="),
+     ("sma:steps=0.00784313725490196", "sma:steps=0.00784313725490196"), ("corrupt:type=fog", "corrupt:type=fog")],
+)  # fmt: skip
+def test_a_label_from_any_table_is_shown_as_written_but_for_an_exact_level(label, shown):
+    """Only a pixel-scale option that is exactly k/255 changes its text; anything else a table holds,
+    a hand-edited or foreign one included, is shown as written and never raises."""
+    from robustbench_lfm.identity import as_written_now
+
+    assert as_written_now(label) == shown
+
+
 def test_the_gate_keys_on_attack_options(variants, tmp_path):
     out, cache, _ = variants
     one_step = tmp_path / "pgd1"
