@@ -32,7 +32,7 @@ import pandas as pd
 
 from robustbench_lfm import columns
 from robustbench_lfm.hashing import content_hash
-from robustbench_lfm.parsing import PIXEL_OPTIONS, format_eps, format_option
+from robustbench_lfm.parsing import PIXEL_OPTIONS, as_level, format_eps
 
 __all__ = ["format_eps"]  # re-exported: labels and tables meet it here
 
@@ -70,7 +70,7 @@ def canonical(df: pd.DataFrame) -> pd.DataFrame:
 def as_written_now(label: str) -> str:
     """An attack label as `AttackSpec.label_on` writes it now: tables written before pixel-scale
     options were written as 8-bit levels say `pgd:step_size=0.00784313725490196`, which reads
-    `pgd:step_size=2/255` (parsing.format_option), so an older run and a newer one of one attack
+    `pgd:step_size=2/255` (parsing.as_level), so an older run and a newer one of one attack
     share a column."""
     name, colon, options = label.partition(":")
     if not colon:
@@ -84,10 +84,10 @@ def _option_now(key: str, value: str) -> str:
     if key not in PIXEL_OPTIONS:
         return value
     try:
-        level = format_option(key, float(value))
+        number = float(value)
     except ValueError:  # already a level (`2/255`), or not a number
         return value
-    return level if "/" in level else value
+    return as_level(number) or value
 
 
 def series_label(row: pd.Series) -> str:

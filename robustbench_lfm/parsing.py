@@ -120,15 +120,21 @@ def format_param(value: Any) -> str:
 PIXEL_OPTIONS = ("eps", "step_size")
 
 
+def as_level(value: float) -> str | None:
+    """`k/255` when `value` is exactly the 8-bit level k/255 and that text is shorter than its
+    decimal one (2/255, not 0.00784313725490196); None for any other value, inf and NaN included."""
+    if not 0 < value * 255 < math.inf:
+        return None
+    k = round(value * 255)
+    return level if k / 255 == value and len(level := f"{k}/255") < len(str(value)) else None
+
+
 def format_option(key: str, value: Any) -> str:
-    """An option's value as a label shows it: a pixel-scale one (PIXEL_OPTIONS) that is exactly k/255
-    as `k/255` when that is shorter (`step_size=2/255`, not `0.00784313725490196`); any other value
-    as `format_param` writes it, in full, so that two values never share a text."""
-    if key in PIXEL_OPTIONS and isinstance(value, float) and 0 < value * 255 < math.inf:
-        k = round(value * 255)
-        if k / 255 == value and len(level := f"{k}/255") < len(str(value)):
-            return level
-    return format_param(value)
+    """An option's value as a label shows it: a pixel-scale one (PIXEL_OPTIONS) as its level when it
+    is exactly one (`as_level`: `step_size=2/255`); any other value as `format_param` writes it, in
+    full, so that two values never share a text."""
+    level = as_level(value) if key in PIXEL_OPTIONS and isinstance(value, float) else None
+    return level or format_param(value)
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
