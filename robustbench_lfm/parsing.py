@@ -129,7 +129,7 @@ def as_level(value: float) -> str | None:
     return level if k / 255 == value and len(level := f"{k}/255") < len(str(value)) else None
 
 
-def format_option(key: str, value: Any) -> str:
+def option_text(key: str, value: Any) -> str:
     """An option's value as a label shows it: a pixel-scale one (PIXEL_OPTIONS) as its level when it
     is exactly one (`as_level`: `step_size=2/255`); any other value as `format_param` writes it, in
     full, so that two values never share a text."""

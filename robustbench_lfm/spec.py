@@ -22,8 +22,8 @@ from robustbench_lfm.parsing import (
     INT_LIMIT,
     Params,
     SpecError,
-    format_option,
     format_param,
+    option_text,
     parse_eps,
     parse_named,
     parse_scalar,
@@ -107,7 +107,7 @@ class AttackSpec:
         cls = attacks.get_attack_class(self.name)
         defaults = {**cls.defaults(), **(cls.task_defaults(task) if task else {})}
         changed = [(k, v) for k, v in self._described() if defaults.get(k, object()) != v]
-        return self.name + (":" + ",".join(f"{k}={format_option(k, v)}" for k, v in changed) if changed else "")
+        return self.name + (":" + ",".join(f"{k}={option_text(k, v)}" for k, v in changed) if changed else "")
 
     def params_json(self) -> str:
         """The CSV `attack_params`: every resolved option as canonical JSON (a corruption's
