@@ -211,11 +211,12 @@ def pending_work(spec: RunSpec, shape: Shape, done: dict[str, set[str]]) -> Work
         else:
             to_train.append(label)
             add("train", train, trained_as(spec, model), model, train_work(spec, shape, model))
-    counts = {}
+    counts, computed = {}, set()
     for dest, grid in (("results", spec.cells()), ("probes", spec.probe_cells())):
         left = [c for c in grid if c.cell_id(spec.data, spec.recipe, spec.evaluation) not in done[dest]]
         counts[dest] = (len(grid), len(left))
-        for cell in left:
+        for cell in (c for c in left if c not in computed):  # a probe the grid holds is computed once
+            computed.add(cell)
             add("cell", cells, cell.model.backbone, cell.model, cell_work(spec, cell, shape))
     return Work(train, cells, scaled, unscaled, to_train, reused, *counts["results"], *counts["probes"])
 
@@ -287,7 +288,8 @@ def group_seconds(
     if not (train_measured and cell_measured):
         cost = relative_cost(model, spec.recipe.task, shape) or 1.0
     work = train_work(spec, shape, model) * train_rate * (1.0 if train_measured else cost) if trains else 0.0
-    return work + sum(cell_work(spec, c, shape) for c in cells) * cell_rate * (1.0 if cell_measured else cost)
+    cells_work = sum(cell_work(spec, c, shape) for c in dict.fromkeys(cells))  # a probe the grid holds: once
+    return work + cells_work * cell_rate * (1.0 if cell_measured else cost)
 
 
 Key = tuple[ModelSpec, int]

@@ -200,10 +200,19 @@ def run_group(spec: RunSpec, model_spec: ModelSpec, seed: int, cells: list[tuple
     training = {**trained.training, **surrogate_training}
     out = GroupResult(label, {"queries": [], "members": [], "curves": [], "probes": [], "results": []}, training)
     sha = trained.sha256
+    both = {c for d, c in cells if d == "probes"} & {c for d, c in cells if d == "results"}
+    computed: dict[Cell, tuple[dict[str, Result], dict[str, Any], float]] = {}
     for dest, cell in cells:
         t0 = time.perf_counter()
         try:
-            results, extra = _evaluate_cell(ctx, cell)
+            if cell in computed:  # a probe the grid holds already (RunSpec.probe_cells): its rows, not a rerun
+                results, extra, wall = computed[cell]
+                extra = dict(extra)
+            else:
+                results, extra = _evaluate_cell(ctx, cell)
+                wall = time.perf_counter() - t0
+                if cell in both:
+                    computed[cell] = (results, dict(extra), wall)
         except Exception as err:  # this cell fails when the code that failed is not the harness's
             if not fails_alone(err, cell.foreign(spec.data)):
                 raise
@@ -220,7 +229,7 @@ def run_group(spec: RunSpec, model_spec: ModelSpec, seed: int, cells: list[tuple
             out.cells_run += 1
         else:
             out.probes_run += 1
-        out.rows[dest] += result_rows(spec, cell, results, extra, sha, time.perf_counter() - t0, n_eval(dataset))
+        out.rows[dest] += result_rows(spec, cell, results, extra, sha, wall, n_eval(dataset))
     return out
 
 

@@ -15,7 +15,8 @@ From the result rows and the probe rows (extra cells in probes.csv, see `RunSpec
                   norm attacks (CW, DeepFool: `stays_in_budget = False`) are projected by design.
 * `large-eps`   — at a very large eps (64/255 L-inf, 16 L2; the attack's schedule at the sweep's
                   largest eps with its steps scaled up, as its steps/step_size columns in
-                  probes.csv record) Rank-1 (accuracy) falls to near
+                  probes.csv record; with that very large eps the sweep's largest, the probe is
+                  the sweep's own cell there, computed once) Rank-1 (accuracy) falls to near
                   chance: at most chance + max(NEAR_CHANCE, 3 binomial standard deviations over
                   n_eval queries or images), chance being a random ranking's expected Rank-1
                   (1 / classes for classification).

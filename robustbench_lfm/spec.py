@@ -282,7 +282,9 @@ class RunSpec:
     def probe_cells(self) -> list[Cell]:
         """Extra cells the sanity checks need (robustbench_lfm.sanity): per model, seed and attack,
         eps 0 and a very large eps; and FGSM at the sweep's eps when PGD runs without it. A
-        corruption has no budget to probe."""
+        corruption has no budget to probe. A probe the grid holds already (the very large eps as
+        the sweep's largest, whose schedule it would scale by 1; eps 0 in the grid) is that cell,
+        and `run_group` computes it once for both tables."""
         names = {a.name for a in self.attacks}
         reference = max(self.eps)
         out = []
@@ -290,7 +292,9 @@ class RunSpec:
             for model in self.models:
                 for a in (a for a in self.attacks if a.budgeted):
                     out.append(Cell(model, a, 0.0, seed, self.threat))
-                    out.append(Cell(model, a, large_eps(a), seed, self.threat, probe_of=reference))
+                    large = large_eps(a)
+                    scaled = None if large == reference else reference
+                    out.append(Cell(model, a, large, seed, self.threat, probe_of=scaled))
                     if a.name == "pgd" and "fgsm" not in names:
                         fgsm = fgsm_like(a)
                         out += [Cell(model, fgsm, e, seed, self.threat) for e in self.eps]

@@ -231,3 +231,59 @@ def test_a_cell_that_searches_only_the_right_images_measures_its_rate_on_them(tm
     assert not repeated.searches_right_only(next(c for c in repeated.cells() if c.attack is not None))
     rate = estimate.measured_rates(repeated, {}, rows(repeated, "0.25"), SHAPE)["cell"]["resnet-mini"]
     assert rate == [pytest.approx(2.0 / estimate.cell_work(repeated, attacked, SHAPE))]
+
+
+def test_a_probe_the_grid_holds_is_computed_once_and_alone_gives_the_same_numbers(tmp_path, monkeypatch):
+    """With 64/255 the sweep's largest eps, the large-eps probe is the sweep's own cell there: the
+    attack runs once for both tables (and the estimate counts it once); a probe computed alone, its
+    twin recorded by an earlier run, gives the twin's numbers. At 32/255 the probe scales the
+    schedule and runs apart."""
+    from collections import Counter
+
+    import pandas as pd
+
+    from robustbench_lfm import attacks
+
+    searches: Counter = Counter()
+    call = attacks.Attack.__call__
+
+    def spied(self, model, x, context, *, eps, generator=None):
+        searches[self.name, round(eps * 255)] += 1
+        return call(self, model, x, context, eps=eps, generator=generator)
+
+    monkeypatch.setattr(attacks.Attack, "__call__", spied)
+    grid = [*FAST[:4], "--models", "plain", "--no-baseline", "--attacks", "pgd:steps=2", "--n-eval", "6"]
+    out, cache = tmp_path / "run", tmp_path / "cache"
+
+    def run(eps: str, out=out) -> None:
+        args = ["run", *grid, "--eps", eps, "--out", str(out), "--cache-dir", str(cache), "-q"]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+
+    key = ["cell_id", "metric", "rerank", "value", "steps", "step_size", "wall_s"]
+    pgd_at_64 = lambda df: df[(df["eps"] == 64 / 255) & (df["attack"] == "pgd")]  # noqa: E731
+    run("8/255,64/255")
+    assert searches["pgd", 64] == searches["pgd", 8] > 0  # PGD-2 at 64/255 once, for both tables
+    results = pd.read_csv(out / "results.csv", keep_default_na=False)
+    probes = pd.read_csv(out / "probes.csv", keep_default_na=False)
+    shared = pgd_at_64(results)[key].sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(pgd_at_64(probes)[key].sort_values(key).reset_index(drop=True), shared)
+    (out / "probes.csv").unlink()
+    before = searches["pgd", 64]
+    run("8/255,64/255")  # the results are recorded: only the probes run, PGD's at 64/255 alone
+    assert searches["pgd", 64] == 2 * before and searches["pgd", 8] == before
+    alone = pgd_at_64(pd.read_csv(out / "probes.csv", keep_default_na=False))
+    alone = alone.sort_values(key[:3]).reset_index(drop=True)
+    shared = shared.sort_values(key[:3]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(alone[key[:6]], shared[key[:6]])
+
+    spec = build_spec(RunOptions(dataset=TINY_CLI, models="plain", no_baseline=True, attacks="pgd:steps=2",
+                                 eps="8/255,64/255", out=tmp_path / "r2", cache_dir=cache))  # fmt: skip
+    shape = estimate.Shape(6, 40, (32, 16), 100, 12)
+    unique = dict.fromkeys([*spec.cells(), *spec.probe_cells()])
+    assert len(unique) == len(spec.cells()) + len(spec.probe_cells()) - 1  # the one twin
+    work = estimate.pending_work(spec, shape, {"results": set(), "probes": set()})
+    assert sum(work.cells.values()) == pytest.approx(sum(estimate.cell_work(spec, c, shape) for c in unique))
+    searches.clear()
+    run("8/255,32/255", tmp_path / "run32")
+    assert searches["pgd", 64] == searches["pgd", 32] == searches["pgd", 8] > 0  # the probe scales 32/255's schedule
