@@ -201,25 +201,23 @@ def run_group(spec: RunSpec, model_spec: ModelSpec, seed: int, cells: list[tuple
     out = GroupResult(label, {"queries": [], "members": [], "curves": [], "probes": [], "results": []}, training)
     sha = trained.sha256
     both = {c for d, c in cells if d == "probes"} & {c for d, c in cells if d == "results"}
-    computed: dict[Cell, tuple[dict[str, Result], dict[str, Any], float]] = {}
+    computed: dict[Cell, tuple[dict[str, Result], dict[str, Any], float]] = {}  # the cells in `both`
     for dest, cell in cells:
         t0 = time.perf_counter()
+        wall: float | None = None
         try:
             if cell in computed:  # a probe the grid holds already (RunSpec.probe_cells): its rows, not a rerun
                 results, extra, wall = computed[cell]
-                extra = dict(extra)
             else:
                 results, extra = _evaluate_cell(ctx, cell)
-                wall = time.perf_counter() - t0
-                if cell in both:
-                    computed[cell] = (results, dict(extra), wall)
         except Exception as err:  # this cell fails when the code that failed is not the harness's
             if not fails_alone(err, cell.foreign(spec.data)):
                 raise
             where = _traceback(spec, cell, err)
             out.failed_cells[_cell_label(cell, model_spec, dest)] = f"{describe(err)} (traceback: {where})"
             continue
-        members = extra.pop("members", {})
+        members = extra.get("members", {})
+        extra = {k: v for k, v in extra.items() if k != "members"}
         if dest == "results":
             out.rows["queries"] += _query_rows(spec, cell, results)
             out.rows["members"] += _member_rows(spec, cell, members)
@@ -229,6 +227,10 @@ def run_group(spec: RunSpec, model_spec: ModelSpec, seed: int, cells: list[tuple
             out.cells_run += 1
         else:
             out.probes_run += 1
+        if wall is None:
+            wall = time.perf_counter() - t0
+            if cell in both:
+                computed[cell] = (results, {**extra, "members": members}, wall)
         out.rows[dest] += result_rows(spec, cell, results, extra, sha, wall, n_eval(dataset))
     return out
 
