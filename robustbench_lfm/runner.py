@@ -269,13 +269,14 @@ def _record(result: GroupResult, tables: _Tables, manifest: Manifest) -> None:
         manifest.failed[result.label] = result.failed
     manifest.failed.update(result.failed_cells)
     # The same measurements recorded under other cell ids (made by code since edited: an attack, a
-    # model, a plugin) are replaced, never kept beside the new ones as if they were other seeds.
-    stale = tables.results.superseded(result.rows.get("results", [])) | tables.probes.superseded(
-        result.rows.get("probes", [])
-    )
+    # model, a plugin) are replaced, never kept beside the new ones as if they were other seeds. Each
+    # table's own: a probe the grid holds has its sweep cell's id, which a probe scaled from a larger
+    # budget supersedes in probes.csv only (the sweep cell stays in results.csv).
+    stale = {name: getattr(tables, name).superseded(result.rows.get(name, [])) for name in ("results", "probes")}
     for name in ("queries", "members", "curves", "probes", "results"):  # results last: they record the cells as done
-        if result.rows.get(name) or stale:
-            getattr(tables, name).append(result.rows.get(name, []), replace_cells=True, drop_cells=stale)
+        drop = stale["probes" if name == "probes" else "results"]  # queries, members, curves: the results' cells
+        if result.rows.get(name) or drop:
+            getattr(tables, name).append(result.rows.get(name, []), replace_cells=True, drop_cells=drop)
     manifest.cells_run += result.cells_run
     manifest.probes_run += result.probes_run
 

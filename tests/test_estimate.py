@@ -237,7 +237,8 @@ def test_a_probe_the_grid_holds_is_computed_once_and_alone_gives_the_same_number
     """With 64/255 the sweep's largest eps, the large-eps probe is the sweep's own cell there: the
     attack runs once for both tables (and the estimate counts it once); a probe computed alone, its
     twin recorded by an earlier run, gives the twin's numbers. At 32/255 the probe scales the
-    schedule and runs apart."""
+    schedule and runs apart; so it does when the grid grows to 128/255, and the probe scaled from
+    there replaces the twin in probes.csv only (results.csv once lost the sweep cell with it)."""
     from collections import Counter
 
     import pandas as pd
@@ -287,3 +288,9 @@ def test_a_probe_the_grid_holds_is_computed_once_and_alone_gives_the_same_number
     searches.clear()
     run("8/255,32/255", tmp_path / "run32")
     assert searches["pgd", 64] == searches["pgd", 32] == searches["pgd", 8] > 0  # the probe scales 32/255's schedule
+
+    searches.clear()
+    run("8/255,64/255,128/255")  # a larger grid: the probe now scales 128/255's schedule, in probes.csv only
+    assert searches["pgd", 64] == searches["pgd", 128] > 0 and searches["pgd", 8] == 0
+    kept = pgd_at_64(pd.read_csv(out / "results.csv", keep_default_na=False))  # the sweep cell stays recorded
+    pd.testing.assert_frame_equal(kept[key[:6]].sort_values(key[:3]).reset_index(drop=True), shared[key[:6]])
