@@ -200,38 +200,32 @@ def run_group(spec: RunSpec, model_spec: ModelSpec, seed: int, cells: list[tuple
     training = {**trained.training, **surrogate_training}
     out = GroupResult(label, {"queries": [], "members": [], "curves": [], "probes": [], "results": []}, training)
     sha = trained.sha256
-    both = {c for d, c in cells if d == "probes"} & {c for d, c in cells if d == "results"}
-    computed: dict[Cell, tuple[dict[str, Result], dict[str, Any], float]] = {}  # the cells in `both`
+    tables: dict[Cell, list[str]] = {}  # a probe the grid holds (RunSpec.probe_cells) is one cell for both tables
     for dest, cell in cells:
+        tables.setdefault(cell, []).append(dest)
+    for cell, dests in tables.items():
         t0 = time.perf_counter()
-        wall: float | None = None
         try:
-            if cell in computed:  # a probe the grid holds already (RunSpec.probe_cells): its rows, not a rerun
-                results, extra, wall = computed[cell]
-            else:
-                results, extra = _evaluate_cell(ctx, cell)
+            results, extra = _evaluate_cell(ctx, cell)
         except Exception as err:  # this cell fails when the code that failed is not the harness's
             if not fails_alone(err, cell.foreign(spec.data)):
                 raise
             where = _traceback(spec, cell, err)
-            out.failed_cells[_cell_label(cell, model_spec, dest)] = f"{describe(err)} (traceback: {where})"
+            for dest in dests:
+                out.failed_cells[_cell_label(cell, model_spec, dest)] = f"{describe(err)} (traceback: {where})"
             continue
-        members = extra.get("members", {})
-        extra = {k: v for k, v in extra.items() if k != "members"}
-        if dest == "results":
+        members = extra.pop("members", {})
+        if "results" in dests:
             out.rows["queries"] += _query_rows(spec, cell, results)
             out.rows["members"] += _member_rows(spec, cell, members)
             if isinstance(dataset, ReIDDataset):
                 ranked = {k: v for k, v in results.items() if isinstance(v, RankResult | Repeated)}
                 out.rows["curves"] += _curve_rows(spec, cell, ranked, extra)
             out.cells_run += 1
-        else:
-            out.probes_run += 1
-        if wall is None:
-            wall = time.perf_counter() - t0
-            if cell in both:
-                computed[cell] = (results, {**extra, "members": members}, wall)
-        out.rows[dest] += result_rows(spec, cell, results, extra, sha, wall, n_eval(dataset))
+        out.probes_run += "probes" in dests
+        wall = time.perf_counter() - t0
+        for dest in dests:
+            out.rows[dest] += result_rows(spec, cell, results, extra, sha, wall, n_eval(dataset))
     return out
 
 
