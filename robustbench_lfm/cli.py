@@ -301,7 +301,7 @@ def board(run_dirs: tuple[Path, ...], out: Path, quiet: bool) -> None:
     "--baseline",
     type=click.Path(path_type=Path),
     required=True,
-    help="A results.csv to compare against (e.g. the committed results/baseline/ci-synthreid.csv).",
+    help="A results.csv to compare against (e.g. the committed results/baseline/ci-synthreid/results.csv).",
 )
 @click.option(
     "--tolerance",

@@ -98,7 +98,7 @@ def robustbench_wide_resnet() -> types.ModuleType:
 
 
 def torchvision_resnet() -> types.ModuleType:
-    """torchvision's `robustbench_lfm/models/resnet.py` from the installed package (found, never imported)."""
+    """torchvision's `torchvision/models/resnet.py` from the installed package (found, never imported)."""
     if "torchvision.models.resnet" in sys.modules:
         return sys.modules["torchvision.models.resnet"]
     spec = importlib.util.find_spec("torchvision")
