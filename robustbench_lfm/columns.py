@@ -193,7 +193,9 @@ RESULTS: tuple[Column, ...] = (
            "empty when every query (test image) was scored; `N/M` when `--n-eval N` scored a fixed subset of N of "
            "the M (the first N of one permutation seeded with 0, the same for every model and seed; the gallery "
            "stays whole)", empty=True),
-    Column("wall_s", "float", "record", None, "seconds the cell took (attack + evaluation)"),
+    Column("wall_s", "float", "record", None,
+           "seconds the cell took (attack + evaluation; an attack run two cells of one model share, an ensemble's "
+           "member that the grid also runs alone, counts in the cell that crafted it)"),
     Column("checkpoint_sha256", "text", "record", None,
            "sha256 of the safetensors checkpoint evaluated (a `ckpt:` file's sha256; for `evaluate()`, the "
            "model's tensors')"),

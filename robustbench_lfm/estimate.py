@@ -17,8 +17,10 @@ model's multiply-adds per pixel over resnet-mini's (`relative_cost`: a VGG-16 co
 estimate says so. A training method's extra passes (pgd-at's PGD steps, MixACM's teacher forward)
 count in its work (`train_passes`), so a backbone's rate is one per pass whatever the method. The
 checkpoints other models load (a MixACM student's teacher, the transfer surrogate:
-`spec.prerequisites`) are trained first and counted as the grid's models are. A damaged rates.json
-is ignored (defaults), never an error.
+`spec.prerequisites`) are trained first and counted as the grid's models are. An attack run two
+cells of one model share (an ensemble's member and the same attack alone,
+robustbench_lfm/shared_runs.py) counts once, and so do the cells that share one in a measured rate.
+A damaged rates.json is ignored (defaults), never an error.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 
 from robustbench_lfm import attacks
 from robustbench_lfm.files import UnverifiedFileError, atomic_write, read_sidecar
+from robustbench_lfm.shared_runs import attack_runs
 from robustbench_lfm.spec import AttackSpec, Cell, ModelSpec, RunSpec, prerequisites, taught_key
 
 Rates = dict[str, dict[str, list[float]]]  # stage ("train", "cell") -> backbone -> seconds per megapixel-pass
@@ -171,6 +174,21 @@ def cell_work(spec: RunSpec, cell: Cell, shape: Shape) -> float:
     return images * cell_passes(spec, cell) * shape.pixels / 1e6
 
 
+def cells_work(spec: RunSpec, cells: list[Cell], shape: Shape) -> float:
+    """Megapixel-passes of `cells` of one (model, seed) group, as the group runs them: each cell
+    once (a probe the grid holds is its sweep cell) and each attack run two of them share once
+    (robustbench_lfm/shared_runs.py)."""
+    crafted: set[str] = set()
+    total = 0.0
+    for cell in dict.fromkeys(cells):
+        for run, key in attack_runs(spec, cell):
+            if key is None or key not in crafted:
+                total += cell_work(spec, run, shape)
+            if key is not None:
+                crafted.add(key)
+    return total
+
+
 def train_passes(model: ModelSpec) -> float:
     """Forward-backward passes per training image: what the model's training method declares
     (`passes(params)` on its class: pgd-at's PGD steps + the update), else 1."""
@@ -211,13 +229,15 @@ def pending_work(spec: RunSpec, shape: Shape, done: dict[str, set[str]]) -> Work
         else:
             to_train.append(label)
             add("train", train, trained_as(spec, model), model, train_work(spec, shape, model))
-    counts, computed = {}, set()
+    counts: dict[str, tuple[int, int]] = {}
+    groups: dict[tuple[ModelSpec, int], list[Cell]] = {}  # (model, seed) -> its cells left
     for dest, grid in (("results", spec.cells()), ("probes", spec.probe_cells())):
         left = [c for c in grid if c.cell_id(spec.data, spec.recipe, spec.evaluation) not in done[dest]]
         counts[dest] = (len(grid), len(left))
-        for cell in (c for c in left if c not in computed):  # a probe the grid holds is computed once
-            computed.add(cell)
-            add("cell", cells, cell.model.backbone, cell.model, cell_work(spec, cell, shape))
+        for cell in left:
+            groups.setdefault((cell.model, cell.seed), []).append(cell)
+    for (model, _), group in groups.items():  # as run_group runs them (cells_work)
+        add("cell", cells, model.backbone, model, cells_work(spec, group, shape))
     return Work(train, cells, scaled, unscaled, to_train, reused, *counts["results"], *counts["probes"])
 
 
@@ -288,8 +308,7 @@ def group_seconds(
     if not (train_measured and cell_measured):
         cost = relative_cost(model, spec.recipe.task, shape) or 1.0
     work = train_work(spec, shape, model) * train_rate * (1.0 if train_measured else cost) if trains else 0.0
-    cells_work = sum(cell_work(spec, c, shape) for c in dict.fromkeys(cells))  # a probe the grid holds: once
-    return work + cells_work * cell_rate * (1.0 if cell_measured else cost)
+    return work + cells_work(spec, cells, shape) * cell_rate * (1.0 if cell_measured else cost)
 
 
 Key = tuple[ModelSpec, int]
@@ -407,10 +426,11 @@ def measured_rates(spec: RunSpec, training: dict[str, Any], rows: list[dict[str,
     cells = {c.cell_id(spec.data, spec.recipe, spec.evaluation): c for c in spec.cells() if c.attack is not None}
     walls = {r["cell_id"]: float(r["wall_s"]) for r in rows if r.get("cell_id") in cells and r.get("wall_s")}
     right = _clean_accuracy(rows)
-    for cell_id, wall in walls.items():
-        cell = cells[cell_id]
-        work = cell_work(spec, cell, shape)
-        if spec.searches_right_only(cell):  # the search ran on the images the model got right
+    for unit in _sharing_units(spec, [cells[cell_id] for cell_id in walls]):
+        wall = sum(walls[c.cell_id(spec.data, spec.recipe, spec.evaluation)] for c in unit)
+        work = cells_work(spec, unit, shape)  # one cell, or cells that shared attack runs: their walls together
+        cell = unit[0]
+        if spec.searches_right_only(cell):  # the search ran on the images the model got right (one cell)
             share = right.get((cell.model.label, str(cell.seed)))
             if share is None:
                 continue
@@ -418,6 +438,31 @@ def measured_rates(spec: RunSpec, training: dict[str, Any], rows: list[dict[str,
         if work > 0 and wall > 0:
             out["cell"].setdefault(cell.model.backbone, []).append(wall / work)
     return out
+
+
+def _sharing_units(spec: RunSpec, cells: list[Cell]) -> list[list[Cell]]:
+    """`cells` in units that share no attack run with one another (robustbench_lfm/shared_runs.py):
+    a cell alone, or cells linked by the runs they share, whose wall times are measured together
+    (the cell that took a run crafted elsewhere recorded only its scoring)."""
+    keys = {c: {k for _, k in attack_runs(spec, c) if k is not None} for c in cells}
+    units: list[list[Cell]] = []
+    placed: set[Cell] = set()
+    for cell in cells:
+        if cell in placed:
+            continue
+        unit, reach = [cell], set(keys[cell])
+        placed.add(cell)
+        grown = True
+        while grown:  # add every cell that shares a run with the unit, until none is left
+            grown = False
+            for other in cells:
+                if other not in placed and keys[other] & reach:
+                    unit.append(other)
+                    placed.add(other)
+                    reach |= keys[other]
+                    grown = True
+        units.append(unit)
+    return units
 
 
 def _clean_accuracy(rows: list[dict[str, str]]) -> dict[tuple[str, str], float]:

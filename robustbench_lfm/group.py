@@ -66,6 +66,7 @@ from robustbench_lfm.metrics import (
 from robustbench_lfm.plugins import load_plugins
 from robustbench_lfm.pretrained import initialise
 from robustbench_lfm.rerank import RerankParams, rerank
+from robustbench_lfm.shared_runs import SharedRuns
 from robustbench_lfm.spec import AttackSpec, Cell, ModelSpec, RunSpec, SpecError, taught_key, train_code
 from robustbench_lfm.training import TrainingError, train_model
 from robustbench_lfm.version import __version__
@@ -203,10 +204,11 @@ def run_group(spec: RunSpec, model_spec: ModelSpec, seed: int, cells: list[tuple
     tables: dict[Cell, list[str]] = {}  # a probe the grid holds (RunSpec.probe_cells) is one cell for both tables
     for dest, cell in cells:
         tables.setdefault(cell, []).append(dest)
+    shared = SharedRuns(spec, tables)  # an ensemble's member and the same attack alone: crafted once
     for cell, dests in tables.items():
         t0 = time.perf_counter()
         try:
-            results, extra = _evaluate_cell(ctx, cell)
+            results, extra = _evaluate_cell(ctx, cell, shared)
         except Exception as err:  # this cell fails when the code that failed is not the harness's
             if not fails_alone(err, cell.foreign(spec.data)):
                 raise
@@ -421,18 +423,18 @@ def scoring_features(
     return first, tuple(p for p in rest if p is not None)
 
 
-def _evaluate_cell(ctx: EvalContext, cell: Cell) -> tuple[dict[str, Result], dict[str, Any]]:
+def _evaluate_cell(ctx: EvalContext, cell: Cell, shared: SharedRuns) -> tuple[dict[str, Result], dict[str, Any]]:
     """`_scored_cell`; with --score-repeats above 1, under torch's global generator seeded from the
     cell id (and restored after), so a model random in eval mode draws the same randomness when
     the cell is run again, alone or beside other cells."""
     if ctx.passes == 1:
-        return _scored_cell(ctx, cell)
+        return _scored_cell(ctx, cell, shared)
     with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
         torch.manual_seed(int(cell.cell_id(ctx.spec.data, ctx.spec.recipe, ctx.spec.evaluation)[:12], 16))
-        return _scored_cell(ctx, cell)
+        return _scored_cell(ctx, cell, shared)
 
 
-def _scored_cell(ctx: EvalContext, cell: Cell) -> tuple[dict[str, Result], dict[str, Any]]:
+def _scored_cell(ctx: EvalContext, cell: Cell, shared: SharedRuns) -> tuple[dict[str, Result], dict[str, Any]]:
     """Results of one cell keyed by the CSV `rerank` value ("" = off), and the cell's attack fields.
 
     Re-ID: rank results of the attacked side against the clean other side. Classification:
@@ -446,13 +448,13 @@ def _scored_cell(ctx: EvalContext, cell: Cell) -> tuple[dict[str, Result], dict[
         accuracy = attacked_accuracy(ctx, cell, attack)
         return {"": _averaged(accuracy)}, {**extra, "projected": _projected(attack)}
     if isinstance(attack, attacks.Ensemble):  # each query at its worst over the members
-        worst, members = _ensemble_results(ctx, cell, attack)
+        worst, members = _ensemble_results(ctx, cell, attack, shared)
         projected = max((m.attack.projected or 0.0 for m in members.values()), default=0.0)
         return dict(worst), {**extra, "projected": projected, "members": members}
     passes = [{"query": c.query, "gallery": c.gallery} for c in (clean, *ctx.rescored)]
     if attack is not None:  # the attacked (or corrupted) side(s) against the clean other
         for side in attack.sides():
-            for features, embedded in zip(passes, attacked_side(ctx, cell, attack, side), strict=True):
+            for features, embedded in zip(passes, _attacked_embeddings(ctx, cell, attack, side, shared), strict=True):
                 if not torch.isfinite(embedded).all():
                     raise ModelError(f"the model's embeddings of the attacked {side} images are not finite")
                 features[side] = embedded
@@ -475,7 +477,7 @@ class _Member:
 
 
 def _ensemble_results(
-    ctx: EvalContext, cell: Cell, ensemble: attacks.Ensemble
+    ctx: EvalContext, cell: Cell, ensemble: attacks.Ensemble, shared: SharedRuns
 ) -> tuple[dict[str, RankResult], dict[str, _Member]]:
     """Each query at its worst over the ensemble's members (robustbench_lfm/attacks/ensemble.py).
 
@@ -488,13 +490,31 @@ def _ensemble_results(
         member_cell = dataclasses.replace(cell, attack=AttackSpec.create(name, options))
         member = member_cell.build_attack("reid")
         assert member is not None and member_cell.attack is not None
-        (features,) = attacked_side(ctx, member_cell, member, "query")  # one scoring pass: spec.py refuses more
+        (features,) = _attacked_embeddings(ctx, member_cell, member, "query", shared)  # one pass: spec.py refuses more
         if not torch.isfinite(features).all():
             raise ModelError(f"the model's embeddings of the query images attacked by {name} are not finite")
         ranked = rank_results(ctx.spec, ctx.data, features, ctx.clean.gallery)
         members[member_cell.attack.label_on("reid")] = _Member(member, ranked)
     modes = next(iter(members.values())).results
     return {mode: worst_case([m.results[mode] for m in members.values()]) for mode in modes}, members
+
+
+def _attacked_embeddings(
+    ctx: EvalContext, cell: Cell, attack: attacks.Attack, side: str, shared: SharedRuns
+) -> list[Tensor]:
+    """`attacked_side`, or the query embeddings of the same run an earlier cell of the group crafted
+    (an ensemble's member and that attack alone: robustbench_lfm/shared_runs.py), with the largest
+    change its projection made."""
+    key = shared.key(cell) if side == "query" else None
+    if key is None:
+        return attacked_side(ctx, cell, attack, side)
+    kept = shared.take(key)
+    if kept is not None:
+        embedded, attack.projected = kept
+        return [embedded]
+    (embedded,) = attacked_side(ctx, cell, attack, side)  # one scoring pass: runs are shared only then
+    shared.keep(key, embedded, attack.projected)
+    return [embedded]
 
 
 def _member_rows(spec: RunSpec, cell: Cell, members: dict[str, _Member]) -> list[dict[str, Any]]:

@@ -39,7 +39,8 @@ from robustbench_lfm.datasets import ReIDDataset, ReIDSplit
 from robustbench_lfm.environment import configure_determinism
 from robustbench_lfm.precision import autocast
 from robustbench_lfm.recipe import load_recipe, tomllib
-from robustbench_lfm.spec import resolve_attack
+from robustbench_lfm.shared_runs import searched_options
+from robustbench_lfm.spec import AttackSpec, resolve_attack
 from robustbench_lfm.training import images_per_epoch, make_optimizer, standard_step
 
 MARKET = {"train_ids": 751, "train": 12936, "query": 3368, "gallery": 15913}
@@ -48,18 +49,25 @@ PAPER_EPS = 5 / 255
 
 
 def preset_attack_steps() -> int:
-    """Attack steps per query and model of `--preset lfm-paper`: each attack's (auto-reid: each
-    member's) schedule at 5/255, twice: the cell and its large-eps probe, which runs the same
-    schedule scaled (the probe at eps 0 runs no search)."""
+    """Attack steps per query and model of `--preset lfm-paper`: each attack run's (auto-reid: each
+    member's) schedule at 5/255, once however many cells make it (the paper's SMA-15 is auto-reid's
+    cosine SMA: robustbench_lfm/shared_runs.py), twice: the cell and its large-eps probe, which runs
+    the same schedule scaled (the probe at eps 0 runs no search)."""
     preset = tomllib.loads((files("robustbench_lfm") / "presets" / "lfm-paper.toml").read_text())
-    steps = 0
+    distance = preset.get("distance", "cosine")
+    runs: dict[tuple, int] = {}
     for item in preset["attacks"]:
-        attack = resolve_attack(item).build(0)
-        parts = attack.member_options() if isinstance(attack, attacks.Ensemble) else [(attack.name, {})]
-        for name, options in parts:
-            one = attack if not options else attacks.create_attack(name, **options)
-            steps += one.schedule_for(PAPER_EPS, "reid")[0]
-    return 2 * steps
+        written = resolve_attack(item)
+        attack = written.build(0)
+        parts = (
+            [AttackSpec.create(n, o) for n, o in attack.member_options()]
+            if isinstance(attack, attacks.Ensemble)
+            else [written]
+        )
+        for part in parts:
+            one = part.build(0)
+            runs[(part.name, searched_options(part, one, PAPER_EPS, distance))] = one.schedule_for(PAPER_EPS, "reid")[0]
+    return 2 * sum(runs.values())
 
 
 @dataclass(frozen=True)
