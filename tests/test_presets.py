@@ -127,7 +127,8 @@ def test_the_smoke_preset_as_shipped_prints_a_labelled_table(tmp_path):
 # The presets' tiny forms are the slow tier, which .ci/run runs after the suite (`pytest -m slow`). In
 # parts on the tier's two workers, one thread each: rcm-cifar's four 16-30 s (its attacks search only
 # the one test image in four a tiny model gets right; at 64/255 the large-eps probe is the sweep's own
-# cell, run once), lfm-paper's ResNet-50s under auto-reid's six members 31-33 s, robustbench-linf's
+# cell, run once), lfm-paper's ResNet-50s under auto-reid's six members 26.4-26.5 s (31-33 s before its
+# SMA-15 was crafted once with auto-reid's cosine member, robustbench_lfm/shared_runs.py), robustbench-linf's
 # PGD-10-trained ResNet-18 10.5 s (2-core development machine). The smoke preset's test above runs it
 # as shipped, 53 s.
 @pytest.mark.slow
