@@ -66,8 +66,8 @@ from robustbench_lfm.metrics import (
 from robustbench_lfm.plugins import load_plugins
 from robustbench_lfm.pretrained import initialise
 from robustbench_lfm.rerank import RerankParams, rerank
-from robustbench_lfm.shared_runs import SharedRuns
-from robustbench_lfm.spec import AttackSpec, Cell, ModelSpec, RunSpec, SpecError, taught_key, train_code
+from robustbench_lfm.shared_runs import SharedRuns, member_cells
+from robustbench_lfm.spec import Cell, ModelSpec, RunSpec, SpecError, taught_key, train_code
 from robustbench_lfm.training import TrainingError, train_model
 from robustbench_lfm.version import __version__
 
@@ -486,13 +486,14 @@ def _ensemble_results(
     against the clean gallery; `metrics.worst_case` keeps each query's worst outcome."""
     assert isinstance(ctx.data, ReIDDataset) and ctx.clean is not None
     members: dict[str, _Member] = {}
-    for name, options in ensemble.member_options():
-        member_cell = dataclasses.replace(cell, attack=AttackSpec.create(name, options))
+    for member_cell in member_cells(cell, ensemble):
         member = member_cell.build_attack("reid")
         assert member is not None and member_cell.attack is not None
         (features,) = _attacked_embeddings(ctx, member_cell, member, "query", shared)  # one pass: spec.py refuses more
         if not torch.isfinite(features).all():
-            raise ModelError(f"the model's embeddings of the query images attacked by {name} are not finite")
+            raise ModelError(
+                f"the model's embeddings of the query images attacked by {member_cell.attack.name} are not finite"
+            )
         ranked = rank_results(ctx.spec, ctx.data, features, ctx.clean.gallery)
         members[member_cell.attack.label_on("reid")] = _Member(member, ranked)
     modes = next(iter(members.values())).results

@@ -42,9 +42,14 @@ def attack_runs(spec: RunSpec, cell: Cell) -> list[tuple[Cell, str | None]]:
     except Exception:  # a plugin's attack that fails to build fails its own cell, when it runs
         return [(cell, None)]
     if isinstance(attack, attacks.Ensemble):
-        members = [dataclasses.replace(cell, attack=AttackSpec.create(n, o)) for n, o in attack.member_options()]
-        return [(m, run_key(spec, m)) for m in members]
+        return [(m, run_key(spec, m)) for m in member_cells(cell, attack)]
     return [(cell, run_key(spec, cell))]
+
+
+def member_cells(cell: Cell, ensemble: attacks.Ensemble) -> list[Cell]:
+    """Each member of `cell`'s ensemble as the cell it runs as alone: the same model, seed, eps,
+    threat and probe schedule, the member's attack spec."""
+    return [dataclasses.replace(cell, attack=AttackSpec.create(n, o)) for n, o in ensemble.member_options()]
 
 
 def run_key(spec: RunSpec, cell: Cell) -> str | None:
@@ -84,15 +89,15 @@ class SharedRuns:
     first cell that crafts them until the last that takes them."""
 
     def __init__(self, spec: RunSpec, cells: Iterable[Cell]) -> None:
-        self.spec = spec
-        uses = Counter(key for cell in cells for _, key in attack_runs(spec, cell) if key is not None)
+        runs = [(run, key) for cell in cells for run, key in attack_runs(spec, cell) if key is not None]
+        uses = Counter(key for _, key in runs)
+        self.keys = {run: key for run, key in runs if uses[key] > 1}  # a run's cell (a member's too) -> its key
         self.left = {key: n for key, n in uses.items() if n > 1}  # the uses still to come
         self.kept: dict[str, tuple[Tensor, float | None]] = {}
 
     def key(self, cell: Cell) -> str | None:
         """`cell`'s run key when another cell of the group makes the same run, else None."""
-        key = run_key(self.spec, cell)
-        return key if key in self.left else None
+        return self.keys.get(cell)
 
     def take(self, key: str) -> tuple[Tensor, float | None] | None:
         """The embeddings and `projected` of run `key` when an earlier cell crafted them (the last
