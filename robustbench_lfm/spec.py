@@ -459,6 +459,8 @@ def build_spec(o: RunOptions, given: tuple[ModelSpec, ...] = ()) -> RunSpec:
     recipe = load_recipe(o.recipe, task)
     recipe = recipe if o.epochs is None else recipe.scaled_to(o.epochs)
     names = unique(split_list(o.models, plus_separates=False))
+    if not names and not given:  # the baseline alone would run in its place, and say nothing
+        raise SpecError(f"--models {o.models!r} names no model; give at least one, e.g. --models lfm,dropout")
     if not o.no_baseline and not any(n.split(":")[0] == "plain" for n in names):
         names.insert(0, "plain")
     model_specs = distinct(tuple(resolve_model(n, o.backbone, recipe) for n in names) + given)

@@ -49,6 +49,8 @@ def _one_error_line(proc, expected: str, status: int = 2) -> None:
         (["--batch-size", "x"], "'x' is not a valid integer"),
         (["--batch-size", "0"], "'--batch-size': 0 is not in the range"),
         (["--bogus"], "No such option"),
+        (["--models", ""], "--models '' names no model"),  # an unset shell variable: not a plain-only run
+        (["--models", " , "], "names no model"),
         (["--attacks", "pgd:steps=5,steps=20"], "option 'steps' is given twice in 'pgd:steps=5,steps=20'"),
         (["--models", "lfm:p=0.3,p=0.5"], "option 'p' is given twice"),
         (["--dataset", "synthreid:seed=1,seed=2"], "option 'seed' is given twice"),
