@@ -40,15 +40,26 @@ ONE_WORKER_MODULES = {
 }  # fmt: skip
 
 
+# The slow tier's longest tests, first: pytest-xdist's worksteal hands each worker half the tests in
+# collection order, and an idle worker steals from the end of the other's half; the smoke preset as
+# shipped (about 52 s in one thread) collected after the clusters' tests left one worker idle for
+# most of a minute (2-core development machine). The presets' parts keep their own order (ORDER in
+# tests/test_presets.py).
+LONGEST_FIRST = ("test_the_smoke_preset_as_shipped_prints_a_labelled_table", "test_every_preset_runs_in_a_tiny_form")
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Mark every test of SWEEP_MODULES `sweep`; the tests of ONE_WORKER_MODULES one xdist group per module."""
+    """Mark every test of SWEEP_MODULES `sweep`; the tests of ONE_WORKER_MODULES one xdist group per
+    module; LONGEST_FIRST's tests first."""
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module is not None else ""
         if module in SWEEP_MODULES:
             item.add_marker(pytest.mark.sweep)
         if module in ONE_WORKER_MODULES:
             item.add_marker(pytest.mark.xdist_group(module))
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.originalname, len(rank)))  # stable: the rest keep their order
 
 
 def pytest_configure(config):
@@ -84,6 +95,31 @@ def cap_square_queries(monkeypatch: pytest.MonkeyPatch, queries: int = SQUARE_QU
         return forward(attack, images, labels)
 
     monkeypatch.setattr(torchattacks.Square, "forward", capped)
+
+
+# The presets' iterative attacks run their published schedules: lfm-paper's auto-reid members and SMA 15
+# to 20 steps each, 144 forward-backward passes per ResNet-50, 24 of a part's 29 s (2-core development
+# machine, one thread). Each step runs the same code as the one before it, so a test that checks a
+# preset's plumbing, not its strength, caps the steps that run: the schedule itself (the CSV's steps,
+# the ids and the shared runs' keys) is left as it is.
+ITERATIVE_STEPS = 3
+
+
+def cap_iterative_steps(monkeypatch: pytest.MonkeyPatch, steps: int = ITERATIVE_STEPS) -> None:
+    """Run at most `steps` steps of each iterative attack's search for the rest of the test."""
+    from robustbench_lfm.attacks.iterative import IterativeAttack
+
+    ascend = IterativeAttack.ascend
+
+    def capped(attack, p, state):
+        schedule = attack.schedule
+        attack.schedule = lambda eps, started=False: (min(schedule(eps, started)[0], steps), schedule(eps, started)[1])
+        try:
+            return ascend(attack, p, state)
+        finally:
+            del attack.schedule
+
+    monkeypatch.setattr(IterativeAttack, "ascend", capped)
 
 
 @pytest.fixture(scope="session")
