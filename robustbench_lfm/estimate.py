@@ -394,7 +394,7 @@ def describe(work: Work, rates: Rates) -> tuple[str, float]:
             parts[stage] = parts.get(stage, 0.0) + mpx * r
             total += mpx * r
     lines = [
-        "dry run: nothing is trained, attacked or written",
+        "dry run: nothing is trained, attacked or recorded",
         f"models: {len(work.to_train)} to train" + (f" ({', '.join(work.to_train)})" if work.to_train else "")
         + f", {len(work.reused)} cached or given" + (f" ({', '.join(work.reused)})" if work.reused else ""),
         f"cells: {work.cells_left} of {work.cells_total} to run ({work.cells_total - work.cells_left} recorded); "

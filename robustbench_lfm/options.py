@@ -222,7 +222,8 @@ class RunOptions:
     dry_run: bool = option(
         False,
         "Print the grid (models to train or reuse, cells to run or resume) and an estimate of its time from the "
-        "rates earlier sweeps measured, then stop: nothing is trained, attacked or written.",
+        "rates earlier sweeps measured, then stop: nothing is trained, attacked or recorded (generated data is "
+        "cached, as the run would).",
         "exec",
     )  # fmt: skip
     note: str | None = option(
