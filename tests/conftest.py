@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -63,11 +65,16 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_configure(config):
-    """Under pytest-xdist, each worker's torch takes its share of the cores (no oversubscription),
+    """The cache of every test process a folder of its own, removed at the end (`isolated_cache` gives
+    each test its own; this one holds what module- and session-scoped fixtures build by default).
+
+    Under pytest-xdist, each worker's torch takes its share of the cores (no oversubscription),
     and so does every process a test starts (`lfm-bench` in a subprocess, --jobs and cluster
     workers): they read the share from OMP_NUM_THREADS. Left to torch's default of one thread per
     core, such a process spun against the other worker's busy core: test_cli's end-to-end run took
     19.3-20.1 s beside a busy core, 11.1-11.3 s with one thread (2-core development machine)."""
+    config._lfm_bench_cache = tempfile.mkdtemp(prefix="lfm-bench-test-cache-")
+    os.environ["LFM_BENCH_CACHE"] = config._lfm_bench_cache
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         import torch
@@ -75,6 +82,13 @@ def pytest_configure(config):
         share = max(1, (os.cpu_count() or 1) // workers)
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(share)
         torch.set_num_threads(share)
+
+
+def pytest_unconfigure(config):
+    """Remove the process's cache folder (pytest_configure)."""
+    folder = getattr(config, "_lfm_bench_cache", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # AutoAttack's last stage, Square (Andriushchenko et al., ECCV 2020), spends its 5,000 queries on every
