@@ -261,8 +261,15 @@ def report(run_dir: Path, out: Path | None, pairs: tuple[str, ...], quiet: bool)
     required=True,
     help="Site folder: a new or empty one, or one an earlier `board` built (updated in place).",
 )
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where every figure drawn is kept, for any site to copy instead of drawing it again (default "
+    "$LFM_BENCH_CACHE, else ~/.cache/lfm-bench; its figures/ folder is safe to delete).",
+)
 @quiet_option("Print nothing but the runs left out and errors.")
-def board(run_dirs: tuple[Path, ...], out: Path, quiet: bool) -> None:
+def board(run_dirs: tuple[Path, ...], out: Path, cache_dir: Path | None, quiet: bool) -> None:
     """Build a static leaderboard site from RUN_DIRS: one board per comparable setting.
 
     A board holds the numbers made under one setting (task, data and its options, scored data,
@@ -271,14 +278,15 @@ def board(run_dirs: tuple[Path, ...], out: Path, quiet: bool) -> None:
     seeds, ± and bold as `report` defines them. Each model links to a page with its provenance
     (checkpoints, recipe, parameters, code, the runs and commands that made it, sanity verdicts)
     and figures. Open OUT/index.html in a browser: plain files, nothing fetched, works offline.
-    Rebuilding reads only the runs that changed. A damaged or unreadable run directory is named
-    in one line and left out; the others are built (exit 0).
+    Rebuilding reads only the runs that changed, and a figure drawn before, for this site or
+    another, from the same numbers is copied from the cache (--cache-dir). A damaged or
+    unreadable run directory is named in one line and left out; the others are built (exit 0).
     """
     from robustbench_lfm.board import BoardError, build_board
     from robustbench_lfm.lock import RunLockedError
 
     try:
-        result = build_board(list(run_dirs), out)
+        result = build_board(list(run_dirs), out, cache_dir)
     except (BoardError, RunLockedError) as err:
         fail(str(err))
     for line in result.refused:

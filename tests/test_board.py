@@ -62,6 +62,20 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
+@pytest.fixture(scope="module")
+def figure_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("figure-cache")
+
+
+@pytest.fixture(autouse=True)
+def shared_figures(isolated_cache, figure_cache, monkeypatch) -> Path:
+    """One cache for the module's sites: a figure one test's site drew, another's copies (the store,
+    robustbench_lfm/board FIGURE_STORE; `test_a_site_copies_the_figures_another_drew_and_draws_a_torn_one`
+    checks the copies). Each test's cache apart, 56 of the 125 figures were drawn again."""
+    monkeypatch.setenv("LFM_BENCH_CACHE", str(figure_cache))
+    return figure_cache
+
+
 def _table(index: str, title: str) -> str:
     """The HTML of the section whose title starts with `title`."""
     start = index.index(f"<h2>{title}")
@@ -219,6 +233,35 @@ def test_a_rebuild_reads_and_writes_only_what_changed(runs, tmp_path):
     assert len(list((site / ".board" / "runs").glob("*.json"))) == 1  # the cached records of the runs gone too
 
 
+def test_a_site_copies_the_figures_another_drew_and_draws_a_torn_one(runs, tmp_path, monkeypatch):
+    """The figure store: a second site of the same run draws nothing and holds the same bytes; a
+    torn stored figure is drawn again, and a store that cannot be written fails no build."""
+    import robustbench_lfm.summary as summary
+
+    cache, sites = tmp_path / "cache", [tmp_path / name for name in ("first", "second", "third")]
+    first = build_board([runs["seed0"]], sites[0], cache)
+    drawn = sorted(w for w in first.written if w.startswith("figures/"))
+    assert any(".pdf" in w for w in drawn) and len([w for w in drawn if w.endswith(".png")]) >= 4
+    assert sorted(p.name for p in (cache / "figures").iterdir()) == sorted(Path(w).name for w in drawn)
+    calls = []
+    for name in ("plot_eps_curves", "plot_cmc"):
+        monkeypatch.setattr(summary, name, lambda *a, _n=name, **k: calls.append(_n))
+    second = build_board([runs["seed0"]], sites[1], cache)
+    assert calls == [] and sorted(w for w in second.written if w.startswith("figures/")) == drawn
+    assert all((sites[1] / w).read_bytes() == (sites[0] / w).read_bytes() for w in drawn)
+    monkeypatch.undo()  # the real drawing again
+    cmc = next(p for p in (cache / "figures").glob("cmc-*.png"))
+    whole = cmc.read_bytes()
+    cmc.write_bytes(whole[:-12])  # torn: its IEND chunk lost
+    build_board([runs["seed0"]], sites[2], cache)
+    assert (sites[2] / "figures" / cmc.name).read_bytes() == whole and cmc.read_bytes() == whole  # stored again
+    (sites[2] / "figures" / cmc.name).unlink()
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder should be")
+    again = build_board([runs["seed0"]], sites[2], blocked)
+    assert again.written == [f"figures/{cmc.name}"] and (sites[2] / "figures" / cmc.name).read_bytes() == whole
+
+
 def test_an_older_table_from_git_history_joins_a_board(tmp_path):
     """results.csv and queries.csv of the CI baseline at 5399ead (an older schema), beside a manifest."""
     old = tmp_path / "old"
@@ -284,11 +327,11 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 
 
 @pytest.fixture(scope="module")
-def site(runs, tmp_path_factory) -> Path:
+def site(runs, tmp_path_factory, figure_cache) -> Path:
     root = tmp_path_factory.mktemp("site")
     folder = root / "hostile"
     _named_run(runs["seed1"], folder, HOSTILE)
-    build_board([*runs.values(), folder], root / "site")
+    build_board([*runs.values(), folder], root / "site", figure_cache)  # built before any test's own cache is set
     return root / "site"
 
 

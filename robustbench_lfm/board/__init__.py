@@ -13,7 +13,9 @@ at view time, so it opens from file://):
   code identity, each seed's checkpoint sha256 with the run directory and command that made it,
   the sanity verdicts, and the report's figures of that model alone (robustness curves, CMC,
   corruption severities);
-* `figures/` — the PNGs (and the report's PDFs), named by a hash of what they plot.
+* `figures/` — the PNGs (and the report's PDFs), named by a hash of what they plot and the code that
+  draws them; every figure drawn is also kept in the cache folder's `figures/` (`FIGURE_STORE`), so
+  that another site, or this one built again into a new folder, copies it instead of drawing it.
 
 Incremental: each run is read once per change of its files (board/runs.py caches a verified record
 in SITE/.board/); a page or figure is written only when its content changed, and files the site
@@ -24,6 +26,7 @@ One builder at a time per site (robustbench_lfm.lock). Torch-free.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import time
@@ -40,13 +43,14 @@ from robustbench_lfm.board import pages
 from robustbench_lfm.board.runs import RunRecord, load_runs
 from robustbench_lfm.board.settings import Board, assign, distinct_titles, recipe_notes
 from robustbench_lfm.board.table import Entry, LeaderTable, build_table
-from robustbench_lfm.files import atomic_write, remove_stale_temps
+from robustbench_lfm.files import atomic_write, default_cache_dir, remove_stale_temps
 from robustbench_lfm.hashing import content_hash
 from robustbench_lfm.identity import MODEL, corrupted, format_eps
 from robustbench_lfm.lock import RunLock
 
 STATE = ".board"
 ASSETS = ("board.css", "board.js")
+FIGURE_STORE = "figures"  # under the cache folder: every figure drawn for any site, by kind and key
 
 
 class BoardError(ValueError):
@@ -70,8 +74,9 @@ class BoardResult:
 class _Site:
     """Writes files under the site only when their bytes change, and remembers every file it made."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, store: Path | None = None) -> None:
         self.root = root
+        self.store = store  # figures drawn for any site (FIGURE_STORE), or None
         self.made: set[str] = set()
         self.written: list[str] = []
 
@@ -162,13 +167,55 @@ def _figure(site: _Site, kind: str, rows: pd.DataFrame, draw: Draw, extra: objec
             site.keep(f"{stem}.pdf")
         return f"{stem}.png"
     (site.root / "figures").mkdir(parents=True, exist_ok=True)
-    paths = draw(rows, site.root / stem)
-    made = [p for p in (paths or []) if p is not None and Path(p).is_file()]
+    made = _from_store(site, stem)
+    if made is None:
+        paths = draw(rows, site.root / stem)
+        made = [Path(p) for p in (paths or []) if p is not None and Path(p).is_file()]
+        _to_store(site, made)
     for p in made:
         relative = str(Path(p).relative_to(site.root))
         site.keep(relative)
         site.written.append(relative)
     return f"{stem}.png" if (site.root / f"{stem}.png").is_file() else None
+
+
+def _whole(suffix: str, data: bytes) -> bool:
+    """Whether `data` is a whole PNG or PDF file (a torn copy lacks its last chunk or %%EOF)."""
+    if suffix == ".png":
+        return data.startswith(b"\x89PNG\r\n\x1a\n") and data.endswith(b"IEND\xaeB`\x82")
+    return data.startswith(b"%PDF") and data.rstrip().endswith(b"%%EOF")
+
+
+def _from_store(site: _Site, stem: str) -> list[Path] | None:
+    """The files of figure `stem` copied from the store into the site, or None (then it is drawn)
+    when the store has no whole copy: its PNG, stored last, says the others are there."""
+    if site.store is None:
+        return None
+    name = Path(stem).name
+    stored = [site.store / f"{name}.png", *(p for p in [site.store / f"{name}.pdf"] if p.is_file())]
+    try:
+        copies = {p.suffix: p.read_bytes() for p in stored}
+    except OSError:  # not there, or unreadable: drawn again
+        return None
+    if not all(_whole(suffix, data) for suffix, data in copies.items()):
+        return None
+    made = []
+    for suffix, data in copies.items():
+        atomic_write(site.root / f"{stem}{suffix}", data)
+        made.append(site.root / f"{stem}{suffix}")
+    return made
+
+
+def _to_store(site: _Site, made: list[Path]) -> None:
+    """Keep the files of a figure just drawn in the store, its PNG last. A store that cannot be
+    written (a full or read-only cache) costs a later site the drawing, never this build."""
+    if site.store is None:
+        return
+    try:
+        for path in sorted(made, key=lambda p: p.suffix == ".png"):
+            atomic_write(site.store / path.name, path.read_bytes())
+    except OSError:
+        return
 
 
 def _scatter(rows: pd.DataFrame, stem: Path) -> list[Path]:
@@ -257,8 +304,9 @@ def _model_figures(site: _Site, entry_rows: pd.DataFrame, record_curves: pd.Data
     return figures
 
 
-def build_board(run_dirs: list[Path], out: Path) -> BoardResult:
-    """Build or update the site in `out` from `run_dirs` (module docstring).
+def build_board(run_dirs: list[Path], out: Path, cache_dir: Path | None = None) -> BoardResult:
+    """Build or update the site in `out` from `run_dirs` (module docstring); figures drawn for any
+    site are kept in `cache_dir`/figures (default: `files.default_cache_dir()`, read now).
 
     Raises:
         BoardError: `out` is not a board's folder, or no run directory could be used.
@@ -274,7 +322,10 @@ def build_board(run_dirs: list[Path], out: Path) -> BoardResult:
         records, refused, fresh = load_runs(run_dirs, cache)
         if not records:
             raise BoardError("no run directory could be used: " + " | ".join(refused or ["none given"]))
-        site = _Site(out)
+        store = (cache_dir if cache_dir is not None else default_cache_dir()) / FIGURE_STORE
+        with contextlib.suppress(OSError):
+            remove_stale_temps(store)  # of a build killed while it stored a figure
+        site = _Site(out, store)
         result = _build(site, records, refused)
         result.read = fresh
         result.used = [r.path for r in records]
