@@ -130,12 +130,12 @@ def test_the_smoke_preset_as_shipped_prints_a_labelled_table(tmp_path):
 
 
 # The presets' tiny forms are the slow tier, which .ci/run runs after the suite (`pytest -m slow`). In
-# parts on the tier's two workers, one thread each: rcm-cifar's four 16-30 s (its attacks search only
+# parts on the tier's two workers, one thread each: rcm-cifar's four 13-19 s (its attacks search only
 # the one test image in four a tiny model gets right; at 64/255 the large-eps probe is the sweep's own
-# cell, run once), lfm-paper's ResNet-50s under auto-reid's six members 26.4-26.5 s (31-33 s before its
-# SMA-15 was crafted once with auto-reid's cosine member, robustbench_lfm/shared_runs.py), robustbench-linf's
-# PGD-10-trained ResNet-18 10.5 s (2-core development machine). The smoke preset's test above runs it
-# as shipped, 53 s.
+# cell, run once), lfm-paper's ResNet-50s under auto-reid's six members 14-18 s (26.4-26.5 s before the
+# iterative attacks' steps were capped, 31-33 s before its SMA-15 was crafted once with auto-reid's
+# cosine member, robustbench_lfm/shared_runs.py), robustbench-linf's PGD-10-trained ResNet-18 4-6 s
+# (2-core development machine). The smoke preset's test above runs it as shipped, 52-63 s.
 @pytest.mark.slow
 @pytest.mark.parametrize(("preset", "part"), PRESET_PARTS)
 def test_every_preset_runs_in_a_tiny_form(tmp_path, preset, part, imagenet_like, monkeypatch):
