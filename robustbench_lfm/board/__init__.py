@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.metadata
 import json
 import time
 from collections.abc import Callable
@@ -115,8 +116,10 @@ def _check_site(root: Path) -> None:
 
 @functools.cache
 def _figure_code() -> str:
-    """The code identity of the figures (a change redraws them)."""
-    return code_identity.digest(code_identity.closure(["robustbench_lfm.report.figures"], code_identity.BUILT_IN))
+    """The code identity of the figures and the matplotlib that draws them (a change of either
+    redraws them, on a site and in the cache's store)."""
+    code = code_identity.digest(code_identity.closure(["robustbench_lfm.report.figures"], code_identity.BUILT_IN))
+    return f"{code} matplotlib {importlib.metadata.version('matplotlib')}"
 
 
 PLOTTED = (
