@@ -13,8 +13,8 @@ at view time, so it opens from file://):
   code identity, each seed's checkpoint sha256 with the run directory and command that made it,
   the sanity verdicts, and the report's figures of that model alone (robustness curves, CMC,
   corruption severities);
-* `figures/` — the PNGs (and the report's PDFs), named by a hash of what they plot and the code that
-  draws them; every figure drawn is also kept in the cache folder's `figures/` (`FIGURE_STORE`), so
+* `figures/` — the PNGs (and the report's PDFs), named by a hash of what they plot and the code (and
+  matplotlib) that draws them; every figure drawn is also kept in the cache folder's `figures/` (`FIGURE_STORE`), so
   that another site, or this one built again into a new folder, copies it instead of drawing it.
 
 Incremental: each run is read once per change of its files (board/runs.py caches a verified record
