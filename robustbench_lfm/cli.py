@@ -404,22 +404,21 @@ def ls(fmt: str, quiet: bool, plugins: tuple[str, ...]) -> None:
     """List registered models (with their parameters), regularizers, backbones, attacks, datasets,
     metrics and recipes; an entry from a plugin says which file or package it comes from.
 
-    Loads the model and attack libraries (torch): their registries are filled by importing them.
+    Loads the model and attack libraries (torch), whose registries are filled by importing them,
+    the first time for the installed code; then prints what it remembered in the cache, without
+    torch (robustbench_lfm/names.py; not with --plugin or installed plugin packages).
     """
-    from robustbench_lfm.listing import listing_text, registry_listing
-    from robustbench_lfm.plugins import load_plugins
+    from robustbench_lfm import names
+    from robustbench_lfm.files import default_cache_dir
 
-    _guard(lambda: load_plugins(plugins))
-    listing = registry_listing()
-    if not plugins:
-        from robustbench_lfm import names
-        from robustbench_lfm.files import default_cache_dir
+    form = "json" if fmt == "json" else "quiet" if quiet else "text"
+    forms = None if plugins else names.remembered_listing(default_cache_dir())
+    if forms is None:
+        from robustbench_lfm.listing import registry_listing, rendered
+        from robustbench_lfm.plugins import load_plugins
 
-        names.remember(default_cache_dir())
-    if fmt == "json":
-        click.echo(json.dumps(listing, indent=2, default=str))
-    elif quiet:
-        for kind, entries in listing.items():
-            click.echo("\n".join(f"{kind.rstrip('s')} {name}" for name in entries))
-    else:
-        click.echo(listing_text(listing))
+        _guard(lambda: load_plugins(plugins))
+        forms = rendered(registry_listing())
+        if not plugins:
+            names.remember(default_cache_dir())
+    click.echo(forms[form])

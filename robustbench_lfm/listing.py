@@ -11,6 +11,7 @@ from typing import Any
 from robustbench_lfm.parsing import PIXEL_OPTIONS, format_eps, format_param
 
 Listing = dict[str, dict[str, dict[str, Any]]]
+FORMS = ("text", "json", "quiet")  # `ls`, `ls --format json`, `ls -q`
 
 
 def registry_listing() -> Listing:
@@ -36,6 +37,14 @@ def registry_listing() -> Listing:
                         "source": metric_table.METRICS.source(n)} for n, m in metric_table.METRICS.items()},
         "recipes": {task: {"names": recipe_names(task)} for task in models.TASKS},
     }  # fmt: skip
+
+
+def rendered(listing: Listing) -> dict[str, str]:
+    """What `ls` prints of `listing` in each of FORMS (robustbench_lfm/names.py remembers them)."""
+    import json
+
+    quiet = "\n".join("\n".join(f"{kind.rstrip('s')} {name}" for name in entries) for kind, entries in listing.items())
+    return {"text": listing_text(listing), "json": json.dumps(listing, indent=2, default=str), "quiet": quiet}
 
 
 def _attack_description(cls: type, source: str) -> str:

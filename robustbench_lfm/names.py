@@ -1,14 +1,17 @@
 """Names checked before torch: a typo in a model, attack or dataset name (or an option a model or
-attack does not take) costs one line and exit 2 in a fraction of a second, not an `import torch`.
+attack does not take) costs one line and exit 2 in a fraction of a second, not an `import torch`;
+and `lfm-bench ls` prints in as little.
 
-The registries are filled by importing the model and attack libraries (torch). So the names they
-hold are remembered in the cache directory (`names-<digest>.json`) by every command that loaded
-them (`run`, `ls`), keyed by a digest of the installed code: the size and modification time of
-every file of the package and the installed `lfm_bench.plugins` entry points. A later `run` reads
-them back, torch-free, and refuses an unknown name or option at once (`precheck`), with the same
-message the registries give. What this cannot vouch for, it leaves to the full check: no
-remembered names for this code (a fresh install, an edit), or `--plugin` code that may register
-more names. Values are checked where they are parsed, after torch.
+The registries are filled by importing the model and attack libraries (torch). So what they hold
+is remembered in the cache directory (`names-<digest>.json`: the names, and the whole listing
+`ls` prints) by every command that loaded them (`run`, `ls`), keyed by a digest of the installed
+code: the size and modification time of every file of the package. A later `run` reads them
+back, torch-free, and refuses an unknown name or option at once (`precheck`), with the same
+message the registries give; a later `ls` prints the remembered listing (`remembered_listing`).
+What this cannot vouch for, it leaves to the registries: no remembered names for this code (a
+fresh install, an edit), `--plugin` code, or installed `lfm_bench.plugins` entry points (their
+code can change without a reinstall, and with it the names they register). Values are checked
+where they are parsed, after torch.
 """
 
 from __future__ import annotations
@@ -24,19 +27,20 @@ from robustbench_lfm.parsing import SpecError, parse_named, split_list
 PACKAGE = Path(__file__).resolve().parent
 
 
-def code_digest() -> str:
-    """16 hex digits naming the installed code: each package file's path, size and mtime, and the
-    installed plugin entry points (an edit or an install changes it)."""
+def code_digest() -> str | None:
+    """16 hex digits naming the installed code, each package file's path, size and mtime (an edit
+    or an install changes it); None when `lfm_bench.plugins` entry points are installed: their
+    code may change without a reinstall, so no digest can vouch for the names they register."""
     from importlib.metadata import entry_points
 
     from robustbench_lfm.plugins import ENTRY_POINT_GROUP
 
+    if entry_points(group=ENTRY_POINT_GROUP):
+        return None
     digest = hashlib.sha256()
     for path in sorted(p for suffix in ("*.py", "*.toml") for p in PACKAGE.rglob(suffix)):
         stat = path.stat()
         digest.update(f"{path.relative_to(PACKAGE)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    for point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name, e.value)):
-        digest.update(f"entry-point|{point.name}|{point.value}\n".encode())
     return digest.hexdigest()[:16]
 
 
@@ -45,19 +49,21 @@ def _path(cache_dir: Path, digest: str) -> Path:
 
 
 def remember(cache_dir: Path) -> None:
-    """Write the built-in registries' names (and each model's parameters and attack's options) for
-    this code into `cache_dir`; call with the registries loaded and no --plugin code among them.
-    Best effort: a cache that cannot take the file costs only the fast check."""
-    from robustbench_lfm.listing import registry_listing
+    """Write the built-in registries' names (and each model's parameters and attack's options) and
+    the listing `ls` prints for this code into `cache_dir`; call with the registries loaded and no
+    --plugin code among them. Best effort: a cache that cannot take the file costs only the fast
+    check and the fast `ls`."""
+    from robustbench_lfm.listing import registry_listing, rendered
 
     digest = code_digest()
-    if remembered(cache_dir) is not None:  # this code's names are there already: nothing to write
+    if digest is None or remembered_listing(cache_dir) is not None:  # nothing to vouch for, or there already
         return
     listing = registry_listing()
     names = {
         "models": {n: sorted(e["parameters"]) for n, e in listing["models"].items()},
         "attacks": {n: sorted(e["parameters"]) for n, e in listing["attacks"].items()},
         "datasets": sorted(listing["datasets"]),
+        "ls": rendered(listing),  # what `ls` prints in each form, as the registries made it
     }
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -72,13 +78,28 @@ def remember(cache_dir: Path) -> None:
 
 
 def remembered(cache_dir: Path) -> dict[str, Any] | None:
-    """The names remembered for this code, or None (none yet, or unreadable)."""
+    """The names remembered for this code, or None (none yet, unreadable, or plugins installed)."""
+    digest = code_digest()
+    if digest is None:
+        return None
     try:
-        names = json.loads(_path(cache_dir, code_digest()).read_text())
+        names = json.loads(_path(cache_dir, digest).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     ok = isinstance(names, dict) and all(isinstance(names.get(k), dict) for k in ("models", "attacks"))
     return names if ok and isinstance(names.get("datasets"), list) else None
+
+
+def remembered_listing(cache_dir: Path) -> dict[str, str] | None:
+    """What `ls` printed for this code in each form (`listing.rendered`), or None: nothing
+    remembered, or a file from before the listing was remembered too."""
+    from robustbench_lfm.listing import FORMS
+
+    names = remembered(cache_dir)
+    forms = names.get("ls") if names is not None else None
+    if not isinstance(forms, dict) or not all(isinstance(forms.get(f), str) for f in FORMS):
+        return None
+    return forms
 
 
 def precheck(opts: dict[str, Any], cache_dir: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -36,14 +37,26 @@ def _typo(cache: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT)
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """A cache directory whose names `lfm-bench ls` remembered."""
-    cache = tmp_path_factory.mktemp("names") / "cache"
+def _cli(cache: Path, *args: str) -> subprocess.CompletedProcess:
+    """`lfm-bench ARGS` in a process of its own with `cache` as the cache; its stdout ends with a line
+    saying whether torch was imported and the exit status."""
     env = {**os.environ, "LFM_BENCH_CACHE": str(cache)}
-    subprocess.run([sys.executable, "-m", "robustbench_lfm", "ls", "-q"], check=True, capture_output=True, env=env)
+    return subprocess.run([sys.executable, "-c", TYPO, *args], capture_output=True, text=True, env=env, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def registries(tmp_path_factory) -> tuple[Path, str]:
+    """A cache directory whose names `lfm-bench ls --format json` remembered, and what it printed."""
+    cache = tmp_path_factory.mktemp("names") / "cache"
+    done = _cli(cache, "ls", "--format", "json")
+    assert done.stdout.endswith("torch imported: True exit: 0\n"), done.stderr  # it loaded the registries
     assert len(list(cache.glob("names-*.json"))) == 1
-    return cache
+    return cache, done.stdout.rsplit("torch imported:", 1)[0]
+
+
+@pytest.fixture(scope="module")
+def cache(registries) -> Path:
+    return registries[0]
 
 
 @pytest.mark.parametrize(
@@ -63,6 +76,7 @@ def test_a_typo_is_one_line_and_exit_2_before_torch(cache, args, message):
 
 
 def test_what_the_names_cannot_vouch_for_goes_to_the_full_check(cache, tmp_path):
+    cache = Path(shutil.copytree(cache, tmp_path / "cache"))  # torn below: the module's stays whole
     (tmp_path / "extra.py").write_text(
         "from robustbench_lfm.lfm_registry import Registry\n"  # a plugin file: it may register anything
     )
@@ -94,3 +108,37 @@ def test_the_code_digest_follows_an_edit_of_any_package_file(tmp_path, monkeypat
     module.write_text("x = 2\n")  # same size, later mtime
     os.utime(module, ns=(module.stat().st_atime_ns, module.stat().st_mtime_ns + 1_000_000))
     assert names.code_digest() != first
+
+
+def test_ls_prints_what_it_remembered_without_torch_as_the_registries_print_it(registries, tmp_path):
+    cache, listed = registries
+    again = {form: _cli(cache, "ls", *args) for form, args in
+             {"json": ["--format", "json"], "text": [], "quiet": ["-q"]}.items()}  # fmt: skip
+    assert all(done.stdout.endswith("torch imported: False exit: 0\n") for done in again.values())
+    printed = {form: done.stdout.rsplit("torch imported:", 1)[0] for form, done in again.items()}
+    assert printed["json"] == listed
+    entries = json.loads(listed)
+    assert printed["quiet"].splitlines() == [f"{kind.rstrip('s')} {name}" for kind in entries for name in entries[kind]]
+    (tmp_path / "none.py").write_text("# a plugin that registers nothing: ls loads the registries again\n")
+    live = _cli(cache, "ls", "--plugin", str(tmp_path / "none.py"))
+    assert live.stdout.endswith("torch imported: True exit: 0\n")
+    assert (
+        printed["text"] == live.stdout.rsplit("torch imported:", 1)[0] and "models (NAME:key=value" in printed["text"]
+    )
+
+
+def test_installed_plugin_packages_leave_names_and_ls_to_the_registries(cache, monkeypatch):
+    """An installed entry point's code can change without a reinstall, and with it its names: with one
+    installed, nothing remembered is read (a name it registers since is never refused as a typo)."""
+    import importlib.metadata
+
+    assert names.remembered(cache) is not None and names.remembered_listing(cache) is not None
+    real = importlib.metadata.entry_points
+    point = importlib.metadata.EntryPoint("mine", "my_package.plugin", "lfm_bench.plugins")
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda **kw: [point] if kw.get("group") == "lfm_bench.plugins" else real(**kw))  # fmt: skip
+    assert names.code_digest() is None
+    assert names.remembered(cache) is None and names.remembered_listing(cache) is None
+    names.precheck({"models": "a-model-my-package-registers"}, cache)  # left to the registries
+    names.remember(cache)  # writes nothing it could not read back
+    assert len(list(cache.glob("names-*.json"))) == 1
