@@ -56,7 +56,7 @@ def remember(cache_dir: Path) -> None:
     from robustbench_lfm.listing import registry_listing, rendered
 
     digest = code_digest()
-    if digest is None or remembered_listing(cache_dir) is not None:  # nothing to vouch for, or there already
+    if digest is None or _listing(_read(cache_dir, digest)) is not None:  # nothing to vouch for, or there already
         return
     listing = registry_listing()
     names = {
@@ -80,8 +80,17 @@ def remember(cache_dir: Path) -> None:
 def remembered(cache_dir: Path) -> dict[str, Any] | None:
     """The names remembered for this code, or None (none yet, unreadable, or plugins installed)."""
     digest = code_digest()
-    if digest is None:
-        return None
+    return None if digest is None else _read(cache_dir, digest)
+
+
+def remembered_listing(cache_dir: Path) -> dict[str, str] | None:
+    """What `ls` printed for this code in each form (`listing.rendered`), or None: nothing
+    remembered, or a file from before the listing was remembered too."""
+    return _listing(remembered(cache_dir))
+
+
+def _read(cache_dir: Path, digest: str) -> dict[str, Any] | None:
+    """The names file of code `digest`, or None (missing, unreadable or not of its shape)."""
     try:
         names = json.loads(_path(cache_dir, digest).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -90,12 +99,10 @@ def remembered(cache_dir: Path) -> dict[str, Any] | None:
     return names if ok and isinstance(names.get("datasets"), list) else None
 
 
-def remembered_listing(cache_dir: Path) -> dict[str, str] | None:
-    """What `ls` printed for this code in each form (`listing.rendered`), or None: nothing
-    remembered, or a file from before the listing was remembered too."""
+def _listing(names: dict[str, Any] | None) -> dict[str, str] | None:
+    """The `ls` forms a names file holds, or None."""
     from robustbench_lfm.listing import FORMS
 
-    names = remembered(cache_dir)
     forms = names.get("ls") if names is not None else None
     if not isinstance(forms, dict) or not all(isinstance(forms.get(f), str) for f in FORMS):
         return None

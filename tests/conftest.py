@@ -127,7 +127,12 @@ def cap_iterative_steps(monkeypatch: pytest.MonkeyPatch, steps: int = ITERATIVE_
 
     def capped(attack, p, state):
         schedule = attack.schedule
-        attack.schedule = lambda eps, started=False: (min(schedule(eps, started)[0], steps), schedule(eps, started)[1])
+
+        def fewer(eps, started=False):
+            n, alpha = schedule(eps, started)
+            return min(n, steps), alpha
+
+        attack.schedule = fewer
         try:
             return ascend(attack, p, state)
         finally:

@@ -194,8 +194,8 @@ def _from_store(site: _Site, stem: str) -> list[Path] | None:
     when the store has no whole copy: its PNG, stored last, says the others are there."""
     if site.store is None:
         return None
-    name = Path(stem).name
-    stored = [site.store / f"{name}.png", *(p for p in [site.store / f"{name}.pdf"] if p.is_file())]
+    png, pdf = (site.store / f"{Path(stem).name}{suffix}" for suffix in (".png", ".pdf"))
+    stored = [png, pdf] if pdf.is_file() else [png]
     try:
         copies = {p.suffix: p.read_bytes() for p in stored}
     except OSError:  # not there, or unreadable: drawn again
