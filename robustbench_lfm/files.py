@@ -17,6 +17,7 @@ be verified is rebuilt, never trusted. A checkpoint sidecar written before the f
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -98,8 +99,17 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("LFM_BENCH_CACHE") or Path.home() / ".cache" / "lfm-bench")
 
 
-def check_writable(path: Path) -> None:
-    """Create the folder `path` if needed and prove a file can be written there (OSError otherwise)."""
+def check_writable(path: Path, create: bool = True) -> None:
+    """Create the folder `path` if needed and prove a file can be written there (OSError otherwise).
+    With `create` False, a folder that does not exist yet is left uncreated: its nearest existing
+    ancestor must be a folder this process may create it in (a dry run leaves no folder behind)."""
+    if not create and not path.exists():
+        ancestor = next(p for p in path.absolute().parents if p.exists())  # the root exists
+        if not ancestor.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(ancestor))
+        if not os.access(ancestor, os.W_OK | os.X_OK):  # EROFS and EACCES, as mkdir would meet them
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(ancestor))
+        return
     path.mkdir(parents=True, exist_ok=True)
     probe = path / f".write-test-{os.getpid()}-{secrets.token_hex(4)}"
     probe.write_text("")

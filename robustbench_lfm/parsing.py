@@ -61,7 +61,10 @@ def _checked_number(value: Any, part: str, item: str) -> Any:
     numbers = value if isinstance(value, tuple) else (value,)
     for v in numbers:
         if isinstance(v, float) and not math.isfinite(v):
-            raise SpecError(f"option {part!r} in {item!r} is not a finite number; write e.g. 0.1")
+            raise SpecError(
+                f"option {part!r} in {item!r} is not a finite number, and no option takes nan or inf; "
+                "give a finite number (e.g. 0.1) or, for an option that takes a word, one of its words"
+            )
         if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= INT_LIMIT:
             raise SpecError(f"option {part!r} in {item!r} is out of range (|value| must be < 2^31)")
     return value

@@ -439,10 +439,11 @@ def resolve_attacks(item: str, task: str | None) -> list[AttackSpec]:
     return specs
 
 
-def check_writable(path: Path, what: str) -> None:
-    """Create `path` if needed and prove it is writable, or raise SpecError naming the fix."""
+def check_writable(path: Path, what: str, create: bool = True) -> None:
+    """Create `path` if needed (`files.check_writable`) and prove it is writable, or raise SpecError
+    naming the fix."""
     try:
-        files.check_writable(path)
+        files.check_writable(path, create)
     except OSError as err:
         raise SpecError(
             f"{what} {str(path)!r} is not writable ({err.strerror}); choose another with --out / --cache-dir"
@@ -507,7 +508,7 @@ def build_spec(o: RunOptions, given: tuple[ModelSpec, ...] = ()) -> RunSpec:
         raise SpecError(f"--name {name!r} must be one folder name (no '/', not '..'); use --out DIR for a path")
     out = Path(o.out) if o.out is not None else Path("results") / name
     cache_dir = Path(o.cache_dir) if o.cache_dir is not None else files.default_cache_dir()
-    check_writable(out, "output directory")
+    check_writable(out, "output directory", create=not o.dry_run)  # a dry run records nothing there
     check_writable(cache_dir, "cache directory")
     return RunSpec(
         **parts,

@@ -27,7 +27,10 @@ def test_a_dry_run_writes_nothing_and_counts_what_a_real_run_then_does(tmp_path)
     assert first.exit_code == 0, first.output
     assert "models: 2 to train (plain@seed0, lfm@seed0)" in first.output
     assert "cells: 4 of 4 to run (0 recorded)" in first.output and "rates of a 2-core CPU assumed" in first.output
-    assert not list(out.rglob("*")) and not (cache / "checkpoints").exists()  # nothing trained, nothing recorded
+    assert not out.exists() and not (cache / "checkpoints").exists()  # nothing trained, nothing recorded, no folder
+    (tmp_path / "file").write_text("")  # no folder can be made under a file
+    blocked = _run(tmp_path / "file" / "run", cache, "--dry-run")
+    assert blocked.exit_code == 2 and "output directory" in blocked.output and "not writable" in blocked.output
     assert _run(out, cache).exit_code == 0
     rates = json.loads((cache / estimate.RATES_FILE).read_text())  # the real run measured its stages
     assert set(rates["train"]) == {"resnet-mini bf16"}  # the re-ID recipe trains in bf16: its own rate

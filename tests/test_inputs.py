@@ -44,6 +44,7 @@ def _one_error_line(proc, expected: str, status: int = 2) -> None:
         (["--attacks", "pgd:seed=3"], "not an option; it follows the training seed"),
         (["--attacks", "pgd:steps=1.5"], "must be an integer >= 1"),
         (["--attacks", "pgd:restarts=1e400"], "is not a finite number"),
+        (["--attacks", "sma:geometry=nan"], "for an option that takes a word, one of its words"),  # not only numbers
         (["--name", "/abs/path"], "must be one folder name"),
         (["--name", "../../x"], "must be one folder name"),
         (["--batch-size", "x"], "'x' is not a valid integer"),
