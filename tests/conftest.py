@@ -120,8 +120,14 @@ ITERATIVE_STEPS = 3
 
 
 def cap_iterative_steps(monkeypatch: pytest.MonkeyPatch, steps: int = ITERATIVE_STEPS) -> None:
-    """Run at most `steps` steps of each iterative attack's search for the rest of the test."""
+    """Run at most `steps` steps of each iterative attack's search for the rest of the test: ours,
+    and AutoAttack's white-box members in torchattacks (100 iterations each, per target class)."""
+    import torchattacks
+
     from robustbench_lfm.attacks.iterative import IterativeAttack
+
+    for member in (torchattacks.APGD, torchattacks.APGDT, torchattacks.FAB):
+        monkeypatch.setattr(member, "forward", _fewer_steps(member.forward, steps))
 
     ascend = IterativeAttack.ascend
 
@@ -139,6 +145,16 @@ def cap_iterative_steps(monkeypatch: pytest.MonkeyPatch, steps: int = ITERATIVE_
             del attack.schedule
 
     monkeypatch.setattr(IterativeAttack, "ascend", capped)
+
+
+def _fewer_steps(forward, steps: int):
+    """torchattacks' `forward` running at most `steps` iterations (they are read when it runs)."""
+
+    def capped(attack, images, labels):
+        attack.steps = min(attack.steps, steps)
+        return forward(attack, images, labels)
+
+    return capped
 
 
 @pytest.fixture(scope="session")

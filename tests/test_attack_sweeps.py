@@ -27,7 +27,9 @@ from tests.test_attacks import FAST
 TASKS = {"classification": ("digits", "48"), "reid": (TINY_CLI, "12")}  # dataset, --n-eval
 OPTIONS = {
     **FAST,
-    "autoattack": {},  # the standard ensemble: every stage must be reached
+    # The standard ensemble, every stage of which must be reached, at 10 iterations a white-box member
+    # instead of 100: the stages' plumbing is under test here, Croce & Hein's settings in test_attacks.py.
+    "autoattack": {"steps": 10},
     "uap": {"steps": 2, "batch": 16, "images": 64},  # learnt on 64 training images: the sweep path, not the optimum
 }
 # An ensemble (auto-reid) runs its members, each swept here; its own sweep path is test_ensemble.py's.
@@ -50,6 +52,7 @@ class Spies:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.layouts: dict[str, set[str]] = defaultdict(set)
         self.stages: dict[str, list[int]] = defaultdict(list)
+        self.steps: dict[str, set[int]] = defaultdict(set)  # the iterations each white-box stage ran
         classes = {attacks.Attack, *(attacks.get_attack_class(n) for n in attacks.list_attacks())}
         for cls in (c for c in classes if "__call__" in vars(c)):  # the base, and any attack with its own
             monkeypatch.setattr(cls, "__call__", self._layout_spy(vars(cls)["__call__"]))
@@ -70,6 +73,8 @@ class Spies:
         def spied(attack, images, labels):
             assert images.is_contiguous(), f"{stage.__name__} was handed a non-contiguous batch"
             self.stages[stage.__name__].append(len(images))
+            if hasattr(attack, "steps"):
+                self.steps[stage.__name__].add(attack.steps)
             return forward(attack, images, labels)
 
         return spied
@@ -122,6 +127,8 @@ def test_autoattack_hands_survivors_to_fab_t_and_square(swept):
     df, spies = swept["classification"]
     assert spies.stages["FAB"] and min(spies.stages["FAB"]) > 0, "no image survived APGD: FAB-T never ran"
     assert spies.stages["Square"] and min(spies.stages["Square"]) > 0, "Square never ran"
+    # autoattack:steps=10 reached each white-box member (apgd-ce and apgd-dlr run APGD at their own 5)
+    assert spies.steps["APGDT"] == spies.steps["FAB"] == {10} and 10 in spies.steps["APGD"]
     accuracy = df[(df["metric"] == "accuracy") & (df["attack"].isin(["none", "apgd-ce", "autoattack"]))]
     value = accuracy.set_index("attack")["value"].astype(float)
     assert value["autoattack"] <= value["apgd-ce"] <= value["none"]  # the ensemble is at least its first member

@@ -17,7 +17,7 @@ FAST = {
     "cw": {"steps": 10, "c": 10.0},
     "deepfool": {"steps": 5},
     "square": {"queries": 40},
-    "autoattack": {"version": "rand"},  # APGD-CE + APGD-DLR; the standard ensemble is tested once below
+    "autoattack": {"version": "rand", "steps": 5},  # APGD-CE + APGD-DLR; the standard ensemble is tested below
     "corrupt": {"type": "gaussian_noise", "severity": 3, "table": "imagenet"},  # one of the 75 it stands for
     "uap": {"steps": 10, "batch": 4},
 }
@@ -178,6 +178,57 @@ def test_standard_autoattack_breaks_an_undefended_classifier(classifier):
     )
     assert attacks.budget(x_adv, x[:4], "linf").max() <= 0.1 + 1e-6
     assert (classifier(x_adv).argmax(1) == ctx.labels[:4]).sum() == 0
+
+
+# Croce & Hein's own AutoAttack (github.com/fra31/auto-attack, autoattack.py, `set_version`), written
+# out member by member: (torchattacks class, loss or targeted, restarts, EOT samples). Every
+# white-box member runs 100 iterations and targets the 9 most likely other classes; Square runs
+# 5000 queries, p_init 0.8, on its unrescaled schedule.
+REFERENCE_AUTOATTACK = {
+    "standard": [("APGD", "ce", 1, 1), ("APGDT", "dlr-t", 1, 1), ("FAB", True, 1, None), ("Square", "margin", 1, None)],
+    "plus": [("APGD", "ce", 5, 1), ("APGD", "dlr", 5, 1), ("FAB", False, 5, None), ("Square", "margin", 1, None),
+             ("APGDT", "dlr-t", 1, 1), ("FAB", True, 1, None)],
+    "rand": [("APGD", "ce", 1, 20), ("APGD", "dlr", 1, 20)],
+}  # fmt: skip
+
+
+def _as_reference(member) -> tuple:
+    kind = type(member).__name__
+    loss = {"APGD": getattr(member, "loss", None), "APGDT": "dlr-t", "Square": getattr(member, "loss", None)}
+    targeted = getattr(member, "multi_targeted", None)
+    return kind, loss.get(kind, targeted), member.n_restarts, getattr(member, "eot_iter", None)
+
+
+@pytest.mark.parametrize("version", sorted(REFERENCE_AUTOATTACK))
+def test_autoattack_is_croce_and_heins_ensemble_not_torchattacks_defaults(version, classifier):
+    """torchattacks' own AutoAttack runs each white-box member for 10 iterations, targets every
+    other class and rescales Square's schedule; the published numbers come from the settings above."""
+    built = attacks.create_attack("autoattack", version=version).build(classifier, 8 / 255, 0, 10)
+    assert [_as_reference(m) for m in built.attacks] == REFERENCE_AUTOATTACK[version]
+    for member in built.attacks:
+        if type(member).__name__ == "Square":
+            assert (member.n_queries, member.p_init, member.rescale_schedule) == (5000, 0.8, False)
+        else:
+            assert member.steps == 100 and member.eps == 8 / 255
+        if type(member).__name__ in ("APGDT", "FAB"):
+            assert member.n_target_classes == 9
+    few = attacks.create_attack("autoattack", steps=7).build(classifier, 8 / 255, 0, 5)  # a quick look, 5 classes
+    assert {m.steps for m in few.attacks if hasattr(m, "steps")} == {7}
+    assert {m.n_target_classes for m in few.attacks if hasattr(m, "n_target_classes")} == {4}  # all there are
+
+
+def test_autoattack_at_fewer_steps_is_another_cell_labelled_as_such(tmp_path):
+    import json
+
+    from robustbench_lfm.options import RunOptions
+    from robustbench_lfm.spec import build_spec
+
+    grid = {"models": "plain", "no_baseline": True, "attacks": "autoattack,autoattack:steps=10", "eps": "8/255"}
+    spec = build_spec(RunOptions(dataset="digits", **grid, out=tmp_path / "r", cache_dir=tmp_path / "c"))
+    cells = [c for c in spec.cells() if c.attack is not None]
+    assert [c.attack.label for c in cells] == ["autoattack", "autoattack:steps=10"]  # table columns, report, gate key
+    assert [json.loads(c.attack.params_json())["steps"] for c in cells] == [100, 10]  # the CSV's attack_params
+    assert len({c.cell_id(spec.data, spec.recipe, spec.evaluation) for c in cells}) == 2
 
 
 def test_sma_without_random_start_does_nothing(reid_model):

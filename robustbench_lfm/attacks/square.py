@@ -2,7 +2,9 @@
 
 Threat model: black-box, score-based (it reads the logits, never a gradient), L-inf (default) or
 L2. Random square-shaped updates accepted when they lower the margin loss. Defaults (AutoAttack's
-standard setting): 5000 queries, p_init = 0.8, 1 restart. Cost is `queries` forward passes.
+standard setting, github.com/fra31/auto-attack): 5000 queries, p_init = 0.8, 1 restart, and the
+size of the squares shrinking on the paper's 10000-query schedule, of which `queries` run
+(torchattacks' default would squeeze that schedule into `queries`). Cost is `queries` forward passes.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class Square(TorchattacksAttack):
 
         return torchattacks.Square(
             model, norm=self.ta_norm(), eps=eps, n_queries=self.queries, n_restarts=self.restarts,
-            p_init=self.p_init, seed=seed,
+            p_init=self.p_init, resc_schedule=False, seed=seed,
         )  # fmt: skip
 
     def schedule(self, eps: float) -> tuple[int, float]:
