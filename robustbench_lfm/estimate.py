@@ -7,7 +7,9 @@ scored x the forward-backward passes of its attack x pixels) times that stage's 
 model's backbone, in seconds per megapixel-pass. A classification attack that searches only the
 test images its model gets right clean (`RunSpec.searches_right_only`) is estimated as if it
 searched them all, an upper bound (the accuracy is not known before the run), and its rate is
-measured on the images it did search.
+measured on the images it did search. AutoAttack is counted as if every image reached every one
+of its members (`bounded`), an upper bound too (each member runs on what the ones before it left:
+on a model that most images fall on, a small share of it), and measures no rate.
 
 The rates are measured: every sweep records what its trainings and cells took into
 `rates.json` in its cache directory (`record`), and a dry run reads them back, each rate the median
@@ -41,11 +43,14 @@ from robustbench_lfm.spec import AttackSpec, Cell, ModelSpec, RunSpec, prerequis
 Rates = dict[str, dict[str, list[float]]]  # stage ("train", "cell") -> backbone -> seconds per megapixel-pass
 RATES_FILE = "rates.json"
 RATE_HISTORY = 8
-# rates.json's layout, for what its training rates are per: 3 since a PGD step of pgd-at's training
-# counts two thirds of a pass (`AdversarialTraining.passes`; 2: a whole pass; no format: per image, so
-# a pgd-at training read 11x a plain one's). The training rates of a file of another format are
-# dropped on reading; its cell rates mean what they mean now and are kept.
-RATES_FORMAT = 3
+# rates.json's layout, for what its rates are per: 4 since an autoattack cell measures no rate (its
+# work is a bound, `bounded`; before, it counted as one pass an image, so its rate read up to
+# hundreds of times another cell's of the same backbone); 3 since a PGD step of pgd-at's training
+# counts two thirds of a pass (`AdversarialTraining.passes`; 2: a whole pass; no format: per image,
+# so a pgd-at training read 11x a plain one's). On reading, a file's cell rates are kept only from
+# format 4, its training rates from format 3.
+RATES_FORMAT = 4
+RATES_FORMATS = {"train": (3, 4), "cell": (4,)}  # the formats whose rates of each stage mean what they mean now
 # Seconds per megapixel-pass on a 2-core CPU for resnet-mini (training: one image's forward and
 # backward in an epoch; a cell: one forward-backward of an attack step), the medians the README's
 # main job recorded cold (`lfm-bench run --models lfm,dropout --attacks pgd`, synthreid 64x32:
@@ -79,11 +84,14 @@ class Work:
     cells_left: int
     probes_total: int
     probes_left: int
+    bounded: list[str]  # attacks whose work is counted at its most (`bounded`)
 
 
-def cell_passes(spec: RunSpec, cell: Cell) -> float:
+def cell_passes(spec: RunSpec, cell: Cell, classes: int) -> float:
     """Forward(-backward) passes of one cell per scored image: 1 for a clean cell (query and gallery
-    embedded), the attack's steps + 1 (times eot) for an attacked one, summed over an ensemble's members."""
+    embedded), the attack's steps + 1 (times eot) for an attacked one, summed over an ensemble's
+    members; an attack that counts its own (`passes(classes)`: AutoAttack's members, which depend on
+    the classes they target) says so."""
     task = spec.recipe.task
     if cell.attack is None:
         return 1.0
@@ -93,9 +101,12 @@ def cell_passes(spec: RunSpec, cell: Cell) -> float:
         return 1.0
     if isinstance(attack, attacks.Ensemble):  # each member runs as it would alone
         return sum(
-            cell_passes(spec, Cell(cell.model, AttackSpec.create(n, o), cell.eps, cell.seed, cell.threat))
+            cell_passes(spec, Cell(cell.model, AttackSpec.create(n, o), cell.eps, cell.seed, cell.threat), classes)
             for n, o in attack.member_options()
         )
+    own = getattr(attack, "passes", None)
+    if own is not None:
+        return float(own(classes))
     steps = int(attack.describe(cell.eps, task)["steps"] or 0)
     return float((steps + 1) * int(options.get("eot", 1)))
 
@@ -171,7 +182,7 @@ def relative_cost(model: ModelSpec, task: str, shape: Shape) -> float | None:
 def cell_work(spec: RunSpec, cell: Cell, shape: Shape) -> float:
     """Megapixel-passes of one cell (a clean cell embeds the gallery too)."""
     images = shape.scored + (shape.gallery if cell.attack is None else 0)
-    return images * cell_passes(spec, cell) * shape.pixels / 1e6
+    return images * cell_passes(spec, cell, shape.classes) * shape.pixels / 1e6
 
 
 def cells_work(spec: RunSpec, cells: list[Cell], shape: Shape) -> float:
@@ -238,7 +249,16 @@ def pending_work(spec: RunSpec, shape: Shape, done: dict[str, set[str]]) -> Work
             groups.setdefault((cell.model, cell.seed), []).append(cell)
     for (model, _), group in groups.items():  # as run_group runs them (cells_work)
         add("cell", cells, model.backbone, model, cells_work(spec, group, shape))
-    return Work(train, cells, scaled, unscaled, to_train, reused, *counts["results"], *counts["probes"])
+    bounded_labels = sorted({c.attack.label for g in groups.values() for c in g if c.attack and bounded(spec, c)})
+    return Work(train, cells, scaled, unscaled, to_train, reused, *counts["results"], *counts["probes"], bounded_labels)
+
+
+def bounded(spec: RunSpec, cell: Cell) -> bool:
+    """Whether `cell`'s attack counts its own passes as the most it may run (`passes`: AutoAttack,
+    whose later members run only on the images the earlier ones left): its estimate is an upper
+    bound, and its wall time measures no rate."""
+    attack = cell.build_attack(spec.recipe.task) if cell.attack is not None else None
+    return attack is not None and callable(getattr(attack, "passes", None))
 
 
 def trained_models(spec: RunSpec) -> list[tuple[ModelSpec, int, str]]:
@@ -331,8 +351,8 @@ def phase_seconds(
 
 def read_rates(cache_dir: Path) -> Rates:
     """The measured rates of `cache_dir` ({"train"|"cell": {backbone: [s per megapixel-pass, ...]}});
-    empty when none were recorded or the file is damaged; without the training rates of a file of an
-    older format (RATES_FORMAT)."""
+    empty when none were recorded or the file is damaged; without a stage's rates from a file of a
+    format whose rates of that stage meant something else (RATES_FORMATS)."""
     try:
         raw = json.loads((cache_dir / RATES_FILE).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -340,7 +360,7 @@ def read_rates(cache_dir: Path) -> Rates:
     if not isinstance(raw, dict):
         return {}
     out: Rates = {}
-    for stage in ("train", "cell") if raw.get("format") == RATES_FORMAT else ("cell",):
+    for stage in (s for s, formats in RATES_FORMATS.items() if raw.get("format") in formats):
         entries = raw.get(stage)
         if isinstance(entries, dict):
             out[stage] = {
@@ -402,6 +422,11 @@ def describe(work: Work, rates: Rates) -> tuple[str, float]:
         f"estimate: training {duration(parts.get('train', 0.0))}, cells and probes {duration(parts.get('cell', 0.0))}; "
         f"about {duration(total)} in all",
     ]  # fmt: skip
+    if work.bounded:
+        lines.append(
+            f"  ({', '.join(work.bounded)} counted as if every image reached every member, an upper bound: "
+            "each member runs only on the images the ones before it left)"
+        )
     if assumed:
         unscaled = f"; not counted, so unscaled: {', '.join(work.unscaled)}" if work.unscaled else ""
         lines.append(
@@ -427,6 +452,8 @@ def measured_rates(spec: RunSpec, training: dict[str, Any], rows: list[dict[str,
     walls = {r["cell_id"]: float(r["wall_s"]) for r in rows if r.get("cell_id") in cells and r.get("wall_s")}
     right = _clean_accuracy(rows)
     for unit in _sharing_units(spec, [cells[cell_id] for cell_id in walls]):
+        if any(bounded(spec, c) for c in unit):  # its work is a bound, not what it ran
+            continue
         wall = sum(walls[c.cell_id(spec.data, spec.recipe, spec.evaluation)] for c in unit)
         work = cells_work(spec, unit, shape)  # one cell, or cells that shared attack runs: their walls together
         cell = unit[0]

@@ -12,7 +12,7 @@ from robustbench_lfm import estimate, models
 from robustbench_lfm.cli import main
 from robustbench_lfm.options import RunOptions
 from robustbench_lfm.spec import build_spec
-from tests.conftest import TINY_CLI
+from tests.conftest import TINY_CLI, cap_square_queries
 
 FAST = ["--dataset", TINY_CLI, "--epochs", "1", "--eps", "8/255", "--models", "lfm", "--attacks", "pgd:steps=2"]
 
@@ -55,10 +55,17 @@ def test_a_damaged_rates_file_falls_back_to_the_defaults(tmp_path):
 def test_an_attack_s_work_counts_its_steps_eot_and_an_ensemble_s_members(tmp_path):
     spec = build_spec(RunOptions(dataset=TINY_CLI, attacks="pgd:steps=3,pgd:steps=3,eot=4,auto-reid,corrupt",
                                  eps="8/255", out=tmp_path / "r", cache_dir=tmp_path / "c"))  # fmt: skip
-    passes = {c.attack.label if c.attack else "clean": estimate.cell_passes(spec, c) for c in spec.cells()}
+    passes = {c.attack.label if c.attack else "clean": estimate.cell_passes(spec, c, 12) for c in spec.cells()}
     assert passes["clean"] == 1 and passes["pgd:steps=3"] == 4 and passes["pgd:eot=4,steps=3"] == 16
-    members = [estimate.cell_passes(spec, c) for c in spec.cells() if c.attack and c.attack.name == "auto-reid"]
+    members = [estimate.cell_passes(spec, c, 12) for c in spec.cells() if c.attack and c.attack.name == "auto-reid"]
     assert members[0] > 6 * 4  # six members of several steps each, run as they run alone
+    grid = {"attacks": "autoattack,autoattack:steps=10,autoattack:version=rand", "eps": "8/255"}
+    spec = build_spec(RunOptions(dataset="digits", **grid, out=tmp_path / "d", cache_dir=tmp_path / "c"))
+    passes = {c.attack.label: estimate.cell_passes(spec, c, 10) for c in spec.cells() if c.attack}
+    # APGD-CE 100, APGD-T and FAB-T 100 for each of 9 targets, Square 5000: each image through every member
+    assert passes == {"autoattack": 6900, "autoattack:steps=10": 5190, "autoattack:version=rand": 2 * 100 * 20}
+    three = next(c for c in spec.cells() if c.attack and c.attack.label == "autoattack")
+    assert estimate.cell_passes(spec, three, 3) == 100 + 2 * 100 * 2 + 5000  # 3 classes: 2 targets
     assert estimate.duration(59) == "59 s" and estimate.duration(125) == "2 min 05 s"
 
 
@@ -192,18 +199,36 @@ def test_a_cached_mixacm_student_is_found_through_its_teacher_s_checkpoint(tmp_p
     assert "models: 2 to train (mixacm@seed0, pgd-at@seed0 (teacher))" in torn.output, torn.output
 
 
-def test_the_training_rates_of_a_rates_file_written_before_passes_are_dropped(tmp_path):
+def test_the_rates_of_a_rates_file_written_before_they_meant_what_they_mean_now_are_dropped(tmp_path):
     """Before training rates were per pass, a pgd-at training recorded its seconds per image: 11x a
-    plain one's on the same backbone; format 2 counted a PGD step as a whole pass. Such a file's
-    training rates are dropped, its cell rates kept; the next sweep writes the current format, the
-    older cell rates kept beside its own."""
-    older = {"train": {"resnet18": [0.5, 5.5]}, "cell": {"resnet18": [0.3]}}  # plain and pgd-at, per image
-    for layout in ({}, {"format": 2}):
+    plain one's on the same backbone; format 2 counted a PGD step as a whole pass. Before format 4, an
+    autoattack cell counted as one pass an image, so its cell rate read up to hundreds of times
+    another's. A stage's rates from such a file are dropped; the next sweep writes the current format."""
+    older = {"train": {"resnet18": [0.5, 5.5]}, "cell": {"resnet18": [0.3, 90.0]}}  # the 90: an autoattack cell
+    for layout, kept in (({}, {}), ({"format": 2}, {}), ({"format": 3}, {"train": {"resnet18": [0.5, 5.5]}})):
         (tmp_path / estimate.RATES_FILE).write_text(json.dumps({**layout, **older}))
-        assert estimate.read_rates(tmp_path) == {"cell": {"resnet18": [0.3]}}
+        assert estimate.read_rates(tmp_path) == kept, layout
     estimate.record(tmp_path, {"train": {"resnet18": [0.6]}, "cell": {"resnet18": [0.4]}})
     assert json.loads((tmp_path / estimate.RATES_FILE).read_text())["format"] == estimate.RATES_FORMAT
-    assert estimate.read_rates(tmp_path) == {"train": {"resnet18": [0.6]}, "cell": {"resnet18": [0.3, 0.4]}}
+    assert estimate.read_rates(tmp_path) == {"train": {"resnet18": [0.5, 5.5, 0.6]}, "cell": {"resnet18": [0.4]}}
+
+
+def test_an_autoattack_cell_is_estimated_at_its_most_and_measures_no_rate(tmp_path):
+    """AutoAttack's later members run only on the images the earlier ones left: its work is not known
+    before the run, so the dry run counts every image through every member and says so, and its wall
+    time, which ran less than that, is not recorded as a rate."""
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    grid = ["--dataset", "digits", "--models", "plain", "--no-baseline", "--epochs", "1", "--train-fraction", "0.05",
+            "--attacks", "autoattack:steps=2,pgd:steps=2", "--eps", "8/255", "--n-eval", "8"]  # fmt: skip
+    dry = CliRunner().invoke(main, ["run", *grid, "--out", str(out), "--cache-dir", str(cache), "--dry-run"])
+    assert dry.exit_code == 0 and "autoattack:steps=2 counted as if every image reached every member" in dry.output
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        cap_square_queries(monkeypatch)
+        assert (
+            CliRunner().invoke(main, ["run", *grid, "--out", str(out), "--cache-dir", str(cache), "-q"]).exit_code == 0
+        )
+    rates = json.loads((cache / estimate.RATES_FILE).read_text())
+    assert len(rates["cell"]["resnet-mini"]) == 1  # pgd's cell alone
 
 
 def test_a_cell_that_searches_only_the_right_images_measures_its_rate_on_them(tmp_path):

@@ -28,7 +28,14 @@ ITERATIONS = 100  # of APGD-CE, APGD-DLR, APGD-T and FAB(-T), per restart (fra31
 TARGETS = 9  # target classes of APGD-T and FAB-T: the most likely ones after the true class
 QUERIES = 5000  # Square's, with p_init 0.8 on the schedule of its first 5000 queries
 RAND_EOT = 20  # gradient samples per step in the version for randomized defenses
-VERSIONS = ("standard", "plus", "rand")
+# Each version's members in the order they run, as the authors' code sets them: (member, its loss
+# or whether FAB is targeted, restarts, EOT samples per step).
+VERSIONS: dict[str, tuple[tuple[str, str | bool, int, int], ...]] = {
+    "standard": (("apgd", "ce", 1, 1), ("apgd-t", "dlr", 1, 1), ("fab", True, 1, 1), ("square", "margin", 1, 1)),
+    "plus": (("apgd", "ce", 5, 1), ("apgd", "dlr", 5, 1), ("fab", False, 5, 1), ("square", "margin", 1, 1),
+             ("apgd-t", "dlr", 1, 1), ("fab", True, 1, 1)),
+    "rand": (("apgd", "ce", 1, RAND_EOT), ("apgd", "dlr", 1, RAND_EOT)),
+}  # fmt: skip
 
 
 @register_attack("autoattack")
@@ -65,42 +72,39 @@ class AutoAttack(TorchattacksAttack):
         return torchattacks.MultiAttack(self.members(model, eps, seed, n_classes))
 
     def members(self, model: nn.Module, eps: float, seed: int, n_classes: int) -> list[Any]:
-        """The version's torchattacks attacks, in the order they run."""
+        """The version's torchattacks attacks (`VERSIONS`), in the order they run."""
         import torchattacks
 
         norm, steps, targets = self.ta_norm(), self.steps, min(TARGETS, n_classes - 1)
+        built = []
+        for member, loss, restarts, eot in VERSIONS[self.version]:
+            common = {"norm": norm, "eps": eps, "n_restarts": restarts, "seed": seed}
+            if member == "apgd":
+                attack = torchattacks.APGD(model, steps=steps, loss=loss, eot_iter=eot, rho=0.75, **common)
+            elif member == "apgd-t":
+                attack = torchattacks.APGDT(model, steps=steps, eot_iter=eot, rho=0.75, n_classes=n_classes, **common)
+            elif member == "fab":
+                attack = torchattacks.FAB(model, steps=steps, multi_targeted=loss, n_classes=n_classes, **common)
+            else:
+                attack = torchattacks.Square(model, n_queries=QUERIES, p_init=0.8, resc_schedule=False, **common)
+            if member in ("apgd-t", "fab"):
+                attack.n_target_classes = targets  # torchattacks targets every other class
+            built.append(attack)
+        return built
 
-        def apgd(loss: str, restarts: int, eot: int = 1) -> Any:
-            return torchattacks.APGD(
-                model, norm=norm, eps=eps, steps=steps, n_restarts=restarts, seed=seed, loss=loss, eot_iter=eot,
-                rho=0.75,
-            )  # fmt: skip
-
-        def apgd_t() -> Any:
-            attack = torchattacks.APGDT(
-                model, norm=norm, eps=eps, steps=steps, n_restarts=1, seed=seed, rho=0.75, n_classes=n_classes
-            )
-            attack.n_target_classes = targets  # torchattacks targets every other class
-            return attack
-
-        def fab(targeted: bool, restarts: int) -> Any:
-            attack = torchattacks.FAB(
-                model, norm=norm, eps=eps, steps=steps, n_restarts=restarts, seed=seed, multi_targeted=targeted,
-                n_classes=n_classes,
-            )  # fmt: skip
-            attack.n_target_classes = targets
-            return attack
-
-        def square() -> Any:
-            return torchattacks.Square(
-                model, norm=norm, eps=eps, n_queries=QUERIES, n_restarts=1, p_init=0.8, resc_schedule=False, seed=seed
-            )
-
-        if self.version == "standard":
-            return [apgd("ce", 1), apgd_t(), fab(True, 1), square()]
-        if self.version == "plus":
-            return [apgd("ce", 5), apgd("dlr", 5), fab(False, 5), square(), apgd_t(), fab(True, 1)]
-        return [apgd("ce", 1, eot=RAND_EOT), apgd("dlr", 1, eot=RAND_EOT)]
+    def passes(self, n_classes: int) -> int:
+        """Forward(-backward) passes per image if every image reached every member, as on a model
+        no member fools: the most the ensemble costs (a member skips the images an earlier one
+        fooled). What the dry run's estimate counts; the CSV's `steps` stays 0."""
+        targets = min(TARGETS, n_classes - 1)
+        total = 0
+        for member, loss, restarts, eot in VERSIONS[self.version]:
+            if member == "square":
+                total += QUERIES * restarts
+            else:
+                per_target = targets if member == "apgd-t" or loss is True else 1
+                total += self.steps * restarts * eot * per_target
+        return total
 
     def schedule(self, eps: float) -> tuple[int, float]:
         return 0, 0.0  # an ensemble: steps differ per member
