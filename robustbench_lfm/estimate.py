@@ -7,9 +7,10 @@ scored x the forward-backward passes of its attack x pixels) times that stage's 
 model's backbone, in seconds per megapixel-pass. A classification attack that searches only the
 test images its model gets right clean (`RunSpec.searches_right_only`) is estimated as if it
 searched them all, an upper bound (the accuracy is not known before the run), and its rate is
-measured on the images it did search. AutoAttack is counted as if every image reached every one
-of its members (`bounded`), an upper bound too (each member runs on what the ones before it left:
-on a model that most images fall on, a small share of it), and measures no rate.
+measured on the images it did search. AutoAttack's work is known only within bounds (`bounded`):
+each member runs on what the ones before it left. The dry run gives a range, from its first member
+on every image to every member on every image; the progress bar counts the high end; its cells
+measure no rate.
 
 The rates are measured: every sweep records what its trainings and cells took into
 `rates.json` in its cache directory (`record`), and a dry run reads them back, each rate the median
@@ -84,14 +85,15 @@ class Work:
     cells_left: int
     probes_total: int
     probes_left: int
-    bounded: list[str]  # attacks whose work is counted at its most (`bounded`)
+    bounded: list[str]  # attacks whose work is only known within bounds (`bounded`)
+    least: dict[str, dict[str, float]]  # cells' work with those at their least: "cell", and "scaled" as `scaled`
 
 
-def cell_passes(spec: RunSpec, cell: Cell, classes: int) -> float:
+def cell_passes(spec: RunSpec, cell: Cell, classes: int, most: bool = True) -> float:
     """Forward(-backward) passes of one cell per scored image: 1 for a clean cell (query and gallery
     embedded), the attack's steps + 1 (times eot) for an attacked one, summed over an ensemble's
-    members; an attack that counts its own (`passes(classes)`: AutoAttack's members, which depend on
-    the classes they target) says so."""
+    members; an attack that counts its own (`passes(classes, most)`: AutoAttack, whose members
+    depend on the classes they target) says so, at its most or its least (`bounded`)."""
     task = spec.recipe.task
     if cell.attack is None:
         return 1.0
@@ -99,14 +101,15 @@ def cell_passes(spec: RunSpec, cell: Cell, classes: int) -> float:
     attack = cell.build_attack(task)
     if attack is None:
         return 1.0
+    bound = (classes, most)
     if isinstance(attack, attacks.Ensemble):  # each member runs as it would alone
         return sum(
-            cell_passes(spec, Cell(cell.model, AttackSpec.create(n, o), cell.eps, cell.seed, cell.threat), classes)
+            cell_passes(spec, Cell(cell.model, AttackSpec.create(n, o), cell.eps, cell.seed, cell.threat), *bound)
             for n, o in attack.member_options()
         )
     own = getattr(attack, "passes", None)
     if own is not None:
-        return float(own(classes))
+        return float(own(classes, most))
     steps = int(attack.describe(cell.eps, task)["steps"] or 0)
     return float((steps + 1) * int(options.get("eot", 1)))
 
@@ -179,22 +182,22 @@ def relative_cost(model: ModelSpec, task: str, shape: Shape) -> float | None:
         return None
 
 
-def cell_work(spec: RunSpec, cell: Cell, shape: Shape) -> float:
-    """Megapixel-passes of one cell (a clean cell embeds the gallery too)."""
+def cell_work(spec: RunSpec, cell: Cell, shape: Shape, most: bool = True) -> float:
+    """Megapixel-passes of one cell (a clean cell embeds the gallery too); `most`: `cell_passes`."""
     images = shape.scored + (shape.gallery if cell.attack is None else 0)
-    return images * cell_passes(spec, cell, shape.classes) * shape.pixels / 1e6
+    return images * cell_passes(spec, cell, shape.classes, most) * shape.pixels / 1e6
 
 
-def cells_work(spec: RunSpec, cells: list[Cell], shape: Shape) -> float:
+def cells_work(spec: RunSpec, cells: list[Cell], shape: Shape, most: bool = True) -> float:
     """Megapixel-passes of `cells` of one (model, seed) group, as the group runs them: each cell
     once (a probe the grid holds is its sweep cell) and each attack run two of them share once
-    (robustbench_lfm/shared_runs.py)."""
+    (robustbench_lfm/shared_runs.py); `most`: `cell_passes`."""
     crafted: set[str] = set()
     total = 0.0
     for cell in dict.fromkeys(cells):
         for run, key in attack_runs(spec, cell):
             if key is None or key not in crafted:
-                total += cell_work(spec, run, shape)
+                total += cell_work(spec, run, shape, most)
             if key is not None:
                 crafted.add(key)
     return total
@@ -247,16 +250,22 @@ def pending_work(spec: RunSpec, shape: Shape, done: dict[str, set[str]]) -> Work
         counts[dest] = (len(grid), len(left))
         for cell in left:
             groups.setdefault((cell.model, cell.seed), []).append(cell)
+    least: dict[str, dict[str, float]] = {"cell": {}, "scaled": {}}
     for (model, _), group in groups.items():  # as run_group runs them (cells_work)
         add("cell", cells, model.backbone, model, cells_work(spec, group, shape))
+        low = cells_work(spec, group, shape, most=False)
+        least["cell"][model.backbone] = least["cell"].get(model.backbone, 0.0) + low
+        least["scaled"][model.backbone] = least["scaled"].get(model.backbone, 0.0) + low * cost(model)
     bounded_labels = sorted({c.attack.label for g in groups.values() for c in g if c.attack and bounded(spec, c)})
-    return Work(train, cells, scaled, unscaled, to_train, reused, *counts["results"], *counts["probes"], bounded_labels)
+    return Work(
+        train, cells, scaled, unscaled, to_train, reused, *counts["results"], *counts["probes"], bounded_labels, least
+    )
 
 
 def bounded(spec: RunSpec, cell: Cell) -> bool:
-    """Whether `cell`'s attack counts its own passes as the most it may run (`passes`: AutoAttack,
-    whose later members run only on the images the earlier ones left): its estimate is an upper
-    bound, and its wall time measures no rate."""
+    """Whether `cell`'s attack counts its own passes within bounds (`passes(classes, most)`:
+    AutoAttack, whose later members run only on the images the earlier ones left): the dry run
+    gives its estimate as a range, and its wall time measures no rate."""
     attack = cell.build_attack(spec.recipe.task) if cell.attack is not None else None
     return attack is not None and callable(getattr(attack, "passes", None))
 
@@ -402,30 +411,39 @@ def duration(seconds: float) -> str:
 
 
 def describe(work: Work, rates: Rates) -> tuple[str, float]:
-    """The dry run's text and its estimate in seconds."""
-    total, assumed = 0.0, set()
-    parts: dict[str, float] = {}
-    for stage, per in (("train", work.train), ("cell", work.cells)):
+    """The dry run's text and its estimate in seconds (at its most, where `work.bounded`)."""
+    assumed: set[str] = set()
+
+    def seconds(stage: str, per: dict[str, float], scaled: dict[str, float]) -> float:
+        total = 0.0
         for backbone, mpx in per.items():
             r, measured = rate(rates, stage, backbone)
             if not measured:
                 assumed.add(f"{stage} {backbone}")
-                mpx = work.scaled[stage][backbone]
-            parts[stage] = parts.get(stage, 0.0) + mpx * r
-            total += mpx * r
+            total += (mpx if measured else scaled[backbone]) * r
+        return total
+
+    train = seconds("train", work.train, work.scaled["train"])
+    cells = seconds("cell", work.cells, work.scaled["cell"])
+    least = seconds("cell", work.least["cell"], work.least["scaled"])
+
+    def span(low: float, high: float) -> str:
+        return f"{duration(low)} to {duration(high)}" if work.bounded else duration(high)
+
     lines = [
         "dry run: nothing is trained, attacked or recorded",
         f"models: {len(work.to_train)} to train" + (f" ({', '.join(work.to_train)})" if work.to_train else "")
         + f", {len(work.reused)} cached or given" + (f" ({', '.join(work.reused)})" if work.reused else ""),
         f"cells: {work.cells_left} of {work.cells_total} to run ({work.cells_total - work.cells_left} recorded); "
         f"sanity probes: {work.probes_left} of {work.probes_total} to run",
-        f"estimate: training {duration(parts.get('train', 0.0))}, cells and probes {duration(parts.get('cell', 0.0))}; "
-        f"about {duration(total)} in all",
+        f"estimate: training {duration(train)}, cells and probes {span(least, cells)}; "
+        f"about {span(train + least, train + cells)} in all",
     ]  # fmt: skip
     if work.bounded:
         lines.append(
-            f"  ({', '.join(work.bounded)} counted as if every image reached every member, an upper bound: "
-            "each member runs only on the images the ones before it left)"
+            f"  ({', '.join(work.bounded)}: its first member on every image at the low end, every member on "
+            "every image at the high end; each member runs only on the images the ones before it left, so a "
+            "model most images fall on costs near the low end, one that resists near the high end)"
         )
     if assumed:
         unscaled = f"; not counted, so unscaled: {', '.join(work.unscaled)}" if work.unscaled else ""
@@ -433,7 +451,7 @@ def describe(work: Work, rates: Rates) -> tuple[str, float]:
             f"  (no sweep with this cache has measured {', '.join(sorted(assumed))}: rates of a 2-core CPU "
             f"assumed, resnet-mini's scaled by each model's multiply-adds per pixel{unscaled})"
         )
-    return "\n".join(lines), total
+    return "\n".join(lines), train + cells
 
 
 def measured_rates(spec: RunSpec, training: dict[str, Any], rows: list[dict[str, str]], shape: Shape) -> Rates:

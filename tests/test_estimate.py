@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -64,8 +65,9 @@ def test_an_attack_s_work_counts_its_steps_eot_and_an_ensemble_s_members(tmp_pat
     passes = {c.attack.label: estimate.cell_passes(spec, c, 10) for c in spec.cells() if c.attack}
     # APGD-CE 100, APGD-T and FAB-T 100 for each of 9 targets, Square 5000: each image through every member
     assert passes == {"autoattack": 6900, "autoattack:steps=10": 5190, "autoattack:version=rand": 2 * 100 * 20}
-    three = next(c for c in spec.cells() if c.attack and c.attack.label == "autoattack")
-    assert estimate.cell_passes(spec, three, 3) == 100 + 2 * 100 * 2 + 5000  # 3 classes: 2 targets
+    standard = next(c for c in spec.cells() if c.attack and c.attack.label == "autoattack")
+    assert estimate.cell_passes(spec, standard, 3) == 100 + 2 * 100 * 2 + 5000  # 3 classes: 2 targets
+    assert estimate.cell_passes(spec, standard, 10, most=False) == 100  # APGD-CE, which every image runs
     assert estimate.duration(59) == "59 s" and estimate.duration(125) == "2 min 05 s"
 
 
@@ -215,13 +217,15 @@ def test_the_rates_of_a_rates_file_written_before_they_meant_what_they_mean_now_
 
 def test_an_autoattack_cell_is_estimated_at_its_most_and_measures_no_rate(tmp_path):
     """AutoAttack's later members run only on the images the earlier ones left: its work is not known
-    before the run, so the dry run counts every image through every member and says so, and its wall
-    time, which ran less than that, is not recorded as a rate."""
+    before the run, so the dry run gives a range, from its first member on every image to every
+    member on every image, and says so; its wall time is recorded as no rate."""
     out, cache = tmp_path / "run", tmp_path / "cache"
     grid = ["--dataset", "digits", "--models", "plain", "--no-baseline", "--epochs", "1", "--train-fraction", "0.05",
             "--attacks", "autoattack:steps=2,pgd:steps=2", "--eps", "8/255", "--n-eval", "8"]  # fmt: skip
     dry = CliRunner().invoke(main, ["run", *grid, "--out", str(out), "--cache-dir", str(cache), "--dry-run"])
-    assert dry.exit_code == 0 and "autoattack:steps=2 counted as if every image reached every member" in dry.output
+    assert dry.exit_code == 0 and "autoattack:steps=2: its first member on every image at the low end" in dry.output
+    low, high = re.search(r"about (.+) to (.+) in all", dry.output).groups()  # type: ignore[union-attr]
+    assert low != high, dry.output
     with pytest.MonkeyPatch.context() as monkeypatch:
         cap_square_queries(monkeypatch)
         assert (

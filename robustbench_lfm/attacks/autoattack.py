@@ -92,13 +92,14 @@ class AutoAttack(TorchattacksAttack):
             built.append(attack)
         return built
 
-    def passes(self, n_classes: int) -> int:
-        """Forward(-backward) passes per image if every image reached every member, as on a model
-        no member fools: the most the ensemble costs (a member skips the images an earlier one
-        fooled). What the dry run's estimate counts; the CSV's `steps` stays 0."""
+    def passes(self, n_classes: int, most: bool = True) -> int:
+        """Forward(-backward) passes per image: with `most`, as if every image reached every member
+        (a model no member fools), the most the ensemble costs; else its first member alone, which
+        every image runs. A later member runs only on the images the ones before it left. What the
+        dry run's estimate counts; the CSV's `steps` stays 0."""
         targets = min(TARGETS, n_classes - 1)
         total = 0
-        for member, loss, restarts, eot in VERSIONS[self.version]:
+        for member, loss, restarts, eot in VERSIONS[self.version] if most else VERSIONS[self.version][:1]:
             if member == "square":
                 total += QUERIES * restarts
             else:
