@@ -215,7 +215,7 @@ def test_the_rates_of_a_rates_file_written_before_they_meant_what_they_mean_now_
     assert estimate.read_rates(tmp_path) == {"train": {"resnet18": [0.5, 5.5, 0.6]}, "cell": {"resnet18": [0.4]}}
 
 
-def test_an_autoattack_cell_is_estimated_at_its_most_and_measures_no_rate(tmp_path):
+def test_an_autoattack_cell_is_estimated_as_a_range_and_measures_no_rate(tmp_path):
     """AutoAttack's later members run only on the images the earlier ones left: its work is not known
     before the run, so the dry run gives a range, from its first member on every image to every
     member on every image, and says so; its wall time is recorded as no rate."""
