@@ -418,7 +418,8 @@ def ls(fmt: str, quiet: bool, plugins: tuple[str, ...]) -> None:
         from robustbench_lfm.plugins import load_plugins
 
         _guard(lambda: load_plugins(plugins))
-        forms = rendered(registry_listing())
+        listing = registry_listing()
+        forms = rendered(listing)
         if not plugins:
-            names.remember(default_cache_dir())
+            names.remember(default_cache_dir(), listing)
     click.echo(forms[form])

@@ -250,13 +250,14 @@ def pending_work(spec: RunSpec, shape: Shape, done: dict[str, set[str]]) -> Work
         counts[dest] = (len(grid), len(left))
         for cell in left:
             groups.setdefault((cell.model, cell.seed), []).append(cell)
+    bounded_labels = sorted({c.attack.label for g in groups.values() for c in g if c.attack and bounded(spec, c)})
     least: dict[str, dict[str, float]] = {"cell": {}, "scaled": {}}
     for (model, _), group in groups.items():  # as run_group runs them (cells_work)
-        add("cell", cells, model.backbone, model, cells_work(spec, group, shape))
-        low = cells_work(spec, group, shape, most=False)
+        high = cells_work(spec, group, shape)
+        add("cell", cells, model.backbone, model, high)
+        low = cells_work(spec, group, shape, most=False) if bounded_labels else high  # one work, without a bound
         least["cell"][model.backbone] = least["cell"].get(model.backbone, 0.0) + low
         least["scaled"][model.backbone] = least["scaled"].get(model.backbone, 0.0) + low * cost(model)
-    bounded_labels = sorted({c.attack.label for g in groups.values() for c in g if c.attack and bounded(spec, c)})
     return Work(
         train, cells, scaled, unscaled, to_train, reused, *counts["results"], *counts["probes"], bounded_labels, least
     )

@@ -48,17 +48,17 @@ def _path(cache_dir: Path, digest: str) -> Path:
     return cache_dir / f"names-{digest}.json"
 
 
-def remember(cache_dir: Path) -> None:
+def remember(cache_dir: Path, listing: dict[str, Any] | None = None) -> None:
     """Write the built-in registries' names (and each model's parameters and attack's options) and
     the listing `ls` prints for this code into `cache_dir`; call with the registries loaded and no
-    --plugin code among them. Best effort: a cache that cannot take the file costs only the fast
-    check and the fast `ls`."""
+    --plugin code among them (`listing`: their `registry_listing()`, where the caller made it).
+    Best effort: a cache that cannot take the file costs only the fast check and the fast `ls`."""
     from robustbench_lfm.listing import registry_listing, rendered
 
     digest = code_digest()
     if digest is None or _listing(_read(cache_dir, digest)) is not None:  # nothing to vouch for, or there already
         return
-    listing = registry_listing()
+    listing = registry_listing() if listing is None else listing
     names = {
         "models": {n: sorted(e["parameters"]) for n, e in listing["models"].items()},
         "attacks": {n: sorted(e["parameters"]) for n, e in listing["attacks"].items()},
