@@ -62,6 +62,7 @@ def cache(registries) -> Path:
 @pytest.mark.parametrize(
     ("args", "message"),
     [(["--models", "lfmm"], "unknown model 'lfmm'; did you mean 'lfm'"),
+     (["--models", "LFM"], "unknown model 'LFM'; did you mean 'lfm'"),
      (["--models", "rcm-up+pgd-att"], "unknown model 'pgd-att'; did you mean 'pgd-at'"),
      (["--attacks", "pgd,smaa"], "unknown attack 'smaa'; did you mean 'sma'"),
      (["--attacks", "pgd:stepz=3"], "pgd has no option(s) stepz (it takes: backend,"),

@@ -41,6 +41,8 @@ def test_an_unknown_name_lists_close_matches(kind: str) -> None:
     name = registry.names()[0]
     with pytest.raises(UnknownNameError, match=f"unknown {kind} '{name}x'; did you mean '{name}'"):
         registry[name + "x"]
+    with pytest.raises(UnknownNameError, match=f"unknown {kind} '{name.upper()}'; did you mean '{name}'"):
+        registry[name.upper()]  # names are lower case: a name in capitals is a typo with an answer
     with pytest.raises(KeyError):  # UnknownNameError stays a KeyError for callers that catch one
         registry.source(name + "x")
 

@@ -33,8 +33,10 @@ class DuplicateNameError(ValueError):
 
 
 def did_you_mean(kind: str, name: str, known: list[str]) -> str:
-    """One-line message for an unknown name: close matches, then every known name."""
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    """One-line message for an unknown name: close matches (case aside: `LFM` suggests `lfm`),
+    then every known name."""
+    lower = {k.lower(): k for k in known}
+    close = [lower[c] for c in difflib.get_close_matches(name.lower(), list(lower), n=3, cutoff=0.5)]
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     return f"unknown {kind} {name!r}{hint} (known: {', '.join(sorted(known)) or 'none'})"
 
