@@ -102,7 +102,10 @@ def default_cache_dir() -> Path:
 def check_writable(path: Path, create: bool = True) -> None:
     """Create the folder `path` if needed and prove a file can be written there (OSError otherwise).
     With `create` False, a folder that does not exist yet is left uncreated: its nearest existing
-    ancestor must be a folder this process may create it in (a dry run leaves no folder behind)."""
+    ancestor must be a folder this process may create it in (a dry run leaves no folder behind).
+    A file at `path` is NotADirectoryError, not the "File exists" mkdir would say."""
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
     if not create and not path.exists():
         ancestor = next(p for p in path.absolute().parents if p.exists())  # the root exists
         if not ancestor.is_dir():

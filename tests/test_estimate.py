@@ -32,6 +32,8 @@ def test_a_dry_run_writes_nothing_and_counts_what_a_real_run_then_does(tmp_path)
     (tmp_path / "file").write_text("")  # no folder can be made under a file
     blocked = _run(tmp_path / "file" / "run", cache, "--dry-run")
     assert blocked.exit_code == 2 and "output directory" in blocked.output and "not writable" in blocked.output
+    a_file = _run(tmp_path / "file", cache, "--dry-run")  # --out naming a file: said as such
+    assert a_file.exit_code == 2 and "not writable (Not a directory)" in a_file.output, a_file.output
     assert _run(out, cache).exit_code == 0
     rates = json.loads((cache / estimate.RATES_FILE).read_text())  # the real run measured its stages
     assert set(rates["train"]) == {"resnet-mini bf16"}  # the re-ID recipe trains in bf16: its own rate
