@@ -459,12 +459,7 @@ def build_spec(o: RunOptions, given: tuple[ModelSpec, ...] = ()) -> RunSpec:
     task = _dataset_task(o.dataset)
     recipe = load_recipe(o.recipe, task)
     recipe = recipe if o.epochs is None else recipe.scaled_to(o.epochs)
-    names = unique(split_list(o.models, plus_separates=False))
-    if not names and not given:  # the baseline alone would run in its place, and say nothing
-        raise SpecError(f"--models {o.models!r} names no model; give at least one, e.g. --models lfm,dropout")
-    if not o.no_baseline and not any(n.split(":")[0] == "plain" for n in names):
-        names.insert(0, "plain")
-    model_specs = distinct(tuple(resolve_model(n, o.backbone, recipe) for n in names) + given)
+    model_specs = _model_specs(o, recipe, given)
     surrogate = None if o.surrogate is None else resolve_model(o.surrogate, o.backbone, recipe)
     attack_specs = tuple(dict.fromkeys(s for a in unique(split_list(o.attacks)) for s in resolve_attacks(a, task)))
     if not model_specs or not attack_specs:
@@ -492,24 +487,13 @@ def build_spec(o: RunOptions, given: tuple[ModelSpec, ...] = ()) -> RunSpec:
         distance=o.distance, ap=o.ap, flip=o.flip, rerank=o.rerank, n_eval=o.n_eval, precision=o.precision or "fp32",
         attack_precision=o.attack_precision, score_repeats=o.score_repeats, test=test,
     )  # fmt: skip
-    ensembles = [a.label for a in attack_specs if issubclass(attacks.get_attack_class(a.name), attacks.Ensemble)]
-    if o.score_repeats > 1 and ensembles:
-        raise SpecError(
-            f"--score-repeats {o.score_repeats} with {ensembles[0]}: an ensemble takes each query's worst case in "
-            "one scoring pass; on a model random in eval mode run its members alone with eot (lfm-bench ls)"
-        )
+    _check_repeats(o.score_repeats, attack_specs)
     threat = ThreatSpec(surrogate, o.quantize, _published_corruptions(test or data, attack_specs))
     parts: dict[str, Any] = dict(
         models=model_specs, attacks=attack_specs, eps=parse_eps(o.eps), seeds=parse_seeds(o.seeds),
         data=data, recipe=recipe, evaluation=evaluation, threat=threat,
     )  # fmt: skip
-    name = o.name or _run_name(parts)
-    if o.name is not None and (not name.strip() or Path(name).name != name or name in (".", "..")):
-        raise SpecError(f"--name {name!r} must be one folder name (no '/', not '..'); use --out DIR for a path")
-    out = Path(o.out) if o.out is not None else Path("results") / name
-    cache_dir = Path(o.cache_dir) if o.cache_dir is not None else files.default_cache_dir()
-    check_writable(out, "output directory", create=not o.dry_run)  # a dry run records nothing there
-    check_writable(cache_dir, "cache directory")
+    out, cache_dir = _folders(o, parts)
     return RunSpec(
         **parts,
         out_dir=out,
@@ -521,6 +505,40 @@ def build_spec(o: RunOptions, given: tuple[ModelSpec, ...] = ()) -> RunSpec:
         pretrained=pretrained,
         plugins=loaded,
     )
+
+
+def _model_specs(o: RunOptions, recipe: TrainRecipe, given: tuple[ModelSpec, ...]) -> tuple[ModelSpec, ...]:
+    """The run's models: `--models` resolved, the `plain` baseline first unless `--no-baseline` or
+    named, then the `given` ones; each once."""
+    names = unique(split_list(o.models, plus_separates=False))
+    if not names and not given:  # the baseline alone would run in its place, and say nothing
+        raise SpecError(f"--models {o.models!r} names no model; give at least one, e.g. --models lfm,dropout")
+    if not o.no_baseline and not any(n.split(":")[0] == "plain" for n in names):
+        names.insert(0, "plain")
+    return distinct(tuple(resolve_model(n, o.backbone, recipe) for n in names) + given)
+
+
+def _check_repeats(repeats: int, attack_specs: tuple[AttackSpec, ...]) -> None:
+    """SpecError for --score-repeats above 1 beside an ensemble attack (auto-reid)."""
+    ensembles = [a.label for a in attack_specs if issubclass(attacks.get_attack_class(a.name), attacks.Ensemble)]
+    if repeats > 1 and ensembles:
+        raise SpecError(
+            f"--score-repeats {repeats} with {ensembles[0]}: an ensemble takes each query's worst case in "
+            "one scoring pass; on a model random in eval mode run its members alone with eot (lfm-bench ls)"
+        )
+
+
+def _folders(o: RunOptions, parts: dict[str, Any]) -> tuple[Path, Path]:
+    """The run directory (`--out`, else results/ and `--name` or a name made from `parts`) and the
+    cache directory, each checked writable; a dry run creates no run directory."""
+    name = o.name or _run_name(parts)
+    if o.name is not None and (not name.strip() or Path(name).name != name or name in (".", "..")):
+        raise SpecError(f"--name {name!r} must be one folder name (no '/', not '..'); use --out DIR for a path")
+    out = Path(o.out) if o.out is not None else Path("results") / name
+    cache_dir = Path(o.cache_dir) if o.cache_dir is not None else files.default_cache_dir()
+    check_writable(out, "output directory", create=not o.dry_run)  # a dry run records nothing there
+    check_writable(cache_dir, "cache directory")
+    return out, cache_dir
 
 
 def _published_corruptions(data: DataSpec, attack_specs: tuple[AttackSpec, ...]) -> str:
