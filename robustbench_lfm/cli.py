@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from robustbench_lfm import startup
 from robustbench_lfm.cli_options import (
     RUN_OPTIONS,
     SectionedCommand,
@@ -131,7 +132,8 @@ def run(fmt: str, **opts: Any) -> None:  # opts: one keyword per RunOptions fiel
 
     cache_dir = Path(opts["cache_dir"]) if opts.get("cache_dir") else default_cache_dir()
     _guard(lambda: names.precheck(opts, cache_dir))  # a typo: one line before torch is imported
-    from robustbench_lfm.spec import build_spec  # imports torch
+    startup.import_torch()
+    from robustbench_lfm.spec import build_spec
 
     executor = {k: opts[k] for k in EXECUTOR}
     spec = _guard(lambda: build_spec(RunOptions(**opts)))
@@ -414,6 +416,7 @@ def ls(fmt: str, quiet: bool, plugins: tuple[str, ...]) -> None:
     form = "json" if fmt == "json" else "quiet" if quiet else "text"
     forms = None if plugins else names.remembered_listing(default_cache_dir())
     if forms is None:
+        startup.import_torch()
         from robustbench_lfm.listing import registry_listing, rendered
         from robustbench_lfm.plugins import load_plugins
 

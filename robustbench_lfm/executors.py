@@ -15,6 +15,7 @@ results stream back into one table whatever runs the tasks.
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import signal
 import sys
@@ -71,9 +72,12 @@ def set_threads(n: int) -> None:
 
 
 def local_worker(n: int, coordinator: int) -> None:
-    """A local worker process's initialiser: its threads, and death with the coordinator (its pid)."""
+    """A local worker process's initialiser: its threads, death with the coordinator (its pid),
+    and torch's objects out of the collector's full passes before the tasks' modules are imported
+    (`gc.freeze`, as robustbench_lfm/startup.py does for a command: the process is the sweep's)."""
     die_with_parent(coordinator)
     set_threads(n)
+    gc.freeze()
 
 
 def die_with_parent(coordinator: int | None = None) -> None:

@@ -4,6 +4,7 @@ the full check."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -138,8 +139,26 @@ def test_installed_plugin_packages_leave_names_and_ls_to_the_registries(cache, m
     point = importlib.metadata.EntryPoint("mine", "my_package.plugin", "lfm_bench.plugins")
     monkeypatch.setattr(importlib.metadata, "entry_points",
                         lambda **kw: [point] if kw.get("group") == "lfm_bench.plugins" else real(**kw))  # fmt: skip
+    # a process that starts after the install: its own scan (names reads the group once per process)
+    monkeypatch.setattr(names, "_plugin_packages", functools.cache(names._plugin_packages.__wrapped__))
     assert names.code_digest() is None
     assert names.remembered(cache) is None and names.remembered_listing(cache) is None
     names.precheck({"models": "a-model-my-package-registers"}, cache)  # left to the registries
     names.remember(cache)  # writes nothing it could not read back
     assert len(list(cache.glob("names-*.json"))) == 1
+
+
+def test_a_command_that_imports_torch_freezes_what_is_alive_and_a_callers_objects_stay_collectable():
+    """`startup.import_torch` (run, and ls loading the registries): in a process of its own, torch's
+    objects leave the collector's full passes; where torch was imported before (this test process,
+    a library user's program), nothing is frozen."""
+    import gc
+
+    from robustbench_lfm import startup
+
+    script = "import gc; from robustbench_lfm import startup; startup.import_torch(); print(gc.get_freeze_count())"
+    fresh = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert int(fresh.stdout) > 100_000, fresh.stdout  # torch's own objects among them
+    before = gc.get_freeze_count()
+    startup.import_torch()
+    assert gc.get_freeze_count() == before
