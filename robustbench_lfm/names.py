@@ -44,8 +44,8 @@ def code_digest() -> str | None:
 @functools.cache
 def _plugin_packages() -> bool:
     """Whether `lfm_bench.plugins` entry points are installed; read once per process, as
-    robustbench_lfm.plugins loads them (the scan reads every installed package's metadata, about
-    9 ms, which `ls` paid twice more before)."""
+    robustbench_lfm.plugins reads them to load them (the scan reads every installed package's
+    metadata, about 9 ms: `ls` scanned three times before, twice now)."""
     from importlib.metadata import entry_points
 
     from robustbench_lfm.plugins import ENTRY_POINT_GROUP
