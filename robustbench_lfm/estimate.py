@@ -267,8 +267,7 @@ def bounded(spec: RunSpec, cell: Cell) -> bool:
     """Whether `cell`'s attack counts its own passes within bounds (`passes(classes, most)`:
     AutoAttack, whose later members run only on the images the earlier ones left): the dry run
     gives its estimate as a range, and its wall time measures no rate."""
-    attack = cell.build_attack(spec.recipe.task) if cell.attack is not None else None
-    return attack is not None and callable(getattr(attack, "passes", None))
+    return cell.attack is not None and callable(getattr(attacks.get_attack_class(cell.attack.name), "passes", None))
 
 
 def trained_models(spec: RunSpec) -> list[tuple[ModelSpec, int, str]]:

@@ -16,7 +16,6 @@ where they are parsed, after torch.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from pathlib import Path
@@ -32,25 +31,15 @@ def code_digest() -> str | None:
     """16 hex digits naming the installed code, each package file's path, size and mtime (an edit
     or an install changes it); None when `lfm_bench.plugins` entry points are installed: their
     code may change without a reinstall, so no digest can vouch for the names they register."""
-    if _plugin_packages():
+    from robustbench_lfm.plugins import installed_entry_points
+
+    if installed_entry_points():
         return None
     digest = hashlib.sha256()
     for path in sorted(p for suffix in ("*.py", "*.toml") for p in PACKAGE.rglob(suffix)):
         stat = path.stat()
         digest.update(f"{path.relative_to(PACKAGE)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]
-
-
-@functools.cache
-def _plugin_packages() -> bool:
-    """Whether `lfm_bench.plugins` entry points are installed; read once per process, as
-    robustbench_lfm.plugins reads them to load them (the scan reads every installed package's
-    metadata, about 9 ms: `ls` scanned three times before, twice now)."""
-    from importlib.metadata import entry_points
-
-    from robustbench_lfm.plugins import ENTRY_POINT_GROUP
-
-    return bool(entry_points(group=ENTRY_POINT_GROUP))
 
 
 def _path(cache_dir: Path, digest: str) -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from robustbench_lfm import names
+from robustbench_lfm import names, plugins
 from robustbench_lfm.parsing import SpecError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,8 +139,8 @@ def test_installed_plugin_packages_leave_names_and_ls_to_the_registries(cache, m
     point = importlib.metadata.EntryPoint("mine", "my_package.plugin", "lfm_bench.plugins")
     monkeypatch.setattr(importlib.metadata, "entry_points",
                         lambda **kw: [point] if kw.get("group") == "lfm_bench.plugins" else real(**kw))  # fmt: skip
-    # a process that starts after the install: its own scan (names reads the group once per process)
-    monkeypatch.setattr(names, "_plugin_packages", functools.cache(names._plugin_packages.__wrapped__))
+    # a process that starts after the install: its own scan (the group is read once per process)
+    monkeypatch.setattr(plugins, "installed_entry_points", functools.cache(plugins.installed_entry_points.__wrapped__))
     assert names.code_digest() is None
     assert names.remembered(cache) is None and names.remembered_listing(cache) is None
     names.precheck({"models": "a-model-my-package-registers"}, cache)  # left to the registries
