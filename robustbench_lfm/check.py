@@ -1,4 +1,5 @@
-"""`lfm-bench check RUN_DIR --baseline BASELINE.csv`: a robustness regression gate for CI.
+"""`lfm-bench check RUN_DIR --baseline BASELINE.csv`: a robustness regression gate for CI (a
+baseline given as a run directory is read as its results.csv).
 
 The run's results.csv is compared with a baseline table measurement by measurement. Rows match on
 their full identity (robustbench_lfm.identity.MEASUREMENT: task, dataset and its options, recipe,
@@ -112,7 +113,8 @@ def read_table(path: Path, role: str) -> pd.DataFrame:
     """A results table, whole and typed (CheckError otherwise), read by column name: a table of an
     older version reads, its missing columns at the values they imply (robustbench_lfm.columns)."""
     if not path.is_file():
-        raise CheckError(f"{role} {path} does not exist; give a results.csv written by `lfm-bench run`")
+        what = "is not a file" if path.exists() else "does not exist"
+        raise CheckError(f"{role} {path} {what}; give a results.csv written by `lfm-bench run`")
     store = ResultStore(path)
     try:
         scan = store.scan()
@@ -134,6 +136,19 @@ def read_table(path: Path, role: str) -> pd.DataFrame:
             "measurement(s): one measurement twice; rebuild it from a run directory"
         )
     return df
+
+
+def _baseline_file(path: Path) -> Path:
+    """The baseline's results.csv: `path` itself, or the results.csv of the run directory `path` names
+    (`--baseline OLD_RUN` reads as `--baseline OLD_RUN/results.csv`, as RUN_DIR does)."""
+    if not path.is_dir():
+        return path
+    if not (path / "results.csv").is_file():
+        raise CheckError(
+            f"baseline {path} is a directory with no results.csv; give a results.csv or the run directory "
+            "`lfm-bench run` wrote"
+        )
+    return path / "results.csv"
 
 
 def _baseline(path: Path) -> pd.DataFrame:
@@ -165,6 +180,7 @@ def compare(run_dir: Path, baseline: Path, tolerance: float = 0.02, alpha: float
     """Compare RUN_DIR/results.csv with `baseline` (module docstring)."""
     if not 0 <= tolerance < 1 or not 0 < alpha < 1:
         raise CheckError(f"--tolerance {tolerance} must lie in [0, 1) and --alpha {alpha} in (0, 1)")
+    baseline = _baseline_file(baseline)
     base = _baseline(baseline)
     current = read_table(run_dir / "results.csv", "run") if (run_dir / "results.csv").exists() else None
     if current is None:

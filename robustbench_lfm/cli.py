@@ -311,7 +311,8 @@ def board(run_dirs: tuple[Path, ...], out: Path, cache_dir: Path | None, quiet: 
     "--baseline",
     type=click.Path(path_type=Path),
     required=True,
-    help="A results.csv to compare against (e.g. the committed results/baseline/ci-synthreid/results.csv).",
+    help="A results.csv to compare against (e.g. the committed results/baseline/ci-synthreid/results.csv), or "
+    "the run directory that holds one.",
 )
 @click.option(
     "--tolerance",

@@ -125,6 +125,17 @@ def test_a_baseline_that_cannot_be_used_is_bad_input(run, tmp_path, kind):
     assert len(lines) == 1 and lines[0].startswith("lfm-bench: error: baseline")
 
 
+def test_a_baseline_run_directory_reads_its_results_csv_and_one_without_it_is_bad_input(run, tmp_path):
+    result = _check(run, run)  # the directory `lfm-bench run` wrote, as RUN_DIR is given
+    assert result.exit_code == 0 and "0 regressed, 0 missing, 0 invalid" in result.output, result.output
+    for path, says in [(tmp_path, "is a directory with no results.csv"), (Path("/dev/null"), "is not a file"),
+                       (tmp_path / "absent.csv", "does not exist")]:  # fmt: skip
+        result = _check(run, path)
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert lines[0].startswith(f"lfm-bench: error: baseline {path} ") and says in lines[0], result.output
+
+
 def _edited_baseline(tmp_path, edit):
     """The committed CI baseline run's table with `edit` applied, as a baseline file (no queries.csv)."""
     committed = Path(__file__).resolve().parents[1] / "results" / "baseline" / "ci-synthreid"
