@@ -133,7 +133,7 @@ def test_a_damaged_or_foreign_run_is_left_out_in_one_line(runs, tmp_path):
     code, out, err = _board(str(runs["seed1"]), str(torn), str(edited), str(empty), "--out", str(tmp_path / "s"))
     lines = err.strip().splitlines()
     assert code == 0 and len(lines) == 3 and all(line.startswith("lfm-bench: warning: left out: ") for line in lines)
-    assert str(torn) in lines[0] and str(edited) in lines[1] and str(empty) in lines[2]
+    assert str(torn) in lines[0] and str(edited) in lines[1] and f"{empty} has no manifest.json" in lines[2]
     assert "1 run(s)" in out
     index = (tmp_path / "s" / "index.html").read_text()
     assert "Run directories left out" in index and str(edited) in index

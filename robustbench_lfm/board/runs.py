@@ -121,6 +121,8 @@ def read_run(run_dir: Path, digest: str | None = None) -> RunRecord:
     holder = writer_of(run_dir)
     if holder is not None:
         raise RunRefusedError(f"{run_dir} is being written by {holder}; build the board again when that sweep ends")
+    if not (run_dir / "manifest.json").exists():
+        raise RunRefusedError(f"{run_dir} has no manifest.json; give the run directories `lfm-bench run` wrote")
     digest = digest or run_digest(run_dir)
     manifest = _json_file(run_dir / "manifest.json", "this run directory")
     fingerprint = _json_file(run_dir / "fingerprint.json", "it") if (run_dir / "fingerprint.json").is_file() else {}
