@@ -330,31 +330,53 @@ def group_seconds(
 ) -> float:
     """Estimated seconds of one (model, seed) group: its training when not cached (and `train`: False
     where an earlier group trains it), and its cells."""
+    training, per_work = group_rates(spec, model, seed, shape, rates, train)
+    return training + cells_work(spec, cells, shape) * per_work
+
+
+def group_rates(
+    spec: RunSpec, model: ModelSpec, seed: int, shape: Shape, rates: Rates, train: bool = True
+) -> tuple[float, float]:
+    """The estimated seconds of one (model, seed) group's training (0 when cached, or not `train`),
+    and its cells' seconds per megapixel-pass of `cells_work`."""
     trains = train and not is_cached(spec, model, seed)
     train_rate, train_measured = rate(rates, "train", trained_as(spec, model))
     cell_rate, cell_measured = rate(rates, "cell", model.backbone)
     cost = 1.0  # a measured rate already carries the model's cost; a default one is resnet-mini's
     if not (train_measured and cell_measured):
         cost = relative_cost(model, spec.recipe.task, shape) or 1.0
-    work = train_work(spec, shape, model) * train_rate * (1.0 if train_measured else cost) if trains else 0.0
-    return work + cells_work(spec, cells, shape) * cell_rate * (1.0 if cell_measured else cost)
+    training = train_work(spec, shape, model) * train_rate * (1.0 if train_measured else cost) if trains else 0.0
+    return training, cell_rate * (1.0 if cell_measured else cost)
 
 
 Key = tuple[ModelSpec, int]
 
 
+@dataclass(frozen=True)
+class GroupEstimate:
+    """One (model, seed) group's estimate, as the sweep's progress bar counts it (robustbench_lfm/progress.py):
+    its training's seconds, its cells' seconds per megapixel-pass, and the whole group's seconds."""
+
+    training: float
+    per_work: float
+    seconds: float
+
+
 def phase_seconds(
     spec: RunSpec, first: list[Key], groups: dict[Key, list[Cell]], shape: Shape, rates: Rates
-) -> tuple[dict[Key, float], dict[Key, float]]:
-    """The estimated seconds of a sweep's two phases, per (model, seed): the prerequisites' trainings
+) -> tuple[dict[Key, GroupEstimate], dict[Key, GroupEstimate]]:
+    """The estimates of a sweep's two phases, per (model, seed): the prerequisites' trainings
     (`first`, robustbench_lfm.spec.prerequisites), then the groups, whose training counts only where
-    no prerequisite trained it; in whole tenths, so a progress bar's updates add up to its total."""
-    before = {key: round(group_seconds(spec, *key, [], shape, rates), 1) for key in first}
+    no prerequisite trained it; each group's seconds in whole tenths, so a progress bar's updates add
+    up to its total."""
+
+    def group(key: Key, cells: list[Cell], train: bool) -> GroupEstimate:
+        training, per_work = group_rates(spec, *key, shape, rates, train)
+        return GroupEstimate(training, per_work, round(training + cells_work(spec, cells, shape) * per_work, 1))
+
     trained_first = {_train_key(spec, *key) for key in first}
-    after = {
-        key: round(group_seconds(spec, *key, cells, shape, rates, train=_train_key(spec, *key) not in trained_first), 1)
-        for key, cells in groups.items()
-    }
+    before = {key: group(key, [], True) for key in first}
+    after = {key: group(key, cells, _train_key(spec, *key) not in trained_first) for key, cells in groups.items()}
     return before, after
 
 

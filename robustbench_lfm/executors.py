@@ -22,13 +22,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from robustbench_lfm import progress
 
 EXECUTORS = ("local", "dask", "submitit")
 
@@ -71,12 +73,16 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
-def local_worker(n: int, coordinator: int) -> None:
+def local_worker(n: int, coordinator: int, events: Any = None) -> None:
     """A local worker process's initialiser: its threads, death with the coordinator (its pid),
-    and torch's objects out of the collector's full passes before the tasks' modules are imported
-    (`gc.freeze`, as robustbench_lfm/startup.py does for a command: the process is the sweep's)."""
+    its progress events sent to the coordinator through the queue `events`
+    (robustbench_lfm/progress.py), and torch's objects out of the collector's full passes before the
+    tasks' modules are imported (`gc.freeze`, as robustbench_lfm/startup.py does for a command: the
+    process is the sweep's)."""
     die_with_parent(coordinator)
     set_threads(n)
+    if events is not None:
+        progress.forward_to(events)
     gc.freeze()
 
 
@@ -169,11 +175,21 @@ def _local(ex: ExecSpec, fn: Callable[..., Any], tasks: list[tuple]) -> Iterator
             torch.set_num_threads(caller)
         return
     ctx = get_context("spawn")  # fork would copy torch's thread pools into the children
+    events = ctx.Queue()  # the workers' progress events, reported here as they come (robustbench_lfm/progress.py)
     with ProcessPoolExecutor(
-        ex.jobs, mp_context=ctx, initializer=local_worker, initargs=(ex.worker_threads(), os.getpid())
+        ex.jobs, mp_context=ctx, initializer=local_worker, initargs=(ex.worker_threads(), os.getpid(), events)
     ) as pool:
-        for future in as_completed([pool.submit(fn, *task) for task in tasks]):
-            yield future.result()
+        running = {pool.submit(fn, *task) for task in tasks}
+        while running:
+            done, running = wait(running, timeout=PROGRESS_POLL_S, return_when=FIRST_COMPLETED)
+            progress.drain(events)
+            for future in done:
+                yield future.result()
+    progress.drain(events)  # what came after the last result: every listener hears every event
+    events.close()
+
+
+PROGRESS_POLL_S = 0.5  # how often the coordinator reports its workers' progress events
 
 
 def _dask(ex: ExecSpec, fn: Callable[..., Any], tasks: list[tuple]) -> Iterator[Any]:

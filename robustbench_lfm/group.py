@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from robustbench_lfm import attacks, columns, metric_table, models, precision
+from robustbench_lfm import attacks, columns, metric_table, models, precision, progress
 from robustbench_lfm.attacking import (
     Attacker,
     CleanFeatures,
@@ -216,6 +216,8 @@ def run_group(spec: RunSpec, model_spec: ModelSpec, seed: int, cells: list[tuple
             for dest in dests:
                 out.failed_cells[_cell_label(cell, model_spec, dest)] = f"{describe(err)} (traceback: {where})"
             continue
+        finally:
+            progress.report(progress.CellDone(label, cell))  # the sweep's bar (robustbench_lfm/progress.py)
         members = extra.pop("members", {})
         if "results" in dests:
             out.rows["queries"] += _query_rows(spec, cell, results)
@@ -345,6 +347,7 @@ def _train(
     def on_epoch(epoch: int, loss: float) -> None:
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}")
+        progress.report(progress.Epoch(label, epoch + 1, spec.recipe.epochs))
 
     method = build_method(model_spec.method, dict(model_spec.resolved), spec.recipe, seed, device, teacher)
     if spec.recipe.precision == "bf16" and precision.slow_bf16(device):

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from robustbench_lfm import attacks, estimate, evidence, metric_table, rundir, sanity
+from robustbench_lfm import attacks, estimate, evidence, metric_table, progress, rundir, sanity
 from robustbench_lfm.checkpoints import probe_given_models
 from robustbench_lfm.datasets import ClassificationDataset, Dataset
 from robustbench_lfm.environment import configure_determinism, machine, now, package_versions
@@ -232,32 +232,29 @@ def _run_groups(
     before, after = estimate.phase_seconds(
         spec, first, {k: [c for _, c in g] for k, g in groups.items()}, shape, estimate.read_rates(spec.cache_dir)
     )
-    total = round(sum(before.values()) + sum(after.values()), 1)
+    total = round(sum(e.seconds for phase in (before, after) for e in phase.values()), 1)
     bar = tqdm(total=total, desc=f"sweep ({len(pending)} cells)", disable=spec.quiet, unit="s", bar_format=SWEEP_BAR)
-    progressed = 0.0
     # Teachers and the surrogate are trained (or loaded) first, then the groups that load them.
     phases: list[tuple[dict, list[tuple[RunSpec, ModelSpec, int, list[tuple[str, Cell]]]]]] = [
         (before, [(spec, m, seed, []) for m, seed in first]),
         (after, [(spec, m, seed, group) for (m, seed), group in groups.items()]),
     ]
-    for seconds, tasks in phases:
-        for result in run_tasks(ex, run_group, tasks):
-            _record(result, tables, manifest)
-            key = _group_key(result, seconds)
-            step = min(seconds[key], total - progressed) if key is not None else 0.0
-            progressed += step
-            bar.update(step)
+    for estimates, tasks in phases:  # the bar moves with each epoch and cell (robustbench_lfm/progress.py)
+        moved = progress.SweepBar(bar, lambda cells: estimate.cells_work(spec, cells, shape))
+        for (model, seed), e in estimates.items():
+            moved.expect(f"{model.label}@seed{seed}", e.training, e.per_work, e.seconds)
+        with progress.listening(moved):
+            for result in run_tasks(ex, run_group, tasks):
+                _record(result, tables, manifest)
+                moved.finished(result.label)
+    if 0 < total - bar.n < 1e-6:  # the steps' float sum: every group came back, so the bar is full
+        bar.update(total - bar.n)
     bar.close()
     return {c.cell_id(spec.data, spec.recipe, spec.evaluation) for _, c in pending}
 
 
 # The sweep bar: its unit is an estimated second of work, so "left" is the ETA of the whole sweep.
 SWEEP_BAR = "{desc}: {percentage:3.0f}%|{bar}| {elapsed} elapsed, about {remaining} left"
-
-
-def _group_key(result: GroupResult, groups: dict) -> tuple[ModelSpec, int] | None:
-    """The (model, seed) key of a finished group, from its `label@seedN` label."""
-    return next((k for k in groups if f"{k[0].label}@seed{k[1]}" == result.label), None)
 
 
 def _record(result: GroupResult, tables: _Tables, manifest: Manifest) -> None:

@@ -14,6 +14,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from robustbench_lfm import progress, runner
 from robustbench_lfm.cli import main
 from robustbench_lfm.executors import ExecSpec, run_tasks
 from robustbench_lfm.options import RunOptions
@@ -22,19 +23,67 @@ from robustbench_lfm.spec import build_spec
 from tests.conftest import TINY_CLI
 
 
-def _sweep(out, cache, ex: ExecSpec):
+def _sweep(out, cache, ex: ExecSpec, events: list | None = None):
+    """The grid's values; `events`: what the sweep's progress bar heard (robustbench_lfm/progress.py)."""
     options = {"models": "lfm,dropout", "eps": "8/255", "dataset": TINY_CLI, "epochs": 2,
                "out": out, "cache_dir": cache, "device": "cpu", "quiet": True}  # fmt: skip
-    run_sweep(build_spec(RunOptions(**options)), log=lambda _: None, ex=ex)
+    with progress.listening(events.append if events is not None else lambda _: None):
+        run_sweep(build_spec(RunOptions(**options)), log=lambda _: None, ex=ex)
     df = pd.read_csv(out / "results.csv", keep_default_na=False)
     return df.set_index(["cell_id", "metric", "rerank"])["value"].sort_index()
 
 
+class RecordedBar:
+    """A stand-in for the sweep's tqdm bar that keeps every update."""
+
+    def __init__(self, total: float, **_) -> None:
+        self.total, self.n, self.updates = total, 0.0, []
+        BARS.append(self)
+
+    def update(self, step: float) -> None:
+        self.n += step
+        self.updates.append(step)
+
+    def close(self) -> None:
+        pass
+
+
+BARS: list[RecordedBar] = []
+
+
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """The grid run in this process with one thread: what every executor must reproduce."""
-    root = tmp_path_factory.mktemp("reference")
-    return _sweep(root / "run", root / "cache", ExecSpec("local", threads=1))
+def in_process(tmp_path_factory):
+    """The grid run in this process with one thread (what every executor must reproduce), the progress
+    events it reported, and its bar."""
+    root, events = tmp_path_factory.mktemp("reference"), []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "tqdm", RecordedBar)
+        values = _sweep(root / "run", root / "cache", ExecSpec("local", threads=1), events)
+    return values, events, BARS.pop(), root / "run"
+
+
+@pytest.fixture(scope="module")
+def reference(in_process):
+    return in_process[0]
+
+
+def _event_keys(events: list) -> list[tuple]:
+    """The events, comparable across processes: kind, group, and the epoch or the cell."""
+    return sorted((type(e).__name__, e.label, str(e.done if isinstance(e, progress.Epoch) else e.cell)) for e in events)
+
+
+def test_the_sweep_bar_moves_with_every_epoch_and_cell_and_ends_full(in_process):
+    """Each group reports its two epochs and each of its cells (the sweep's and the sanity probes'),
+    under the label the bar expects it by, and the bar moves with them: many steps, not one a group."""
+    _, events, bar, run = in_process
+    cells = pd.concat([pd.read_csv(run / name, keep_default_na=False) for name in ("results.csv", "probes.csv")])
+    ran = cells.drop_duplicates("cell_id").assign(label=lambda d: d["model"] + "@seed" + d["train_seed"].astype(str))
+    epochs = {(e.label, e.done, e.total) for e in events if isinstance(e, progress.Epoch)}
+    assert epochs == {(label, done, 2) for label in set(ran["label"]) for done in (1, 2)}
+    done = pd.Series([e.label for e in events if isinstance(e, progress.CellDone)]).value_counts().sort_index()
+    assert done.to_dict() == ran["label"].value_counts().sort_index().to_dict()
+    assert len(bar.updates) > 3 * len(set(ran["label"])) and all(step > 0 for step in bar.updates)
+    assert bar.n == pytest.approx(bar.total) and bar.total > 0
 
 
 def _free_port() -> int:
@@ -60,9 +109,11 @@ def test_an_in_process_sweep_uses_its_threads_and_gives_the_caller_its_own_back(
         torch.set_num_threads(caller)
 
 
-def test_local_worker_processes_give_the_same_csv(reference, tmp_path):
-    got = _sweep(tmp_path / "run", tmp_path / "cache", ExecSpec("local", jobs=2, threads=1))
-    pd.testing.assert_series_equal(got, reference)
+def test_local_worker_processes_give_the_same_csv_and_their_progress_events(in_process, tmp_path):
+    events: list = []
+    got = _sweep(tmp_path / "run", tmp_path / "cache", ExecSpec("local", jobs=2, threads=1), events)
+    pd.testing.assert_series_equal(got, in_process[0])
+    assert _event_keys(events) == _event_keys(in_process[1])  # the workers' events reach the coordinator
 
 
 @pytest.mark.slow  # a scheduler and two workers started as processes: the slow tier (.ci/run)

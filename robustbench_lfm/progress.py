@@ -1,0 +1,125 @@
+"""The sweep's progress bar, moved by each training epoch and each cell as it ends.
+
+A group's code (robustbench_lfm/group.py) `report`s an `Epoch` after each training epoch and a
+`CellDone` after each cell, tagged with its group's label (`lfm@seed0`). The sweep
+(runner._run_groups) listens with a `SweepBar`, whose unit is an estimated second of work
+(robustbench_lfm/estimate.py): a group's trained epochs count their share of its training, its
+finished cells their `estimate.cells_work`, and when the group's result comes back the bar holds
+the group's whole estimate, so its "left" is the ETA of the whole sweep as it runs. Worker
+processes of `--jobs N` send their events to the coordinator through a queue (`forward_to`,
+robustbench_lfm/executors.py); dask and submitit workers report nothing, so there the bar moves as
+each group comes back.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from robustbench_lfm.spec import Cell
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """Group `label` has trained `done` of its model's `total` epochs."""
+
+    label: str
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class CellDone:
+    """Group `label` has finished `cell` (recorded or failed)."""
+
+    label: str
+    cell: Cell
+
+
+Event = Epoch | CellDone
+_listeners: list[Callable[[Event], None]] = []
+
+
+def report(event: Event) -> None:
+    """Hand `event` to this process's listeners (none: nothing happens)."""
+    for listener in _listeners:
+        listener(event)
+
+
+@contextmanager
+def listening(listener: Callable[[Event], None]) -> Iterator[None]:
+    """`listener` gets this process's events while the block runs."""
+    _listeners.append(listener)
+    try:
+        yield
+    finally:
+        _listeners.remove(listener)
+
+
+def forward_to(events: Any) -> None:
+    """In a worker process: send every event to the coordinator through the multiprocessing queue
+    `events`. What is still buffered when the worker exits is dropped, never waited for (a bar's
+    update is not worth a worker that cannot exit)."""
+    events.cancel_join_thread()
+    _listeners.append(events.put)
+
+
+def drain(events: Any) -> None:
+    """In the coordinator: `report` what the workers have sent so far."""
+    while True:
+        try:
+            event = events.get_nowait()
+        except (queue.Empty, EOFError, OSError):
+            return
+        report(event)
+
+
+@dataclass
+class _Group:
+    """What the bar expects of one (model, seed) group, and what it has counted of it."""
+
+    training: float  # estimated seconds of its training (0: cached, or trained by an earlier group)
+    per_work: float  # estimated seconds per megapixel-pass of its cells
+    seconds: float  # the whole group's estimate, as the bar's total counts it
+    done: list[Cell] = field(default_factory=list)
+    counted: float = 0.0
+
+
+class SweepBar:
+    """Turns a phase's events into a tqdm bar's updates, in estimated seconds (module docstring)."""
+
+    def __init__(self, bar: Any, work: Callable[[list[Cell]], float]) -> None:
+        self.bar = bar
+        self.work = work  # megapixel-passes of a group's cells: estimate.cells_work for the sweep
+        self.groups: dict[str, _Group] = {}
+
+    def expect(self, label: str, training: float, per_work: float, seconds: float) -> None:
+        """Group `label` will run: its training's seconds, its cells' seconds per unit of work, its whole estimate."""
+        self.groups[label] = _Group(training, per_work, seconds)
+
+    def __call__(self, event: Event) -> None:
+        group = self.groups.get(event.label)
+        if group is None:  # a group this phase does not run, or one already finished
+            return
+        if isinstance(event, Epoch):
+            target = group.training * event.done / max(event.total, 1)
+        else:
+            group.done.append(event.cell)
+            target = group.training + self.work(group.done) * group.per_work
+        self._advance(group, min(target, group.seconds))
+
+    def finished(self, label: str) -> None:
+        """Group `label`'s result came back: the bar holds its whole estimate."""
+        group = self.groups.pop(label, None)
+        if group is not None:
+            self._advance(group, group.seconds)
+
+    def _advance(self, group: _Group, target: float) -> None:
+        step = min(target - group.counted, self.bar.total - self.bar.n)
+        if step > 0:
+            group.counted += step
+            self.bar.update(step)
