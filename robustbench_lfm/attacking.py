@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from robustbench_lfm import attacks
+from robustbench_lfm import attacks, progress
 from robustbench_lfm.attacks.base import checked_output
 from robustbench_lfm.attacks.corrupt import Corrupt
 from robustbench_lfm.datasets import ClassificationDataset, ClassSplit, Dataset, ReIDDataset, as_float, corrupted
@@ -90,6 +90,7 @@ class EvalContext:
         n_split: the size of that whole split.
         rescored: the clean embeddings of each further scoring pass (--score-repeats above 1: a
             model random in eval mode), in pass order after `clean`.
+        label: the group's `model@seedN`, which its progress events carry (robustbench_lfm/progress.py).
     """
 
     spec: RunSpec
@@ -101,6 +102,7 @@ class EvalContext:
     scored: Tensor | None = None
     n_split: int = 0
     rescored: tuple[CleanFeatures, ...] = ()
+    label: str = ""
 
     @property
     def passes(self) -> int:
@@ -141,6 +143,7 @@ def _attacked(ctx: EvalContext, attack: attacks.Attack, x: Tensor, context: atta
     except Exception as err:  # an attack's own __call__: this cell fails, not the run
         raise attacks.AttackError(f"attack {attack.name} raised {type(err).__name__}: {err}") from err
     x_adv = checked_output(attack.name, x_adv, x).float()
+    progress.report(progress.Images(ctx.label, cell, len(x)))  # the sweep's bar (robustbench_lfm/progress.py)
     if not attack.budgeted:
         inside = x_adv.clamp(0, 1)
         attack.projected = max(attack.projected or 0.0, float((x_adv - inside).abs().amax()) if x_adv.numel() else 0.0)

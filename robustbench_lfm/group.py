@@ -197,7 +197,7 @@ def run_group(spec: RunSpec, model_spec: ModelSpec, seed: int, cells: list[tuple
             why += f" (traceback: {_traceback(spec, own, err, whole_model=True)})"
         return GroupResult(label, {}, {}, why, skipped=len(cells))
     scored = scored_dataset(spec)
-    ctx = EvalContext(spec, dataset, device, net, attacker, clean, scored.index, scored.n_split, rescored)
+    ctx = EvalContext(spec, dataset, device, net, attacker, clean, scored.index, scored.n_split, rescored, label)
     training = {**trained.training, **surrogate_training}
     out = GroupResult(label, {"queries": [], "members": [], "curves": [], "probes": [], "results": []}, training)
     sha = trained.sha256

@@ -1,11 +1,13 @@
-"""The sweep's progress bar, moved by each training epoch and each cell as it ends.
+"""The sweep's progress bar, moved by each training epoch, each attacked batch and each cell.
 
-A group's code (robustbench_lfm/group.py) `report`s an `Epoch` after each training epoch and a
-`CellDone` after each cell, tagged with its group's label (`lfm@seed0`). The sweep
-(runner._run_groups) listens with a `SweepBar`, whose unit is an estimated second of work
-(robustbench_lfm/estimate.py): a group's trained epochs count their share of its training, its
-finished cells their `estimate.cells_work`, and when the group's result comes back the bar holds
-the group's whole estimate, so its "left" is the ETA of the whole sweep as it runs. Worker
+A group's code (robustbench_lfm/group.py, attacking.py) `report`s an `Epoch` after each training
+epoch, `Images` after each batch an attack crafted and a `CellDone` after each cell, tagged with
+its group's label (`lfm@seed0`). The sweep (runner._run_groups) listens with a `SweepBar`, whose
+unit is an estimated second of work (robustbench_lfm/estimate.py): a group's trained epochs count
+their share of its training, its finished cells their `estimate.cells_work`, the cell being
+attacked the share of its scored images crafted so far (an ensemble's, each member's), and when
+the group's result comes back the bar holds the group's whole estimate, so its "left" is the ETA
+of the whole sweep as it runs. Worker
 processes of `--jobs N` send their events to the coordinator through a queue (`forward_to`,
 robustbench_lfm/executors.py); dask and submitit workers report nothing, so there the bar moves as
 each group comes back.
@@ -40,7 +42,16 @@ class CellDone:
     cell: Cell
 
 
-Event = Epoch | CellDone
+@dataclass(frozen=True)
+class Images:
+    """Group `label` has crafted `n` more adversarial images for `cell` (one batch)."""
+
+    label: str
+    cell: Cell
+    n: int
+
+
+Event = Epoch | CellDone | Images
 _listeners: list[Callable[[Event], None]] = []
 
 
@@ -86,15 +97,18 @@ class _Group:
     per_work: float  # estimated seconds per megapixel-pass of its cells
     seconds: float  # the whole group's estimate, as the bar's total counts it
     done: list[Cell] = field(default_factory=list)
+    done_work: float = 0.0  # megapixel-passes of `done`
+    crafted: dict[Cell, tuple[float, int]] = field(default_factory=dict)  # the cell under way: its work, images
     counted: float = 0.0
 
 
 class SweepBar:
     """Turns a phase's events into a tqdm bar's updates, in estimated seconds (module docstring)."""
 
-    def __init__(self, bar: Any, work: Callable[[list[Cell]], float]) -> None:
+    def __init__(self, bar: Any, work: Callable[[list[Cell]], float], scored: int) -> None:
         self.bar = bar
         self.work = work  # megapixel-passes of a group's cells: estimate.cells_work for the sweep
+        self.scored = max(scored, 1)  # the images a cell scores (queries, test images): a whole cell's batches
         self.groups: dict[str, _Group] = {}
 
     def expect(self, label: str, training: float, per_work: float, seconds: float) -> None:
@@ -107,9 +121,15 @@ class SweepBar:
             return
         if isinstance(event, Epoch):
             target = group.training * event.done / max(event.total, 1)
+        elif isinstance(event, Images):  # a group runs its cells one by one: these are the cell under way's
+            work, images = group.crafted.get(event.cell) or (self.work([event.cell]), 0)
+            group.crafted[event.cell] = (work, images + event.n)
+            under_way = sum(w * min(1.0, n / self.scored) for w, n in group.crafted.values())
+            target = group.training + (group.done_work + under_way) * group.per_work
         else:
             group.done.append(event.cell)
-            target = group.training + self.work(group.done) * group.per_work
+            group.done_work, group.crafted = self.work(group.done), {}
+            target = group.training + group.done_work * group.per_work
         self._advance(group, min(target, group.seconds))
 
     def finished(self, label: str) -> None:

@@ -240,7 +240,7 @@ def _run_groups(
         (after, [(spec, m, seed, group) for (m, seed), group in groups.items()]),
     ]
     for estimates, tasks in phases:  # the bar moves with each epoch and cell (robustbench_lfm/progress.py)
-        moved = progress.SweepBar(bar, lambda cells: estimate.cells_work(spec, cells, shape))
+        moved = progress.SweepBar(bar, lambda cells: estimate.cells_work(spec, cells, shape), shape.scored)
         for (model, seed), e in estimates.items():
             moved.expect(f"{model.label}@seed{seed}", e.training, e.per_work, e.seconds)
         with progress.listening(moved):

@@ -193,21 +193,25 @@ class _Bar:
         self.n += step
 
 
-def test_the_sweep_bar_counts_each_epoch_and_cell_of_a_group_and_the_rest_when_it_comes_back():
+def test_the_sweep_bar_counts_each_epoch_batch_and_cell_of_a_group_and_the_rest_when_it_comes_back():
     """A group of 10 s training and cells at 2 s per unit of work (30 s estimated): each of its two
-    epochs counts half the training; the finished cells their work so far (5 units: 20 s), never past
-    the group's estimate; the result coming back, what is left. Another group's events move nothing."""
+    epochs counts half the training; the finished cells their work so far (5 units: 20 s), the cell
+    under way its share of the 10 scored images crafted, never past the group's estimate; the result
+    coming back, what is left. Another group's events move nothing."""
     bar = _Bar()
     units = {"clean": 5.0, "pgd": 7.0}
-    moved = progress.SweepBar(bar, lambda cells: sum(units[c] for c in cells))
+    moved = progress.SweepBar(bar, lambda cells: sum(units[c] for c in cells), scored=10)
     moved.expect("lfm@seed0", training=10.0, per_work=2.0, seconds=30.0)
     readings = []
     for event in [progress.Epoch("lfm@seed0", 1, 2), progress.Epoch("lfm@seed0", 2, 2),
                   progress.Epoch("plain@seed0", 1, 2), progress.CellDone("lfm@seed0", "clean"),
+                  progress.Images("lfm@seed0", "pgd", 4), progress.Images("lfm@seed0", "pgd", 4),
                   progress.CellDone("lfm@seed0", "pgd")]:  # fmt: skip
         moved(event)
         readings.append(bar.n)
-    assert readings == [5.0, 10.0, 10.0, 20.0, 30.0]  # 10 + 12 x 2 = 34 s of cells: held at the group's 30
+    # pgd's 7 units, 4 and then 8 of its 10 images crafted: 10 + (5 + 2.8) x 2 = 25.6 s, then 31.2 s and
+    # when it ends 10 + 12 x 2 = 34 s, each held at the group's 30
+    assert readings == pytest.approx([5.0, 10.0, 10.0, 20.0, 25.6, 30.0, 30.0])
     moved.expect("plain@seed0", training=0.0, per_work=1.0, seconds=4.0)
     moved(progress.CellDone("plain@seed0", "clean"))
     moved.finished("lfm@seed0")
