@@ -16,6 +16,7 @@ each group comes back.
 from __future__ import annotations
 
 import queue
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -52,23 +53,29 @@ class Images:
 
 
 Event = Epoch | CellDone | Images
-_listeners: list[Callable[[Event], None]] = []
+_local = threading.local()  # a sweep's groups and its bar share a thread: two sweeps in two threads stay apart
+
+
+def _listeners() -> list[Callable[[Event], None]]:
+    if not hasattr(_local, "listeners"):
+        _local.listeners = []
+    return _local.listeners
 
 
 def report(event: Event) -> None:
-    """Hand `event` to this process's listeners (none: nothing happens)."""
-    for listener in _listeners:
+    """Hand `event` to this thread's listeners (none: nothing happens)."""
+    for listener in _listeners():
         listener(event)
 
 
 @contextmanager
 def listening(listener: Callable[[Event], None]) -> Iterator[None]:
-    """`listener` gets this process's events while the block runs."""
-    _listeners.append(listener)
+    """`listener` gets this thread's events while the block runs."""
+    _listeners().append(listener)
     try:
         yield
     finally:
-        _listeners.remove(listener)
+        _listeners().remove(listener)
 
 
 def forward_to(events: Any) -> None:
@@ -76,7 +83,7 @@ def forward_to(events: Any) -> None:
     `events`. What is still buffered when the worker exits is dropped, never waited for (a bar's
     update is not worth a worker that cannot exit)."""
     events.cancel_join_thread()
-    _listeners.append(events.put)
+    _listeners().append(events.put)  # the pool runs its initialiser and its tasks in the worker's main thread
 
 
 def drain(events: Any) -> None:

@@ -221,6 +221,31 @@ def test_the_sweep_bar_counts_each_epoch_batch_and_cell_of_a_group_and_the_rest_
     assert bar.n == 34.0
 
 
+def test_two_sweeps_in_two_threads_hear_only_their_own_progress():
+    """A library user's two run_sweep calls in two threads: each bar hears its own groups' events."""
+    import threading
+
+    heard: dict[str, list] = {"a": [], "b": []}
+    both = threading.Barrier(2)  # both listen before either reports, and until both have
+
+    def sweep(name: str) -> None:
+        with progress.listening(heard[name].append):
+            both.wait()
+            for done in (1, 2):
+                progress.report(progress.Epoch(f"{name}@seed0", done, 2))
+            both.wait()
+
+    threads = [threading.Thread(target=sweep, args=(name,)) for name in heard]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert {name: [e.label for e in events] for name, events in heard.items()} == {
+        "a": ["a@seed0"] * 2, "b": ["b@seed0"] * 2,
+    }  # fmt: skip
+    progress.report(progress.Epoch("c@seed0", 1, 2))  # this thread listens to nothing: no error, no one hears
+
+
 def test_a_cached_mixacm_student_is_found_through_its_teacher_s_checkpoint(tmp_path):
     """The student's checkpoint key carries its teacher checkpoint's sha256 (group.trained_model): after
     a sweep, a dry run finds both cached, where it once counted the student to train on every run."""
