@@ -115,7 +115,7 @@ def corrupt(x: Tensor, name: str, severity: int, table: str, generator: torch.Ge
         raise ValueError(f"severity {severity!r} must be an integer from 1 to 5")
     c = PARAMS[name][table][severity - 1]
     out = FUNCTIONS[name](x.float(), c, table, generator)
-    return torch.floor(out.clamp(0, 1) * 255 + 1e-3) / 255  # numpy's uint8 cast truncates
+    return out.clamp(0, 1).mul_(255).add_(1e-3).floor_().div_(255)  # numpy's uint8 cast truncates (clamp copies)
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator, device: torch.device) -> Tensor:
