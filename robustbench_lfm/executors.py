@@ -17,10 +17,13 @@ from __future__ import annotations
 import ctypes
 import gc
 import os
+import pickle
+import queue
 import signal
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -207,13 +210,36 @@ def _dask(ex: ExecSpec, fn: Callable[..., Any], tasks: list[tuple]) -> Iterator[
         if cluster is not None:  # this process's own cluster: its nannies and workers die with it
             client.run(die_with_parent, nanny=True)
             client.run(die_with_parent)
-        futures = [client.submit(fn, *task, pure=False) for task in tasks]
-        for future in dask_completed(futures):
-            yield future.result()
+        events: queue.SimpleQueue = queue.SimpleQueue()  # the workers' progress events, from the client's thread
+        topic = f"{PROGRESS_TOPIC}-{uuid.uuid4().hex}"  # this sweep's: another client's sweep has its own
+        client.subscribe_topic(topic, lambda event: events.put(pickle.loads(event[1])))
+        futures = [client.submit(_reporting, topic, fn, *task, pure=False) for task in tasks]
+        finished = dask_completed(futures)
+        while not finished.is_empty():
+            ready = finished.next_batch(block=False)
+            progress.drain(events)
+            for future in ready:
+                yield future.result()
+            if not ready:
+                time.sleep(PROGRESS_POLL_S)
+        progress.drain(events)
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+PROGRESS_TOPIC = "lfm-bench-progress"
+
+
+def _reporting(topic: str, fn: Callable[..., Any], *task: Any) -> Any:
+    """A dask task: fn(*task), its progress events logged to the scheduler under `topic`, which the
+    coordinating client subscribed to (robustbench_lfm/progress.py)."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    with progress.listening(lambda event: worker.log_event(topic, pickle.dumps(event))):
+        return fn(*task)
 
 
 def _submitit(ex: ExecSpec, fn: Callable[..., Any], tasks: list[tuple]) -> Iterator[Any]:

@@ -9,8 +9,9 @@ attacked the share of its scored images crafted so far (an ensemble's, each memb
 the group's result comes back the bar holds the group's whole estimate, so its "left" is the ETA
 of the whole sweep as it runs. Worker
 processes of `--jobs N` send their events to the coordinator through a queue (`forward_to`,
-robustbench_lfm/executors.py); dask and submitit workers report nothing, so there the bar moves as
-each group comes back.
+robustbench_lfm/executors.py), dask workers through the scheduler's event log (a topic the
+coordinating client subscribes to); submitit's jobs report nothing, so there the bar moves as each
+group comes back.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ def forward_to(events: Any) -> None:
 
 
 def drain(events: Any) -> None:
-    """In the coordinator: `report` what the workers have sent so far."""
+    """In the coordinator: `report` what the workers have sent so far (a multiprocessing queue, or the
+    queue a dask client's subscription fills)."""
     while True:
         try:
             event = events.get_nowait()

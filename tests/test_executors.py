@@ -117,7 +117,7 @@ def test_local_worker_processes_give_the_same_csv_and_their_progress_events(in_p
 
 
 @pytest.mark.slow  # a scheduler and two workers started as processes: the slow tier (.ci/run)
-def test_a_dask_scheduler_and_two_worker_processes_give_the_same_csv(reference, tmp_path):
+def test_a_dask_scheduler_and_two_worker_processes_give_the_same_csv_and_their_progress_events(in_process, tmp_path):
     pytest.importorskip("distributed")
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
@@ -135,13 +135,15 @@ def test_a_dask_scheduler_and_two_worker_processes_give_the_same_csv(reference, 
         with Client(address, timeout=60) as client:
             client.wait_for_workers(2, timeout=120)
             assert len(client.scheduler_info()["workers"]) == 2
-        got = _sweep(tmp_path / "run", tmp_path / "cache", ExecSpec("dask", threads=1, scheduler=address))
+        events: list = []
+        got = _sweep(tmp_path / "run", tmp_path / "cache", ExecSpec("dask", threads=1, scheduler=address), events)
     finally:
         for p in procs:
             p.terminate()
         for p in procs:
             p.wait(timeout=30)
-    pd.testing.assert_series_equal(got, reference)
+    pd.testing.assert_series_equal(got, in_process[0])
+    assert _event_keys(events) == _event_keys(in_process[1])  # through the scheduler's event log
 
 
 @pytest.mark.slow  # submitit's controllers and jobs as processes: the slow tier (.ci/run)
