@@ -252,20 +252,32 @@ def _submitit(ex: ExecSpec, fn: Callable[..., Any], tasks: list[tuple]) -> Itera
     executor.update_parameters(timeout_min=24 * 60, slurm_array_parallelism=ex.jobs, cpus_per_task=ex.worker_threads())
     on_this_machine = executor.cluster in ("local", "debug")  # the cluster submitit chose, when not given
     follows = [process_token(os.getpid()) if on_this_machine else None] * len(tasks)
-    jobs = executor.map_array(_with_threads, [ex.worker_threads()] * len(tasks), follows, [fn] * len(tasks), tasks)
+    events = progress.EventFiles(folder / "progress" / uuid.uuid4().hex)  # the jobs' progress: beside their files
+    sinks = [events.path(i) for i in range(len(tasks))]
+    threads = [ex.worker_threads()] * len(tasks)
+    jobs = executor.map_array(_with_threads, threads, follows, sinks, [fn] * len(tasks), tasks)
     pending = list(jobs)
-    while pending:
-        done = [j for j in pending if j.done()]
-        for job in done:
-            pending.remove(job)
-            yield job.result()
-        if not done:
-            time.sleep(0.5)
+    try:
+        while pending:
+            done = [j for j in pending if j.done()]
+            events.drain()
+            for job in done:
+                pending.remove(job)
+                yield job.result()
+            if not done:
+                time.sleep(PROGRESS_POLL_S)
+        events.drain()
+    finally:
+        events.remove()
 
 
-def _with_threads(threads: int, coordinator: tuple[int, str] | None, fn: Callable[..., Any], task: tuple) -> Any:
-    """A submitit job: its threads; on this machine's cluster, death with the coordinator."""
+def _with_threads(
+    threads: int, coordinator: tuple[int, str] | None, sink: Path, fn: Callable[..., Any], task: tuple
+) -> Any:
+    """A submitit job: its threads; on this machine's cluster, death with the coordinator; its
+    progress events appended to `sink`, in the job folder the coordinator reads too."""
     if coordinator is not None:
         follow(coordinator)
     set_threads(threads)
-    return fn(*task)
+    with progress.appending_to(sink):
+        return fn(*task)

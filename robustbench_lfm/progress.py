@@ -10,17 +10,22 @@ the group's result comes back the bar holds the group's whole estimate, so its "
 of the whole sweep as it runs. Worker
 processes of `--jobs N` send their events to the coordinator through a queue (`forward_to`,
 robustbench_lfm/executors.py), dask workers through the scheduler's event log (a topic the
-coordinating client subscribes to); submitit's jobs report nothing, so there the bar moves as each
-group comes back.
+coordinating client subscribes to), submitit's jobs by appending them to a file each in the job
+folder, which Slurm's nodes and the coordinator share (`EventFiles`). Progress is best effort: an
+event that cannot be sent or read is dropped, never an error.
 """
 
 from __future__ import annotations
 
+import contextlib
+import pickle
 import queue
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -96,6 +101,66 @@ def drain(events: Any) -> None:
         except (queue.Empty, EOFError, OSError):
             return
         report(event)
+
+
+@contextmanager
+def appending_to(path: Path) -> Iterator[None]:
+    """In a job: this thread's events appended to `path` while the block runs, each as its pickle's
+    length (4 bytes, little-endian) and the pickle, flushed at once."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sink = path.open("ab")
+    except OSError:  # no progress, the job itself goes on
+        yield
+        return
+
+    def append(event: Event) -> None:
+        data = pickle.dumps(event)
+        with contextlib.suppress(OSError):
+            sink.write(len(data).to_bytes(4, "little") + data)
+            sink.flush()
+
+    with sink, listening(append):
+        yield
+
+
+class EventFiles:
+    """The coordinator's side of `appending_to`: one file a job in `folder`, read as it grows."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.offsets: dict[Path, int] = {}
+
+    def path(self, job: int) -> Path:
+        return self.folder / f"{job}.events"
+
+    def drain(self) -> None:
+        """`report` every whole record the jobs have appended since the last call (a record still
+        being written waits for the next)."""
+        for path in sorted(self.folder.glob("*.events")):
+            offset = self.offsets.get(path, 0)
+            try:
+                with path.open("rb") as f:
+                    f.seek(offset)
+                    data = f.read()
+            except OSError:
+                continue
+            at = 0
+            while at + 4 <= len(data):
+                size = int.from_bytes(data[at : at + 4], "little")
+                if at + 4 + size > len(data):
+                    break
+                record, at = data[at + 4 : at + 4 + size], at + 4 + size
+                try:
+                    event = pickle.loads(record)
+                except Exception:  # a damaged record is dropped; its length still frames the next
+                    continue
+                report(event)
+            self.offsets[path] = offset + at
+
+    def remove(self) -> None:
+        """The folder and its files, once the sweep has read them."""
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @dataclass

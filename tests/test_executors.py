@@ -3,6 +3,7 @@ cluster of separate processes on loopback, submitit's local cluster)."""
 
 from __future__ import annotations
 
+import pickle
 import socket
 import subprocess
 import sys
@@ -147,11 +148,37 @@ def test_a_dask_scheduler_and_two_worker_processes_give_the_same_csv_and_their_p
 
 
 @pytest.mark.slow  # submitit's controllers and jobs as processes: the slow tier (.ci/run)
-def test_submitit_local_cluster_gives_the_same_csv(reference, tmp_path):
+def test_submitit_local_cluster_gives_the_same_csv_and_their_progress_events(in_process, tmp_path):
     pytest.importorskip("submitit")
     ex = ExecSpec("submitit", jobs=2, threads=1, folder=tmp_path / "submitit", cluster="local")
-    got = _sweep(tmp_path / "run", tmp_path / "cache", ex)
-    pd.testing.assert_series_equal(got, reference)
+    events: list = []
+    got = _sweep(tmp_path / "run", tmp_path / "cache", ex, events)
+    pd.testing.assert_series_equal(got, in_process[0])
+    assert _event_keys(events) == _event_keys(in_process[1])  # through the files in the job folder
+    assert list((tmp_path / "submitit").glob("progress/*/*.events")) == []  # removed once read
+
+
+def test_progress_files_are_read_whole_record_by_whole_record_and_a_damaged_one_is_dropped(tmp_path):
+    """A job's events file as the coordinator meets it: a record half written waits for the next
+    read, a damaged one is dropped and the records after it still read."""
+    files = progress.EventFiles(tmp_path)
+    with progress.appending_to(files.path(0)):
+        progress.report(progress.Epoch("lfm@seed0", 1, 2))
+    heard: list = []
+    with progress.listening(heard.append):
+        path = files.path(0)
+        whole = path.read_bytes()
+        garbage = b"not a pickle"
+        second = pickle.dumps(progress.Epoch("lfm@seed0", 2, 2))
+        path.write_bytes(whole + len(garbage).to_bytes(4, "little") + garbage + len(second).to_bytes(4, "little"))
+        files.drain()
+        assert heard == [progress.Epoch("lfm@seed0", 1, 2)]  # the second record's length only: not yet
+        with path.open("ab") as f:
+            f.write(second)
+        files.drain()
+    assert heard == [progress.Epoch("lfm@seed0", 1, 2), progress.Epoch("lfm@seed0", 2, 2)]
+    files.remove()
+    assert not tmp_path.exists()
 
 
 @pytest.mark.parametrize(
