@@ -238,7 +238,7 @@ def _reporting(topic: str, fn: Callable[..., Any], *task: Any) -> Any:
     from distributed import get_worker
 
     worker = get_worker()
-    with progress.listening(lambda event: worker.log_event(topic, pickle.dumps(event))):
+    with progress.listening(progress.dropping_failures(lambda event: worker.log_event(topic, pickle.dumps(event)))):
         return fn(*task)
 
 

@@ -89,7 +89,17 @@ def forward_to(events: Any) -> None:
     `events`. What is still buffered when the worker exits is dropped, never waited for (a bar's
     update is not worth a worker that cannot exit)."""
     events.cancel_join_thread()
-    _listeners().append(events.put)  # the pool runs its initialiser and its tasks in the worker's main thread
+    _listeners().append(dropping_failures(events.put))  # the pool runs initialiser and tasks in one thread
+
+
+def dropping_failures(send: Callable[[Event], Any]) -> Callable[[Event], None]:
+    """`send` as a listener whose failure drops the event: a worker's progress never fails its task."""
+
+    def listener(event: Event) -> None:
+        with contextlib.suppress(Exception):
+            send(event)
+
+    return listener
 
 
 def drain(events: Any) -> None:
@@ -116,12 +126,15 @@ def appending_to(path: Path) -> Iterator[None]:
 
     def append(event: Event) -> None:
         data = pickle.dumps(event)
-        with contextlib.suppress(OSError):
-            sink.write(len(data).to_bytes(4, "little") + data)
-            sink.flush()
+        sink.write(len(data).to_bytes(4, "little") + data)
+        sink.flush()
 
-    with sink, listening(append):
-        yield
+    try:
+        with listening(dropping_failures(append)):
+            yield
+    finally:
+        with contextlib.suppress(OSError):  # what a full disk left in the buffer is dropped too
+            sink.close()
 
 
 class EventFiles:

@@ -158,6 +158,22 @@ def test_submitit_local_cluster_gives_the_same_csv_and_their_progress_events(in_
     assert list((tmp_path / "submitit").glob("progress/*/*.events")) == []  # removed once read
 
 
+def test_a_worker_whose_progress_cannot_be_sent_goes_on(tmp_path):
+    """Progress is best effort: a sender that fails (a closed queue, a full disk, a job folder that
+    cannot be written) drops the event and the task goes on."""
+
+    def closed(event):
+        raise ValueError("Queue is closed")
+
+    with progress.listening(progress.dropping_failures(closed)):
+        progress.report(progress.Epoch("lfm@seed0", 1, 2))
+    (tmp_path / "file").write_text("")
+    with progress.appending_to(tmp_path / "file" / "0.events"):  # its folder would be a file
+        progress.report(progress.Epoch("lfm@seed0", 1, 2))
+    with progress.appending_to(Path("/dev/full")):  # ENOSPC on every flush
+        progress.report(progress.Epoch("lfm@seed0", 1, 2))
+
+
 def test_progress_files_are_read_whole_record_by_whole_record_and_a_damaged_one_is_dropped(tmp_path):
     """A job's events file as the coordinator meets it: a record half written waits for the next
     read, a damaged one is dropped and the records after it still read."""
