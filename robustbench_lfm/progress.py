@@ -7,12 +7,14 @@ unit is an estimated second of work (robustbench_lfm/estimate.py): a group's tra
 their share of its training, its finished cells their `estimate.cells_work`, the cell being
 attacked the share of its scored images crafted so far (an ensemble's, each member's), and when
 the group's result comes back the bar holds the group's whole estimate, so its "left" is the ETA
-of the whole sweep as it runs. Worker
-processes of `--jobs N` send their events to the coordinator through a queue (`forward_to`,
-robustbench_lfm/executors.py), dask workers through the scheduler's event log (a topic the
-coordinating client subscribes to), submitit's jobs by appending them to a file each in the job
-folder, which Slurm's nodes and the coordinator share (`EventFiles`). Progress is best effort: an
-event that cannot be sent or read is dropped, never an error.
+of the whole sweep as it runs.
+
+Worker processes of `--jobs N` send their events to the coordinator through a queue
+(`forward_to`, robustbench_lfm/executors.py), dask workers through the scheduler's event log (a
+topic the coordinating client subscribes to), submitit's jobs by appending them to a file each in
+the job folder, which Slurm's nodes and the coordinator share (`appending_to`, `EventFiles`).
+Progress is best effort: an event a worker cannot send, or a record the coordinator cannot read,
+is dropped, never an error.
 """
 
 from __future__ import annotations
