@@ -178,7 +178,7 @@ def _local(ex: ExecSpec, fn: Callable[..., Any], tasks: list[tuple]) -> Iterator
             torch.set_num_threads(caller)
         return
     ctx = get_context("spawn")  # fork would copy torch's thread pools into the children
-    events = ctx.Queue()  # the workers' progress events, reported here as they come (robustbench_lfm/progress.py)
+    events = ctx.SimpleQueue()  # the workers' progress events, reported here as they come (robustbench_lfm/progress.py)
     with ProcessPoolExecutor(
         ex.jobs, mp_context=ctx, initializer=local_worker, initargs=(ex.worker_threads(), os.getpid(), events)
     ) as pool:

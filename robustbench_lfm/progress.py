@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import pickle
-import queue
 import shutil
 import threading
 from collections.abc import Callable, Iterator
@@ -87,10 +86,9 @@ def listening(listener: Callable[[Event], None]) -> Iterator[None]:
 
 
 def forward_to(events: Any) -> None:
-    """In a worker process: send every event to the coordinator through the multiprocessing queue
-    `events`. What is still buffered when the worker exits is dropped, never waited for (a bar's
-    update is not worth a worker that cannot exit)."""
-    events.cancel_join_thread()
+    """In a worker process: send every event to the coordinator through the multiprocessing
+    SimpleQueue `events`. Its put writes to the pipe before it returns (no feeder thread), so a
+    task's events are there before its result, and a worker exits with nothing left to flush."""
     _listeners().append(dropping_failures(events.put))  # the pool runs initialiser and tasks in one thread
 
 
@@ -105,14 +103,13 @@ def dropping_failures(send: Callable[[Event], Any]) -> Callable[[Event], None]:
 
 
 def drain(events: Any) -> None:
-    """In the coordinator: `report` what the workers have sent so far (a multiprocessing queue, or the
-    queue a dask client's subscription fills)."""
-    while True:
-        try:
-            event = events.get_nowait()
-        except (queue.Empty, EOFError, OSError):
-            return
-        report(event)
+    """In the coordinator: `report` what the workers have sent so far (a multiprocessing SimpleQueue,
+    or the queue.SimpleQueue a dask client's subscription fills)."""
+    try:
+        while not events.empty():
+            report(events.get())
+    except (EOFError, OSError):  # a worker died mid-write: the pool reports that itself
+        return
 
 
 @contextmanager
