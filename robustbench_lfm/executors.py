@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -183,16 +183,30 @@ def _local(ex: ExecSpec, fn: Callable[..., Any], tasks: list[tuple]) -> Iterator
         ex.jobs, mp_context=ctx, initializer=local_worker, initargs=(ex.worker_threads(), os.getpid(), events)
     ) as pool:
         running = {pool.submit(fn, *task) for task in tasks}
-        while running:
-            done, running = wait(running, timeout=PROGRESS_POLL_S, return_when=FIRST_COMPLETED)
-            progress.drain(events)
-            for future in done:
-                yield future.result()
+        try:
+            while running:
+                done, running = wait(running, timeout=PROGRESS_POLL_S, return_when=FIRST_COMPLETED)
+                progress.drain(events)
+                for future in done:
+                    yield future.result()
+        finally:  # however the loop ends (a task's error, Ctrl-C, a caller that stops early)
+            _settle(running, events)
     progress.drain(events)  # what came after the last result: every listener hears every event
     events.close()
 
 
 PROGRESS_POLL_S = 0.5  # how often the coordinator reports its workers' progress events
+
+
+def _settle(running: set[Future], events: Any) -> None:
+    """Cancel the tasks not yet started and keep the progress pipe drained until the started ones
+    end: a worker whose write finds the pipe full waits for it, and the pool's shutdown waits for
+    the worker."""
+    for future in running:
+        future.cancel()
+    while running:
+        _, running = wait(running, timeout=PROGRESS_POLL_S)
+        progress.drain(events)
 
 
 def _dask(ex: ExecSpec, fn: Callable[..., Any], tasks: list[tuple]) -> Iterator[Any]:

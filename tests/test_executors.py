@@ -158,6 +158,17 @@ def test_submitit_local_cluster_gives_the_same_csv_and_their_progress_events(in_
     assert list((tmp_path / "submitit").glob("progress/*/*.events")) == []  # removed once read
 
 
+def test_a_task_that_fails_beside_one_that_fills_the_progress_pipe_ends_the_pool():
+    """A task's error ends the pool while another task still writes progress, more than the pipe
+    holds: the coordinator keeps the pipe drained until the started task ends, so the error comes
+    back instead of a pool waiting forever on a worker blocked on a full pipe (tests/pool_tasks.py,
+    in its own process with a time limit)."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "tests.pool_tasks"], cwd=root, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0 and "raised: a task's own error" in done.stdout, done.stdout + done.stderr
+
+
 def test_a_worker_whose_progress_cannot_be_sent_goes_on(tmp_path):
     """Progress is best effort: a sender that fails (a closed queue, a full disk, a job folder that
     cannot be written) drops the event and the task goes on."""
