@@ -25,13 +25,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from robustbench_lfm import progress
 
@@ -86,6 +87,9 @@ def local_worker(n: int, coordinator: int, events: Any = None) -> None:
     set_threads(n)
     if events is not None:
         progress.forward_to(events)
+    # tqdm's default lock holds a multiprocessing semaphore, which a worker ended by `_stop` would
+    # leave to the resource tracker's warning; a worker's bars need only its own threads' lock
+    tqdm.set_lock(threading.RLock())
     gc.freeze()
 
 
@@ -189,8 +193,9 @@ def _local(ex: ExecSpec, fn: Callable[..., Any], tasks: list[tuple]) -> Iterator
                 progress.drain(events)
                 for future in done:
                     yield future.result()
-        finally:  # however the loop ends (a task's error, Ctrl-C, a caller that stops early)
-            _settle(running, events)
+        finally:
+            if running:  # a task's error, Ctrl-C or a caller that stops early: the rest is not wanted
+                _stop(pool)
     progress.drain(events)  # what came after the last result: every listener hears every event
     events.close()
 
@@ -198,15 +203,15 @@ def _local(ex: ExecSpec, fn: Callable[..., Any], tasks: list[tuple]) -> Iterator
 PROGRESS_POLL_S = 0.5  # how often the coordinator reports its workers' progress events
 
 
-def _settle(running: set[Future], events: Any) -> None:
-    """Cancel the tasks not yet started and keep the progress pipe drained until the started ones
-    end: a worker whose write finds the pipe full waits for it, and the pool's shutdown waits for
-    the worker."""
-    for future in running:
-        future.cancel()
-    while running:
-        _, running = wait(running, timeout=PROGRESS_POLL_S)
-        progress.drain(events)
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel the pool's queued tasks and end its workers now, rather than wait for the tasks they
+    run (whose results no one would read) or for a worker whose progress write waits on a pipe no
+    one drains. A worker writes only the checkpoint cache and tracebacks, each atomically, so
+    ending it loses nothing recorded (as when a killed sweep takes its workers with it)."""
+    workers = dict(getattr(pool, "_processes", None) or {})  # pid -> process; private, so read with care
+    pool.shutdown(wait=False, cancel_futures=True)
+    for worker in workers.values():
+        worker.terminate()
 
 
 def _dask(ex: ExecSpec, fn: Callable[..., Any], tasks: list[tuple]) -> Iterator[Any]:

@@ -239,17 +239,17 @@ def _run_groups(
         (before, [(spec, m, seed, []) for m, seed in first]),
         (after, [(spec, m, seed, group) for (m, seed), group in groups.items()]),
     ]
-    for estimates, tasks in phases:  # the bar moves with each epoch and cell (robustbench_lfm/progress.py)
-        moved = progress.SweepBar(bar, lambda cells: estimate.cells_work(spec, cells, shape), shape.scored)
-        for (model, seed), e in estimates.items():
-            moved.expect(f"{model.label}@seed{seed}", e.training, e.per_work, e.seconds)
-        with progress.listening(moved):
-            for result in run_tasks(ex, run_group, tasks):
-                _record(result, tables, manifest)
-                moved.finished(result.label)
-    if 0 < total - bar.n < 1e-6:  # the steps' float sum: every group came back, so the bar is full
-        bar.update(total - bar.n)
-    bar.close()
+    with bar:  # closed before an error's line, which would otherwise come before the bar's last state
+        for estimates, tasks in phases:  # the bar moves with each epoch and cell (robustbench_lfm/progress.py)
+            moved = progress.SweepBar(bar, lambda cells: estimate.cells_work(spec, cells, shape), shape.scored)
+            for (model, seed), e in estimates.items():
+                moved.expect(f"{model.label}@seed{seed}", e.training, e.per_work, e.seconds)
+            with progress.listening(moved):
+                for result in run_tasks(ex, run_group, tasks):
+                    _record(result, tables, manifest)
+                    moved.finished(result.label)
+        if 0 < total - bar.n < 1e-6:  # the steps' float sum: every group came back, so the bar is full
+            bar.update(total - bar.n)
     return {c.cell_id(spec.data, spec.recipe, spec.evaluation) for _, c in pending}
 
 

@@ -45,7 +45,10 @@ class RecordedBar:
         self.n += step
         self.updates.append(step)
 
-    def close(self) -> None:
+    def __enter__(self) -> RecordedBar:
+        return self
+
+    def __exit__(self, *_) -> None:
         pass
 
 
@@ -159,10 +162,10 @@ def test_submitit_local_cluster_gives_the_same_csv_and_their_progress_events(in_
 
 
 def test_a_task_that_fails_beside_one_that_fills_the_progress_pipe_ends_the_pool():
-    """A task's error ends the pool while another task still writes progress, more than the pipe
-    holds: the coordinator keeps the pipe drained until the started task ends, so the error comes
-    back instead of a pool waiting forever on a worker blocked on a full pipe (tests/pool_tasks.py,
-    in its own process with a time limit)."""
+    """A task's error ends the pool while another task is about to write more progress than the pipe
+    holds: the coordinator ends the workers, so the error comes back at once instead of a pool
+    waiting forever on a worker blocked on a full pipe (tests/pool_tasks.py, in its own process
+    with a time limit)."""
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-m", "tests.pool_tasks"], cwd=root, capture_output=True, text=True,
                           timeout=120)  # fmt: skip
@@ -259,12 +262,54 @@ def _training_workers(pid: int) -> set[int]:
     return found
 
 
+SLOW = pytest.mark.slow  # a cluster of processes started and killed: the slow tier (.ci/run)
+
+
+@SLOW
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_ctrl_c_ends_a_jobs_sweep_at_once_in_one_line_and_leaves_no_worker(tmp_path):
+    """Ctrl-C (SIGINT to the terminal's process group) while `--jobs 2` workers train: the
+    coordinator ends its workers instead of waiting for their groups and the one still queued
+    (minutes here: 2000 epochs each; the pool once waited for them all), exits 130 with one
+    `lfm-bench: error:` line last, and leaves no worker and no leaked semaphore behind."""
+    import os
+    import signal
+
+    args = [sys.executable, "-m", "robustbench_lfm", "run", "--models", "lfm,dropout", "--dataset", TINY_CLI,
+            "--epochs", "2000", "-q", "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"),
+            "--jobs", "2"]  # fmt: skip
+    parent = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)  # fmt: skip
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while len(_training_workers(parent.pid)) < 2 and time.monotonic() < deadline and parent.poll() is None:
+            time.sleep(0.5)
+        workers = _training_workers(parent.pid)
+        assert len(workers) >= 2, "the sweep never started its workers"
+        time.sleep(2)  # the workers are training
+        os.killpg(parent.pid, signal.SIGINT)
+        _, err = parent.communicate(timeout=30)  # the old pool: minutes
+        assert parent.returncode == 130, err
+        lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip()]
+        assert lines[-1] == "lfm-bench: error: interrupted; rerun the same command to resume", err
+        assert "leaked" not in err, err
+        deadline = time.monotonic() + 10
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [w for w in workers if _alive(w)], "workers outlived the interrupted coordinator"
+    finally:
+        parent.kill()
+        for w in [*workers, *_children(parent.pid)]:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
+
+
 EXECUTORS = {
     "local": ["--jobs", "2"],
     "dask": ["--executor", "dask", "--jobs", "2"],
     "submitit": ["--executor", "submitit", "--cluster", "local", "--jobs", "2"],
 }
-SLOW = pytest.mark.slow  # a cluster of processes started and killed: the slow tier (.ci/run)
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
