@@ -265,6 +265,23 @@ def _training_workers(pid: int) -> set[int]:
 SLOW = pytest.mark.slow  # a cluster of processes started and killed: the slow tier (.ci/run)
 
 
+def _until_training(parent: subprocess.Popen) -> set[int]:
+    """The processes under `parent` once two of them train (and have for 2 s)."""
+    deadline = time.monotonic() + 120
+    while len(_training_workers(parent.pid)) < 2 and time.monotonic() < deadline and parent.poll() is None:
+        time.sleep(0.5)
+    assert len(_training_workers(parent.pid)) >= 2, "the sweep never started its workers"
+    time.sleep(2)  # the workers are training
+    return _children(parent.pid)
+
+
+def _assert_gone(workers: set[int], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [w for w in workers if _alive(w)], f"workers outlived the {what} coordinator"
+
+
 @SLOW
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_ctrl_c_ends_a_jobs_sweep_at_once_in_one_line_and_leaves_no_worker(tmp_path):
@@ -282,22 +299,14 @@ def test_ctrl_c_ends_a_jobs_sweep_at_once_in_one_line_and_leaves_no_worker(tmp_p
                               start_new_session=True)  # fmt: skip
     workers: set[int] = set()
     try:
-        deadline = time.monotonic() + 120
-        while len(_training_workers(parent.pid)) < 2 and time.monotonic() < deadline and parent.poll() is None:
-            time.sleep(0.5)
-        workers = _training_workers(parent.pid)
-        assert len(workers) >= 2, "the sweep never started its workers"
-        time.sleep(2)  # the workers are training
+        workers = _until_training(parent)
         os.killpg(parent.pid, signal.SIGINT)
         _, err = parent.communicate(timeout=30)  # the old pool: minutes
         assert parent.returncode == 130, err
         lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip()]
         assert lines[-1] == "lfm-bench: error: interrupted; rerun the same command to resume", err
         assert "leaked" not in err, err
-        deadline = time.monotonic() + 10
-        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not [w for w in workers if _alive(w)], "workers outlived the interrupted coordinator"
+        _assert_gone(workers, "interrupted")
     finally:
         parent.kill()
         for w in [*workers, *_children(parent.pid)]:
@@ -327,18 +336,10 @@ def test_workers_die_within_seconds_when_the_coordinator_is_killed(executor, tmp
     parent = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     workers: set[int] = set()
     try:
-        deadline = time.monotonic() + 120
-        while len(_training_workers(parent.pid)) < 2 and time.monotonic() < deadline and parent.poll() is None:
-            time.sleep(0.5)
-        workers = _children(parent.pid)
-        assert len(_training_workers(parent.pid)) >= 2, "the sweep never started its workers"
-        time.sleep(2)  # the workers are training
+        workers = _until_training(parent)
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait()
-        deadline = time.monotonic() + 10
-        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not [w for w in workers if _alive(w)], "workers outlived the killed coordinator"
+        _assert_gone(workers, "killed")
     finally:
         for w in [*workers, *_children(parent.pid)]:
             if _alive(w):
