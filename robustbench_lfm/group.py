@@ -356,8 +356,10 @@ def _train(
             "(AVX-512 or AMX): slower than fp32 here; --precision fp32 trains in float32 (another recipe_key)",
             stacklevel=2,
         )
-    stats = train_model(net, data, spec.recipe, seed, device, method, on_epoch=on_epoch)
-    bar.close()
+    try:
+        stats = train_model(net, data, spec.recipe, seed, device, method, on_epoch=on_epoch)
+    finally:  # cleared before an error's line (Ctrl-C, a NaN loss), not after it at exit
+        bar.close()
     return {
         "cached": False,
         "train_s": round(stats.total_seconds, 2),
