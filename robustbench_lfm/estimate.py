@@ -192,15 +192,22 @@ def cells_work(spec: RunSpec, cells: list[Cell], shape: Shape, most: bool = True
     """Megapixel-passes of `cells` of one (model, seed) group, as the group runs them: each cell
     once (a probe the grid holds is its sweep cell) and each attack run two of them share once
     (robustbench_lfm/shared_runs.py); `most`: `cell_passes`."""
+    return sum(cell_shares(spec, cells, shape, most).values())
+
+
+def cell_shares(spec: RunSpec, cells: list[Cell], shape: Shape, most: bool = True) -> dict[Cell, float]:
+    """Each of `cells`' megapixel-passes as the group runs them, in their order: an attack run an
+    earlier cell crafted counts with that cell (`cells_work` is their sum)."""
     crafted: set[str] = set()
-    total = 0.0
+    shares: dict[Cell, float] = {}
     for cell in dict.fromkeys(cells):
+        shares[cell] = 0.0
         for run, key in attack_runs(spec, cell):
             if key is None or key not in crafted:
-                total += cell_work(spec, run, shape, most)
+                shares[cell] += cell_work(spec, run, shape, most)
             if key is not None:
                 crafted.add(key)
-    return total
+    return shares
 
 
 def train_passes(model: ModelSpec) -> float:
@@ -325,15 +332,6 @@ def is_cached(spec: RunSpec, model: ModelSpec, seed: int) -> bool:
     return key is not None and _verified(spec, key) is not None
 
 
-def group_seconds(
-    spec: RunSpec, model: ModelSpec, seed: int, cells: list[Cell], shape: Shape, rates: Rates, train: bool = True
-) -> float:
-    """Estimated seconds of one (model, seed) group: its training when not cached (and `train`: False
-    where an earlier group trains it), and its cells."""
-    training, per_work = group_rates(spec, model, seed, shape, rates, train)
-    return training + cells_work(spec, cells, shape) * per_work
-
-
 def group_rates(
     spec: RunSpec, model: ModelSpec, seed: int, shape: Shape, rates: Rates, train: bool = True
 ) -> tuple[float, float]:
@@ -355,11 +353,13 @@ Key = tuple[ModelSpec, int]
 @dataclass(frozen=True)
 class GroupEstimate:
     """One (model, seed) group's estimate, as the sweep's progress bar counts it (robustbench_lfm/progress.py):
-    its training's seconds, its cells' seconds per megapixel-pass, and the whole group's seconds."""
+    its training's seconds, its cells' seconds per megapixel-pass, the whole group's seconds and
+    each cell's megapixel-passes (`cell_shares`)."""
 
     training: float
     per_work: float
     seconds: float
+    cells: dict[Cell, float]
 
 
 def phase_seconds(
@@ -372,7 +372,8 @@ def phase_seconds(
 
     def group(key: Key, cells: list[Cell], train: bool) -> GroupEstimate:
         training, per_work = group_rates(spec, *key, shape, rates, train)
-        return GroupEstimate(training, per_work, round(training + cells_work(spec, cells, shape) * per_work, 1))
+        shares = cell_shares(spec, cells, shape)
+        return GroupEstimate(training, per_work, round(training + sum(shares.values()) * per_work, 1), shares)
 
     trained_first = {_train_key(spec, *key) for key in first}
     before = {key: group(key, [], True) for key in first}

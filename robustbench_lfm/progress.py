@@ -182,8 +182,8 @@ class _Group:
     training: float  # estimated seconds of its training (0: cached, or trained by an earlier group)
     per_work: float  # estimated seconds per megapixel-pass of its cells
     seconds: float  # the whole group's estimate, as the bar's total counts it
-    done: list[Cell] = field(default_factory=list)
-    done_work: float = 0.0  # megapixel-passes of `done`
+    shares: dict[Cell, float]  # each cell's megapixel-passes (estimate.cell_shares)
+    done_work: float = 0.0  # megapixel-passes of the cells finished
     crafted: dict[Cell, tuple[float, int]] = field(default_factory=dict)  # the cell under way: its work, images
     counted: float = 0.0
 
@@ -197,9 +197,12 @@ class SweepBar:
         self.scored = max(scored, 1)  # the images a cell scores (queries, test images): a whole cell's batches
         self.groups: dict[str, _Group] = {}
 
-    def expect(self, label: str, training: float, per_work: float, seconds: float) -> None:
-        """Group `label` will run: its training's seconds, its cells' seconds per unit of work, its whole estimate."""
-        self.groups[label] = _Group(training, per_work, seconds)
+    def expect(
+        self, label: str, training: float, per_work: float, seconds: float, shares: dict[Cell, float] | None = None
+    ) -> None:
+        """Group `label` will run: its training's seconds, its cells' seconds per unit of work, its
+        whole estimate, and each cell's units (`work` counts a cell not among them)."""
+        self.groups[label] = _Group(training, per_work, seconds, shares or {})
 
     def __call__(self, event: Event) -> None:
         group = self.groups.get(event.label)
@@ -208,15 +211,19 @@ class SweepBar:
         if isinstance(event, Epoch):
             target = group.training * event.done / max(event.total, 1)
         elif isinstance(event, Images):  # a group runs its cells one by one: these are the cell under way's
-            work, images = group.crafted.get(event.cell) or (self.work([event.cell]), 0)
+            work, images = group.crafted.get(event.cell) or (self._units(group, event.cell), 0)
             group.crafted[event.cell] = (work, images + event.n)
             under_way = sum(w * min(1.0, n / self.scored) for w, n in group.crafted.values())
             target = group.training + (group.done_work + under_way) * group.per_work
         else:
-            group.done.append(event.cell)
-            group.done_work, group.crafted = self.work(group.done), {}
+            group.done_work, group.crafted = group.done_work + self._units(group, event.cell), {}
             target = group.training + group.done_work * group.per_work
         self._advance(group, min(target, group.seconds))
+
+    def _units(self, group: _Group, cell: Cell) -> float:
+        """`cell`'s megapixel-passes in `group`: its share, or for a cell the group did not list (an
+        ensemble's member) its own work."""
+        return group.shares[cell] if cell in group.shares else self.work([cell])
 
     def finished(self, label: str) -> None:
         """Group `label`'s result came back: the bar holds its whole estimate."""

@@ -243,7 +243,7 @@ def _run_groups(
         for estimates, tasks in phases:  # the bar moves with each epoch and cell (robustbench_lfm/progress.py)
             moved = progress.SweepBar(bar, lambda cells: estimate.cells_work(spec, cells, shape), shape.scored)
             for (model, seed), e in estimates.items():
-                moved.expect(f"{model.label}@seed{seed}", e.training, e.per_work, e.seconds)
+                moved.expect(f"{model.label}@seed{seed}", e.training, e.per_work, e.seconds, e.cells)
             with progress.listening(moved):
                 for result in run_tasks(ex, run_group, tasks):
                     _record(result, tables, manifest)

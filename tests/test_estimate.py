@@ -180,7 +180,7 @@ def test_the_progress_bar_counts_a_teacher_s_training_once(tmp_path):
     pgd_at, mixacm = spec.models
     first = [(mixacm.teacher, 0)]
     before, after = estimate.phase_seconds(spec, first, {(pgd_at, 0): [], (mixacm, 0): []}, SHAPE, {})
-    alone = estimate.group_seconds(spec, pgd_at, 0, [], SHAPE, {})
+    alone, _ = estimate.group_rates(spec, pgd_at, 0, SHAPE, {})  # its training: the group without cells
     assert list(before) == [(mixacm.teacher, 0)] and alone > 0
     assert before[(mixacm.teacher, 0)].seconds == pytest.approx(alone, abs=0.05)
     assert after[(pgd_at, 0)].seconds == 0 and after[(mixacm, 0)].seconds > 0  # pgd-at: the teacher, trained first

@@ -85,6 +85,9 @@ def run_digest(run_dir: Path) -> str:
 def _json_file(path: Path, what: str) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
+    except FileNotFoundError:
+        missing = f"{path.parent} has no {path.name}; give the run directories `lfm-bench run` wrote"
+        raise RunRefusedError(missing) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         why = f"{path} is unreadable ({type(err).__name__}); rerun the sweep that wrote {what}"
         raise RunRefusedError(why) from None
@@ -121,8 +124,6 @@ def read_run(run_dir: Path, digest: str | None = None) -> RunRecord:
     holder = writer_of(run_dir)
     if holder is not None:
         raise RunRefusedError(f"{run_dir} is being written by {holder}; build the board again when that sweep ends")
-    if not (run_dir / "manifest.json").exists():
-        raise RunRefusedError(f"{run_dir} has no manifest.json; give the run directories `lfm-bench run` wrote")
     digest = digest or run_digest(run_dir)
     manifest = _json_file(run_dir / "manifest.json", "this run directory")
     fingerprint = _json_file(run_dir / "fingerprint.json", "it") if (run_dir / "fingerprint.json").is_file() else {}
