@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from robustbench_lfm import attacks, progress
+from robustbench_lfm import attacks, estimate, progress
 from robustbench_lfm.attacks.base import checked_output
 from robustbench_lfm.attacks.corrupt import Corrupt
 from robustbench_lfm.datasets import ClassificationDataset, ClassSplit, Dataset, ReIDDataset, as_float, corrupted
@@ -135,9 +135,15 @@ def _attacked(ctx: EvalContext, attack: attacks.Attack, x: Tensor, context: atta
     guards as the base class gives a search: its own copy of `x`, its errors and a non-finite or
     misshapen output raised as AttackError (the cell fails), and its output kept in [0, 1], the
     change that took recorded in `projected` (the sanity check `in-budget`)."""
+    net = ctx.attacker.net
     try:
-        with autocast(x.device, ctx.spec.evaluation.attack_precision):
-            x_adv = attack(ctx.attacker.net, x.clone(), context, eps=cell.eps, generator=gen)
+        with (
+            autocast(x.device, ctx.spec.evaluation.attack_precision),
+            progress.crafting(
+                net, ctx.label, cell, len(x), lambda: estimate.cell_passes(ctx.spec, cell, _classes(ctx.data))
+            ),
+        ):
+            x_adv = attack(net, x.clone(), context, eps=cell.eps, generator=gen)
     except attacks.AttackError:
         raise
     except Exception as err:  # an attack's own __call__: this cell fails, not the run
@@ -149,6 +155,11 @@ def _attacked(ctx: EvalContext, attack: attacks.Attack, x: Tensor, context: atta
         attack.projected = max(attack.projected or 0.0, float((x_adv - inside).abs().amax()) if x_adv.numel() else 0.0)
         x_adv = inside
     return attacks.quantize(x_adv, x, cell.eps, attack.norm) if ctx.spec.threat.quantize else x_adv
+
+
+def _classes(data: Dataset) -> int:
+    """The classes a model of `data` is built with (AutoAttack's passes depend on them)."""
+    return data.num_classes if isinstance(data, ClassificationDataset) else data.num_train_ids
 
 
 def attacked_accuracy(ctx: EvalContext, cell: Cell, attack: attacks.Attack | None) -> list[AccuracyResult]:

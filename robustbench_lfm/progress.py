@@ -2,7 +2,10 @@
 
 A group's code (robustbench_lfm/group.py, attacking.py) `report`s an `Epoch` after each training
 epoch, `Images` after each batch an attack crafted and a `CellDone` after each cell, tagged with
-its group's label (`lfm@seed0`). The sweep (runner._run_groups) listens with a `SweepBar`, whose
+its group's label (`lfm@seed0`); while an attack crafts a batch, `Crafting` every
+`CRAFTING_EVERY_S` seconds at most, by the forward passes it has run on the model (`crafting`), so
+a search whose batch takes minutes (AutoAttack's members, a ResNet-50's metric attack) moves the
+bar as it goes. The sweep (runner._run_groups) listens with a `SweepBar`, whose
 unit is an estimated second of work (robustbench_lfm/estimate.py): a group's trained epochs count
 their share of its training, its finished cells their `estimate.cells_work`, the cell being
 attacked the share of its scored images crafted so far (an ensemble's, each member's), and when
@@ -23,6 +26,7 @@ import contextlib
 import pickle
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from robustbench_lfm.spec import Cell
 
 
@@ -59,7 +65,18 @@ class Images:
     n: int
 
 
-Event = Epoch | CellDone | Images
+@dataclass(frozen=True)
+class Crafting:
+    """Group `label`'s attack on `cell` has done `images` images' worth of the batch it is crafting:
+    the batch's images times the share of its passes run so far (at most the batch), which the
+    batch's `Images` then replaces."""
+
+    label: str
+    cell: Cell
+    images: float
+
+
+Event = Epoch | CellDone | Images | Crafting
 _local = threading.local()  # a sweep's groups and its bar share a thread: two sweeps in two threads stay apart
 
 
@@ -83,6 +100,53 @@ def listening(listener: Callable[[Event], None]) -> Iterator[None]:
         yield
     finally:
         _listeners().remove(listener)
+
+
+CRAFTING_EVERY_S = 0.25  # the most often a batch under way reports (`crafting`): a queue or a file gets a few a second
+
+
+@dataclass
+class _Batch:
+    """A batch an attack is crafting: what its `Crafting` events say, and the passes counted so far."""
+
+    label: str
+    cell: Cell
+    images: int
+    passes: float  # image-passes the attack makes at most on this batch
+    done: float = 0.0
+    reported: float = field(default_factory=time.monotonic)
+
+    def forward(self, module: Any, args: tuple[Any, ...]) -> None:
+        """A forward pre-hook: one more pass of the images `args[0]` holds."""
+        shape: tuple[int, ...] = tuple(getattr(args[0], "shape", ())) if args else ()
+        self.done += shape[0] if shape else 0
+        now = time.monotonic()
+        if now - self.reported >= CRAFTING_EVERY_S:
+            self.reported = now
+            report(Crafting(self.label, self.cell, self.images * min(1.0, self.done / self.passes)))
+
+
+@contextmanager
+def crafting(model: nn.Module, label: str, cell: Cell, images: int, passes: Callable[[], float]) -> Iterator[None]:
+    """While the block runs an attack on a batch of `images` images for `cell`, each forward pass of
+    `model` (a hook on it: any attack, ours, torchattacks' or a plugin's) counts toward the
+    `passes()` passes an image the attack makes at most (estimate.cell_passes), reported as
+    `Crafting` events. Nothing is hooked, or counted, when this thread has no listener; a model that
+    takes no hook (a scripted one) or passes that cannot be counted leave the batch to its `Images`."""
+    hook = _hooked(model, label, cell, images, passes) if _listeners() and images > 0 else None
+    try:
+        yield
+    finally:
+        if hook is not None:
+            hook.remove()
+
+
+def _hooked(model: nn.Module, label: str, cell: Cell, images: int, passes: Callable[[], float]) -> Any:
+    """`crafting`'s hook on `model`, or None where it cannot count (progress never fails an attack)."""
+    try:
+        return model.register_forward_pre_hook(_Batch(label, cell, images, images * max(passes(), 1.0)).forward)
+    except Exception:
+        return None
 
 
 def forward_to(events: Any) -> None:
@@ -185,6 +249,7 @@ class _Group:
     shares: dict[Cell, float]  # each cell's megapixel-passes (estimate.cell_shares)
     done_work: float = 0.0  # megapixel-passes of the cells finished
     crafted: dict[Cell, tuple[float, int]] = field(default_factory=dict)  # the cell under way: its work, images
+    batch: float = 0.0  # images' worth of the batch being crafted (`Crafting`), until its `Images`
     counted: float = 0.0
 
 
@@ -210,13 +275,19 @@ class SweepBar:
             return
         if isinstance(event, Epoch):
             target = group.training * event.done / max(event.total, 1)
-        elif isinstance(event, Images):  # a group runs its cells one by one: these are the cell under way's
+        elif isinstance(event, Images | Crafting):  # a group runs its cells one by one: the cell under way's
             work, images = group.crafted.get(event.cell) or (self._units(group, event.cell), 0)
-            group.crafted[event.cell] = (work, images + event.n)
-            under_way = sum(w * min(1.0, n / self.scored) for w, n in group.crafted.values())
+            if isinstance(event, Images):  # a whole batch: it replaces what its passes counted
+                group.crafted[event.cell], group.batch = (work, images + event.n), 0.0
+            else:
+                group.crafted[event.cell], group.batch = (work, images), event.images
+            under_way = sum(
+                w * min(1.0, (n + (group.batch if cell == event.cell else 0.0)) / self.scored)
+                for cell, (w, n) in group.crafted.items()
+            )
             target = group.training + (group.done_work + under_way) * group.per_work
         else:
-            group.done_work, group.crafted = group.done_work + self._units(group, event.cell), {}
+            group.done_work, group.crafted, group.batch = group.done_work + self._units(group, event.cell), {}, 0.0
             target = group.training + group.done_work * group.per_work
         self._advance(group, min(target, group.seconds))
 

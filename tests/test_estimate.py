@@ -101,7 +101,8 @@ SHAPE = estimate.Shape(scored=20, gallery=0, size=(32, 32), epoch_images=100, cl
 
 def _spec(tmp_path, models_: str, **changes):
     options = {"dataset": "digits", "attacks": "pgd:steps=5", "eps": "8/255", "epochs": 2, "no_baseline": True}
-    return build_spec(RunOptions(models=models_, out=tmp_path / "r", cache_dir=tmp_path / "c", **options, **changes))
+    options.update(changes)
+    return build_spec(RunOptions(models=models_, out=tmp_path / "r", cache_dir=tmp_path / "c", **options))
 
 
 def _work(tmp_path, models_: str) -> estimate.Work:
@@ -219,6 +220,54 @@ def test_the_sweep_bar_counts_each_epoch_batch_and_cell_of_a_group_and_the_rest_
     moved.finished("plain@seed0")
     moved(progress.Epoch("plain@seed0", 2, 2))  # an event after its group came back
     assert bar.n == 34.0
+
+
+def test_a_batch_under_way_counts_its_passes_and_its_images_replace_them():
+    """`Crafting` (the passes of a batch under way, as images' worth) moves the bar within a batch;
+    the batch's `Images` replace it, so nothing is counted twice, and the bar never goes back."""
+    bar = _Bar()
+    moved = progress.SweepBar(bar, lambda cells: {"pgd": 10.0}[cells[0]], scored=10)
+    moved.expect("lfm@seed0", training=0.0, per_work=1.0, seconds=10.0)
+    readings = []
+    for event in [progress.Crafting("lfm@seed0", "pgd", 1.0), progress.Crafting("lfm@seed0", "pgd", 2.5),
+                  progress.Images("lfm@seed0", "pgd", 5), progress.Crafting("lfm@seed0", "pgd", 2.0),
+                  progress.Crafting("lfm@seed0", "pgd", 0.5), progress.Images("lfm@seed0", "pgd", 5)]:  # fmt: skip
+        moved(event)
+        readings.append(bar.n)
+    # pgd's 10 units over 10 images, 1 s a unit: 1 then 2.5 images' worth, the first batch's 5 images,
+    # then 5 + 2 of the second batch's, a smaller count holding the bar where it was, and all 10
+    assert readings == pytest.approx([1.0, 2.5, 5.0, 7.0, 7.0, 10.0])
+
+
+def test_an_attack_reports_its_batch_as_its_passes_go_ours_and_torchattacks_through_the_models_hook(
+    tmp_path, monkeypatch
+):
+    """`progress.crafting` counts every forward pass of the model an attack runs on: our PGD's steps
+    and torchattacks' AutoAttack members (through the contiguous-gradient wrapper). Each report is the
+    batch's images times the share of the attack's most passes (estimate.cell_passes) run so far,
+    rising, within the batch; nothing is hooked when no one listens."""
+    from robustbench_lfm import attacks
+
+    monkeypatch.setattr(progress, "CRAFTING_EVERY_S", 0.0)  # every pass reports
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4)).eval()
+    x, y = torch.rand(6, 3, 8, 8), torch.tensor([0, 1, 2, 3, 0, 1])
+    context = attacks.AttackContext("classification", labels=y)
+    spec = _spec(tmp_path, "plain", attacks="pgd:steps=5,autoattack:steps=2")
+    for cell in [c for c in spec.cells() if c.attack is not None]:
+        name, attack = cell.attack.name, cell.build_attack("classification")
+        most = estimate.cell_passes(spec, cell, 4)
+        heard: list = []
+        with progress.listening(heard.append), progress.crafting(net, "m@seed0", cell, len(x), lambda m=most: m):
+            attack(net, x, context, eps=8 / 255, generator=torch.Generator().manual_seed(0))
+        reports = [e.images for e in heard if isinstance(e, progress.Crafting) and e.cell == cell]
+        assert len(reports) >= 3, (name, heard)
+        assert reports == sorted(reports) and reports[0] > 0 and reports[-1] <= len(x), (name, reports)
+        if name == "pgd":  # its 5 steps of the 6 images, a pass each, of 6 passes an image at most
+            assert reports[-1] == pytest.approx(len(x) * 5 / most) and most == 6
+    assert not net._forward_pre_hooks  # removed on the way out
+    with progress.crafting(net, "m@seed0", cell, len(x), lambda: most):  # no listener: no hook, no count
+        assert not net._forward_pre_hooks
 
 
 def test_two_sweeps_in_two_threads_hear_only_their_own_progress():
