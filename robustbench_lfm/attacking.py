@@ -141,7 +141,7 @@ def _attacked(ctx: EvalContext, attack: attacks.Attack, x: Tensor, context: atta
             autocast(x.device, ctx.spec.evaluation.attack_precision),
             progress.crafting(
                 net, ctx.label, cell, len(x), lambda: estimate.cell_passes(ctx.spec, cell, _classes(ctx.data))
-            ),
+            ) as counted,
         ):
             x_adv = attack(net, x.clone(), context, eps=cell.eps, generator=gen)
     except attacks.AttackError:
@@ -149,7 +149,8 @@ def _attacked(ctx: EvalContext, attack: attacks.Attack, x: Tensor, context: atta
     except Exception as err:  # an attack's own __call__: this cell fails, not the run
         raise attacks.AttackError(f"attack {attack.name} raised {type(err).__name__}: {err}") from err
     x_adv = checked_output(attack.name, x_adv, x).float()
-    progress.report(progress.Images(ctx.label, cell, len(x)))  # the sweep's bar (robustbench_lfm/progress.py)
+    share = counted.share() if counted is not None and estimate.bounded(ctx.spec, cell) else None
+    progress.report(progress.Images(ctx.label, cell, len(x), share))  # the sweep's bar (robustbench_lfm/progress.py)
     if not attack.budgeted:
         inside = x_adv.clamp(0, 1)
         attack.projected = max(attack.projected or 0.0, float((x_adv - inside).abs().amax()) if x_adv.numel() else 0.0)

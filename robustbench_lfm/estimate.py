@@ -91,7 +91,8 @@ class Work:
 
 def cell_passes(spec: RunSpec, cell: Cell, classes: int, most: bool = True) -> float:
     """Forward(-backward) passes of one cell per scored image: 1 for a clean cell (query and gallery
-    embedded), the attack's steps + 1 (times eot) for an attacked one, summed over an ensemble's
+    embedded) and for a budgeted attack at eps 0 (the 0-ball holds the clean images alone, so no
+    search runs: attacks/base.py), the attack's steps + 1 (times eot) for an attacked one, summed over an ensemble's
     members; an attack that counts its own (`passes(classes, most)`: AutoAttack, whose members
     depend on the classes they target) says so, at its most or its least (`bounded`)."""
     task = spec.recipe.task
@@ -99,7 +100,7 @@ def cell_passes(spec: RunSpec, cell: Cell, classes: int, most: bool = True) -> f
         return 1.0
     options = dict(cell.attack.options)
     attack = cell.build_attack(task)
-    if attack is None:
+    if attack is None or (cell.eps == 0 and attack.budgeted):  # the 0-ball holds the clean images: no search
         return 1.0
     bound = (classes, most)
     if isinstance(attack, attacks.Ensemble):  # each member runs as it would alone

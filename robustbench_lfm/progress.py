@@ -10,7 +10,10 @@ unit is an estimated second of work (robustbench_lfm/estimate.py): a group's tra
 their share of its training, its finished cells their `estimate.cells_work`, the cell being
 attacked the share of its scored images crafted so far (an ensemble's, each member's), and when
 the group's result comes back the bar holds the group's whole estimate, so its "left" is the ETA
-of the whole sweep as it runs.
+of the whole sweep as it runs. An attack whose work is known only within bounds (AutoAttack, whose
+later members run only on the images the earlier ones left) is estimated at its most; each of its
+batches says the share of those passes it ran, and the bar's total shrinks to what the attack
+turns out to cost on the model (`SweepBar._realized`).
 
 Worker processes of `--jobs N` send their events to the coordinator through a queue
 (`forward_to`, robustbench_lfm/executors.py), dask workers through the scheduler's event log (a
@@ -58,11 +61,14 @@ class CellDone:
 
 @dataclass(frozen=True)
 class Images:
-    """Group `label` has crafted `n` more adversarial images for `cell` (one batch)."""
+    """Group `label` has crafted `n` more adversarial images for `cell` (one batch). `share`: for an
+    attack whose work is known only within bounds (AutoAttack, estimate.bounded), the share of its
+    most passes the batch ran (`crafting`); None for the others, which run all of theirs."""
 
     label: str
     cell: Cell
     n: int
+    share: float | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,10 @@ class _Batch:
     done: float = 0.0
     reported: float = field(default_factory=time.monotonic)
 
+    def share(self) -> float:
+        """The share of the batch's most passes run so far."""
+        return min(1.0, self.done / self.passes)
+
     def forward(self, module: Any, args: tuple[Any, ...]) -> None:
         """A forward pre-hook: one more pass of the images `args[0]` holds."""
         shape: tuple[int, ...] = tuple(getattr(args[0], "shape", ())) if args else ()
@@ -123,30 +133,37 @@ class _Batch:
         now = time.monotonic()
         if now - self.reported >= CRAFTING_EVERY_S:
             self.reported = now
-            report(Crafting(self.label, self.cell, self.images * min(1.0, self.done / self.passes)))
+            report(Crafting(self.label, self.cell, self.images * self.share()))
 
 
 @contextmanager
-def crafting(model: nn.Module, label: str, cell: Cell, images: int, passes: Callable[[], float]) -> Iterator[None]:
+def crafting(
+    model: nn.Module, label: str, cell: Cell, images: int, passes: Callable[[], float]
+) -> Iterator[_Batch | None]:
     """While the block runs an attack on a batch of `images` images for `cell`, each forward pass of
     `model` (a hook on it: any attack, ours, torchattacks' or a plugin's) counts toward the
     `passes()` passes an image the attack makes at most (estimate.cell_passes), reported as
-    `Crafting` events. Nothing is hooked, or counted, when this thread has no listener; a model that
-    takes no hook (a scripted one) or passes that cannot be counted leave the batch to its `Images`."""
-    hook = _hooked(model, label, cell, images, passes) if _listeners() and images > 0 else None
+    `Crafting` events; the block gets the count (None where nothing counts). Nothing is hooked when
+    this thread has no listener; a model that takes no hook (a scripted one) or passes that cannot
+    be counted leave the batch to its `Images`."""
+    batch, hook = _hooked(model, label, cell, images, passes) if _listeners() and images > 0 else (None, None)
     try:
-        yield
+        yield batch
     finally:
         if hook is not None:
             hook.remove()
 
 
-def _hooked(model: nn.Module, label: str, cell: Cell, images: int, passes: Callable[[], float]) -> Any:
-    """`crafting`'s hook on `model`, or None where it cannot count (progress never fails an attack)."""
+def _hooked(
+    model: nn.Module, label: str, cell: Cell, images: int, passes: Callable[[], float]
+) -> tuple[_Batch | None, Any]:
+    """`crafting`'s count and its hook on `model`, or Nones where it cannot count (progress never
+    fails an attack)."""
     try:
-        return model.register_forward_pre_hook(_Batch(label, cell, images, images * max(passes(), 1.0)).forward)
+        batch = _Batch(label, cell, images, images * max(passes(), 1.0))
+        return batch, model.register_forward_pre_hook(batch.forward)
     except Exception:
-        return None
+        return None, None
 
 
 def forward_to(events: Any) -> None:
@@ -248,9 +265,12 @@ class _Group:
     seconds: float  # the whole group's estimate, as the bar's total counts it
     shares: dict[Cell, float]  # each cell's megapixel-passes (estimate.cell_shares)
     done_work: float = 0.0  # megapixel-passes of the cells finished
-    crafted: dict[Cell, tuple[float, int]] = field(default_factory=dict)  # the cell under way: its work, images
+    crafted: dict[Cell, int] = field(default_factory=dict)  # the cells under way: their images crafted
     batch: float = 0.0  # images' worth of the batch being crafted (`Crafting`), until its `Images`
     counted: float = 0.0
+    bounded: frozenset[Cell] = frozenset()  # its cells whose attack is known only within bounds (estimate.bounded)
+    realized: dict[Cell, tuple[int, float]] = field(default_factory=dict)  # images with a share, and share x images
+    saved: dict[Cell, float] = field(default_factory=dict)  # megapixel-passes a cell is no longer expected to run
 
 
 class SweepBar:
@@ -263,11 +283,18 @@ class SweepBar:
         self.groups: dict[str, _Group] = {}
 
     def expect(
-        self, label: str, training: float, per_work: float, seconds: float, shares: dict[Cell, float] | None = None
+        self,
+        label: str,
+        training: float,
+        per_work: float,
+        seconds: float,
+        shares: dict[Cell, float] | None = None,
+        bounded: frozenset[Cell] = frozenset(),
     ) -> None:
         """Group `label` will run: its training's seconds, its cells' seconds per unit of work, its
-        whole estimate, and each cell's units (`work` counts a cell not among them)."""
-        self.groups[label] = _Group(training, per_work, seconds, shares or {})
+        whole estimate, each cell's units (`work` counts a cell not among them) and the cells whose
+        work is known only within bounds (`_realized`)."""
+        self.groups[label] = _Group(training, per_work, seconds, dict(shares or {}), bounded=bounded)
 
     def __call__(self, event: Event) -> None:
         group = self.groups.get(event.label)
@@ -276,14 +303,17 @@ class SweepBar:
         if isinstance(event, Epoch):
             target = group.training * event.done / max(event.total, 1)
         elif isinstance(event, Images | Crafting):  # a group runs its cells one by one: the cell under way's
-            work, images = group.crafted.get(event.cell) or (self._units(group, event.cell), 0)
+            images = group.crafted.get(event.cell, 0)
             if isinstance(event, Images):  # a whole batch: it replaces what its passes counted
-                group.crafted[event.cell], group.batch = (work, images + event.n), 0.0
-            else:
-                group.crafted[event.cell], group.batch = (work, images), event.images
+                group.crafted[event.cell], group.batch = images + event.n, 0.0
+                if event.share is not None:
+                    self._realized(group, event.cell, event.n, event.share)
+            else:  # the batch's passes, against what the cell's batches have run so far (`_realized`)
+                ran = self._ran(group, event.cell)
+                group.crafted[event.cell], group.batch = images, event.images / ran if ran > 0 else event.images
             under_way = sum(
-                w * min(1.0, (n + (group.batch if cell == event.cell else 0.0)) / self.scored)
-                for cell, (w, n) in group.crafted.items()
+                self._units(group, cell) * min(1.0, (n + (group.batch if cell == event.cell else 0.0)) / self.scored)
+                for cell, n in group.crafted.items()
             )
             target = group.training + (group.done_work + under_way) * group.per_work
         else:
@@ -291,10 +321,42 @@ class SweepBar:
             target = group.training + group.done_work * group.per_work
         self._advance(group, min(target, group.seconds))
 
+    def _whole(self, group: _Group, cell: Cell) -> float:
+        """`cell`'s megapixel-passes in `group` as estimated: its share, or for a cell the group did
+        not list (an ensemble's member) its own work."""
+        if cell not in group.shares:
+            group.shares[cell] = self.work([cell])
+        return group.shares[cell]
+
     def _units(self, group: _Group, cell: Cell) -> float:
-        """`cell`'s megapixel-passes in `group`: its share, or for a cell the group did not list (an
-        ensemble's member) its own work."""
-        return group.shares[cell] if cell in group.shares else self.work([cell])
+        """`cell`'s megapixel-passes as now expected: less what its batches so far say it will not run."""
+        return self._whole(group, cell) - group.saved.get(cell, 0.0)
+
+    def _ran(self, group: _Group, cell: Cell) -> float:
+        """The share of its most passes `cell`'s batches have run so far; before any said, the share
+        the group's other such cells ran (the same attack on the same model); else 1."""
+        images, shared = group.realized.get(cell, (0, 0.0))
+        if not images:
+            images = sum(n for c, (n, _) in group.realized.items() if c.eps > 0)  # eps 0 runs no pass
+            shared = sum(r for c, (_, r) in group.realized.items() if c.eps > 0)
+        return shared / images if images else 1.0
+
+    def _realized(self, group: _Group, cell: Cell, n: int, share: float) -> None:
+        """A batch of `cell`, an attack known only within bounds, ran `share` of its most passes:
+        each such cell of the group is expected to run the share its batches so far ran on average
+        (a cell yet to run, the group's: `_ran`), and the group's estimate and the bar's total
+        shrink by the rest (or grow back), never below what the bar has counted of the group. So
+        "left" follows what the attack turns out to cost on this model (AutoAttack's later members
+        run only on the images the earlier ones left)."""
+        images, shared = group.realized.get(cell, (0, 0.0))
+        group.realized[cell] = (images + n, shared + n * share)
+        for each in group.bounded.union(group.realized):
+            expected = self._whole(group, each) * self._ran(group, each)
+            less = min((self._units(group, each) - expected) * group.per_work, group.seconds - group.counted)
+            if group.per_work > 0 and less != 0:
+                group.seconds -= less
+                self.bar.total -= less
+                group.saved[each] = group.saved.get(each, 0.0) + less / group.per_work
 
     def finished(self, label: str) -> None:
         """Group `label`'s result came back: the bar holds its whole estimate."""

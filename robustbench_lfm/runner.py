@@ -243,13 +243,15 @@ def _run_groups(
         for estimates, tasks in phases:  # the bar moves with each epoch and cell (robustbench_lfm/progress.py)
             moved = progress.SweepBar(bar, lambda cells: estimate.cells_work(spec, cells, shape), shape.scored)
             for (model, seed), e in estimates.items():
-                moved.expect(f"{model.label}@seed{seed}", e.training, e.per_work, e.seconds, e.cells)
+                bounded = frozenset(c for c in e.cells if estimate.bounded(spec, c))
+                moved.expect(f"{model.label}@seed{seed}", e.training, e.per_work, e.seconds, e.cells, bounded)
             with progress.listening(moved):
                 for result in run_tasks(ex, run_group, tasks):
                     _record(result, tables, manifest)
                     moved.finished(result.label)
-        if 0 < total - bar.n < 1e-6:  # the steps' float sum: every group came back, so the bar is full
-            bar.update(total - bar.n)
+        left = (bar.total or 0.0) - bar.n  # the total shrinks as AutoAttack's batches say what they cost
+        if 0 < left < 1e-6:  # the steps' float sum: every group came back, so the bar is full
+            bar.update(left)
     return {c.cell_id(spec.data, spec.recipe, spec.evaluation) for _, c in pending}
 
 

@@ -19,7 +19,7 @@ import torch
 import torchattacks
 from click.testing import CliRunner
 
-from robustbench_lfm import attacks
+from robustbench_lfm import attacks, progress
 from robustbench_lfm.cli import main
 from tests.conftest import TINY_CLI, cap_square_queries
 from tests.test_attacks import FAST
@@ -53,6 +53,7 @@ class Spies:
         self.layouts: dict[str, set[str]] = defaultdict(set)
         self.stages: dict[str, list[int]] = defaultdict(list)
         self.steps: dict[str, set[int]] = defaultdict(set)  # the iterations each white-box stage ran
+        self.events: list = []  # the sweep's progress events (robustbench_lfm/progress.py)
         classes = {attacks.Attack, *(attacks.get_attack_class(n) for n in attacks.list_attacks())}
         for cls in (c for c in classes if "__call__" in vars(c)):  # the base, and any attack with its own
             monkeypatch.setattr(cls, "__call__", self._layout_spy(vars(cls)["__call__"]))
@@ -109,7 +110,8 @@ def swept(tmp_path_factory) -> dict[str, tuple[pd.DataFrame, Spies]]:
                 args = ["run", "--dataset", dataset, "--models", "plain", "--no-baseline", "--epochs", "3",
                         "--attacks", ",".join(items), "--eps", EPS[norm], "--n-eval", n_eval,
                         "--out", str(root / "run"), "--cache-dir", str(root / "cache"), "-q"]  # fmt: skip
-                result = CliRunner().invoke(main, args)
+                with progress.listening(spies.events.append):  # beside the sweep's bar, in this thread
+                    result = CliRunner().invoke(main, args)
                 assert result.exit_code == 0, result.output
         out[task] = (pd.read_csv(root / "run" / "results.csv", keep_default_na=False), spies)
     return out
@@ -132,6 +134,21 @@ def test_autoattack_hands_survivors_to_fab_t_and_square(swept):
     accuracy = df[(df["metric"] == "accuracy") & (df["attack"].isin(["none", "apgd-ce", "autoattack"]))]
     value = accuracy.set_index("attack")["value"].astype(float)
     assert value["autoattack"] <= value["apgd-ce"] <= value["none"]  # the ensemble is at least its first member
+
+
+def test_autoattack_s_batches_say_what_share_of_their_most_passes_they_ran(swept):
+    """The sweep bar learns what AutoAttack costs on this model from its batches (progress.SweepBar):
+    each batch's `Images` carries the share of the ensemble's most passes it ran, counted by the hook
+    on the model through torchattacks, below 1 where the first members fooled images; an attack that
+    runs all of its passes carries none."""
+    _, spies = swept["classification"]
+    shares = defaultdict(list)
+    for event in spies.events:
+        if isinstance(event, progress.Images):
+            shares[event.cell.attack.name, event.cell.eps > 0].append(event.share)
+    assert shares["autoattack", True] and all(0 < s < 1 for s in shares["autoattack", True]), shares
+    assert set(shares["autoattack", False]) == {0.0}, shares  # the sanity probe at eps 0 runs no pass
+    assert shares["pgd", True] and set(shares["pgd", True]) == {None}
 
 
 def test_every_attack_that_keeps_its_budget_needs_no_projection(swept):

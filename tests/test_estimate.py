@@ -188,7 +188,8 @@ def test_the_progress_bar_counts_a_teacher_s_training_once(tmp_path):
 
 
 class _Bar:
-    total, n = 100.0, 0.0
+    def __init__(self, total: float = 100.0) -> None:
+        self.total, self.n = total, 0.0
 
     def update(self, step: float) -> None:
         self.n += step
@@ -237,6 +238,55 @@ def test_a_batch_under_way_counts_its_passes_and_its_images_replace_them():
     # pgd's 10 units over 10 images, 1 s a unit: 1 then 2.5 images' worth, the first batch's 5 images,
     # then 5 + 2 of the second batch's, a smaller count holding the bar where it was, and all 10
     assert readings == pytest.approx([1.0, 2.5, 5.0, 7.0, 7.0, 10.0])
+
+
+def test_autoattack_s_batches_shrink_the_bar_s_total_to_what_they_ran():
+    """A cell whose attack is known only within bounds (AutoAttack): each batch's `Images` share of
+    its most passes sets what the cell is expected to cost, the running mean over its batches, and
+    the group's estimate and the bar's total follow; the passes of a batch under way count against
+    that mean, and the bar never goes back."""
+    bar = _Bar(total=10.0)
+    moved = progress.SweepBar(bar, lambda cells: {"aa": 10.0}[cells[0]], scored=10)
+    moved.expect("m@seed0", training=0.0, per_work=1.0, seconds=10.0)
+    readings = []
+    for event in [progress.Crafting("m@seed0", "aa", 1.0), progress.Images("m@seed0", "aa", 5, 0.2),
+                  progress.Crafting("m@seed0", "aa", 0.5), progress.Images("m@seed0", "aa", 5, 0.4),
+                  progress.CellDone("m@seed0", "aa")]:  # fmt: skip
+        moved(event)
+        readings.append((bar.n, bar.total))
+    moved.finished("m@seed0")
+    # 1 image's worth of 10 units: 1 s. The first batch ran a fifth of its most passes: the cell is
+    # expected to cost 2 units, the total 2 s, and its 5 images count 1 s (the bar holds at 1). The
+    # second batch's 0.5 images' worth of passes against that fifth is 2.5 images: 2 x 7.5/10. It ran
+    # 0.4: the mean 0.3, the cell 3 units, the total back up to 3 s, its 10 images all of it.
+    assert readings == pytest.approx([(1.0, 10.0), (1.0, 2.0), (1.5, 2.0), (3.0, 3.0), (3.0, 3.0)])
+    assert (bar.n, bar.total) == pytest.approx((3.0, 3.0))
+    bar.total += 10.0  # a second group whose cell runs no pass at all (AutoAttack at eps 0): it costs nothing
+    moved.expect("z@seed0", training=0.0, per_work=1.0, seconds=10.0)
+    moved(progress.Images("z@seed0", "aa", 10, 0.0))
+    assert (bar.n, bar.total) == pytest.approx((3.0, 3.0))
+
+
+def test_a_bounded_cell_yet_to_run_is_expected_to_cost_what_the_group_s_others_ran():
+    """Before its own batches say, a cell of the same bounded attack (AutoAttack at another eps, the
+    large-eps probe) is expected to run the share its group's others ran, not its most; a cell at
+    eps 0, which runs no pass, does not count toward that share."""
+    from collections import namedtuple
+
+    cell = namedtuple("cell", "name eps")
+    a, b, zero = cell("aa", 8 / 255), cell("aa", 64 / 255), cell("aa", 0.0)
+    bar = _Bar(total=21.0)
+    moved = progress.SweepBar(bar, lambda cells: 1.0, scored=10)
+    moved.expect("m@seed0", 0.0, 1.0, 21.0, {a: 10.0, b: 10.0, zero: 1.0}, frozenset({a, b, zero}))
+    readings = []
+    for event in [progress.Images("m@seed0", zero, 10, 0.0), progress.CellDone("m@seed0", zero),
+                  progress.Images("m@seed0", a, 10, 0.5), progress.CellDone("m@seed0", a),
+                  progress.Images("m@seed0", b, 10, 0.1), progress.CellDone("m@seed0", b)]:  # fmt: skip
+        moved(event)
+        readings.append((bar.n, bar.total))
+    # eps 0 ran nothing: its unit goes, the others keep their most (20 s). a ran half: a and b are
+    # expected at 5 units each (10 s in all, 5 of them counted); b then ran a tenth: 1 unit, 6 s.
+    assert readings == pytest.approx([(0.0, 20.0), (0.0, 20.0), (5.0, 10.0), (5.0, 10.0), (6.0, 6.0), (6.0, 6.0)])
 
 
 def test_an_attack_reports_its_batch_as_its_passes_go_ours_and_torchattacks_through_the_models_hook(
