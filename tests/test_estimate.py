@@ -70,6 +70,8 @@ def test_an_attack_s_work_counts_its_steps_eot_and_an_ensemble_s_members(tmp_pat
     standard = next(c for c in spec.cells() if c.attack and c.attack.label == "autoattack")
     assert estimate.cell_passes(spec, standard, 3) == 100 + 2 * 100 * 2 + 5000  # 3 classes: 2 targets
     assert estimate.cell_passes(spec, standard, 10, most=False) == 100  # APGD-CE, which every image runs
+    at_zero = {c.attack.label: estimate.cell_passes(spec, c, 10) for c in spec.probe_cells() if c.eps == 0}
+    assert at_zero == {"autoattack": 1, "autoattack:steps=10": 1, "autoattack:version=rand": 1}  # no search at eps 0
     assert estimate.duration(59) == "59 s" and estimate.duration(125) == "2 min 05 s"
 
 
