@@ -128,19 +128,21 @@ def embed_images(net: nn.Module, images: Tensor, precision: str = "fp32") -> Ten
 
 
 def _attacked(ctx: EvalContext, attack: attacks.Attack, x: Tensor, context: attacks.AttackContext, cell: Cell,
-              gen: torch.Generator) -> Tensor:  # fmt: skip
+              gen: torch.Generator, scored: int | None = None) -> Tensor:  # fmt: skip
     """`attack` on the attacker's model in the run's attack precision, 8-bit rounded with --quantize.
 
     An attack that replaces `Attack.__call__` (a corruption, a plugin's threat) gets the same
     guards as the base class gives a search: its own copy of `x`, its errors and a non-finite or
     misshapen output raised as AttackError (the cell fails), and its output kept in [0, 1], the
-    change that took recorded in `projected` (the sanity check `in-budget`)."""
-    net = ctx.attacker.net
+    change that took recorded in `projected` (the sanity check `in-budget`). `scored`: the scored
+    images the batch stands for, for the sweep's bar (the whole batch, where the search runs only
+    on the images the target gets right clean); `len(x)` by default."""
+    net, scored = ctx.attacker.net, len(x) if scored is None else scored
     try:
         with (
             autocast(x.device, ctx.spec.evaluation.attack_precision),
             progress.crafting(
-                net, ctx.label, cell, len(x), lambda: estimate.cell_passes(ctx.spec, cell, _classes(ctx.data))
+                net, ctx.label, cell, scored, lambda: estimate.cell_passes(ctx.spec, cell, _classes(ctx.data))
             ) as counted,
         ):
             x_adv = attack(net, x.clone(), context, eps=cell.eps, generator=gen)
@@ -149,13 +151,18 @@ def _attacked(ctx: EvalContext, attack: attacks.Attack, x: Tensor, context: atta
     except Exception as err:  # an attack's own __call__: this cell fails, not the run
         raise attacks.AttackError(f"attack {attack.name} raised {type(err).__name__}: {err}") from err
     x_adv = checked_output(attack.name, x_adv, x).float()
-    share = counted.share() if counted is not None and estimate.bounded(ctx.spec, cell) else None
-    progress.report(progress.Images(ctx.label, cell, len(x), share))  # the sweep's bar (robustbench_lfm/progress.py)
+    _crafted(ctx, cell, scored, counted.share() if counted is not None else None)
     if not attack.budgeted:
         inside = x_adv.clamp(0, 1)
         attack.projected = max(attack.projected or 0.0, float((x_adv - inside).abs().amax()) if x_adv.numel() else 0.0)
         x_adv = inside
     return attacks.quantize(x_adv, x, cell.eps, attack.norm) if ctx.spec.threat.quantize else x_adv
+
+
+def _crafted(ctx: EvalContext, cell: Cell, scored: int, share: float | None) -> None:
+    """Tell the sweep's bar a batch standing for `scored` scored images is done, with the share of
+    its most passes it ran where the attack's work is known only within bounds (robustbench_lfm/progress.py)."""
+    progress.report(progress.Images(ctx.label, cell, scored, share if estimate.bounded(ctx.spec, cell) else None))
 
 
 def _classes(data: Dataset) -> int:
@@ -193,8 +200,10 @@ def attacked_accuracy(ctx: EvalContext, cell: Cell, attack: attacks.Attack | Non
             if len(kept):
                 x_kept = x[kept].contiguous(memory_format=torch.channels_last)
                 context = attacks.AttackContext("classification", labels=y[kept], fit=fit)
-                x_adv = _attacked(ctx, attack, x_kept, context, cell, gen)
+                x_adv = _attacked(ctx, attack, x_kept, context, cell, gen, scored=len(x))
                 right[kept] = _classified(ctx, x_adv, y[kept], "attacked")
+            else:  # every image lost clean: no search, and the batch done
+                _crafted(ctx, cell, len(x), 0.0)
             correct[0].append(right.cpu())
             continue
         if attack is not None:

@@ -149,6 +149,11 @@ def test_autoattack_s_batches_say_what_share_of_their_most_passes_they_ran(swept
     assert shares["autoattack", True] and all(0 < s < 1 for s in shares["autoattack", True]), shares
     assert set(shares["autoattack", False]) == {0.0}, shares  # the sanity probe at eps 0 runs no pass
     assert shares["pgd", True] and set(shares["pgd", True]) == {None}
+    scored = defaultdict(int)  # a batch stands for all the images it scores, those lost clean (not searched) too
+    for event in spies.events:
+        if isinstance(event, progress.Images):
+            scored[event.cell] += event.n
+    assert set(scored.values()) == {int(TASKS["classification"][1])}, scored
 
 
 def test_every_attack_that_keeps_its_budget_needs_no_projection(swept):

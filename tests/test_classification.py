@@ -166,9 +166,9 @@ def test_a_white_box_attack_searches_only_the_images_classified_correctly_clean(
     seen: list[tuple[int, float]] = []
     attacked = attacking._attacked
 
-    def spy(ctx, attack, x, context, cell, gen):
+    def spy(ctx, attack, x, context, cell, gen, **bar):
         seen.append((len(x), cell.eps))
-        return attacked(ctx, attack, x, context, cell, gen)
+        return attacked(ctx, attack, x, context, cell, gen, **bar)
 
     monkeypatch.setattr(attacking, "_attacked", spy)
     df, _, _ = _sweep(tmp_path / "a", cache, attacks="pgd:steps=2", n_eval=90)
