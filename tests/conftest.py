@@ -8,9 +8,6 @@ import tempfile
 
 import pytest
 
-import robustbench_lfm.methods  # noqa: F401  (registers the training methods' parameters with the model registry)
-from robustbench_lfm.datasets.synthreid import SynthReIDConfig, generate
-
 TINY = {"train_ids": 12, "test_ids": 6, "distractor_ids": 2, "cameras": 3, "max_cameras": 3, "height": 32, "width": 16}
 
 
@@ -42,11 +39,12 @@ ONE_WORKER_MODULES = {
 }  # fmt: skip
 
 
-# The slow tier's longest tests, first: pytest-xdist's worksteal hands each worker half the tests in
-# collection order, and an idle worker steals from the end of the other's half; the smoke preset as
-# shipped (about 52 s in one thread) collected after the clusters' tests left one worker idle for
-# most of a minute (2-core development machine). The presets' parts keep their own order (ORDER in
-# tests/test_presets.py).
+# The longest tests that run alone, first: pytest-xdist's loadgroup hands out ONE_WORKER_MODULES'
+# groups first (the largest first), then every other test in collection order as a worker falls
+# idle, so a long test collected late leaves the other worker idle at the end; the smoke preset as
+# shipped (33-61 s in one thread, by the machine) collected after the clusters' tests left one worker
+# idle for most of a minute (2-core development machine). The presets' parts keep their own order
+# (ORDER in tests/test_presets.py).
 LONGEST_FIRST = ("test_the_smoke_preset_as_shipped_prints_a_labelled_table", "test_every_preset_runs_in_a_tiny_form")
 
 
@@ -75,6 +73,10 @@ def pytest_configure(config):
     19.3-20.1 s beside a busy core, 11.1-11.3 s with one thread (2-core development machine)."""
     config._lfm_bench_cache = tempfile.mkdtemp(prefix="lfm-bench-test-cache-")
     os.environ["LFM_BENCH_CACHE"] = config._lfm_bench_cache
+    if _xdist_controller(config):
+        return  # it runs no test: torch's import (1.4 s) would only delay the workers' start
+    import robustbench_lfm.methods  # noqa: F401  (registers the training methods' parameters with the model registry)
+
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         import torch
@@ -82,6 +84,13 @@ def pytest_configure(config):
         share = max(1, (os.cpu_count() or 1) // workers)
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(share)
         torch.set_num_threads(share)
+
+
+def _xdist_controller(config: pytest.Config) -> bool:
+    """Whether this process hands the tests to pytest-xdist's workers and collects none itself (the
+    test of pytest-xdist's own pytest_configure, which runs after this file's)."""
+    distributes = config.getoption("dist", "no") != "no" and bool(config.getoption("tx", None))
+    return distributes and not hasattr(config, "workerinput") and not config.getoption("collectonly")
 
 
 def pytest_unconfigure(config):
@@ -160,6 +169,8 @@ def _fewer_steps(forward, steps: int):
 @pytest.fixture(scope="session")
 def tiny_reid():
     """A synthreid dataset small enough to train on in a second."""
+    from robustbench_lfm.datasets.synthreid import SynthReIDConfig, generate
+
     return generate(SynthReIDConfig(**TINY))
 
 

@@ -125,7 +125,7 @@ def test_local_worker_processes_give_the_same_csv_and_their_progress_events(in_p
     assert _event_keys(events) == _event_keys(in_process[1])  # the workers' events reach the coordinator
 
 
-@pytest.mark.slow  # a scheduler and two workers started as processes: the slow tier (.ci/run)
+@pytest.mark.slow  # a scheduler and two workers started as processes (-m "not slow" skips it)
 def test_a_dask_scheduler_and_two_worker_processes_give_the_same_csv_and_their_progress_events(in_process, tmp_path):
     pytest.importorskip("distributed")
     port = _free_port()
@@ -155,7 +155,7 @@ def test_a_dask_scheduler_and_two_worker_processes_give_the_same_csv_and_their_p
     assert _event_keys(events) == _event_keys(in_process[1])  # through the scheduler's event log
 
 
-@pytest.mark.slow  # submitit's controllers and jobs as processes: the slow tier (.ci/run)
+@pytest.mark.slow  # submitit's controllers and jobs as processes (-m "not slow" skips it)
 def test_submitit_local_cluster_gives_the_same_csv_and_their_progress_events(in_process, tmp_path):
     pytest.importorskip("submitit")
     ex = ExecSpec("submitit", jobs=2, threads=1, folder=tmp_path / "submitit", cluster="local")
@@ -267,7 +267,7 @@ def _training_workers(pid: int) -> set[int]:
     return found
 
 
-SLOW = pytest.mark.slow  # a cluster of processes started and killed: the slow tier (.ci/run)
+SLOW = pytest.mark.slow  # a cluster of processes started and killed (-m "not slow" skips it)
 
 
 def _until_training(parent: subprocess.Popen) -> set[int]:

@@ -423,7 +423,7 @@ cache.save_file = _save
 """
 
 
-@pytest.mark.slow  # two sweeps of spawned --jobs 2 workers (the slow tier: .ci/run)
+@pytest.mark.slow  # two sweeps of spawned --jobs 2 workers (-m "not slow" skips it)
 def test_a_full_disk_in_a_worker_process_is_one_line_exit_2_and_keeps_what_was_recorded(tmp_path):
     """--jobs 2: the worker's OSError crosses the process boundary with its errno and path."""
     import os

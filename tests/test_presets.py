@@ -56,7 +56,7 @@ def imagenet_like(tmp_path_factory) -> str:
 # only; plain:vgg16 runs AutoAttack through the same network code and the same attack code.
 APART = {"rcm-cifar": ["rcm-up:backbone=vgg16", "rcm-stride:backbone=vgg16"]}
 
-# The long presets' tiny forms run in parts, each its own sweep and its own test, so the slow tier's two
+# The long presets' tiny forms run in parts, each its own sweep and its own test, so the suite's two
 # pytest-xdist workers share them: rcm-cifar's twelve models took 113 s as one test, which left one
 # worker idle for most of the tier. The first part of a preset runs as shipped, the plain baseline
 # included; the others leave it out (--no-baseline), as it would only be computed again. A preset not
@@ -129,8 +129,8 @@ def test_the_smoke_preset_as_shipped_prints_a_labelled_table(tmp_path):
     assert manifest["spec"]["note"].startswith("SMOKE TEST")
 
 
-# The presets' tiny forms are the slow tier, which .ci/run runs after the suite (`pytest -m slow`). In
-# parts on the tier's two workers, one thread each: rcm-cifar's four 13-19 s (its attacks search only
+# The presets' tiny forms are slow tests (the suite runs them; `-m "not slow"` leaves them out). In
+# parts on the suite's two workers, one thread each: rcm-cifar's four 13-19 s (its attacks search only
 # the one test image in four a tiny model gets right; at 64/255 the large-eps probe is the sweep's own
 # cell, run once), lfm-paper's ResNet-50s under auto-reid's six members 14-18 s (26.4-26.5 s before the
 # iterative attacks' steps were capped, 31-33 s before its SMA-15 was crafted once with auto-reid's
